@@ -1,0 +1,238 @@
+"""The `modelport` command: each command is a thin call into the library, printed with rich."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modelport.errors import ModelportError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, verify and load vision models.")
+out = Console()
+err = Console(stderr=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    err.print(f"[bold yellow]warning:[/] {message}", highlight=False)
+
+
+def _fmt(value: float, spec: str = ".2e") -> str:
+    return format(value, spec) if value == value else "-"
+
+
+@app.command("models")
+def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the model zoo with feature dimensions and parameter counts."""
+    from modelport.zoo import get_entry, list_models
+
+    rows = []
+    for name in list_models():
+        entry = get_entry(name)
+        params = sum(p.numel() for p in entry.builder().parameters())
+        rows.append({"name": name, "family": entry.family, "task": entry.task, "feature_dim": entry.feature_dim,
+                     "input": [3, entry.height, entry.width], "params": params})
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title="modelport zoo")
+    for col in ("name", "family", "task", "feature dim", "input", "params"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["family"], r["task"], str(r["feature_dim"]),
+                      "x".join(map(str, r["input"])), f"{r['params'] / 1e6:.2f} M")
+    out.print(table)
+
+
+def _source(weights: str, arch: Optional[str]) -> tuple[Optional[str], Optional[str]]:
+    """A path, or a zoo name standing for an untrained model (``modelport export osnet_x0_25 --allow-random``)."""
+    from modelport.zoo import list_models
+
+    if not Path(weights).exists() and weights in list_models():
+        return None, arch or weights
+    return weights, arch
+
+
+@app.command("export")
+def export_cmd(
+    weights: str = typer.Argument(..., help="Weights file (.pt/.pth/.pth.tar), or a zoo name with --allow-random."),
+    formats: Optional[str] = typer.Option(None, "--format", "-f", help="Comma-separated formats; default: all usable here."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder; default: next to the weights."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Fixed batch size (default: dynamic batch)."),
+    dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic batch dimension (the default)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset."),
+    simplify: bool = typer.Option(False, "--simplify", help="Simplify the ONNX graph with onnxslim."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture, when the file name does not say."),
+    allow_random: bool = typer.Option(False, "--allow-random", help="Allow an untrained model."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip verification against PyTorch."),
+    as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+) -> None:
+    """Export weights to ONNX / TorchScript / OpenVINO / TensorRT, verifying each against PyTorch."""
+    from modelport.export import export_all
+
+    if dynamic and batch is not None:
+        raise typer.BadParameter("--batch and --dynamic exclude each other")
+    path, arch = _source(weights, arch)
+    results = export_all(path, formats, arch=arch, out=out_dir, batch=batch, opset=opset, simplify=simplify,
+                         allow_random=allow_random, device=device, verify=not no_verify)
+    _print_exports(results, as_json)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+def _print_exports(results, as_json: bool) -> None:
+    if as_json:
+        rows = [{"format": r.format, "path": str(r.path) if r.path else None, "ok": r.ok, "seconds": r.seconds,
+                 "error": r.error, "max_abs": r.check.outputs[0].max_abs if r.check and r.check.outputs else None,
+                 "min_cosine": r.check.outputs[0].min_cosine if r.check and r.check.outputs else None}
+                for r in results]
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title="exports")
+    for col in ("format", "status", "max abs diff", "min cosine", "seconds", "path / problem"):
+        table.add_column(col)
+    for r in results:
+        first = r.check.outputs[0] if r.check and r.check.outputs else None
+        status = "[green]ok[/]" if r.ok else "[red]failed[/]"
+        table.add_row(r.format, status, _fmt(first.max_abs) if first else "-",
+                      _fmt(first.min_cosine, ".6f") if first else "-", f"{r.seconds:.1f}",
+                      str(r.path) if r.ok else (r.error or ""))
+    out.print(table)
+
+
+@app.command("verify")
+def verify_cmd(
+    paths: List[Path] = typer.Argument(..., help="Artifacts and/or a weights file; the weights (or the first) is the reference."),
+    batch: int = typer.Option(8, "--batch", help="Rows in the seeded test batch."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of the weights file, if its name does not say."),
+    as_json: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON to this file ('-' for stdout)."),
+) -> None:
+    """Compare artifacts side by side on one seeded batch; exit 1 on any mismatch."""
+    from modelport.discover import open_artifact
+    from modelport.formats import format_of_path
+    from modelport.verify import verify
+
+    weights = [p for p in paths if format_of_path(p).id == "pytorch"]
+    reference_path = weights[0] if weights else paths[0]
+    reference = open_artifact(reference_path, device, arch=arch)
+    others = [open_artifact(p, device) for p in paths if p != reference_path]
+    if not others:
+        raise typer.BadParameter("give at least two things to compare (e.g. weights and an export)")
+    report = verify(others, reference, count=batch, seed=seed)
+    if as_json:
+        text = json.dumps(report.to_dict(), indent=2, default=str)
+        if as_json == "-":
+            out.print_json(text)
+        else:
+            Path(as_json).write_text(text)
+    if as_json != "-":
+        table = Table(title=f"verify vs {report.reference} (batch {report.batch}, seed {report.seed})")
+        for col in ("artifact", "format", "output", "max abs", "rel max", "min cos", "centred cos", "NN agree", "result"):
+            table.add_column(col)
+        for res in report.results:
+            if res.error:
+                table.add_row(res.label, res.format, "-", "-", "-", "-", "-", "-", f"[red]{res.error}[/]")
+            for o in res.outputs:
+                verdict = "[green]pass[/]" if o.passed else f"[red]{'; '.join(o.failures)}[/]"
+                table.add_row(res.label, res.format, o.output, _fmt(o.max_abs), _fmt(o.rel_max),
+                              _fmt(o.min_cosine, ".6f"), _fmt(o.min_centered_cosine, ".6f"),
+                              f"{o.nn_agreement:.2f}", verdict)
+        out.print(table)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command("info")
+def info_cmd(artifact: Path = typer.Argument(..., help="An exported artifact (or a weights file)."),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """Print the model spec embedded in an artifact."""
+    from modelport.errors import WeightsNotFoundError
+    from modelport.formats import format_of_path
+
+    fmt = format_of_path(artifact)
+    if not artifact.exists():
+        raise WeightsNotFoundError(f"{artifact}: not found")
+    spec = fmt.read_spec(artifact)
+    if as_json:
+        out.print_json(spec.to_json())
+        return
+    table = Table(title=f"{artifact} ({fmt.name})", show_header=False)
+    table.add_row("model", spec.name)
+    table.add_row("task", spec.task)
+    for t in spec.inputs:
+        table.add_row("input", f"{t.name} {t.dtype} {list(t.shape)}")
+    for t in spec.outputs:
+        table.add_row("output", f"{t.name} {t.dtype} {list(t.shape)}")
+    pre = spec.preprocess
+    table.add_row("preprocess", f"{pre.resize} to {pre.height}x{pre.width} {pre.channel_order}, "
+                                f"x{pre.scale:.6g}, mean {pre.mean}, std {pre.std}")
+    src = spec.source
+    label = "[bold red]RANDOM (untrained)[/]" if spec.is_random else "weights"
+    table.add_row("source", f"{label} {src.file or ''} sha256={src.sha256 or '-'}")
+    table.add_row("precision", spec.precision)
+    table.add_row("modelport", spec.modelport_version)
+    out.print(table)
+
+
+@app.command("load")
+def load_cmd(path: Path = typer.Argument(..., help="Weights file or artifact."),
+             format: Optional[str] = typer.Option(None, "--format", help="Force one format."),
+             device: str = typer.Option("cpu", "--device"),
+             allow_random: bool = typer.Option(False, "--allow-random")) -> None:
+    """Show which runtime the loader picks for PATH, and run it once."""
+    from modelport import load
+    from modelport.samples import person_crops
+
+    runner = load(path, format=format, device=device, allow_random=allow_random)
+    emb = runner.embed(person_crops(2, runner.spec.preprocess.height, runner.spec.preprocess.width))
+    out.print(f"model_type={runner.model_type} path={runner.path} batch={runner.max_batch or 'dynamic'} "
+              f"embedding={emb.shape[1]}-d")
+
+
+@app.command("demo")
+def demo_cmd(workdir: Path = typer.Option(Path("modelport_demo"), "--workdir", help="Where to write everything."),
+             arch: str = typer.Option("osnet_x0_25", "--arch")) -> None:
+    """Build an untrained OSNet, export every available format, verify, and load the best one."""
+    from modelport.demo import run_demo
+
+    if not run_demo(workdir, arch, out, err):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    from modelport.zoo import RandomWeightsWarning
+
+    warnings.showwarning = _show_warning
+    warnings.simplefilter("once", RandomWeightsWarning)
+    try:
+        app(standalone_mode=False)
+    except ModelportError as exc:
+        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            err.print(f"  [dim]hint:[/] {exc.hint}", highlight=False)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

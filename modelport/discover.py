@@ -1,0 +1,182 @@
+"""Find a weights file's exported siblings and load the best usable one, with a reported fallback chain."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelport.errors import MissingRuntimeError, ModelportError, WeightsNotFoundError
+from modelport.formats import EXPORTABLE, FORMATS, Format, Runner, format_of_path, get_format
+from modelport.spec import ModelSpec, sha256_file
+from modelport.zoo.checkpoints import weights_stem
+
+EXPORT_FOLDER = "exported_models"
+
+
+class StaleExportWarning(UserWarning):
+    """An export was made from different weights than the file it sits beside."""
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    format: Format
+    path: Path
+
+
+def search_dirs(weights: Path) -> list[Path]:
+    """The weights' folder, the working directory, and an ``exported_models/`` folder in either."""
+    dirs = [weights.parent, Path.cwd(), weights.parent / EXPORT_FOLDER, Path.cwd() / EXPORT_FOLDER]
+    unique: list[Path] = []
+    for d in dirs:
+        d = d.resolve()
+        if d not in unique and d.is_dir():
+            unique.append(d)
+    return unique
+
+
+def find_exports(weights: str | Path, formats: tuple[Format, ...] = EXPORTABLE) -> list[Candidate]:
+    """Every existing export of ``weights`` by name, in format-priority order, then search-folder order."""
+    weights = Path(weights)
+    stem = weights_stem(weights)
+    found = []
+    for fmt in formats:
+        for folder in search_dirs(weights):
+            for suffix in fmt.suffixes:
+                path = folder / f"{stem}{suffix}"
+                if path.exists() and path.is_dir() == fmt.is_dir:
+                    found.append(Candidate(fmt, path))
+    return found
+
+
+def open_artifact(path: str | Path, device: str = "cpu", *, arch: str | None = None,
+                  allow_random: bool = False) -> Runner:
+    """Load an artifact (or a weights file) directly, by its suffix."""
+    path = Path(path)
+    fmt = format_of_path(path)
+    if fmt.id == "pytorch":
+        from modelport.formats.pytorch import load as load_pytorch
+
+        fmt.require(device)
+        return load_pytorch(path, device, arch=arch, allow_random=allow_random)
+    if not path.exists():
+        raise WeightsNotFoundError(f"{path}: artifact not found")
+    return fmt.load(path, device)
+
+
+def _is_stale(candidate: Candidate, digest: str | None) -> tuple[bool, ModelSpec | None]:
+    spec = candidate.format.read_spec(candidate.path)
+    if digest is None or spec.source.sha256 is None:
+        return False, spec
+    return spec.source.sha256 != digest, spec
+
+
+def load(
+    path: str | Path,
+    format: str | None = None,
+    device: str = "cpu",
+    *,
+    arch: str | None = None,
+    allow_random: bool = False,
+    verbose: bool = True,
+) -> Runner:
+    """A Runner for ``path``.
+
+    An export is loaded directly. A weights file is resolved to its best usable export (priority
+    ONNX > TensorRT > OpenVINO > TorchScript), skipping stale or unusable ones, then falls back to
+    PyTorch, and to random weights only when ``allow_random`` is set. ``format`` forces one format.
+    """
+    path = Path(path)
+    say = _say if verbose else (lambda _msg: None)
+    source_fmt = format_of_path(path)
+    if source_fmt.id != "pytorch":
+        if format and get_format(format).id != source_fmt.id:
+            raise ModelportError(f"{path} is a {source_fmt.name} artifact, not {format}")
+        return open_artifact(path, device)
+
+    forced = get_format(format) if format else None
+    if forced and forced.id == "pytorch":
+        return open_artifact(path, device, arch=arch, allow_random=allow_random)
+    digest = sha256_file(path) if path.is_file() else None
+    if digest is None:
+        say(f"! weights file {path} not found; looking for exports of {path.name} without a freshness check")
+    formats = (forced,) if forced else EXPORTABLE
+    skipped: list[str] = []
+    for cand in find_exports(path, formats):
+        reason = cand.format.unavailable_reason(device)
+        if reason:
+            skipped.append(f"{cand.path}: {reason}")
+            continue
+        try:
+            stale, _ = _is_stale(cand, digest)
+        except ModelportError as exc:
+            skipped.append(f"{cand.path}: {exc.message}")
+            continue
+        if stale:
+            warnings.warn(f"{cand.path} was exported from different weights than {path}; skipping it "
+                          f"(re-export with `modelport export {path}`)", StaleExportWarning, stacklevel=2)
+            skipped.append(f"{cand.path}: stale")
+            continue
+        try:
+            runner = cand.format.load(cand.path, device)
+        except ModelportError as exc:
+            skipped.append(f"{cand.path}: {exc.message}")
+            say(f"! could not load {cand.path}: {exc.message}; trying the next option")
+            continue
+        say(f"→ Found exported {cand.format.name} model: {cand.path}")
+        return runner
+    for line in skipped:
+        say(f"  skipped {line}")
+    if forced:
+        raise MissingRuntimeError(
+            f"no usable {forced.name} export of {path} on {device}" + (f" ({'; '.join(skipped)})" if skipped else ""),
+            hint=f"create one with `modelport export {path} --format {forced.id}`",
+        )
+    return _fallback(path, device, arch=arch, allow_random=allow_random, say=say)
+
+
+def _fallback(path: Path, device: str, *, arch: str | None, allow_random: bool, say) -> Runner:
+    pytorch = get_format("pytorch")
+    reason = pytorch.unavailable_reason(device)
+    if reason:
+        usable = [f.name for f in FORMATS if f.unavailable_reason(device) is None]
+        raise MissingRuntimeError(
+            f"no runtime can run {path} on {device}: {reason}",
+            hint="install onnxruntime (pip install onnxruntime) or torch" if not usable else f"usable: {usable}",
+        )
+    if path.is_file():
+        say(f"→ No usable export found; using PyTorch weights: {path}")
+        return open_artifact(path, device, arch=arch)
+    if allow_random:
+        say(f"→ No weights or exports found for {path.name}; using RANDOM weights (allowed by allow_random)")
+        return _random(path, device, arch)
+    raise WeightsNotFoundError(
+        f"{path}: weights file not found and no export of it was found in "
+        + ", ".join(str(d) for d in search_dirs(path)),
+        hint="put the weights file there (downloads are not possible here), or allow random weights",
+    )
+
+
+def _random(path: Path, device: str, arch: str | None) -> Runner:
+    from modelport.formats.pytorch import PyTorchRunner
+    from modelport.zoo import build, resolve_architecture
+
+    entry = resolve_architecture(path, arch)
+    built = build(None, arch=entry.name, allow_random=True)
+    return PyTorchRunner(built.module, built.spec, None, device)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+

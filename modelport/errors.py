@@ -1,0 +1,59 @@
+"""Typed errors for user mistakes: each names the bad value and says what to do."""
+
+from __future__ import annotations
+
+
+class ModelportError(Exception):
+    """Base class; the CLI prints ``message`` and ``hint`` without a traceback."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+
+
+class WeightsNotFoundError(ModelportError, FileNotFoundError):
+    """A weights file or artifact path does not exist."""
+
+
+class UnknownArchitectureError(ModelportError, ValueError):
+    """A model name (given or inferred from a file name) is not in the zoo."""
+
+
+class CorruptFileError(ModelportError, ValueError):
+    """A file is truncated, corrupted or not the kind of file expected."""
+
+
+class NotACheckpointError(ModelportError, ValueError):
+    """A file loads but holds no state dict."""
+
+
+class WeightsMismatchError(ModelportError, ValueError):
+    """A state dict does not fit the architecture (missing/unexpected keys or wrong shapes)."""
+
+
+class MissingRuntimeError(ModelportError, ImportError):
+    """An optional runtime package is not installed or cannot run on the device."""
+
+
+class UnsupportedFormatError(ModelportError, ValueError):
+    """A format id or artifact suffix is not one modelport knows."""
+
+
+class ExportError(ModelportError, RuntimeError):
+    """Writing an artifact failed."""
+
+
+class VerificationError(ModelportError, RuntimeError):
+    """An artifact does not compute what the PyTorch model computes."""
+
+    exit_code = 1
+
+
+class RandomWeightsNotAllowedError(ModelportError, ValueError):
+    """No weights were given and random initialisation was not asked for."""

@@ -1,0 +1,189 @@
+"""The Format table entry and the Runner base class every runtime shares."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from modelport.errors import MissingRuntimeError
+from modelport.preprocess import ImageLike, prepare
+from modelport.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+@dataclass(frozen=True, slots=True)
+class ExportOptions:
+    opset: int = 17
+    simplify: bool = False
+    device: str = "cpu"
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    """One artifact format. Implementations live in ``impl`` and are imported only when used."""
+
+    id: str
+    name: str
+    suffix: str
+    impl: str
+    packages: tuple[str, ...]  # import names the runtime needs
+    install: str  # what to pip install when they are missing
+    alt_suffixes: tuple[str, ...] = ()
+    is_dir: bool = False
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    needs_cuda: bool = False
+
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        return (self.suffix, *self.alt_suffixes)
+
+    def artifact_path(self, directory: Path, stem: str, tag: str = "") -> Path:
+        """Where an export of ``stem`` goes: ``x.onnx``, ``x.int8.onnx``, ``x_openvino_model/``."""
+        if self.is_dir:
+            middle = f"_{tag}" if tag else ""
+            return directory / f"{stem}{middle}{self.suffix}"
+        middle = f".{tag}" if tag else ""
+        return directory / f"{stem}{middle}{self.suffix}"
+
+    def matches(self, path: Path) -> bool:
+        name = path.name.lower()
+        return any(name.endswith(s) for s in self.suffixes) and (path.is_dir() == self.is_dir or not path.exists())
+
+    def unavailable_reason(self, device: str = "cpu") -> str | None:
+        """Why this format cannot run on ``device`` here, or None when it can."""
+        missing = [p for p in self.packages if importlib.util.find_spec(p) is None]
+        if missing:
+            return f"{', '.join(missing)} not installed (pip install {self.install})"
+        kind = device.split(":")[0]
+        if kind not in self.devices:
+            return f"{self.name} does not run on {device}"
+        if kind == "cuda" or self.needs_cuda:
+            import torch
+
+            if not torch.cuda.is_available():
+                return "no CUDA device available"
+        return None
+
+    def require(self, device: str = "cpu") -> None:
+        reason = self.unavailable_reason(device)
+        if reason:
+            raise MissingRuntimeError(f"{self.name} is unavailable: {reason}", hint=f"pip install {self.install}")
+
+    def _module(self) -> Any:
+        return importlib.import_module(self.impl)
+
+    def export(self, module: "nn.Module", spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
+        return self._module().export(module, spec, dest, options)
+
+    def load(self, path: Path, device: str = "cpu") -> "Runner":
+        self.require(device)
+        return self._module().load(Path(path), device)
+
+    def read_spec(self, path: Path) -> ModelSpec:
+        return self._module().read_spec(Path(path))
+
+
+class Runner:
+    """Runs one model. Subclasses implement ``_infer`` for a batch that fits the model.
+
+    The base class validates input, chunks large batches and zero-pads to a fixed batch size,
+    slicing the padding off again, so callers never see a model's batch constraints.
+    """
+
+    format_id = "base"
+
+    def __init__(self, spec: ModelSpec, path: Path | None, device: str = "cpu", chunk: int | None = None) -> None:
+        self.spec = spec
+        self.path = path
+        self.device = device
+        # Dynamic-batch models still run in bounded chunks so a huge batch cannot exhaust memory.
+        self.chunk = chunk or 64
+
+    @property
+    def format(self) -> str:
+        return self.format_id
+
+    @property
+    def max_batch(self) -> int | None:
+        return self.spec.max_batch
+
+    @property
+    def model_type(self) -> str:
+        return "random" if self.format_id == "pytorch" and self.spec.is_random else self.format_id
+
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _check(self, batch: np.ndarray) -> np.ndarray:
+        want = self.spec.inputs[0]
+        batch = np.asarray(batch)
+        if batch.ndim != len(want.shape):
+            raise ValueError(f"{self.describe()}: expected a {len(want.shape)}-d input {want.shape}, got {batch.shape}")
+        for got, dim in zip(batch.shape[1:], want.shape[1:]):
+            if isinstance(dim, int) and got != dim:
+                raise ValueError(f"{self.describe()}: expected input shape {want.shape}, got {batch.shape}")
+        if batch.dtype != np.float32:
+            if not np.issubdtype(batch.dtype, np.floating):
+                raise ValueError(f"{self.describe()}: expected float32 input, got {batch.dtype}")
+            batch = batch.astype(np.float32)
+        return np.ascontiguousarray(batch)
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        batch = self._check(batch)
+        n = len(batch)
+        size = self.max_batch or self.chunk
+        if n == 0:
+            probe = self(np.zeros((1, *batch.shape[1:]), np.float32))
+            return {k: v[:0] for k, v in probe.items()}
+        if self.max_batch is None and n <= size:
+            return self._infer(batch)
+        parts: list[dict[str, np.ndarray]] = []
+        for start in range(0, n, size):
+            part = batch[start : start + size]
+            real = len(part)
+            if self.max_batch is not None and real < size:
+                pad = np.zeros((size - real, *part.shape[1:]), np.float32)
+                part = np.concatenate([part, pad])
+            out = self._infer(part)
+            parts.append({k: v[:real] for k, v in out.items()})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def embed(self, items: Sequence[ImageLike] | np.ndarray) -> np.ndarray:
+        """L2-normalised (N, D) float32 embeddings for crops, images, paths or a preprocessed batch."""
+        batch = prepare(items, self.spec.preprocess)
+        feats = self(batch)[self.spec.outputs[0].name].reshape(len(batch), -1).astype(np.float32)
+        norms = np.linalg.norm(feats, axis=1, keepdims=True)
+        return feats / np.maximum(norms, 1e-12)
+
+    def describe(self) -> str:
+        where = f" {self.path}" if self.path else ""
+        return f"{self.format_id}{where}"
+
+    def close(self) -> None:
+        """Release runtime resources (sessions, compiled models)."""
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        batch = self.max_batch if self.max_batch is not None else "dynamic"
+        return f"<{type(self).__name__} {self.spec.name} model_type={self.model_type} batch={batch} device={self.device}>"
+
+
+def example_batch(spec: ModelSpec, count: int | None = None, seed: int = 0) -> np.ndarray:
+    """A seeded, realistic input batch for tracing and verification (fixed batch size when the spec has one)."""
+    from modelport.samples import person_crops
+
+    n = spec.max_batch or count or 2
+    pre = spec.preprocess
+    return prepare(person_crops(n, pre.height, pre.width, seed=seed), pre)

@@ -1,0 +1,118 @@
+"""ONNX export (torch.onnx, spec in metadata_props) and an ONNX Runtime runner."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from modelport.errors import CorruptFileError, ExportError
+from modelport.formats.base import ExportOptions, Runner, example_batch
+from modelport.spec import SPEC_KEY, ModelSpec
+
+
+def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
+    import onnx
+
+    write_onnx(module, spec, dest, opset=options.opset)
+    model = onnx.load(str(dest))
+    if options.simplify:
+        import onnxslim
+
+        model = onnxslim.slim(model)
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = SPEC_KEY, spec.to_json()
+    model.producer_name = "modelport"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dest))
+    return dest
+
+
+def write_onnx(module, spec: ModelSpec, dest: Path, *, opset: int, dynamic: bool | None = None) -> Path:
+    """Plain torch.onnx export with the spec's tensor names and (by default) its batch dimension."""
+    import torch
+
+    dynamic = spec.max_batch is None if dynamic is None else dynamic
+    example = torch.from_numpy(example_batch(spec))
+    names_in = [t.name for t in spec.inputs]
+    names_out = [t.name for t in spec.outputs]
+    axes = {n: {0: "batch"} for n in names_in + names_out} if dynamic else None
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter is the one that honours opsets below 18 (deprecated upstream).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            with torch.no_grad():
+                torch.onnx.export(
+                    module, (example,), str(dest), dynamo=False, opset_version=opset,
+                    input_names=names_in, output_names=names_out, dynamic_axes=axes, do_constant_folding=True,
+                )
+        except Exception as exc:  # torch raises many unrelated types here
+            raise ExportError(f"{dest}: torch.onnx.export failed: {exc}") from exc
+    return dest
+
+
+def read_spec(path: Path) -> ModelSpec:
+    import onnxruntime as ort
+
+    try:
+        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+    except Exception as exc:
+        raise CorruptFileError(f"{path}: not a loadable ONNX model ({exc})") from None
+    return _spec_from_meta(meta.custom_metadata_map, path)
+
+
+def _spec_from_meta(meta: dict[str, str], path: Path) -> ModelSpec:
+    if SPEC_KEY not in meta:
+        raise CorruptFileError(
+            f"{path}: no modelport metadata in this ONNX file", hint="export it with `modelport export`"
+        )
+    return ModelSpec.from_json(meta[SPEC_KEY], origin=str(path))
+
+
+def session_options(threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    return opts
+
+
+class OnnxRunner(Runner):
+    format_id = "onnx"
+
+    def __init__(self, path: Path, device: str = "cpu") -> None:
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                index = int(device.split(":")[1]) if ":" in device else 0
+                providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+            else:
+                warnings.warn(
+                    f"{path}: onnxruntime has no CUDA provider here (install onnxruntime-gpu); running on the CPU",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                device = "cpu"
+        try:
+            self.session = ort.InferenceSession(str(path), session_options(), providers=providers)
+        except Exception as exc:
+            raise CorruptFileError(f"{path}: ONNX Runtime cannot load it ({exc})") from None
+        super().__init__(_spec_from_meta(self.session.get_modelmeta().custom_metadata_map, path), path, device)
+        self.providers = self.session.get_providers()
+        self._input = self.session.get_inputs()[0].name
+        self._outputs = [o.name for o in self.session.get_outputs()]
+
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(self._outputs, {self._input: batch})
+        return dict(zip(self._outputs, values))
+
+
+def load(path: Path, device: str = "cpu") -> OnnxRunner:
+    return OnnxRunner(path, device)

@@ -1,0 +1,44 @@
+"""The PyTorch reference runner: a zoo model built from a checkpoint (or random weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from modelport.errors import UnsupportedFormatError
+from modelport.formats.base import ExportOptions, Runner
+from modelport.spec import ModelSpec
+
+
+class PyTorchRunner(Runner):
+    format_id = "pytorch"
+
+    def __init__(self, module, spec: ModelSpec, path: Path | None, device: str = "cpu") -> None:
+        super().__init__(spec, path, device)
+        self.module = module.to(device).eval()
+
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(batch).to(self.device))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return {t.name: o.float().cpu().numpy() for t, o in zip(self.spec.outputs, outs)}
+
+
+def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
+    raise UnsupportedFormatError("PyTorch is the source format; there is nothing to export to")
+
+
+def read_spec(path: Path, arch: str | None = None) -> ModelSpec:
+    from modelport.zoo import build
+
+    return build(path, arch=arch).spec
+
+
+def load(path: Path, device: str = "cpu", arch: str | None = None, allow_random: bool = False) -> PyTorchRunner:
+    from modelport.zoo import build
+
+    built = build(path, arch=arch, allow_random=allow_random)
+    return PyTorchRunner(built.module, built.spec, path, device)

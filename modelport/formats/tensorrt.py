@@ -1,0 +1,115 @@
+"""TensorRT engines built from the ONNX export; the spec is a length-prefixed JSON header before the engine.
+
+Needs the ``tensorrt`` package and a CUDA device; elsewhere the format reports itself unavailable.
+"""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from modelport.errors import CorruptFileError, ExportError
+from modelport.formats.base import ExportOptions, Runner
+from modelport.spec import ModelSpec
+
+_MAGIC = b"MPTRT1"
+DEFAULT_MAX_BATCH = 32
+
+
+def _logger():
+    import tensorrt as trt
+
+    return trt.Logger(trt.Logger.WARNING)
+
+
+def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
+    import tensorrt as trt
+
+    from modelport.formats.onnx import write_onnx
+
+    max_batch = spec.max_batch or int(spec.extra.get("trt_max_batch", DEFAULT_MAX_BATCH))
+    builder = trt.Builder(_logger())
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, _logger())
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = write_onnx(module, spec, Path(tmp) / "model.onnx", opset=options.opset)
+        if not parser.parse_from_file(str(onnx_path)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise ExportError(f"{dest}: TensorRT could not parse the ONNX graph: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 4 << 30)
+    if spec.precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        rest = tuple(tensor.shape)[1:]
+        low = max_batch if spec.max_batch else 1
+        profile.set_shape(tensor.name, (low, *rest), (max(low, max_batch // 2), *rest), (max_batch, *rest))
+    config.add_optimization_profile(profile)
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise ExportError(f"{dest}: TensorRT failed to build an engine (see the TensorRT log above)")
+    header = spec.to_json().encode()
+    with open(dest, "wb") as handle:
+        handle.write(_MAGIC + struct.pack("<I", len(header)) + header)
+        handle.write(bytes(engine))
+    return dest
+
+
+def _split(path: Path) -> tuple[ModelSpec, bytes]:
+    data = Path(path).read_bytes()
+    if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + 4:
+        raise CorruptFileError(f"{path}: no modelport header; not an engine written by modelport",
+                               hint="export it with `modelport export --format tensorrt`")
+    (length,) = struct.unpack("<I", data[len(_MAGIC) : len(_MAGIC) + 4])
+    start = len(_MAGIC) + 4
+    spec = ModelSpec.from_json(data[start : start + length].decode(), origin=str(path))
+    return spec, data[start + length :]
+
+
+def read_spec(path: Path) -> ModelSpec:
+    return _split(path)[0]
+
+
+class TensorRTRunner(Runner):
+    format_id = "tensorrt"
+
+    def __init__(self, path: Path, device: str = "cuda") -> None:
+        import tensorrt as trt
+
+        spec, blob = _split(path)
+        super().__init__(spec, path, device if device.startswith("cuda") else "cuda")
+        self.engine = trt.Runtime(_logger()).deserialize_cuda_engine(blob)
+        if self.engine is None:
+            raise CorruptFileError(f"{path}: TensorRT cannot deserialise this engine (other TensorRT version or GPU?)")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self._inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self._outputs = [n for n in names if n not in self._inputs]
+        if spec.max_batch is None:
+            self.chunk = int(spec.extra.get("trt_max_batch", DEFAULT_MAX_BATCH))
+
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        x = torch.from_numpy(batch).to(self.device)
+        self.context.set_input_shape(self._inputs[0], tuple(x.shape))
+        self.context.set_tensor_address(self._inputs[0], x.data_ptr())
+        outs = {}
+        for name in self._outputs:
+            out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=torch.float32, device=self.device)
+            self.context.set_tensor_address(name, out.data_ptr())
+            outs[name] = out
+        stream = torch.cuda.current_stream(torch.device(self.device))
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError(f"{self.path}: TensorRT execution failed")
+        stream.synchronize()
+        return {k: v.cpu().numpy() for k, v in outs.items()}
+
+
+def load(path: Path, device: str = "cuda") -> TensorRTRunner:
+    return TensorRTRunner(path, device)

@@ -1,0 +1,78 @@
+"""TorchScript export (trace + freeze, spec as an extra file) and its runner."""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from modelport.errors import CorruptFileError, ExportError
+from modelport.formats.base import ExportOptions, Runner, example_batch
+from modelport.spec import SPEC_KEY, ModelSpec
+
+_EXTRA = f"{SPEC_KEY}.json"
+
+
+@contextmanager
+def _quiet_jit():
+    # torch 2.10+ marks torch.jit deprecated; TorchScript is still what libtorch/Triton deployments load.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=Warning)
+        yield
+
+
+def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
+    import torch
+
+    example = torch.from_numpy(example_batch(spec))
+    try:
+        with torch.no_grad(), _quiet_jit():
+            traced = torch.jit.trace(module.eval(), example, check_trace=False)
+            # Freezing inlines weights and folds constants: faster inference, same numerics.
+            frozen = torch.jit.freeze(traced)
+    except Exception as exc:
+        raise ExportError(f"{dest}: TorchScript tracing failed: {exc}") from exc
+    with _quiet_jit():
+        torch.jit.save(frozen, str(dest), _extra_files={_EXTRA: spec.to_json()})
+    return dest
+
+
+def _load(path: Path, device: str):
+    import torch
+
+    extra = {_EXTRA: ""}
+    try:
+        with _quiet_jit():
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except Exception as exc:
+        raise CorruptFileError(f"{path}: not a loadable TorchScript file ({str(exc).splitlines()[0]})") from None
+    if not extra[_EXTRA]:
+        raise CorruptFileError(f"{path}: no modelport metadata in this TorchScript file",
+                               hint="export it with `modelport export`")
+    return module, ModelSpec.from_json(extra[_EXTRA], origin=str(path))
+
+
+def read_spec(path: Path) -> ModelSpec:
+    return _load(path, "cpu")[1]
+
+
+class TorchScriptRunner(Runner):
+    format_id = "torchscript"
+
+    def __init__(self, path: Path, device: str = "cpu") -> None:
+        self.module, spec = _load(path, device)
+        super().__init__(spec, path, device)
+
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(batch).to(self.device))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return {t.name: o.float().cpu().numpy() for t, o in zip(self.spec.outputs, outs)}
+
+
+def load(path: Path, device: str = "cpu") -> TorchScriptRunner:
+    return TorchScriptRunner(path, device)

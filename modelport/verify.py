@@ -1,0 +1,170 @@
+"""Compare runners on identical inputs: max/relative abs diff, cosine, centred cosine, neighbour agreement."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from modelport.formats.base import Runner, example_batch
+
+
+@dataclass(frozen=True, slots=True)
+class Tolerance:
+    """Pass criteria; None disables a check. Defaults are the fp32 thresholds.
+
+    Element-wise, ``|got - ref| <= max_abs + rtol * |ref|`` (numpy.allclose's rule): the absolute
+    bound alone cannot hold for fp32 outputs much larger than 1, where reordered sums differ by ~1e-5
+    relative.
+    """
+
+    max_abs: float | None = 1e-4
+    rtol: float = 1e-5
+    min_cosine: float | None = 0.9999
+    min_nn_agreement: float | None = None
+
+
+FP32 = Tolerance()
+
+
+@dataclass(frozen=True, slots=True)
+class OutputComparison:
+    output: str
+    max_abs: float
+    mean_abs: float
+    rel_max: float  # max abs diff relative to the reference's largest magnitude
+    min_cosine: float
+    min_centered_cosine: float  # cosine after removing the reference batch mean (see TESTING.md)
+    nn_agreement: float  # share of rows whose nearest other row is the same under both
+    failures: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclass(slots=True)
+class RunnerResult:
+    label: str
+    format: str
+    path: str | None
+    outputs: list[OutputComparison] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(o.passed for o in self.outputs)
+
+    def summary(self) -> str:
+        if self.error:
+            return self.error
+        bad = [f"{o.output}: {', '.join(o.failures)}" for o in self.outputs if o.failures]
+        return "; ".join(bad) if bad else "ok"
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    reference: str
+    batch: int
+    seed: int
+    tolerance: Tolerance
+    results: list[RunnerResult]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for row, result in zip(data["results"], self.results):
+            row["passed"] = result.passed
+        data["passed"] = self.passed
+        return data
+
+
+def _rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    na = np.linalg.norm(a, axis=1)
+    nb = np.linalg.norm(b, axis=1)
+    both_zero = (na == 0) & (nb == 0)
+    cos = (a * b).sum(1) / np.maximum(na * nb, 1e-30)
+    return np.where(both_zero, 1.0, cos)
+
+
+def _nearest_other(x: np.ndarray) -> np.ndarray:
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    return sim.argmax(1)
+
+
+def compare_output(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance = FP32) -> OutputComparison:
+    """Compare one output tensor; the failure list names each threshold that was missed."""
+    if ref.shape != got.shape:
+        return OutputComparison(name, np.inf, np.inf, np.inf, -1.0, -1.0, 0.0,
+                                (f"shape {got.shape} != reference {ref.shape}",))
+    a = ref.reshape(len(ref), -1).astype(np.float64)
+    b = got.reshape(len(got), -1).astype(np.float64)
+    diff = np.abs(a - b)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    scale = float(np.abs(a).max()) if a.size else 0.0
+    mean = a.mean(0, keepdims=True)
+    cos = float(_rowwise_cosine(a, b).min()) if len(a) else 1.0
+    ccos = float(_rowwise_cosine(a - mean, b - mean).min()) if len(a) > 1 else cos
+    nn = float((_nearest_other(a) == _nearest_other(b)).mean()) if len(a) > 2 else 1.0
+    failures = []
+    if not np.isfinite(b).all():
+        failures.append("non-finite values")
+    if tol.max_abs is not None and diff.size and not (diff <= tol.max_abs + tol.rtol * np.abs(a)).all():
+        failures.append(f"max abs diff {max_abs:.3g} exceeds {tol.max_abs:g} + {tol.rtol:g}*|ref|")
+    if tol.min_cosine is not None and not cos >= tol.min_cosine:
+        failures.append(f"min cosine {cos:.6f} < {tol.min_cosine:g}")
+    if tol.min_nn_agreement is not None and not nn >= tol.min_nn_agreement:
+        failures.append(f"nearest-neighbour agreement {nn:.3f} < {tol.min_nn_agreement:g}")
+    mean_abs = float(diff.mean()) if diff.size else 0.0
+    return OutputComparison(name, max_abs, mean_abs, max_abs / scale if scale else max_abs, cos, ccos, nn,
+                            tuple(failures))
+
+
+def compare_runner(reference: dict[str, np.ndarray], runner: Runner, batch: np.ndarray,
+                   tol: Tolerance = FP32, label: str | None = None) -> RunnerResult:
+    result = RunnerResult(label or runner.describe(), runner.format, str(runner.path) if runner.path else None)
+    try:
+        got = runner(batch)
+    except Exception as exc:  # a runtime failure is a verification failure, reported not raised
+        result.error = f"inference failed: {type(exc).__name__}: {exc}"
+        return result
+    for name, ref in reference.items():
+        if name not in got:
+            result.error = f"output {name!r} missing (has {', '.join(got)})"
+            return result
+        result.outputs.append(compare_output(name, ref, got[name], tol))
+    return result
+
+
+def verify(
+    runners: Sequence[Runner | str | Path],
+    reference: Runner | str | Path | None = None,
+    *,
+    batch: np.ndarray | None = None,
+    count: int = 8,
+    seed: int = 0,
+    tolerance: Tolerance = FP32,
+) -> VerifyReport:
+    """Run every runner on one seeded batch and compare each with ``reference`` (default: the first).
+
+    Paths are opened with the loader; a fixed-batch runner is padded/chunked by its base class, so
+    runners with different batch constraints are compared on exactly the same rows.
+    """
+    from modelport.discover import open_artifact
+
+    opened = [r if isinstance(r, Runner) else open_artifact(r) for r in runners]
+    ref = reference if isinstance(reference, Runner) or reference is None else open_artifact(reference)
+    if ref is None:
+        ref, opened = opened[0], opened[1:]
+    if batch is None:
+        batch = example_batch(ref.spec.with_batch(None), count=count, seed=seed)
+    expected = ref(batch)
+    results = [compare_runner(expected, r, batch, tolerance) for r in opened]
+    return VerifyReport(ref.describe(), len(batch), seed, tolerance, results)

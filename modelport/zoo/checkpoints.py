@@ -1,0 +1,125 @@
+"""Safe checkpoint reading (weights_only), key clean-up and strict, explained weight loading."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from modelport.errors import CorruptFileError, NotACheckpointError, WeightsMismatchError, WeightsNotFoundError
+
+WEIGHT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar", ".bin")
+# Trainer checkpoints keep the weights under one of these keys (torchreid uses "state_dict").
+_NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net")
+# Marker written by modelport itself into checkpoints of untrained (random) models.
+RANDOM_MARKER = "modelport_source"
+
+
+def weights_stem(path: str | Path) -> str:
+    """File name without its weights suffix: ``osnet_x1_0_market.pth.tar`` -> ``osnet_x1_0_market``."""
+    name = Path(path).name
+    for suffix in sorted(WEIGHT_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Return ``(state_dict, extras)`` from a plain state dict or a trainer checkpoint.
+
+    ``extras`` holds the checkpoint's other top-level entries (epoch, marker, ...).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"{path}: weights file not found",
+            hint="check the path; pretrained weights cannot be downloaded here, so place the file there yourself",
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower() or "unsupported global" in str(exc).lower():
+            raise NotACheckpointError(
+                f"{path}: the pickle holds Python objects, not a checkpoint of tensors",
+                hint="save the model's state_dict (torch.save(model.state_dict(), path)); "
+                "modelport never unpickles arbitrary objects",
+            ) from None
+        raise CorruptFileError(f"{path}: not a readable checkpoint ({exc})", hint="re-download or re-save it") from None
+    except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError) as exc:
+        raise CorruptFileError(
+            f"{path}: truncated or corrupted checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+            hint="the file is incomplete or not a PyTorch file; copy it again",
+        ) from None
+    return _split_state_dict(obj, path)
+
+
+def _split_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if not isinstance(obj, Mapping):
+        raise NotACheckpointError(
+            f"{path}: holds a {type(obj).__name__}, not a state dict",
+            hint="expected a dict of tensors or a trainer checkpoint with a 'state_dict' entry",
+        )
+    extras: dict[str, Any] = {}
+    for key in _NESTED_KEYS:
+        if isinstance(obj.get(key), Mapping):
+            extras = {k: v for k, v in obj.items() if k != key}
+            obj = obj[key]
+            break
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise NotACheckpointError(
+            f"{path}: no tensors found (top-level keys: {', '.join(map(str, list(obj)[:8])) or 'none'})",
+            hint="expected a dict of tensors or a trainer checkpoint with a 'state_dict' entry",
+        )
+    return {_strip_prefix(k): v for k, v in tensors.items()}, extras
+
+
+def _strip_prefix(key: str) -> str:
+    # DataParallel / DistributedDataParallel checkpoints prefix every key with "module.".
+    while key.startswith("module."):
+        key = key[len("module.") :]
+    return key
+
+
+def _listing(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_into(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    origin: str | Path,
+    arch: str,
+    ignored_prefixes: tuple[str, ...] = ("classifier.",),
+) -> None:
+    """Load strictly: every key other than the ignored training heads must match in name and shape."""
+    wanted = model.state_dict()
+    given = {k: v for k, v in state_dict.items() if not k.startswith(ignored_prefixes)}
+    # Checkpoints from PyTorch < 0.4.1 predate BatchNorm's counter; it does not affect inference.
+    missing = [k for k in wanted if k not in given and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in given if k not in wanted]
+    wrong_shape = [
+        f"{k} {tuple(given[k].shape)} vs {tuple(wanted[k].shape)}"
+        for k in wanted
+        if k in given and given[k].shape != wanted[k].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)}: {_listing(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)}: {_listing(unexpected)}")
+        if wrong_shape:
+            parts.append(f"wrong shape {len(wrong_shape)} (file vs {arch}): {_listing(wrong_shape)}")
+        raise WeightsMismatchError(
+            f"{origin}: weights do not fit architecture {arch!r}; " + "; ".join(parts),
+            hint="pass the right architecture with --arch, or check that the file belongs to this model",
+        )
+    merged = {**wanted, **given}
+    model.load_state_dict(merged, strict=True)
