@@ -214,7 +214,9 @@ def main() -> None:
     warnings.showwarning = _show_warning
     warnings.simplefilter("once", RandomWeightsWarning)
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns a command's exit code instead of exiting.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except ModelportError as exc:
         err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
         if exc.hint:

@@ -107,15 +107,20 @@ def load(
         say(f"! weights file {path} not found; looking for exports of {path.name} without a freshness check")
     formats = (forced,) if forced else EXPORTABLE
     skipped: list[str] = []
+
+    def skip(cand: Candidate, why: str) -> None:
+        skipped.append(f"{cand.path}: {why}")
+        say(f"  skipping {cand.path}: {why}")
+
     for cand in find_exports(path, formats):
         reason = cand.format.unavailable_reason(device)
         if reason:
-            skipped.append(f"{cand.path}: {reason}")
+            skip(cand, reason)
             continue
         try:
             stale, _ = _is_stale(cand, digest)
         except ModelportError as exc:
-            skipped.append(f"{cand.path}: {exc.message}")
+            skip(cand, exc.message)
             continue
         if stale:
             warnings.warn(f"{cand.path} was exported from different weights than {path}; skipping it "
@@ -125,13 +130,10 @@ def load(
         try:
             runner = cand.format.load(cand.path, device)
         except ModelportError as exc:
-            skipped.append(f"{cand.path}: {exc.message}")
-            say(f"! could not load {cand.path}: {exc.message}; trying the next option")
+            skip(cand, f"could not load it: {exc.message}")
             continue
         say(f"→ Found exported {cand.format.name} model: {cand.path}")
         return runner
-    for line in skipped:
-        say(f"  skipped {line}")
     if forced:
         raise MissingRuntimeError(
             f"no usable {forced.name} export of {path} on {device}" + (f" ({'; '.join(skipped)})" if skipped else ""),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -64,11 +65,9 @@ class Format:
         kind = device.split(":")[0]
         if kind not in self.devices:
             return f"{self.name} does not run on {device}"
-        if kind == "cuda" or self.needs_cuda:
-            import torch
-
-            if not torch.cuda.is_available():
-                return "no CUDA device available"
+        # Other formats fall back to the CPU with a warning (see torch_device); TensorRT cannot.
+        if self.needs_cuda and not cuda_available():
+            return "no CUDA device available"
         return None
 
     def require(self, device: str = "cpu") -> None:
@@ -88,6 +87,21 @@ class Format:
 
     def read_spec(self, path: Path) -> ModelSpec:
         return self._module().read_spec(Path(path))
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def torch_device(device: str, origin: object) -> str:
+    """``device`` if usable, else ``cpu`` with a warning that says so."""
+    if device.startswith("cuda") and not cuda_available():
+        warnings.warn(f"{origin}: CUDA requested but no CUDA device is available; running on the CPU",
+                      RuntimeWarning, stacklevel=3)
+        return "cpu"
+    return device
 
 
 class Runner:

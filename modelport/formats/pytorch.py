@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from modelport.errors import UnsupportedFormatError
-from modelport.formats.base import ExportOptions, Runner
+from modelport.formats.base import ExportOptions, Runner, torch_device
 from modelport.spec import ModelSpec
 
 
@@ -15,6 +15,7 @@ class PyTorchRunner(Runner):
     format_id = "pytorch"
 
     def __init__(self, module, spec: ModelSpec, path: Path | None, device: str = "cpu") -> None:
+        device = torch_device(device, path or spec.name)
         super().__init__(spec, path, device)
         self.module = module.to(device).eval()
 

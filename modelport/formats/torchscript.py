@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from modelport.errors import CorruptFileError, ExportError
-from modelport.formats.base import ExportOptions, Runner, example_batch
+from modelport.formats.base import ExportOptions, Runner, example_batch, torch_device
 from modelport.spec import SPEC_KEY, ModelSpec
 
 _EXTRA = f"{SPEC_KEY}.json"
@@ -62,6 +62,7 @@ class TorchScriptRunner(Runner):
     format_id = "torchscript"
 
     def __init__(self, path: Path, device: str = "cpu") -> None:
+        device = torch_device(device, path)
         self.module, spec = _load(path, device)
         super().__init__(spec, path, device)
 

@@ -42,13 +42,18 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "unsupported global" in str(exc).lower():
+        # "Unsupported global" means a well-formed pickle that references Python classes; anything
+        # else from the weights-only unpickler means the bytes are not a valid pickle at all.
+        if "unsupported global" in str(exc).lower():
             raise NotACheckpointError(
                 f"{path}: the pickle holds Python objects, not a checkpoint of tensors",
                 hint="save the model's state_dict (torch.save(model.state_dict(), path)); "
                 "modelport never unpickles arbitrary objects",
             ) from None
-        raise CorruptFileError(f"{path}: not a readable checkpoint ({exc})", hint="re-download or re-save it") from None
+        raise CorruptFileError(
+            f"{path}: truncated or corrupted checkpoint (not a valid PyTorch pickle)",
+            hint="the file is incomplete or not a PyTorch file; copy it again",
+        ) from None
     except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError) as exc:
         raise CorruptFileError(
             f"{path}: truncated or corrupted checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
