@@ -1,0 +1,70 @@
+"""Shared preprocessing and Runner.embed: accepted inputs, colour order, normalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modelport.errors import CorruptFileError, WeightsNotFoundError
+from modelport.formats.pytorch import PyTorchRunner
+from modelport.preprocess import normalize, prepare, resize_all
+from modelport.samples import person_crops
+from modelport.spec import Preprocess, Source
+from modelport.zoo import get_entry, spec_for
+
+PRE = Preprocess(height=256, width=128, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+def test_normalize_matches_the_textbook_formula():
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 256, 128, 3), dtype=np.uint8)
+    expected = ((rgb / 255.0 - np.array(PRE.mean)) / np.array(PRE.std)).transpose(0, 3, 1, 2)
+    got = normalize(rgb, PRE)
+    assert got.dtype == np.float32 and got.shape == (2, 3, 256, 128)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_bgr_arrays_pil_images_and_paths_give_the_same_input(tmp_path):
+    bgr = person_crops(1, 300, 150, seed=4)[0]
+    pil = Image.fromarray(bgr[..., ::-1].copy())
+    path = tmp_path / "crop.png"
+    pil.save(path)
+    a, b, c = prepare([bgr], PRE), prepare([pil], PRE), prepare([path], PRE)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+    # the colour order matters: feeding the BGR array as if it were RGB gives a different input
+    assert not np.allclose(a, prepare([Image.fromarray(bgr)], PRE))
+
+
+def test_single_items_and_float_batches():
+    crop = person_crops(1, seed=1)[0]
+    assert prepare(crop, PRE).shape == (1, 3, 256, 128)
+    batch = prepare(person_crops(3), PRE)
+    assert prepare(batch, PRE) is batch
+    assert resize_all([], PRE).shape == (0, 256, 128, 3)
+
+
+def test_bad_inputs_are_rejected_clearly(tmp_path):
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        prepare([np.zeros((10, 10), np.uint8)], PRE)
+    with pytest.raises(TypeError, match="int"):
+        prepare([3], PRE)
+    with pytest.raises(WeightsNotFoundError, match="nope.jpg"):
+        prepare([tmp_path / "nope.jpg"], PRE)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(CorruptFileError, match="bad.jpg"):
+        prepare([bad], PRE)
+
+
+def test_embed_returns_unit_vectors_that_depend_on_the_input(osnet_model):
+    runner = PyTorchRunner(osnet_model, spec_for(get_entry("osnet_x0_25"), Source("random")), None)
+    emb = runner.embed(person_crops(6, seed=2))
+    assert emb.shape == (6, 512) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    sims = emb @ emb.T
+    assert sims[~np.eye(6, dtype=bool)].max() < 0.99  # a BN-calibrated model tells crops apart
+    with pytest.raises(ValueError, match="expected input shape"):
+        runner(np.zeros((1, 3, 64, 64), np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        runner(np.zeros((1, 3, 256, 128), np.int64))
