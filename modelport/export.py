@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 import time
 import uuid
@@ -76,7 +77,9 @@ def export_one(built: BuiltModel, fmt: Format, dest: Path, options: ExportOption
             return ExportResult(fmt.id, None, time.perf_counter() - start, error=exc.message)
         check = None
         if runner is not None:
-            reference = PyTorchRunner(built.module, built.spec, None, options.device)
+            # A copy, because moving a module to the GPU is in place and later formats trace on the CPU.
+            module = built.module if options.device == "cpu" else copy.deepcopy(built.module)
+            reference = PyTorchRunner(module, built.spec, None, options.device)
             batch = example_batch(built.spec.with_batch(None), count=VERIFY_ROWS, seed=1234)
             check = compare_runner(reference(batch), runner, batch, tolerance, label=str(dest))
             runner.close()

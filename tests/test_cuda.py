@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -18,15 +20,17 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def test_torchscript_exported_and_run_on_cuda(tmp_path, osnet_model):
     weights = save_plain(osnet_model, tmp_path / "osnet_x0_25_msmt17.pt", 512)
-    results = export_all(weights, "torchscript", device="cuda")
-    assert results[0].ok, results[0].error
+    with warnings.catch_warnings():  # the ONNX provider warning has its own test below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        results = export_all(weights, "onnx,torchscript", device="cuda")
+    assert all(r.ok for r in results), [r.error for r in results]
     runner = modelport.load(weights, format="torchscript", device="cuda")
     assert runner.device == "cuda" and runner.model_type == "torchscript"
     crops = person_crops(20, seed=5)
     cpu = open_artifact(weights).embed(crops)
     gpu = runner.embed(crops)
-    # cuDNN may use TF32 for convolutions, so GPU vs CPU agreement is close but not fp32-exact.
-    assert float((cpu * gpu).sum(1).min()) > 0.999
+    # fp32 runners switch TF32 off, so the GPU agrees with the CPU to fp32 rounding.
+    assert float((cpu * gpu).sum(1).min()) > 0.99999
 
 
 def test_pytorch_runner_on_cuda_matches_cpu(tmp_path, osnet_model):
@@ -35,7 +39,7 @@ def test_pytorch_runner_on_cuda_matches_cpu(tmp_path, osnet_model):
     assert next(gpu.module.parameters()).is_cuda
     crops = person_crops(7, seed=6)
     sims = (gpu.embed(crops) * open_artifact(weights).embed(crops)).sum(1)
-    assert sims.min() > 0.999
+    assert sims.min() > 0.99999
 
 
 def test_onnx_on_cuda_uses_the_cuda_provider_or_says_it_cannot(tmp_path, osnet_model):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from modelport.errors import UnsupportedFormatError
-from modelport.formats.base import ExportOptions, Runner, torch_device
+from modelport.formats.base import ExportOptions, Runner, strict_fp32, torch_device
 from modelport.spec import ModelSpec
 
 
@@ -22,7 +22,7 @@ class PyTorchRunner(Runner):
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), strict_fp32(self.device):
             out = self.module(torch.from_numpy(batch).to(self.device))
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return {t.name: o.float().cpu().numpy() for t, o in zip(self.spec.outputs, outs)}

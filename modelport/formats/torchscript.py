@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from modelport.errors import CorruptFileError, ExportError
-from modelport.formats.base import ExportOptions, Runner, example_batch, torch_device
+from modelport.formats.base import ExportOptions, Runner, example_batch, strict_fp32, torch_device
 from modelport.spec import SPEC_KEY, ModelSpec
 
 _EXTRA = f"{SPEC_KEY}.json"
@@ -28,7 +28,8 @@ def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
 
     example = torch.from_numpy(example_batch(spec))
     try:
-        with torch.no_grad(), _quiet_jit():
+        # Traced convolutions record cuDNN's allow_tf32 flag as a constant; fp32 artifacts record False.
+        with torch.no_grad(), _quiet_jit(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
             traced = torch.jit.trace(module.eval(), example, check_trace=False)
             # Freezing inlines weights and folds constants: faster inference, same numerics.
             frozen = torch.jit.freeze(traced)
@@ -69,7 +70,7 @@ class TorchScriptRunner(Runner):
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), strict_fp32(self.device):
             out = self.module(torch.from_numpy(batch).to(self.device))
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return {t.name: o.float().cpu().numpy() for t, o in zip(self.spec.outputs, outs)}
