@@ -187,15 +187,101 @@ def info_cmd(artifact: Path = typer.Argument(..., help="An exported artifact (or
 def load_cmd(path: Path = typer.Argument(..., help="Weights file or artifact."),
              format: Optional[str] = typer.Option(None, "--format", help="Force one format."),
              device: str = typer.Option("cpu", "--device"),
+             fastest: bool = typer.Option(False, "--fastest", help="Pick what this machine's benchmark measured fastest."),
              allow_random: bool = typer.Option(False, "--allow-random")) -> None:
     """Show which runtime the loader picks for PATH, and run it once."""
     from modelport import load
     from modelport.samples import person_crops
 
-    runner = load(path, format=format, device=device, allow_random=allow_random)
+    runner = load(path, format=format, device=device, allow_random=allow_random,
+                  prefer="fastest" if fastest else "priority")
     emb = runner.embed(person_crops(2, runner.spec.preprocess.height, runner.spec.preprocess.width))
     out.print(f"model_type={runner.model_type} path={runner.path} batch={runner.max_batch or 'dynamic'} "
               f"embedding={emb.shape[1]}-d")
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise typer.BadParameter(f"batch sizes must be positive integers, got {text!r}")
+    return values
+
+
+@app.command("bench")
+def bench_cmd(
+    source: str = typer.Argument(..., help="Weights file, or a zoo name with --allow-random."),
+    formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated formats (default: all)."),
+    batch: str = typer.Option("1,16,64", "--batch", help="Comma-separated batch sizes."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Threads per runtime (default: physical cores)."),
+    seconds: float = typer.Option(3.0, "--seconds", help="Timed seconds per batch size, shared by all runtimes."),
+    half: bool = typer.Option(False, "--half", help="Also measure FP16 variants (ONNX, OpenVINO)."),
+    int8: bool = typer.Option(False, "--int8", help="Also measure INT8 variants (ONNX, OpenVINO)."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of crops for INT8 calibration."),
+    baseline: bool = typer.Option(False, "--baseline", help="Add an untuned opset-12 ONNX Runtime baseline."),
+    export_here: bool = typer.Option(False, "--export-here", help="Export next to the weights, not into the cache."),
+    json_path: Path = typer.Option(Path("benchmark.json"), "--json", help="Where to write the JSON record."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a throughput plot (PNG)."),
+    allow_random: bool = typer.Option(False, "--allow-random"),
+    arch: Optional[str] = typer.Option(None, "--arch"),
+) -> None:
+    """Measure every runtime side by side: latency, throughput, parity, size, export and load time."""
+    from modelport.bench import run_benchmark, write_plot
+
+    batches = _csv_ints(batch)
+    with err.status("benchmarking ...") as status:
+        report = run_benchmark(
+            source, formats=formats.split(",") if formats else None, batches=batches, device=device,
+            threads=threads, seconds=seconds, half=half, int8=int8, calib=calib, baseline=baseline,
+            export_dir=Path(source).parent if export_here else None, allow_random=allow_random, arch=arch,
+            progress=lambda msg: status.update(f"benchmarking: {msg}"),
+        )
+    json_path.write_text(json.dumps(report, indent=1))
+    print_bench(report)
+    out.print(f"record: {json_path}")
+    if plot:
+        out.print(f"plot: {write_plot(report, plot)}")
+
+
+def print_bench(report: dict) -> None:
+    machine = report["machine"]
+    title = (f"{report['model']['name']} on {machine['cpu']} ({machine['physical_cores']} cores"
+             f"{', ' + machine['gpu'] if machine['gpu'] else ''}), peak {report['peak_gflops']:.0f} GFLOP/s")
+    table = Table(title=title)
+    for col in ("runtime", "batch", "status", "p50 ms", "p90 ms", "p99 ms", "img/s", "x pytorch", "GFLOP/s",
+                "max abs", "min cos", "MB", "export s", "load s"):
+        table.add_column(col, justify="left" if col in ("runtime", "status") else "right")
+    base = {r["batch"]: r["throughput"] for r in report["rows"] if r["runtime"] == "pytorch"}
+    for r in report["rows"]:
+        lat = r["latency_ms"] or {}
+        par = r["parity"] or {}
+        status = "[green]ok[/]" if r["status"] == "ok" else f"[red]{r['status']}[/] {r['reason'][:60]}"
+        ratio = r["throughput"] / base[r["batch"]] if r["throughput"] and base.get(r["batch"]) else None
+        cells = [lat.get("p50"), lat.get("p90"), lat.get("p99"), r["throughput"], ratio, r["gflops_achieved"]]
+        shown = [f"{v:.1f}" if v is not None else "-" for v in cells]
+        shown[4] = f"{ratio:.2f}x" if ratio else "-"
+        table.add_row(r["runtime"], str(r["batch"]), status, *shown,
+                      f"{par['max_abs_diff']:.1e}" if par else "-", f"{par['min_cosine']:.5f}" if par else "-",
+                      f"{r['size_mb']:.1f}" if r["size_mb"] else "-",
+                      f"{r['export_s']:.1f}" if r["export_s"] is not None else "-",
+                      f"{r['load_s']:.2f}" if r["load_s"] is not None else "-")
+    out.print(table)
+
+
+@app.command("package")
+def package_cmd(
+    source: Path = typer.Argument(..., help="Weights file (packages its fastest verified export) or an artifact."),
+    out_path: Path = typer.Option(..., "--out", help="The .tar.gz to write."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing package."),
+) -> None:
+    """Bundle an artifact with its benchmark, a sample input and expected output, and its spec."""
+    from modelport.package import package
+
+    path = package(source, out_path, force=force)
+    out.print(f"package: {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 @app.command("demo")

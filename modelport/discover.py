@@ -83,6 +83,8 @@ def load(
     *,
     arch: str | None = None,
     allow_random: bool = False,
+    prefer: str = "priority",
+    batch: int | None = None,
     verbose: bool = True,
 ) -> Runner:
     """A Runner for ``path``.
@@ -90,6 +92,8 @@ def load(
     An export is loaded directly. A weights file is resolved to its best usable export (priority
     ONNX > TensorRT > OpenVINO > TorchScript), skipping stale or unusable ones, then falls back to
     PyTorch, and to random weights only when ``allow_random`` is set. ``format`` forces one format.
+    ``prefer="fastest"`` takes the verified runtime that this machine's latest benchmark of these
+    weights measured fastest (at ``batch``, default its largest batch), else the priority order.
     """
     path = Path(path)
     say = _say if verbose else (lambda _msg: None)
@@ -99,6 +103,12 @@ def load(
             raise ModelportError(f"{path} is a {source_fmt.name} artifact, not {format}")
         return open_artifact(path, device)
 
+    if prefer not in ("priority", "fastest"):
+        raise ModelportError(f"prefer must be 'priority' or 'fastest', not {prefer!r}")
+    if prefer == "fastest" and not format and path.is_file():
+        runner = _fastest(path, device, batch, say)
+        if runner is not None:
+            return runner
     forced = get_format(format) if format else None
     if forced and forced.id == "pytorch":
         return open_artifact(path, device, arch=arch, allow_random=allow_random)
@@ -140,6 +150,31 @@ def load(
             hint=f"create one with `modelport export {path} --format {forced.id}`",
         )
     return _fallback(path, device, arch=arch, allow_random=allow_random, say=say)
+
+
+def _fastest(path: Path, device: str, batch: int | None, say) -> Runner | None:
+    from modelport.bench import fastest
+
+    row = fastest(path, batch)
+    if row is None:
+        say(f"→ No benchmark of {path.name} on this machine (run `modelport bench {path}`); using priority order")
+        return None
+    if row["format"] == "pytorch":
+        say(f"→ Benchmark on this machine: PyTorch is fastest for {path.name}")
+        return open_artifact(path, device)
+    artifact = Path(row["path"])
+    fmt = get_format(row["format"])
+    try:
+        stale, _ = _is_stale(Candidate(fmt, artifact), sha256_file(path)) if artifact.exists() else (True, None)
+        if not stale and fmt.unavailable_reason(device) is None:
+            runner = fmt.load(artifact, device)
+            say(f"→ Fastest verified runtime on this machine: {row['runtime']} "
+                f"({row['throughput']:.0f} img/s at batch {row['batch']}): {artifact}")
+            return runner
+    except ModelportError as exc:
+        say(f"  benchmarked artifact {artifact} is unusable ({exc.message})")
+    say(f"→ The benchmarked fastest artifact {artifact} is gone or stale; using priority order")
+    return None
 
 
 def _fallback(path: Path, device: str, *, arch: str | None, allow_random: bool, say) -> Runner:

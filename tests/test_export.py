@@ -145,3 +145,13 @@ def test_bad_format_names_are_rejected(tmp_path, osnet_model):
         export(weights, "tflite")
     with pytest.raises(ExportError, match="source format"):
         export(weights, "pytorch")
+
+
+def test_simplified_onnx_still_verifies_and_keeps_metadata(tmp_path, osnet_model):
+    weights = save_plain(osnet_model, tmp_path / "osnet_x0_25_msmt17.pt", 512)
+    plain = export(weights, "onnx", out=tmp_path / "plain")[0]
+    slim = export(weights, "onnx", out=tmp_path / "slim", simplify=True)[0]
+    nodes = lambda p: len(onnx.load(str(p)).graph.node)  # noqa: E731
+    assert nodes(slim) <= nodes(plain)
+    assert get_format("onnx").read_spec(slim).name == "osnet_x0_25"
+    assert open_artifact(slim).max_batch is None

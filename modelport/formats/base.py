@@ -82,9 +82,10 @@ class Format:
     def export(self, module: "nn.Module", spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
         return self._module().export(module, spec, dest, options)
 
-    def load(self, path: Path, device: str = "cpu") -> "Runner":
+    def load(self, path: Path, device: str = "cpu", **options: Any) -> "Runner":
+        """Open an artifact; ``options`` are runtime settings (e.g. ``threads``) the format understands."""
         self.require(device)
-        return self._module().load(Path(path), device)
+        return self._module().load(Path(path), device, **options)
 
     def read_spec(self, path: Path) -> ModelSpec:
         return self._module().read_spec(Path(path))
@@ -141,6 +142,7 @@ class Runner:
         self.device = device
         # Dynamic-batch models still run in bounded chunks so a huge batch cannot exhaust memory.
         self.chunk = chunk or 64
+        self.settings: dict[str, Any] = {}  # runtime tuning actually applied, for benchmark records
 
     @property
     def format(self) -> str:

@@ -17,6 +17,9 @@ class PyTorchRunner(Runner):
     def __init__(self, module, spec: ModelSpec, path: Path | None, device: str = "cpu") -> None:
         device = torch_device(device, path or spec.name)
         super().__init__(spec, path, device)
+        import torch
+
+        self.settings = {"mode": "eager", "torch_threads": torch.get_num_threads()}
         self.module = module.to(device).eval()
 
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:

@@ -111,5 +111,5 @@ class TensorRTRunner(Runner):
         return {k: v.cpu().numpy() for k, v in outs.items()}
 
 
-def load(path: Path, device: str = "cuda") -> TensorRTRunner:
+def load(path: Path, device: str = "cuda", threads: int | None = None) -> TensorRTRunner:
     return TensorRTRunner(path, device)

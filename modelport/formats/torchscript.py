@@ -66,6 +66,9 @@ class TorchScriptRunner(Runner):
         device = torch_device(device, path)
         self.module, spec = _load(path, device)
         super().__init__(spec, path, device)
+        import torch
+
+        self.settings = {"frozen": True, "torch_threads": torch.get_num_threads()}
 
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         import torch
@@ -76,5 +79,5 @@ class TorchScriptRunner(Runner):
         return {t.name: o.float().cpu().numpy() for t, o in zip(self.spec.outputs, outs)}
 
 
-def load(path: Path, device: str = "cpu") -> TorchScriptRunner:
+def load(path: Path, device: str = "cpu", threads: int | None = None) -> TorchScriptRunner:
     return TorchScriptRunner(path, device)

@@ -1,0 +1,354 @@
+"""Benchmark every runtime side by side on one machine: interleaved rounds, latency percentiles,
+throughput, parity with PyTorch, size, export and load time -> a JSON record (schema: docs/benchmark-schema.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from modelport import __version__
+from modelport.errors import ModelportError, WeightsNotFoundError
+from modelport.formats import BY_ID, Runner, get_format
+from modelport.formats.base import example_batch
+from modelport.formats.pytorch import PyTorchRunner
+from modelport.machine import machine_info, machine_key, peak_gflops
+from modelport.spec import sha256_file
+from modelport.verify import FP32, compare_output
+from modelport.zoo import BuiltModel, build
+from modelport.zoo.checkpoints import weights_stem
+
+SCHEMA = 1
+PARITY_ROWS = 16
+Progress = Callable[[str], None]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MODELPORT_CACHE", Path.home() / ".cache" / "modelport"))
+
+
+@dataclass
+class Candidate:
+    """One runtime to measure: a format at a precision, with the artifact that holds it."""
+
+    id: str
+    format: str
+    precision: str = "fp32"
+    path: Path | None = None
+    status: str = "ok"  # ok | parity-failed | export-failed | unavailable
+    reason: str = ""
+    export_s: float | None = None
+    load_s: float | None = None
+    size_mb: float | None = None
+    parity: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    runner: Runner | None = None
+
+
+def _tolerance(precision: str):
+    import modelport.verify as verify
+
+    return {"fp16": getattr(verify, "FP16", FP32), "int8": getattr(verify, "INT8", FP32)}.get(precision, FP32)
+
+
+def _size_mb(path: Path | None) -> float | None:
+    if path is None or not path.exists():
+        return None
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return round(sum(p.stat().st_size for p in files) / 1e6, 3)
+
+
+def percentiles(latencies: Sequence[float]) -> dict[str, float]:
+    ms = np.asarray(latencies) * 1000.0
+    return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
+            "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "n": int(len(ms))}
+
+
+def model_gflops(built: BuiltModel) -> float:
+    """GFLOP per image (2 x multiply-adds), counted by PyTorch's FLOP counter."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    pre = built.spec.preprocess
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        built.module(torch.zeros(1, 3, pre.height, pre.width))
+    return counter.get_total_flops() / 1e9
+
+
+def _artifact(built: BuiltModel, weights: Path, fmt_id: str, precision: str, out_dir: Path, device: str,
+              calib: Path | None, say: Progress) -> Candidate:
+    """A fresh, verified artifact for (format, precision): reused from next to the weights or the cache,
+    else exported into ``out_dir``."""
+    from modelport.discover import find_exports
+    from modelport.export import export_all
+
+    cand = Candidate(fmt_id if precision == "fp32" else f"{fmt_id}.{precision}", fmt_id, precision)
+    fmt = get_format(fmt_id)
+    reason = fmt.unavailable_reason(device)
+    if reason:
+        cand.status, cand.reason = "unavailable", reason
+        return cand
+    digest = built.spec.source.sha256
+    tag = "" if precision == "fp32" else precision
+    existing = [c.path for c in find_exports(weights, (fmt,))] if precision == "fp32" else []
+    for path in [*existing, fmt.artifact_path(out_dir, weights_stem(weights), tag)]:
+        try:
+            spec = fmt.read_spec(path) if path.exists() else None
+        except ModelportError:
+            spec = None
+        if spec is not None and spec.source.sha256 == digest and spec.precision == precision:
+            cand.path = path
+            return cand
+    say(f"exporting {cand.id}")
+    extra = {} if precision == "fp32" else {"precision": precision, "calib": calib}
+    result = export_all(weights, [fmt_id], out=out_dir, built=built, device=device, **extra)[0]
+    cand.export_s = round(result.seconds, 2)
+    if not result.ok:
+        cand.status = "parity-failed" if result.check is not None else "export-failed"
+        cand.reason = result.error or ""
+    cand.path = result.path
+    return cand
+
+
+def _baseline(built: BuiltModel, out_dir: Path) -> Candidate:
+    """The way common ReID exporters do it: opset 12, dynamic batch, a default ONNX Runtime session."""
+    from modelport.formats.onnx import write_onnx
+
+    cand = Candidate("onnx-baseline(opset12,default-session)", "onnx")
+    path = out_dir / f"{built.spec.name}.baseline-opset12.onnx"
+    start = time.perf_counter()
+    write_onnx(built.module, built.spec.with_batch(None), path, opset=12, dynamic=True)
+    cand.export_s = round(time.perf_counter() - start, 2)
+    cand.path = path
+    return cand
+
+
+class _DefaultSessionRunner(Runner):
+    format_id = "onnx"
+
+    def __init__(self, path: Path, spec) -> None:
+        import onnxruntime as ort
+
+        super().__init__(spec, path, "cpu")
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.settings = {"session_options": "defaults"}
+        self._input = self.session.get_inputs()[0].name
+
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return {self.spec.outputs[0].name: self.session.run(None, {self._input: batch})[0]}
+
+
+def _open(cand: Candidate, built: BuiltModel, device: str, threads: int | None) -> None:
+    start = time.perf_counter()
+    try:
+        if cand.id.startswith("onnx-baseline"):
+            cand.runner = _DefaultSessionRunner(cand.path, built.spec.with_batch(None))
+        elif cand.format == "pytorch":
+            cand.runner = PyTorchRunner(built.module, built.spec, cand.path, device)
+        else:
+            cand.runner = get_format(cand.format).load(cand.path, device, threads=threads)
+    except ModelportError as exc:
+        cand.status, cand.reason = "unavailable", exc.message
+        return
+    cand.load_s = round(time.perf_counter() - start, 3)
+    cand.settings = dict(cand.runner.settings)
+
+
+def _check_parity(cand: Candidate, reference: dict[str, np.ndarray], batch: np.ndarray) -> None:
+    name = next(iter(reference))
+    got = cand.runner(batch)[name]
+    result = compare_output(name, reference[name], got, _tolerance(cand.precision))
+    cand.parity = {"max_abs_diff": result.max_abs, "min_cosine": result.min_cosine,
+                   "min_centered_cosine": result.min_centered_cosine, "nn_agreement": result.nn_agreement,
+                   "passed": result.passed, "failures": list(result.failures)}
+    if not result.passed and cand.status == "ok":
+        cand.status, cand.reason = "parity-failed", "; ".join(result.failures)
+
+
+def _time(cands: list[Candidate], batch: np.ndarray, seconds: float, rounds: int) -> dict[str, list[float]]:
+    """Interleave runtimes in rounds so that drift (thermal, other load) hits all of them alike."""
+    lat: dict[str, list[float]] = {c.id: [] for c in cands}
+    for c in cands:  # warm-up: first calls allocate, JIT-compile and fill caches
+        for _ in range(2):
+            c.runner(batch)
+    slot = seconds / (rounds * max(1, len(cands)))
+    for _ in range(rounds):
+        for c in cands:
+            end = time.perf_counter() + slot
+            while True:
+                start = time.perf_counter()
+                c.runner(batch)
+                now = time.perf_counter()
+                lat[c.id].append(now - start)
+                if now >= end:
+                    break
+    return lat
+
+
+def run_benchmark(
+    source: str | Path,
+    *,
+    formats: Sequence[str] | None = None,
+    batches: Sequence[int] = (1, 16, 64),
+    device: str = "cpu",
+    threads: int | None = None,
+    seconds: float = 3.0,
+    rounds: int = 5,
+    half: bool = False,
+    int8: bool = False,
+    calib: Path | None = None,
+    baseline: bool = False,
+    export_dir: Path | None = None,
+    allow_random: bool = False,
+    arch: str | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Measure every requested runtime on the same seeded inputs; returns the benchmark record."""
+    import torch
+
+    say = progress or (lambda _msg: None)
+    if threads:
+        torch.set_num_threads(threads)
+    weights = _resolve_source(source, allow_random, arch, say)
+    built = build(weights, arch=arch)
+    out_dir = Path(export_dir) if export_dir else cache_root() / "exports" / built.spec.source.sha256[:16]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    format_ids = list(formats) if formats else [f for f in BY_ID if f != "pytorch"]
+    cands = [Candidate("pytorch", "pytorch", path=weights, size_mb=_size_mb(weights))]
+    for fmt_id in format_ids:
+        precisions = ["fp32"] + (["fp16"] if half else []) + (["int8"] if int8 else [])
+        for precision in precisions:
+            if precision != "fp32" and fmt_id not in ("onnx", "openvino"):
+                continue
+            cands.append(_artifact(built, weights, fmt_id, precision, out_dir, device, calib, say))
+    if baseline:
+        cands.append(_baseline(built, out_dir))
+    for cand in cands:
+        if cand.status == "ok" or cand.status == "parity-failed" and cand.path is not None:
+            say(f"loading {cand.id}")
+            _open(cand, built, device, threads)
+        cand.size_mb = cand.size_mb or _size_mb(cand.path)
+    live = [c for c in cands if c.runner is not None]
+    check = example_batch(built.spec.with_batch(None), count=PARITY_ROWS, seed=4321)
+    reference = next(c for c in live if c.id == "pytorch").runner(check)
+    for cand in live:
+        _check_parity(cand, reference, check)
+
+    gflop = model_gflops(built)
+    rows = []
+    for b in batches:
+        say(f"timing batch {b}")
+        lat = _time(live, example_batch(built.spec.with_batch(None), count=b, seed=b), seconds, rounds)
+        for cand in cands:
+            row = {"runtime": cand.id, "format": cand.format, "precision": cand.precision, "batch": b,
+                   "status": cand.status, "reason": cand.reason, "path": str(cand.path) if cand.path else None,
+                   "size_mb": cand.size_mb, "export_s": cand.export_s, "load_s": cand.load_s,
+                   "parity": cand.parity, "settings": cand.settings, "latency_ms": None, "throughput": None,
+                   "gflops_achieved": None}
+            if cand.id in lat:
+                stats = percentiles(lat[cand.id])
+                row["latency_ms"] = stats
+                row["throughput"] = b / (stats["mean"] / 1000.0)
+                row["gflops_achieved"] = row["throughput"] * gflop
+            rows.append(row)
+    for cand in live:
+        cand.runner.close()
+    info = machine_info()
+    say("measuring the machine's fp32 matrix-product peak")
+    report = {
+        "schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "modelport": __version__,
+        "machine": info, "machine_key": machine_key(info), "peak_gflops": peak_gflops(),
+        "model": {"name": built.spec.name, "source": asdict(built.spec.source), "gflop_per_image": gflop,
+                  "untrained": built.spec.is_random},
+        "settings": {"batches": list(batches), "device": device, "threads": threads or torch.get_num_threads(),
+                     "seconds_per_batch": seconds, "rounds": rounds, "parity_rows": PARITY_ROWS,
+                     "formats": format_ids, "half": half, "int8": int8, "calib": str(calib) if calib else None,
+                     "export_dir": str(out_dir)},
+        "rows": rows,
+    }
+    save_record(report)
+    return report
+
+
+def _resolve_source(source: str | Path, allow_random: bool, arch: str | None, say: Progress) -> Path:
+    from modelport.zoo import list_models
+
+    path = Path(source)
+    if path.exists():
+        return path
+    name = str(source)
+    if name in list_models():
+        if not allow_random:
+            raise WeightsNotFoundError(f"{name}: no weights file given",
+                                       hint="pass a checkpoint, or --allow-random to benchmark an untrained model")
+        from modelport.demo import make_untrained_checkpoint
+
+        target = cache_root() / "untrained" / f"{name}_untrained.pt"
+        if not target.exists():
+            say(f"building an untrained {name} (BatchNorm calibrated on synthetic crops)")
+            make_untrained_checkpoint(target.parent, name)
+        return target
+    raise WeightsNotFoundError(f"{path}: not found", hint="give a weights file or a zoo model name")
+
+
+def record_path(sha256: str) -> Path:
+    return cache_root() / "benchmarks" / f"{sha256[:16]}.json"
+
+
+def save_record(report: dict) -> Path:
+    """Keep the latest report per machine key for this weights file (what prefer='fastest' reads)."""
+    path = record_path(report["model"]["source"]["sha256"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = json.loads(path.read_text()) if path.exists() else {}
+    records[report["machine_key"]] = report
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(records, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def fastest(weights: Path, batch: int | None = None) -> dict | None:
+    """The row this machine measured fastest for ``weights`` among verified runtimes, or None."""
+    path = record_path(sha256_file(weights))
+    if not path.exists():
+        return None
+    report = json.loads(path.read_text()).get(machine_key())
+    if report is None:
+        return None
+    sizes = report["settings"]["batches"]
+    size = batch if batch in sizes else max(sizes)
+    rows = [r for r in report["rows"] if r["batch"] == size and r["status"] == "ok" and r["throughput"]
+            and not r["runtime"].startswith("onnx-baseline")]
+    return max(rows, key=lambda r: r["throughput"]) if rows else None
+
+
+def write_plot(report: dict, path: Path) -> Path:
+    """Grouped bars: throughput of every runtime at every batch size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = report["settings"]["batches"]
+    runtimes = list(dict.fromkeys(r["runtime"] for r in report["rows"] if r["throughput"]))
+    width = 0.8 / max(1, len(runtimes))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(batches) * max(1, len(runtimes)) / 2), 4.5))
+    for i, name in enumerate(runtimes):
+        values = [next((r["throughput"] or 0 for r in report["rows"] if r["runtime"] == name and r["batch"] == b), 0)
+                  for b in batches]
+        ax.bar([x + i * width for x in range(len(batches))], values, width, label=name)
+    ax.set_xticks([x + width * (len(runtimes) - 1) / 2 for x in range(len(batches))], [f"batch {b}" for b in batches])
+    ax.set_ylabel("images / s")
+    title = f"{report['model']['name']} on {report['machine']['cpu']} ({report['settings']['device']})"
+    ax.set_title(title + (" — untrained weights" if report["model"]["untrained"] else ""))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
