@@ -4,21 +4,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "export", "load", "verify"]
+# Imported eagerly on purpose: the submodules `export` and `verify` share these names, and a lazy
+# attribute would be shadowed by the submodule as soon as anything imported it. Optional runtimes
+# (onnxruntime, openvino, tensorrt) are still imported only when a format is used.
+from modelport.bench import run_benchmark as benchmark  # noqa: E402
+from modelport.discover import load  # noqa: E402
+from modelport.export import export  # noqa: E402
+from modelport.verify import verify  # noqa: E402
 
-
-def __getattr__(name: str):
-    # Lazy so that `import modelport` stays cheap and never fails on a missing optional runtime.
-    if name == "export":
-        from modelport.export import export
-
-        return export
-    if name == "load":
-        from modelport.discover import load
-
-        return load
-    if name == "verify":
-        from modelport.verify import verify
-
-        return verify
-    raise AttributeError(f"module 'modelport' has no attribute {name!r}")
+__all__ = ["__version__", "benchmark", "export", "load", "verify"]

@@ -68,3 +68,12 @@ def test_embed_returns_unit_vectors_that_depend_on_the_input(osnet_model):
         runner(np.zeros((1, 3, 64, 64), np.float32))
     with pytest.raises(ValueError, match="float32"):
         runner(np.zeros((1, 3, 256, 128), np.int64))
+
+
+def test_public_api_names_are_functions_even_after_submodule_imports():
+    import modelport
+    import modelport.export  # noqa: F401
+    import modelport.verify  # noqa: F401
+
+    assert callable(modelport.export) and callable(modelport.verify) and callable(modelport.load)
+    assert callable(modelport.benchmark)
