@@ -72,6 +72,10 @@ def export_cmd(
     allow_random: bool = typer.Option(False, "--allow-random", help="Allow an untrained model."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip verification against PyTorch."),
+    half: bool = typer.Option(False, "--half", help="FP16 variants (x.fp16.onnx, x_fp16_openvino_model/)."),
+    int8: bool = typer.Option(False, "--int8", help="INT8 variants, statically quantised (x.int8.onnx, ...)."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of crops like the deployment's to calibrate "
+                                         "--int8 with (default: synthetic crops, with a warning)."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
     """Export weights to ONNX / TorchScript / OpenVINO / TensorRT, verifying each against PyTorch."""
@@ -79,9 +83,15 @@ def export_cmd(
 
     if dynamic and batch is not None:
         raise typer.BadParameter("--batch and --dynamic exclude each other")
+    if half and int8:
+        raise typer.BadParameter("--half and --int8 exclude each other")
+    if calib is not None and not int8:
+        raise typer.BadParameter("--calib is only used with --int8")
+    precision = "fp16" if half else "int8" if int8 else "fp32"
     path, arch = _source(weights, arch)
     results = export_all(path, formats, arch=arch, out=out_dir, batch=batch, opset=opset, simplify=simplify,
-                         allow_random=allow_random, device=device, verify=not no_verify)
+                         allow_random=allow_random, device=device, verify=not no_verify, precision=precision,
+                         calib=calib)
     _print_exports(results, as_json)
     if not all(r.ok for r in results):
         raise typer.Exit(1)

@@ -57,3 +57,7 @@ class VerificationError(ModelportError, RuntimeError):
 
 class RandomWeightsNotAllowedError(ModelportError, ValueError):
     """No weights were given and random initialisation was not asked for."""
+
+
+class CalibrationError(ModelportError, ValueError):
+    """INT8 calibration data is missing, empty or unreadable."""

@@ -6,19 +6,24 @@ import copy
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
+
+import numpy as np
 
 from modelport.errors import ExportError, ModelportError, VerificationError
 from modelport.formats import EXPORTABLE, ExportOptions, Format, get_format
 from modelport.formats.base import example_batch
 from modelport.formats.pytorch import PyTorchRunner
-from modelport.verify import FP32, RunnerResult, Tolerance, compare_runner
+from modelport.quantize import MAX_CALIBRATION, PRECISIONS, VARIANT_FORMATS, calibration_batch, calibration_for
+from modelport.spec import ModelSpec
+from modelport.verify import TOLERANCES, RunnerResult, Tolerance, compare_runner
 from modelport.zoo import BuiltModel, build
 from modelport.zoo.checkpoints import weights_stem
 
 VERIFY_ROWS = 5  # odd on purpose: a dynamic batch must accept a size it was not traced with
+FP16_VERIFY_ROWS = 16  # a worst-row cosine needs more rows once errors are no longer at rounding level
 
 
 @dataclass(slots=True)
@@ -39,15 +44,31 @@ def available_formats(device: str = "cpu") -> list[Format]:
     return [f for f in EXPORTABLE if f.unavailable_reason(device) is None]
 
 
-def parse_formats(formats: str | Iterable[str] | None, device: str = "cpu") -> list[Format]:
+def parse_formats(formats: str | Iterable[str] | None, device: str = "cpu", precision: str = "fp32") -> list[Format]:
+    """The formats to export; by default every usable one (that can be written in ``precision``)."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}", hint=f"choose from: {', '.join(PRECISIONS)}")
     if formats is None:
-        return available_formats(device)
+        usable = available_formats(device)
+        return usable if precision == "fp32" else [f for f in usable if f.id in VARIANT_FORMATS]
     names = formats.split(",") if isinstance(formats, str) else list(formats)
     chosen = [get_format(n.strip()) for n in names if n.strip()]
     for fmt in chosen:
         if fmt.id == "pytorch":
             raise ExportError("pytorch is the source format; choose from: " + ", ".join(f.id for f in EXPORTABLE))
+        if precision != "fp32" and fmt.id not in VARIANT_FORMATS:
+            raise ExportError(f"{fmt.name} cannot be exported in {precision}",
+                              hint=f"{precision} variants are made for: {', '.join(VARIANT_FORMATS)}")
     return chosen
+
+
+def verification_batch(spec: ModelSpec, options: ExportOptions) -> np.ndarray:
+    """The rows an export of ``spec`` is checked on: INT8 on its calibration set (real crops when given),
+    where nearest-neighbour agreement has enough rows to mean something."""
+    if spec.precision == "int8":
+        return calibration_for(spec, options).batch
+    rows = FP16_VERIFY_ROWS if spec.precision == "fp16" else VERIFY_ROWS
+    return example_batch(spec.with_batch(None), count=rows, seed=1234)
 
 
 def _remove(path: Path) -> None:
@@ -58,8 +79,11 @@ def _remove(path: Path) -> None:
 
 
 def export_one(built: BuiltModel, fmt: Format, dest: Path, options: ExportOptions, *,
-               verify: bool = True, tolerance: Tolerance = FP32, source: Path | None = None) -> ExportResult:
-    """Export, verify against the PyTorch module, and only then move the artifact to ``dest``."""
+               verify: bool = True, tolerance: Tolerance | None = None, source: Path | None = None) -> ExportResult:
+    """Export, verify against the PyTorch module, and only then move the artifact to ``dest``.
+
+    ``tolerance`` defaults to the one for the spec's precision (``verify.TOLERANCES``).
+    """
     start = time.perf_counter()
     if source is not None and dest.resolve() == source.resolve():
         raise ExportError(f"{dest}: refusing to overwrite the source file with an export", hint="use --out DIR")
@@ -80,7 +104,8 @@ def export_one(built: BuiltModel, fmt: Format, dest: Path, options: ExportOption
             # A copy, because moving a module to the GPU is in place and later formats trace on the CPU.
             module = built.module if options.device == "cpu" else copy.deepcopy(built.module)
             reference = PyTorchRunner(module, built.spec, None, options.device)
-            batch = example_batch(built.spec.with_batch(None), count=VERIFY_ROWS, seed=1234)
+            batch = verification_batch(built.spec, options)
+            tolerance = tolerance or TOLERANCES[built.spec.precision]
             check = compare_runner(reference(batch), runner, batch, tolerance, label=str(dest))
             runner.close()
             if not check.passed:
@@ -106,10 +131,19 @@ def export_all(
     device: str = "cpu",
     verify: bool = True,
     built: BuiltModel | None = None,
+    precision: str = "fp32",
+    calib: str | Path | None = None,
+    calib_count: int = MAX_CALIBRATION,
 ) -> list[ExportResult]:
-    """Export to every requested format; one result per format, failures included."""
+    """Export to every requested format; one result per format, failures included.
+
+    ``precision`` fp16 / int8 writes tagged variants (``x.int8.onnx``, ``x_int8_openvino_model/``) of
+    ONNX and OpenVINO; int8 is calibrated on the crops under ``calib`` (synthetic ones when None; other
+    precisions ignore it).
+    """
     if batch is not None and batch < 1:
         raise ExportError(f"batch must be a positive integer, got {batch}")
+    chosen = parse_formats(formats, device, precision)
     built = built or build(weights, arch=arch, allow_random=allow_random)
     if batch is not None:
         built = BuiltModel(built.module, built.spec.with_batch(batch), built.entry)
@@ -117,10 +151,19 @@ def export_all(
     out_dir = Path(out) if out is not None else (source.parent if source is not None else Path.cwd())
     stem = weights_stem(source) if source is not None else f"{built.spec.name}_untrained"
     out_dir.mkdir(parents=True, exist_ok=True)
-    options = ExportOptions(opset=opset, simplify=simplify, device=device)
+    spec = replace(built.spec, precision=precision)
+    calibration = None
+    if precision == "int8" and chosen:
+        # Read once: every format is calibrated and verified on the same rows.
+        calibration = calibration_batch(spec, calib, calib_count)
+        spec = calibration.record(spec)
+    built = BuiltModel(built.module, spec, built.entry)
+    options = ExportOptions(opset=opset, simplify=simplify, device=device, calib=Path(calib) if calib else None,
+                            calib_count=calib_count, calibration=calibration)
+    tag = "" if precision == "fp32" else precision
     return [
-        export_one(built, fmt, fmt.artifact_path(out_dir, stem), options, verify=verify, source=source)
-        for fmt in parse_formats(formats, device)
+        export_one(built, fmt, fmt.artifact_path(out_dir, stem, tag), options, verify=verify, source=source)
+        for fmt in chosen
     ]
 
 

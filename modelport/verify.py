@@ -27,6 +27,11 @@ class Tolerance:
 
 
 FP32 = Tolerance()
+# Variants are judged on what a ReID deployment needs: direction of the embedding and who is whose
+# nearest neighbour; element-wise bounds would only restate the precision.
+FP16 = Tolerance(max_abs=None, min_cosine=0.999)
+INT8 = Tolerance(max_abs=None, min_cosine=0.99, min_nn_agreement=0.99)
+TOLERANCES = {"fp32": FP32, "fp16": FP16, "int8": INT8}
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import importlib
 import importlib.util
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -19,12 +19,18 @@ from modelport.spec import ModelSpec
 if TYPE_CHECKING:
     from torch import nn
 
+    from modelport.quantize import Calibration
+
 
 @dataclass(frozen=True, slots=True)
 class ExportOptions:
     opset: int = 17
     simplify: bool = False
     device: str = "cpu"
+    calib: Path | None = None  # folder of crops for INT8 calibration; None: synthetic crops, with a warning
+    calib_count: int = 300  # at most this many calibration images
+    # Prepared once by export_all so every format calibrates and verifies on the same rows.
+    calibration: "Calibration | None" = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

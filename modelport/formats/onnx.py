@@ -21,6 +21,10 @@ def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
         import onnxslim
 
         model = onnxslim.slim(model)
+    if spec.precision != "fp32":
+        from modelport.quantize import onnx_variant
+
+        model = onnx_variant(model, spec, options)
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = SPEC_KEY, spec.to_json()

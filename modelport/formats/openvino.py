@@ -34,6 +34,10 @@ def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
             model = ov.convert_model(str(onnx_path))
         except Exception as exc:
             raise ExportError(f"{dest}: OpenVINO conversion failed: {exc}") from exc
+    if spec.precision == "int8":
+        from modelport.quantize import calibration_for, quantize_openvino_int8
+
+        model = quantize_openvino_int8(model, calibration_for(spec, options).batch, spec)
     # fp32 artifacts keep fp32 weights; save_model would otherwise compress them to fp16.
     ov.save_model(model, str(dest / f"{stem}.xml"), compress_to_fp16=spec.precision == "fp16")
     (dest / METADATA).write_text(spec.to_json())
@@ -76,10 +80,10 @@ class OpenVinoRunner(Runner):
                          "threads": threads or "default"}
 
     def _config(self, hint: str) -> dict[str, str]:
-        config = {"PERFORMANCE_HINT": hint}
-        if self.spec.precision == "fp32":
-            # Some CPUs default to bf16 inference; an fp32 artifact must compute in fp32.
-            config["INFERENCE_PRECISION_HINT"] = "f32"
+        # Some CPUs default to bf16 inference; an artifact computes in the precision it was verified in:
+        # fp16 runs in f16 where the CPU has it (f32 elsewhere), int8's float layers in f32.
+        precision = "f16" if self.spec.precision == "fp16" else "f32"
+        config = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision}
         if self._threads:
             config["INFERENCE_NUM_THREADS"] = str(self._threads)
         return config
