@@ -18,8 +18,9 @@ from modelport.formats import BY_ID, Runner, get_format
 from modelport.formats.base import example_batch
 from modelport.formats.pytorch import PyTorchRunner
 from modelport.machine import machine_info, machine_key, peak_gflops
+from modelport.quantize import calibration_batch
 from modelport.spec import sha256_file
-from modelport.verify import FP32, compare_output
+from modelport.verify import TOLERANCES, compare_output
 from modelport.zoo import BuiltModel, build
 from modelport.zoo.checkpoints import weights_stem
 
@@ -48,12 +49,6 @@ class Candidate:
     parity: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     runner: Runner | None = None
-
-
-def _tolerance(precision: str):
-    import modelport.verify as verify
-
-    return {"fp16": getattr(verify, "FP16", FP32), "int8": getattr(verify, "INT8", FP32)}.get(precision, FP32)
 
 
 def _size_mb(path: Path | None) -> float | None:
@@ -160,10 +155,11 @@ def _open(cand: Candidate, built: BuiltModel, device: str, threads: int | None) 
     cand.settings = dict(cand.runner.settings)
 
 
-def _check_parity(cand: Candidate, reference: dict[str, np.ndarray], batch: np.ndarray) -> None:
-    name = next(iter(reference))
+def _check_parity(cand: Candidate, reference: Runner, batch: np.ndarray) -> None:
+    expected = reference(batch)
+    name = next(iter(expected))
     got = cand.runner(batch)[name]
-    result = compare_output(name, reference[name], got, _tolerance(cand.precision))
+    result = compare_output(name, expected[name], got, TOLERANCES[cand.precision])
     cand.parity = {"max_abs_diff": result.max_abs, "min_cosine": result.min_cosine,
                    "min_centered_cosine": result.min_centered_cosine, "nn_agreement": result.nn_agreement,
                    "passed": result.passed, "failures": list(result.failures)}
@@ -236,9 +232,11 @@ def run_benchmark(
         cand.size_mb = cand.size_mb or _size_mb(cand.path)
     live = [c for c in cands if c.runner is not None]
     check = example_batch(built.spec.with_batch(None), count=PARITY_ROWS, seed=4321)
-    reference = next(c for c in live if c.id == "pytorch").runner(check)
+    reference = next(c for c in live if c.id == "pytorch").runner
     for cand in live:
-        _check_parity(cand, reference, check)
+        # INT8 is judged where its thresholds are defined: against fp32 on the calibration set.
+        rows = calibration_batch(built.spec, calib).batch if cand.precision == "int8" else check
+        _check_parity(cand, reference, rows)
 
     gflop = model_gflops(built)
     rows = []
