@@ -1,0 +1,236 @@
+"""The HTTP server: KServe v2 inference protocol (as Triton speaks it over HTTP) plus ``/predict/{model}``.
+
+Every error is JSON ``{"error": message}`` with a 4xx status, which is what tritonclient reads; one bad
+request never stops the server.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from PIL import Image, UnidentifiedImageError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from modelport import __version__
+from modelport.serve.models import ModelRepository, ServedModel
+from modelport.serve.protocol import HEADER_LENGTH, ProtocolError, encode_response, parse_request
+from modelport.serve.tasks import image_task
+
+log = logging.getLogger("modelport.serve")
+DEFAULT_MAX_BODY = 64 << 20
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over ``limit`` bytes, by Content-Length or as they stream in."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            response = _error(413, f"request body of {int(length)} bytes exceeds the limit of {self.limit} bytes")
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise BodyTooLarge(f"request body exceeds the limit of {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(repo: str | Path, *, device: str = "cpu", max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
+    models = ModelRepository(repo, device)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await models.load()
+        yield
+        await models.close()
+
+    app = FastAPI(title="modelport serve", version=__version__, lifespan=lifespan)
+    app.state.models = models
+    app.add_middleware(BodyLimit, limit=max_body)
+
+    @app.exception_handler(ProtocolError)
+    async def protocol_error(request: Request, exc: ProtocolError):
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, exc: BodyTooLarge):
+        return _error(413, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        return _error(400, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+    @app.get("/v2/health/live")
+    async def live():
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready():
+        ok = models.ready
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    @app.get("/v2")
+    async def server_metadata():
+        return {"name": "modelport", "version": __version__, "extensions": EXTENSIONS}
+
+    @app.post("/v2/repository/index")
+    async def repository_index():
+        rows = []
+        for name, model in sorted(models.models.items()):
+            if model.ready:
+                rows += [{"name": name, "version": str(v), "state": "READY"} for v in sorted(model.versions)]
+            else:
+                rows.append({"name": name, "state": "UNAVAILABLE", "reason": model.error or ""})
+        return rows
+
+    def model_ready(name: str, version: str | None = None):
+        model = models.get(name)
+        try:
+            model.version(version)
+        except ProtocolError as exc:
+            return _error(exc.status if exc.status == 404 else 400, exc.message)
+        return Response(status_code=200)
+
+    app.get("/v2/models/{name}/ready")(model_ready)
+    app.get("/v2/models/{name}/versions/{version}/ready")(model_ready)
+
+    def model_stats(name: str | None = None, version: str | None = None):
+        chosen = [models.get(name)] if name else list(models.models.values())
+        rows = []
+        for model in chosen:
+            for v, served in sorted(model.versions.items()):
+                if version and str(v) != version:
+                    continue
+                s = served.batcher.stats
+                rows.append({"name": model.name, "version": str(v), "inference_count": s.rows,
+                             "execution_count": s.executions, "request_count": s.requests,
+                             "batch_stats": [{"batch_size": b, "compute_infer": {"count": c}}
+                                             for b, c in sorted(s.batch_sizes.items())]})
+        return {"model_stats": rows}
+
+    app.get("/v2/models/stats")(model_stats)
+    app.get("/v2/models/{name}/stats")(model_stats)
+    app.get("/v2/models/{name}/versions/{version}/stats")(model_stats)
+
+    def model_metadata(name: str, version: str | None = None):
+        model = _configured(models.get(name))
+        if version is not None:
+            model.version(version)
+        return {"name": name, "versions": [str(v) for v in sorted(model.versions)], "platform": model.platform,
+                "inputs": model.tensor_metadata(model.config.input),
+                "outputs": model.tensor_metadata(model.config.output)}
+
+    app.get("/v2/models/{name}")(model_metadata)
+    app.get("/v2/models/{name}/versions/{version}")(model_metadata)
+
+    def model_config(name: str, version: str | None = None):
+        from modelport.triton.config import config_dict
+
+        return config_dict(_configured(models.get(name)).config)
+
+    app.get("/v2/models/{name}/config")(model_config)
+    app.get("/v2/models/{name}/versions/{version}/config")(model_config)
+
+    async def infer(name: str, request: Request, version: str | None = None):
+        model = _configured(models.get(name))
+        model.version(version)  # unknown / unready versions fail before the body is read
+        body = await request.body()
+        req = parse_request(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding"))
+        array = model.check_input(req.inputs)
+        served, outputs = await model.infer(array, version)
+        payload, headers = encode_response(name, str(served), req, outputs)
+        return Response(payload, headers=headers)
+
+    app.post("/v2/models/{name}/infer")(infer)
+    app.post("/v2/models/{name}/versions/{version}/infer")(infer)
+
+    @app.post("/predict/{name}")
+    async def predict(name: str, request: Request):
+        """An uploaded image (multipart field ``image`` or ``file``, or the raw body) -> task JSON."""
+        model = _configured(models.get(name))
+        served = model.version(None)
+        task = image_task(served.spec, name)
+        data = await _image_bytes(request)
+        image = _decode(data)
+        batch, context = task.prepare(served.spec, image)
+        array = model.check_input({model.config.input[0].name: batch})
+        version, outputs = await model.infer(array)
+        by_spec = {s.name: outputs[c.name] for s, c in zip(served.spec.outputs, model.config.output)}
+        result = task.finish(served.spec, by_spec, context)
+        return {"model_name": name, "model_version": str(version), "task": served.spec.task, **result}
+
+    return app
+
+
+def _configured(model: ServedModel) -> ServedModel:
+    if model.config is None:
+        raise ProtocolError(f"model {model.name!r} is not ready: {model.error}", 503)
+    return model
+
+
+async def _image_bytes(request: Request) -> bytes:
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("image") or form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise ProtocolError("upload the image as a multipart file field named 'image' (or 'file')")
+        return await upload.read()
+    data = await request.body()
+    if not data:
+        raise ProtocolError("no image: send it as multipart field 'image' or as the raw request body")
+    return data
+
+
+def _decode(data: bytes) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return img.convert("RGB")
+    except UnidentifiedImageError:
+        raise ProtocolError(f"could not decode the uploaded image ({len(data)} bytes): not an image format "
+                            "Pillow reads (JPEG, PNG, WebP, BMP, ...)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ProtocolError(f"could not decode the uploaded image ({len(data)} bytes): {exc}") from None
+
+
+def serve(repo: str | Path, host: str = "127.0.0.1", port: int = 8000, *, device: str = "cpu",
+          max_body: int = DEFAULT_MAX_BODY, log_level: str = "info") -> None:
+    """Run the server until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(repo, device=device, max_body=max_body), host=host, port=port, log_level=log_level)
+
+
+__all__ = ["create_app", "serve"]

@@ -1,0 +1,184 @@
+"""The models a server holds: every model of a Triton repository, the versions its version policy names,
+one modelport runner per instance, a dynamic batcher per version, and request checks against the config."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from modelport.errors import ModelportError
+from modelport.formats import Runner
+from modelport.serve.batcher import DynamicBatcher
+from modelport.serve.protocol import ProtocolError
+from modelport.triton.config import CONFIG_FILE, config_dtype, config_problems, format_of_config, read_config
+from modelport.triton.layout import model_dirs, open_version, outputs_by_config, served_versions, versions
+from modelport.triton.repo import version_signature
+
+log = logging.getLogger("modelport.serve")
+
+
+@dataclass(slots=True)
+class ServedVersion:
+    version: int
+    runners: list[Runner]
+    batcher: DynamicBatcher
+
+    @property
+    def spec(self):
+        return self.runners[0].spec
+
+
+@dataclass(slots=True)
+class ServedModel:
+    name: str
+    config: object | None  # a ModelConfig; None when config.pbtxt is unreadable
+    versions: dict[int, ServedVersion] = field(default_factory=dict)
+    error: str | None = None  # why the model is not ready
+
+    @property
+    def ready(self) -> bool:
+        return self.error is None and bool(self.versions)
+
+    @property
+    def platform(self) -> str:
+        return (self.config.platform or self.config.backend) if self.config is not None else ""
+
+    def version(self, version: str | None) -> ServedVersion:
+        if not self.ready:
+            raise ProtocolError(f"model {self.name!r} is not ready: {self.error or 'no versions loaded'}", 503)
+        if version in (None, ""):
+            return self.versions[max(self.versions)]
+        if not version.isdigit() or int(version) not in self.versions:
+            raise ProtocolError(f"model {self.name!r} has no loaded version {version!r}; "
+                                f"loaded: {sorted(self.versions)}", 404)
+        return self.versions[int(version)]
+
+    def tensor_metadata(self, tensors) -> list[dict]:
+        batch = [-1] if self.config.max_batch_size > 0 else []
+        return [{"name": t.name, "datatype": config_dtype_name(t.data_type), "shape": [*batch, *t.dims]}
+                for t in tensors]
+
+    def check_input(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The one input array, after checking name, datatype and shape against the config."""
+        config = self.config
+        declared = {t.name: t for t in config.input}
+        unknown = sorted(set(inputs) - set(declared))
+        missing = sorted(set(declared) - set(inputs))
+        if unknown or missing:
+            raise ProtocolError(f"model {self.name!r} takes inputs {sorted(declared)}; "
+                                f"got unknown {unknown}, missing {missing}")
+        (name, array), = inputs.items()  # every servable model has one input (see load_model)
+        want = declared[name]
+        dtype = config_dtype(want.data_type)
+        if array.dtype != dtype:
+            raise ProtocolError(f"model {self.name!r} input {name!r} is {config_dtype_name(want.data_type)}, "
+                                f"got {config_dtype_name_np(array.dtype)}")
+        dims = list(want.dims)
+        shape = list(array.shape)
+        if config.max_batch_size > 0:
+            expected = ["batch (1.." + str(config.max_batch_size) + ")", *dims]
+            ok = len(shape) == len(dims) + 1 and 1 <= shape[0] <= config.max_batch_size
+            rest = shape[1:]
+        else:
+            expected, ok, rest = dims, len(shape) == len(dims), shape
+        ok = ok and all(d in (-1, s) for d, s in zip(dims, rest))
+        if not ok:
+            raise ProtocolError(f"model {self.name!r} input {name!r} has shape {shape}; expected [{', '.join(map(str, expected))}]")
+        return array
+
+    async def infer(self, array: np.ndarray, version: str | None = None) -> tuple[int, dict[str, np.ndarray]]:
+        served = self.version(version)
+        return served.version, await served.batcher.submit(array)
+
+
+def config_dtype_name(data_type: int) -> str:
+    from tritonclient.grpc import model_config_pb2
+
+    name = model_config_pb2.DataType.Name(data_type).removeprefix("TYPE_")
+    return "BYTES" if name == "STRING" else name
+
+
+def config_dtype_name_np(dtype: np.dtype) -> str:
+    from tritonclient.utils import np_to_triton_dtype
+
+    return np_to_triton_dtype(dtype) or str(dtype)
+
+
+def _infer_fn(config, runner: Runner):
+    def infer(batch: np.ndarray) -> dict[str, np.ndarray]:
+        return outputs_by_config(config, runner, runner(batch))
+
+    return infer
+
+
+def load_model(model_dir: Path, device: str = "cpu") -> ServedModel:
+    """Load the versions a model's policy names; a broken model is reported, never fatal for the server."""
+    try:
+        config = read_config(model_dir / CONFIG_FILE)
+        format_of_config(config)
+    except ModelportError as exc:
+        return ServedModel(model_dir.name, None, error=exc.message)
+    model = ServedModel(model_dir.name, config)
+    if len(config.input) != 1:
+        model.error = f"modelport serves single-input models; {model_dir.name} has {len(config.input)} inputs"
+        return model
+    chosen = served_versions(config, versions(model_dir))
+    if not chosen:
+        model.error = "no version folder matches the version policy"
+        return model
+    count = sum(g.count or 1 for g in config.instance_group) or 1
+    batching = config.dynamic_batching
+    for v in chosen:
+        try:
+            runners = [open_version(model_dir, v, config, device) for _ in range(count)]
+            problems = config_problems(config, version_signature(model_dir, v, config))
+        except ModelportError as exc:
+            model.error = f"version {v}: {exc.message}"
+            return model
+        if problems:
+            model.error = f"version {v}: {'; '.join(problems)}"
+            return model
+        batcher = DynamicBatcher(
+            [_infer_fn(config, r) for r in runners], max_batch=config.max_batch_size,
+            preferred=tuple(batching.preferred_batch_size), delay_s=batching.max_queue_delay_microseconds / 1e6,
+            enabled=config.HasField("dynamic_batching"))
+        model.versions[v] = ServedVersion(v, runners, batcher)
+    return model
+
+
+class ModelRepository:
+    """Every model of a repository as the server holds it."""
+
+    def __init__(self, root: str | Path, device: str = "cpu") -> None:
+        self.root = Path(root)
+        self.device = device
+        self.models: dict[str, ServedModel] = {}
+
+    async def load(self) -> None:
+        for model_dir in model_dirs(self.root):
+            model = load_model(model_dir, self.device)
+            if model.error:
+                log.warning("model %s is not ready: %s", model.name, model.error)
+            for served in model.versions.values():
+                await served.batcher.start()
+            self.models[model.name] = model
+
+    async def close(self) -> None:
+        for model in self.models.values():
+            for served in model.versions.values():
+                await served.batcher.stop()
+                for runner in served.runners:
+                    runner.close()
+
+    def get(self, name: str) -> ServedModel:
+        if name not in self.models:
+            raise ProtocolError(f"unknown model {name!r}; this server has: {', '.join(sorted(self.models)) or 'none'}",
+                                404)
+        return self.models[name]
+
+    @property
+    def ready(self) -> bool:
+        return all(m.ready for m in self.models.values())

@@ -1,0 +1,230 @@
+"""Write models into a Triton model repository: from weights (exported and verified first), from existing
+exports, or from a YAML file listing several models."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from modelport.errors import CorruptFileError, ExportError, ModelportError, VerificationError, WeightsNotFoundError
+from modelport.formats import Format, format_of_path, get_format
+from modelport.spec import ModelSpec
+from modelport.triton.config import (CONFIG_FILE, LABELS_FILE, SPEC_FILE, TRITON_FORMATS, ConfigOptions,
+                                     config_problems, config_text, format_of_config, make_config, read_config,
+                                     read_signature)
+from modelport.triton.layout import check_name, split_engine, versions
+from modelport.zoo.checkpoints import weights_stem
+
+DEFAULT_FORMAT = "onnx"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """One model to put into a repository."""
+
+    source: str  # weights file, an export, or a zoo name (with allow_random)
+    name: str | None = None  # default: the source's file stem
+    format: str | None = None  # default: an export's own format; onnx for weights
+    version: int | None = None  # default: one past the newest version present
+    batch: int | None = None  # export with a fixed batch (then max_batch_size is 0)
+    arch: str | None = None
+    allow_random: bool = False
+    options: ConfigOptions = field(default_factory=ConfigOptions)
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltVersion:
+    name: str
+    version: int
+    format: str
+    path: Path  # the version folder
+    config: Path
+    backup: Path | None  # where a replaced config.pbtxt was saved
+
+
+_ENTRY_KEYS = {f.name for f in fields(ModelEntry)} - {"options"}
+_OPTION_KEYS = {f.name for f in fields(ConfigOptions)}
+
+
+def read_models_yaml(path: str | Path, defaults: ConfigOptions | None = None) -> list[ModelEntry]:
+    """``models: [{source: ..., name: ..., format: ..., max_batch_size: ...}, ...]``; sources are relative
+    to the YAML file. Unknown keys are errors, so a typo never silently falls back to a default."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"{path}: models file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CorruptFileError(f"{path}: not valid YAML ({exc})") from None
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, list) or not models:
+        raise CorruptFileError(f"{path}: expected a non-empty list under 'models:'",
+                               hint="models:\n  - source: osnet_x0_25_msmt17.pt\n    name: osnet")
+    entries = []
+    for index, item in enumerate(models):
+        where = f"{path}: models[{index}]"
+        if not isinstance(item, dict) or "source" not in item:
+            raise CorruptFileError(f"{where}: each model needs a 'source'")
+        unknown = set(item) - _ENTRY_KEYS - _OPTION_KEYS
+        if unknown:
+            raise CorruptFileError(f"{where}: unknown keys {sorted(unknown)}",
+                                   hint=f"known: {', '.join(sorted(_ENTRY_KEYS | _OPTION_KEYS))}")
+        opts = {k: tuple(v) if isinstance(v, list) else v for k, v in item.items() if k in _OPTION_KEYS}
+        source = str(item["source"])
+        if (path.parent / source).exists():
+            source = str(path.parent / source)
+        try:
+            options = replace(defaults or ConfigOptions(), **opts)
+            entry = ModelEntry(**{k: v for k, v in item.items() if k in _ENTRY_KEYS}, options=options)
+        except (TypeError, ValueError, ModelportError) as exc:
+            raise CorruptFileError(f"{where}: {exc}") from None
+        entries.append(replace(entry, source=source))
+    return entries
+
+
+def default_name(source: str) -> str:
+    path = Path(source)
+    try:
+        fmt = format_of_path(path)
+    except ModelportError:
+        return path.name
+    if fmt.id == "pytorch":
+        return weights_stem(path)
+    lower = path.name.lower()
+    suffix = max((s for s in fmt.suffixes if lower.endswith(s)), key=len)
+    return path.name[: -len(suffix)]
+
+
+def _artifact(entry: ModelEntry, tmp: Path, device: str) -> tuple[Path, Format, ModelSpec]:
+    """The verified artifact to copy: the source itself, or a fresh export of it into ``tmp``."""
+    from modelport.export import export_all
+    from modelport.zoo import list_models
+
+    path = Path(entry.source)
+    zoo_name = not path.exists() and entry.source in list_models()
+    if not path.exists() and not zoo_name:
+        raise WeightsNotFoundError(f"{path}: model source not found",
+                                   hint="give weights, an export, or a zoo name with --allow-random")
+    if zoo_name and not entry.allow_random:
+        raise ModelportError(f"{entry.source} is a zoo name, not a file: an untrained model needs --allow-random")
+    fmt = None if zoo_name else format_of_path(path)
+    if fmt is not None and fmt.id != "pytorch":
+        if entry.format and get_format(entry.format).id != fmt.id:
+            raise ModelportError(f"{path} is a {fmt.name} export; it cannot be written as {entry.format}",
+                                 hint="give the weights file to export another format")
+        if entry.batch is not None:
+            raise ModelportError(f"{path}: --batch applies to exports made from weights, not to an existing export")
+        if fmt.id not in TRITON_FORMATS:
+            raise ModelportError(f"{path}: Triton cannot serve {fmt.name} artifacts")
+        return path, fmt, fmt.read_spec(path)
+    target = get_format(entry.format or DEFAULT_FORMAT)
+    if target.id not in TRITON_FORMATS:
+        raise ModelportError(f"Triton cannot serve {target.name} models",
+                             hint=f"choose from: {', '.join(TRITON_FORMATS)}")
+    weights = None if zoo_name else path
+    arch = entry.source if zoo_name else entry.arch
+    (result,) = export_all(weights, [target.id], arch=arch, out=tmp, batch=entry.batch, device=device,
+                           allow_random=entry.allow_random)
+    if not result.ok:
+        kind = VerificationError if result.check is not None else ExportError
+        raise kind(f"{entry.source}: {target.name} export failed: {result.error}")
+    return result.path, target, target.read_spec(result.path)
+
+
+def _place(artifact: Path, fmt: Format, dest: Path) -> None:
+    """Copy an artifact into a version folder under the file names Triton looks for."""
+    dest.mkdir(parents=True)
+    if fmt.id == "openvino":
+        from modelport.formats.openvino import METADATA, _xml_in
+
+        xml = _xml_in(artifact)
+        shutil.copy2(xml, dest / "model.xml")
+        shutil.copy2(xml.with_suffix(".bin"), dest / "model.bin")
+        shutil.copy2(artifact / METADATA, dest / SPEC_FILE)
+    elif fmt.id == "tensorrt":
+        spec, plan = split_engine(artifact)  # Triton loads a bare engine; the spec goes beside it
+        (dest / "model.plan").write_bytes(plan)
+        (dest / SPEC_FILE).write_text(spec.to_json())
+    else:
+        shutil.copy2(artifact, dest / TRITON_FORMATS[fmt.id][2])
+
+
+def _backup(config: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    backup = config.with_name(f"{CONFIG_FILE}.{stamp}.bak")
+    shutil.copy2(config, backup)
+    return backup
+
+
+def build_model(entry: ModelEntry, repo: str | Path, *, force: bool = False, device: str = "cpu") -> BuiltVersion:
+    """Add one version of one model to ``repo``; its config is rebuilt from the artifact.
+
+    Nothing is overwritten silently: an existing version folder needs ``force``, and a replaced
+    config.pbtxt that differs is kept as ``config.pbtxt.<UTC time>.bak``.
+    """
+    repo = Path(repo)
+    name = check_name(entry.name or default_name(entry.source))
+    model_dir = repo / name
+    present = versions(model_dir)
+    version = entry.version if entry.version is not None else (present[-1] + 1 if present else 1)
+    if version < 1:
+        raise ModelportError(f"model versions are positive integers, got {version}")
+    vdir = model_dir / str(version)
+    if vdir.exists() and not force:
+        raise ExportError(f"{vdir} already exists",
+                          hint="omit --version to add the next version, or pass --force to replace it")
+    old = read_config(model_dir / CONFIG_FILE) if (model_dir / CONFIG_FILE).exists() else None
+    with tempfile.TemporaryDirectory(prefix="modelport-triton-") as tmp:
+        artifact, fmt, spec = _artifact(entry, Path(tmp), device)
+        if old is not None and format_of_config(old) != fmt.id:
+            raise ExportError(f"{model_dir}: model {name!r} is served as {format_of_config(old)}; one model has "
+                              f"one backend, so a {fmt.id} version cannot join it",
+                              hint="pass --name to add it as another model")
+        staging = model_dir / f".staging-{uuid.uuid4().hex[:8]}"
+        try:
+            _place(artifact, fmt, staging)
+            model_path = staging / TRITON_FORMATS[fmt.id][2]
+            config = make_config(name, fmt.id, read_signature(fmt.id, model_path, spec), spec, entry.options)
+            _check_siblings(config, model_dir, fmt.id, [v for v in present if v != version])
+            backup = None
+            config_file = model_dir / CONFIG_FILE
+            text = config_text(config)
+            if config_file.exists() and config_file.read_text() != text:
+                backup = _backup(config_file)
+            if vdir.exists():
+                shutil.rmtree(vdir)
+            staging.rename(vdir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    if spec.labels:
+        (model_dir / LABELS_FILE).write_text("\n".join(spec.labels) + "\n")
+    config_file.write_text(text)
+    return BuiltVersion(name, version, fmt.id, vdir, config_file, backup)
+
+
+def _check_siblings(config, model_dir: Path, fmt_id: str, others: list[int]) -> None:
+    """Other versions of the model must fit the new config, or Triton would fail to load them."""
+    for v in others:
+        path = model_dir / str(v) / TRITON_FORMATS[fmt_id][2]
+        spec = None
+        if fmt_id == "tensorrt":
+            from modelport.triton.config import read_plan_spec
+
+            spec = read_plan_spec(path)
+        problems = config_problems(config, read_signature(fmt_id, path, spec), where=f"version {v}")
+        if problems:
+            raise ExportError(f"{model_dir}: the new version does not fit existing versions: {'; '.join(problems)}",
+                              hint="pass --name to add it as another model")
+
+
+def build_repository(entries: list[ModelEntry], repo: str | Path, *, force: bool = False,
+                     device: str = "cpu") -> list[BuiltVersion]:
+    """Build every entry; stops at the first failure (versions already written stay, each complete)."""
+    Path(repo).mkdir(parents=True, exist_ok=True)
+    return [build_model(e, repo, force=force, device=device) for e in entries]
