@@ -1,7 +1,11 @@
-"""Images and crops -> model input, driven by the spec. The one implementation every runner shares."""
+"""Images and crops -> model input, driven by the spec. The one implementation every runner shares.
+
+Crops are resized (ReID); detector images are letterboxed, and their boxes scaled back with ``scale_boxes``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -38,10 +42,22 @@ def _to_rgb_image(item: ImageLike) -> Image.Image:
 def resize_all(items: Iterable[ImageLike], pre: Preprocess) -> np.ndarray:
     """Resize every item to the spec's size: an (N, H, W, 3) uint8 RGB array."""
     size = (pre.width, pre.height)
-    arrays = [np.asarray(_to_rgb_image(it).resize(size, Image.BILINEAR)) for it in items]
+    if pre.resize == "center_crop":
+        arrays = [np.asarray(_center_crop(_to_rgb_image(it), pre)) for it in items]
+    else:
+        arrays = [np.asarray(_to_rgb_image(it).resize(size, Image.BILINEAR)) for it in items]
     if not arrays:
         return np.zeros((0, pre.height, pre.width, 3), np.uint8)
     return np.stack(arrays)
+
+
+def _center_crop(img: Image.Image, pre: Preprocess) -> Image.Image:
+    """Shortest side to the model's size, then the centre (open_clip's ``resize_mode='shortest'``, CLIP)."""
+    scale = max(pre.width / img.width, pre.height / img.height)
+    w, h = max(pre.width, round(img.width * scale)), max(pre.height, round(img.height * scale))
+    img = img.resize((w, h), Image.BILINEAR)
+    left, top = round((w - pre.width) / 2), round((h - pre.height) / 2)
+    return img.crop((left, top, left + pre.width, top + pre.height))
 
 
 def normalize(rgb: np.ndarray, pre: Preprocess) -> np.ndarray:
@@ -64,3 +80,88 @@ def prepare(items: Sequence[ImageLike] | np.ndarray, pre: Preprocess) -> np.ndar
     ):
         items = [items]
     return normalize(resize_all(items, pre), pre)
+
+
+# --- Letterbox (detectors): resize keeping the aspect ratio, pad to the model's size, map boxes back ---
+
+LETTERBOX_PAD = 114  # grey padding, as YOLO models are trained with
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """Where an image of ``orig`` (height, width) sits inside the model input after letterboxing."""
+
+    orig: tuple[int, int]
+    resized: tuple[int, int]  # (height, width) of the scaled image before padding
+    left: int
+    top: int
+
+
+def _to_bgr_array(item: ImageLike) -> np.ndarray:
+    """An HxWx3 uint8 BGR array, read as OpenCV (and Ultralytics) read it."""
+    if isinstance(item, np.ndarray):
+        if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
+            raise ValueError(f"images must be HxWx3 uint8 (OpenCV BGR); got shape {item.shape} dtype {item.dtype}")
+        return item
+    if isinstance(item, (str, Path)):
+        import cv2
+
+        path = Path(item)
+        if not path.is_file():
+            raise WeightsNotFoundError(f"{path}: image file not found")
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise CorruptFileError(f"{path}: not a readable image")
+        return img
+    return np.ascontiguousarray(np.asarray(_to_rgb_image(item))[..., ::-1])
+
+
+def letterbox(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Letterbox]:
+    """Scale ``image`` (BGR uint8) to fit (height, width) and centre it on grey padding.
+
+    The rounding follows Ultralytics' LetterBox so that boxes match its predictions to the pixel.
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    r = min(height / h, width / w)
+    new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
+    dw, dh = (width - new_w) / 2, (height - new_h) / 2
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    if (w, h) != (new_w, new_h):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    padded = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(LETTERBOX_PAD,) * 3)
+    return padded, Letterbox((h, w), (new_h, new_w), left, top)
+
+
+def prepare_letterboxed(items: Sequence[ImageLike], pre: Preprocess) -> tuple[np.ndarray, list[Letterbox]]:
+    """Detector input: (N, 3, H, W) float32 plus each image's letterbox, to map boxes back with."""
+    if isinstance(items, (np.ndarray, Image.Image, str, Path)):
+        items = [items]
+    padded, boxes = [], []
+    for item in items:
+        img, info = letterbox(_to_bgr_array(item), pre.height, pre.width)
+        padded.append(img)
+        boxes.append(info)
+    if not padded:
+        return np.zeros((0, 3, pre.height, pre.width), np.float32), []
+    # Letterboxed arrays are BGR; normalize() flips to RGB when the spec says so.
+    return normalize(np.stack(padded)[..., ::-1], pre), boxes
+
+
+def scale_boxes(boxes: np.ndarray, info: Letterbox, *, normalized: bool = False,
+                input_size: tuple[int, int] | None = None) -> np.ndarray:
+    """(N, 4) xyxy boxes in model-input pixels (or in [0, 1] of ``input_size`` (h, w) when ``normalized``)
+    -> boxes in the original image, clipped to it."""
+    out = np.array(boxes, dtype=np.float32, copy=True).reshape(-1, 4)
+    if normalized:
+        if input_size is None:
+            raise ValueError("normalized boxes need the model's input_size to scale back")
+        out *= np.array([input_size[1], input_size[0]] * 2, np.float32)
+    gain_y, gain_x = info.resized[0] / info.orig[0], info.resized[1] / info.orig[1]
+    out -= np.array([info.left, info.top, info.left, info.top], np.float32)
+    out /= np.array([gain_x, gain_y, gain_x, gain_y], np.float32)
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, info.orig[1])
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, info.orig[0])
+    return out

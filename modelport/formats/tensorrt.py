@@ -26,19 +26,25 @@ def _logger():
 
 
 def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
-    import tensorrt as trt
-
     from modelport.formats.onnx import write_onnx
 
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = write_onnx(module, spec, Path(tmp) / "model.onnx", opset=options.opset)
+        return build_engine(onnx_path, spec, dest, options)
+
+
+def build_engine(onnx_path: Path, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
+    """Build an engine from an ONNX file (plugin nodes such as EfficientNMS_TRT included) and write it."""
+    import tensorrt as trt
+
     max_batch = spec.max_batch or int(spec.extra.get("trt_max_batch", DEFAULT_MAX_BATCH))
+    trt.init_libnvinfer_plugins(_logger(), "")  # registers EfficientNMS_TRT and the other shipped plugins
     builder = trt.Builder(_logger())
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, _logger())
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = write_onnx(module, spec, Path(tmp) / "model.onnx", opset=options.opset)
-        if not parser.parse_from_file(str(onnx_path)):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise ExportError(f"{dest}: TensorRT could not parse the ONNX graph: {errors}")
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"{dest}: TensorRT could not parse the ONNX graph: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 4 << 30)
     if spec.precision == "fp16":
@@ -94,6 +100,7 @@ class TensorRTRunner(Runner):
             self.chunk = int(spec.extra.get("trt_max_batch", DEFAULT_MAX_BATCH))
 
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        import tensorrt as trt
         import torch
 
         x = torch.from_numpy(batch).to(self.device)
@@ -101,7 +108,9 @@ class TensorRTRunner(Runner):
         self.context.set_tensor_address(self._inputs[0], x.data_ptr())
         outs = {}
         for name in self._outputs:
-            out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=torch.float32, device=self.device)
+            # Detector engines with NMS return int32 counts and classes beside float boxes and scores.
+            dtype = torch.int32 if self.engine.get_tensor_dtype(name) == trt.int32 else torch.float32
+            out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtype, device=self.device)
             self.context.set_tensor_address(name, out.data_ptr())
             outs[name] = out
         stream = torch.cuda.current_stream(torch.device(self.device))

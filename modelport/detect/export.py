@@ -1,0 +1,246 @@
+"""Export Ultralytics detectors: raw and end-to-end tracks, staged, verified against Ultralytics' predict,
+then moved into place with ``labels.txt`` beside them."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from modelport.detect.graph import FLAVORS, NmsConfig, add_nms
+from modelport.detect.model import CONF, IMGSZ, IOU, DetectorSource, LoadedDetector, e2e_spec, load_detector
+from modelport.detect.nms import NmsSettings
+from modelport.detect.runner import DetectRunner, UltralyticsReference
+from modelport.detect.samples import street_scenes
+from modelport.detect.verify import DetectionCheck, compare_detections
+from modelport.errors import ExportError, ModelportError
+from modelport.formats import ExportOptions, Format, get_format
+from modelport.preprocess import ImageLike
+from modelport.spec import SPEC_KEY, ModelSpec
+
+RAW_FORMATS = ("onnx", "openvino", "torchscript", "tensorrt")
+E2E_FORMATS = {"portable": ("onnx", "openvino"), "tensorrt": ("onnx", "tensorrt")}
+TAGS = {"portable": "nms", "tensorrt": "trtnms"}  # yolo11n.nms.onnx, yolo11n.trtnms.onnx / .engine
+LABELS = "labels.txt"
+VERIFY_IMAGES = 8
+
+
+@dataclass(slots=True)
+class DetectExportResult:
+    model: str
+    format: str
+    track: str  # raw | e2e-portable | e2e-tensorrt
+    path: Path | None
+    seconds: float
+    check: DetectionCheck | None = None
+    error: str | None = None
+    note: str = ""  # e.g. why an artifact could only be checked structurally
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and (self.check is None or self.check.passed)
+
+
+def artifact_path(fmt: Format, out_dir: Path, name: str, flavor: str | None) -> Path:
+    return fmt.artifact_path(out_dir, name, TAGS[flavor] if flavor else "")
+
+
+def write_labels(directory: Path, labels: Sequence[str]) -> Path:
+    """``labels.txt`` (one class name per line, in class order); an existing different file is an error."""
+    path = directory / LABELS
+    text = "".join(f"{name}\n" for name in labels)
+    if path.exists() and path.read_text() != text:
+        raise ExportError(f"{path}: exists with other class names; refusing to overwrite it",
+                          hint="export models with different classes into different folders (--out DIR)")
+    path.write_text(text)
+    return path
+
+
+def _write_e2e_onnx(det: LoadedDetector, spec: ModelSpec, config: NmsConfig, dest: Path, opset: int) -> Path:
+    import onnx
+
+    from modelport.formats.onnx import write_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = write_onnx(det.module, det.spec, Path(tmp) / "raw.onnx", opset=opset)
+        model = onnx.load(str(raw))
+    raw_out = det.spec.outputs[0]
+    pre = det.spec.preprocess
+    add_nms(model, config, raw_out.name, int(raw_out.shape[1]), int(raw_out.shape[2]), (pre.height, pre.width))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = SPEC_KEY, spec.to_json()
+    model.producer_name = "modelport"
+    onnx.checker.check_model(model)
+    if config.flavor == "portable":
+        onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    onnx.save(model, str(dest))
+    return dest
+
+
+def _write_e2e(det: LoadedDetector, fmt: Format, spec: ModelSpec, config: NmsConfig, dest: Path,
+               options: ExportOptions) -> Path:
+    if fmt.id == "onnx":
+        return _write_e2e_onnx(det, spec, config, dest, options.opset)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = _write_e2e_onnx(det, spec, config, Path(tmp) / "e2e.onnx", options.opset)
+        if fmt.id == "openvino":
+            import openvino as ov
+
+            dest.mkdir(parents=True, exist_ok=True)
+            try:
+                model = ov.convert_model(str(onnx_path))
+            except Exception as exc:
+                raise ExportError(f"{dest}: OpenVINO conversion failed: {exc}") from exc
+            ov.save_model(model, str(dest / f"{dest.name.removesuffix('_openvino_model')}.xml"), compress_to_fp16=False)
+            (dest / "metadata.json").write_text(spec.to_json())
+            return dest
+        if fmt.id == "tensorrt":
+            from modelport.formats.tensorrt import build_engine
+
+            return build_engine(onnx_path, spec, dest, options)
+    raise ExportError(f"no end-to-end {config.flavor} track for {fmt.name}",
+                      hint=f"formats with NMS inside: {', '.join(E2E_FORMATS[config.flavor])}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
+def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfig | None, options: ExportOptions,
+               reference: UltralyticsReference | None, images: Sequence[ImageLike], verify_conf: float) -> DetectExportResult:
+    """Write one artifact to a hidden staging folder, verify it, then move it into place."""
+    start = time.perf_counter()
+    flavor = nms.flavor if nms else None
+    track = f"e2e-{flavor}" if flavor else "raw"
+    dest = artifact_path(fmt, out_dir, det.source.name, flavor)
+    result = DetectExportResult(det.source.name, fmt.id, track, None, 0.0)
+    if dest.resolve() == det.source.pt_file.resolve():
+        raise ExportError(f"{dest}: refusing to overwrite the source checkpoint", hint="use --out DIR")
+    # The TensorRT-flavour ONNX only runs inside TensorRT; everything else needs its runtime to be verified.
+    runnable = not (flavor == "tensorrt" and fmt.id == "onnx")
+    try:
+        if runnable or fmt.id != "onnx":
+            fmt.require(options.device)
+        import onnx  # noqa: F401  (every track goes through ONNX except TorchScript; fail early and clearly)
+    except ModelportError as exc:
+        result.error, result.seconds = exc.message, time.perf_counter() - start
+        return result
+    spec = det.spec if nms is None else e2e_spec(det.spec, flavor=nms.flavor, topk=nms.topk, iou=nms.iou,
+                                                 conf=nms.conf, normalized=nms.normalize)
+    staging = out_dir / f".modelport-staging-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    staged = staging / dest.name
+    try:
+        try:
+            if nms is None:
+                fmt.export(det.module, spec, staged, options)
+            else:
+                _write_e2e(det, fmt, spec, nms, staged, options)
+        except ModelportError as exc:
+            result.error = exc.message
+            return result
+        except Exception as exc:  # onnx.checker / converters raise their own types
+            result.error = f"{type(exc).__name__}: {exc}"
+            return result
+        if reference is not None and runnable:
+            # End-to-end graphs are judged at their own thresholds, raw tracks at ``verify_conf``.
+            settings = NmsSettings(nms.conf, nms.iou, nms.topk) if nms else NmsSettings(verify_conf, IOU, det.source.topk)
+            runner = DetectRunner(fmt.load(staged, options.device), settings)
+            try:
+                reference.settings = settings
+                result.check = compare_detections(reference.detect(images), runner.detect(images), label=str(dest),
+                                                  format=fmt.id, track=track)
+            except Exception as exc:  # a runtime failure is a verification failure
+                result.check = DetectionCheck(str(dest), fmt.id, track, error=f"{type(exc).__name__}: {exc}")
+            finally:
+                runner.close()
+            if not result.check.passed:
+                result.error = f"verification failed: {result.check.summary()}"
+                return result
+        elif not runnable:
+            result.note = "graph checked (onnx.checker); runs only in TensorRT: build an engine to verify it"
+        if fmt.is_dir:
+            write_labels(staged, spec.labels)
+        _remove(dest)
+        staged.rename(dest)
+        result.path = dest
+        if not fmt.is_dir:
+            write_labels(out_dir, spec.labels)
+        return result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        result.seconds = time.perf_counter() - start
+
+
+def parse_detect_formats(formats: str | Iterable[str] | None, nms: NmsConfig | None, device: str = "cpu") -> list[Format]:
+    allowed = E2E_FORMATS[nms.flavor] if nms else RAW_FORMATS
+    if formats is None:
+        chosen = [get_format(f) for f in allowed]
+        # By default: whatever can be written here (TensorRT engines need TensorRT and a GPU).
+        return [f for f in chosen if f.id == "onnx" or f.unavailable_reason(device) is None]
+    names = formats.split(",") if isinstance(formats, str) else list(formats)
+    chosen = [get_format(n.strip()) for n in names if n.strip()]
+    for fmt in chosen:
+        if fmt.id not in allowed:
+            track = f"--nms --nms-flavor {nms.flavor}" if nms else "the raw track"
+            raise ExportError(f"{fmt.name} is not a format of {track}", hint=f"choose from: {', '.join(allowed)}")
+    return chosen
+
+
+def export_detector(source: DetectorSource | str | Path, formats: str | Iterable[str] | None = None, *,
+                    nms: NmsConfig | None = None, out: str | Path | None = None, imgsz: int = IMGSZ,
+                    verify: bool = True, images: Sequence[ImageLike] | None = None, verify_conf: float | None = None,
+                    opset: int = 17, device: str = "cpu") -> list[DetectExportResult]:
+    """Export one Ultralytics detector to ``formats`` (default: every format of the track usable here).
+
+    ``nms`` None writes the raw track ([B, 4+C, anchors]); an NmsConfig writes the end-to-end track.
+    Each artifact is verified against Ultralytics' ``predict`` on ``images`` (default: seeded synthetic
+    street scenes) at ``verify_conf`` (raw track; default the NMS default 0.25) or the graph's own thresholds.
+    """
+    if nms is not None and nms.flavor not in FLAVORS:
+        raise ExportError(f"unknown NMS flavour {nms.flavor!r}", hint=f"choose from: {', '.join(FLAVORS)}")
+    if not isinstance(source, DetectorSource):
+        source = DetectorSource.of(source)
+    if nms is not None:
+        nms = replace(nms, topk=source.topk if nms.topk is None else nms.topk)
+    chosen = parse_detect_formats(formats, nms, device)
+    det = load_detector(source, imgsz)
+    out_dir = Path(out) if out is not None else source.pt_file.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if any(not f.is_dir for f in chosen):
+        write_labels_check(out_dir, det.labels)
+    conf = verify_conf if verify_conf is not None else CONF
+    reference = UltralyticsReference(source.pt_file, imgsz, labels=det.labels) if verify else None
+    images = list(images) if images is not None else street_scenes(VERIFY_IMAGES, seed=1234)
+    options = ExportOptions(opset=opset, device=device)
+    return [export_one(det, fmt, out_dir, nms=nms, options=options, reference=reference, images=images,
+                       verify_conf=conf) for fmt in chosen]
+
+
+def write_labels_check(directory: Path, labels: Sequence[str]) -> None:
+    """Fail before exporting when ``labels.txt`` in ``directory`` holds other class names."""
+    path = directory / LABELS
+    if path.exists() and path.read_text() != "".join(f"{n}\n" for n in labels):
+        raise ExportError(f"{path}: exists with other class names; refusing to overwrite it",
+                          hint="export models with different classes into different folders (--out DIR)")
+
+
+def export_models(sources: Sequence[DetectorSource], formats: str | Iterable[str] | None = None, *,
+                  out: str | Path | None = None, **kwargs) -> list[DetectExportResult]:
+    """Export several models in one run; with ``out`` each goes to ``out/<name>/`` (its own labels.txt)."""
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise ExportError(f"model names must be unique in one run, got {names}")
+    results = []
+    for src in sources:
+        target = Path(out) / src.name if out is not None else None
+        results.extend(export_detector(src, formats, out=target, **kwargs))
+    return results

@@ -1,0 +1,166 @@
+"""End-to-end detector graphs: the raw ONNX head output followed by NMS inside the graph.
+
+Two flavours share the decoding and produce the same outputs (num_dets [B,1] int32, det_boxes [B,k,4]
+xyxy, det_scores [B,k], det_classes [B,k] int32):
+
+- ``portable``: the standard ONNX NonMaxSuppression operator, then TopK to pad to k rows. Runs in ONNX
+  Runtime and OpenVINO on the CPU.
+- ``tensorrt``: TensorRT's EfficientNMS_TRT plugin node (inputs boxes [B,A,4] + scores [B,A,C]; attributes
+  as in the plugin's README), which only TensorRT can execute.
+
+Both keep only each anchor's best class (Ultralytics' default, ``multi_label=False``): the scores fed to
+NMS are zero except for the best class, so the per-class operators behave like Ultralytics' NMS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FLAVORS = ("portable", "tensorrt")
+TRT_DOMAIN = "TRT"  # custom domain: onnx.checker skips schema checks, TensorRT's parser finds the plugin by name
+
+
+@dataclass(frozen=True, slots=True)
+class NmsConfig:
+    flavor: str = "portable"
+    topk: int = 300
+    iou: float = 0.7
+    conf: float = 0.25
+    normalize: bool = False
+
+
+class _Builder:
+    """Appends uniquely named nodes and initializers to a graph."""
+
+    def __init__(self, graph, prefix: str = "nms") -> None:
+        self.graph = graph
+        self.prefix = prefix
+        self.count = 0
+
+    def name(self, hint: str) -> str:
+        self.count += 1
+        return f"/{self.prefix}/{hint}_{self.count}"
+
+    def const(self, hint: str, value) -> str:
+        from onnx import numpy_helper
+
+        name = self.name(hint)
+        self.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], hint: str | None = None, outputs: int | list[str] = 1,
+           domain: str = "", **attrs) -> str | list[str]:
+        from onnx import helper
+
+        names = outputs if isinstance(outputs, list) else [self.name(hint or op_type) for _ in range(outputs)]
+        self.graph.node.append(helper.make_node(op_type, inputs, names, name=self.name(op_type), domain=domain,
+                                                **attrs))
+        return names[0] if len(names) == 1 else names
+
+
+def _reduce_max(b: _Builder, x: str, axis: int, keepdims: int, opset: int) -> str:
+    if opset >= 18:
+        return b.op("ReduceMax", [x, b.const("axes", np.array([axis], np.int64))], keepdims=keepdims)
+    return b.op("ReduceMax", [x], axes=[axis], keepdims=keepdims)
+
+
+def add_nms(model, config: NmsConfig, raw_output: str, channels: int, anchors: int, input_hw: tuple[int, int]):
+    """Replace ``raw_output`` ([B, channels = 4+C, anchors]) by the four end-to-end outputs, in place."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    nc, k = channels - 4, min(config.topk, anchors)
+    b = _Builder(graph)
+    i64 = lambda v: np.array(v, np.int64)  # noqa: E731
+
+    xywh = b.op("Slice", [raw_output, b.const("s", i64([0])), b.const("e", i64([4])), b.const("ax", i64([1]))],
+                "xywh_t")  # [B,4,A]
+    scores = b.op("Slice", [raw_output, b.const("s", i64([4])), b.const("e", i64([channels])),
+                            b.const("ax", i64([1]))], "scores")  # [B,C,A]
+    best = _reduce_max(b, scores, 1, 0, opset)  # [B,A]
+    best_cls = b.op("ArgMax", [scores], "best_class", axis=1, keepdims=0)  # [B,A] int64
+    onehot = b.op("OneHot", [best_cls, b.const("depth", i64([nc])), b.const("vals", np.array([0, 1], np.float32))],
+                  axis=1)  # [B,C,A]
+    best_only = b.op("Mul", [onehot, b.op("Unsqueeze", [best, b.const("ax", i64([1]))])], "best_only")  # [B,C,A]
+    boxes_cs = b.op("Transpose", [xywh], "boxes_xywh", perm=[0, 2, 1])  # [B,A,4] centre/size
+    xy = b.op("Slice", [boxes_cs, b.const("s", i64([0])), b.const("e", i64([2])), b.const("ax", i64([2]))])
+    wh = b.op("Slice", [boxes_cs, b.const("s", i64([2])), b.const("e", i64([4])), b.const("ax", i64([2]))])
+    half = b.op("Mul", [wh, b.const("half", np.array(0.5, np.float32))])
+    corners = b.op("Concat", [b.op("Sub", [xy, half]), b.op("Add", [xy, half])], "boxes_xyxy", axis=2)
+
+    names = {"num": "num_dets", "boxes": "det_boxes", "scores": "det_scores", "classes": "det_classes"}
+    if config.flavor == "portable":
+        raw_boxes, det_scores, det_classes, num = _portable(b, config, boxes_cs, corners, best, best_only, best_cls, k)
+    elif config.flavor == "tensorrt":
+        raw_boxes, det_scores, det_classes, num = _tensorrt(b, config, boxes_cs, best_only, k)
+    else:
+        raise ValueError(f"unknown NMS flavour {config.flavor!r}; choose from {', '.join(FLAVORS)}")
+    if config.normalize:
+        h, w = input_hw
+        raw_boxes = b.op("Div", [raw_boxes, b.const("wh", np.array([w, h, w, h], np.float32))])
+    for src, dst in ((num, names["num"]), (raw_boxes, names["boxes"]), (det_scores, names["scores"]),
+                     (det_classes, names["classes"])):
+        b.op("Identity", [src], outputs=[dst])
+    del graph.output[:]
+    graph.output.extend([
+        helper.make_tensor_value_info(names["num"], TensorProto.INT32, ["batch", 1]),
+        helper.make_tensor_value_info(names["boxes"], TensorProto.FLOAT, ["batch", k, 4]),
+        helper.make_tensor_value_info(names["scores"], TensorProto.FLOAT, ["batch", k]),
+        helper.make_tensor_value_info(names["classes"], TensorProto.INT32, ["batch", k]),
+    ])
+    if config.flavor == "tensorrt" and not any(o.domain == TRT_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(TRT_DOMAIN, 1))
+    return model
+
+
+def _portable(b: _Builder, config: NmsConfig, boxes_cs: str, corners: str, best: str, best_only: str,
+              best_cls: str, k: int):
+    i64 = lambda v: np.array(v, np.int64)  # noqa: E731
+    # center_point_box=1: boxes are [x_centre, y_centre, w, h], as the head produces them.
+    selected = b.op("NonMaxSuppression", [boxes_cs, best_only, b.const("max_per_class", i64([k])),
+                                          b.const("iou", np.array([config.iou], np.float32)),
+                                          b.const("conf", np.array([config.conf], np.float32))],
+                    "selected", center_point_box=1)  # [K,3] (batch, class, box)
+    pairs = b.op("Gather", [selected, b.const("cols", i64([0, 2]))], "pairs", axis=1)  # [K,2] (batch, box)
+    kept = b.op("GatherND", [best, pairs], "kept_scores")  # [K]
+    # Scatter kept scores into a [B,A] grid filled with -1, then TopK pads every image to k rows.
+    grid = b.op("ConstantOfShape", [b.op("Shape", [best])], "grid",
+                value=_float_tensor(-1.0))
+    dense = b.op("ScatterND", [grid, pairs, kept], "dense")
+    top_scores, top_idx = b.op("TopK", [dense, b.const("k", i64([k]))], outputs=2, axis=1, largest=1, sorted=1)
+    valid = b.op("Greater", [top_scores, b.const("floor", np.array(-0.5, np.float32))], "valid")  # [B,k]
+    num = b.op("ReduceSum", [b.op("Cast", [valid], to=6), b.const("ax", i64([1]))], "num", keepdims=1)
+    det_scores = b.op("Where", [valid, top_scores, b.const("zero", np.array(0.0, np.float32))])
+    idx4 = b.op("Expand", [b.op("Unsqueeze", [top_idx, b.const("ax", i64([2]))]),
+                           b.op("Concat", [b.op("Shape", [top_idx]), b.const("four", i64([4]))], axis=0)])
+    boxes = b.op("GatherElements", [corners, idx4], axis=1)  # [B,k,4]
+    valid3 = b.op("Unsqueeze", [valid, b.const("ax", i64([2]))])
+    det_boxes = b.op("Where", [valid3, boxes, b.const("zero", np.array(0.0, np.float32))])
+    classes = b.op("Cast", [b.op("GatherElements", [best_cls, top_idx], axis=1)], to=6)
+    det_classes = b.op("Where", [valid, classes, b.const("zero", np.array(0, np.int32))])
+    return det_boxes, det_scores, det_classes, num
+
+
+def _tensorrt(b: _Builder, config: NmsConfig, boxes_cs: str, best_only: str, k: int):
+    scores_bac = b.op("Transpose", [best_only], "scores_bac", perm=[0, 2, 1])  # [B,A,C]
+    # Attributes as documented for TensorRT's efficientNMSPlugin; outputs are always box corners.
+    num, boxes, scores, classes = b.op(
+        "EfficientNMS_TRT", [boxes_cs, scores_bac], outputs=4, domain=TRT_DOMAIN,
+        background_class=-1, box_coding=1, iou_threshold=float(config.iou), max_output_boxes=int(k),
+        plugin_version="1", score_activation=0, score_threshold=float(config.conf), class_agnostic=0,
+    )
+    return boxes, scores, classes, num
+
+
+def _float_tensor(value: float):
+    from onnx import helper, TensorProto
+
+    return helper.make_tensor("value", TensorProto.FLOAT, [1], [value])
+
+
+def tensorrt_node(model):
+    """The EfficientNMS_TRT node of a tensorrt-flavour graph (for inspection and tests)."""
+    return next(n for n in model.graph.node if n.op_type == "EfficientNMS_TRT")

@@ -1,0 +1,220 @@
+"""Ultralytics detection checkpoints -> a traceable module and its ModelSpec; model lists for batch exports."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from torch import nn
+
+from modelport import __version__
+from modelport.detect.untrained import RANDOM_KEY
+from modelport.errors import CorruptFileError, ModelportError, UnknownArchitectureError, WeightsNotFoundError
+from modelport.spec import ModelSpec, Preprocess, Source, TensorSpec, sha256_file
+from modelport.zoo.yolo import DEFAULT_MAX_BATCH, IMGSZ, default_max_batch
+
+TOPK = 300
+IOU = 0.7
+CONF = 0.25
+FALLBACK_MAX_BATCH = 16  # custom models whose name does not tell their size
+RAW_OUTPUT = "output0"
+E2E_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSource:
+    """One model to export: an Ultralytics ``.pt`` and how to publish it."""
+
+    pt_file: Path
+    name: str
+    max_batch: int
+    topk: int = TOPK
+    labels: tuple[str, ...] = ()  # overrides the names stored in the checkpoint when given
+
+    @classmethod
+    def of(cls, pt_file: str | Path, name: str | None = None, max_batch: int | None = None, topk: int = TOPK,
+           labels: tuple[str, ...] = ()) -> "DetectorSource":
+        pt_file = Path(pt_file)
+        name = name or pt_file.name.removesuffix(".pt")
+        max_batch = max_batch or default_max_batch(name) or default_max_batch(pt_file.stem) or FALLBACK_MAX_BATCH
+        if max_batch < 1 or topk < 1:
+            raise ModelportError(f"{pt_file}: max_batch and topk must be positive (got {max_batch}, {topk})")
+        return cls(pt_file, name, int(max_batch), int(topk), tuple(labels))
+
+
+def parse_model_arg(text: str) -> DetectorSource:
+    """``path.pt[:name[:max_batch]]`` from the command line."""
+    parts = text.split(":")
+    if len(parts) > 3 or not parts[0]:
+        raise ModelportError(f"--model {text!r}: expected path.pt[:name[:max_batch]]")
+    name = parts[1] if len(parts) > 1 and parts[1] else None
+    try:
+        max_batch = int(parts[2]) if len(parts) > 2 and parts[2] else None
+    except ValueError:
+        raise ModelportError(f"--model {text!r}: max_batch {parts[2]!r} is not an integer") from None
+    return DetectorSource.of(parts[0], name, max_batch)
+
+
+def read_model_list(path: str | Path) -> list[DetectorSource]:
+    """A YAML list of models: ``- {pt_file, name, max_batch, topk, names}`` (relative paths from the file)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"{path}: model list not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CorruptFileError(f"{path}: not valid YAML ({exc})") from None
+    items = data.get("models") if isinstance(data, dict) else data
+    if not isinstance(items, list) or not items:
+        raise CorruptFileError(f"{path}: expected a non-empty list of models (or a 'models:' key holding one)")
+    known = {"pt_file", "name", "max_batch", "topk", "names"}
+    sources = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or "pt_file" not in item:
+            raise CorruptFileError(f"{path}: entry {i} needs at least a pt_file")
+        unknown = set(item) - known
+        if unknown:
+            raise CorruptFileError(f"{path}: entry {i} has unknown keys {sorted(unknown)}",
+                                   hint=f"accepted keys: {', '.join(sorted(known))}")
+        names = item.get("names") or ()
+        if isinstance(names, dict):  # Ultralytics' dataset YAML style {0: person, 1: car}
+            names = [names[k] for k in sorted(names)]
+        pt = Path(item["pt_file"])
+        sources.append(DetectorSource.of(pt if pt.is_absolute() else path.parent / pt, item.get("name"),
+                                         item.get("max_batch"), int(item.get("topk", TOPK)),
+                                         tuple(str(n) for n in names)))
+    return sources
+
+
+class RawDetector(nn.Module):
+    """The model's decoded head output ``[B, 4 + C, anchors]`` (xywh in input pixels, class scores)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        out = self.model(images)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@dataclass(frozen=True)
+class LoadedDetector:
+    """A loaded Ultralytics detector: the traceable module, its raw spec and where it came from."""
+
+    module: RawDetector
+    spec: ModelSpec
+    source: DetectorSource
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.spec.labels
+
+
+def _missing(pt_file: Path) -> WeightsNotFoundError:
+    return WeightsNotFoundError(
+        f"{pt_file}: weights file not found (weights cannot be downloaded here)",
+        hint=f"put the Ultralytics checkpoint at {pt_file.resolve()} (e.g. {pt_file.name} from the Ultralytics "
+             "releases, or your own trained best.pt)",
+    )
+
+
+def load_ultralytics(pt_file: str | Path) -> tuple[nn.Module, dict]:
+    """Ultralytics' own loader (fp32, eval); a typed error when the file is missing or not a detector."""
+    pt_file = Path(pt_file)
+    if not pt_file.is_file():
+        raise _missing(pt_file)
+    from ultralytics.nn.tasks import load_checkpoint
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, ckpt = load_checkpoint(pt_file, device="cpu", fuse=False)
+    except Exception as exc:  # torch/pickle raise many types for foreign files
+        raise CorruptFileError(f"{pt_file}: not a loadable Ultralytics checkpoint ({str(exc).splitlines()[0]})",
+                               hint="give a .pt saved by Ultralytics (YOLO(...).save or training)") from None
+    task = getattr(model, "task", None)
+    if task != "detect":
+        raise UnknownArchitectureError(f"{pt_file}: an Ultralytics {task!r} model, not a detector",
+                                       hint="modelport exports Ultralytics detection models (task 'detect')")
+    return model, ckpt
+
+
+def prepare_module(model: nn.Module) -> RawDetector:
+    """Fuse Conv+BN as Ultralytics' exporter does and put the head in export mode (one output tensor)."""
+    from ultralytics.nn.modules.head import Detect
+
+    model = copy.deepcopy(model).float().eval()
+    if hasattr(model, "fuse"):
+        model = model.fuse(verbose=False)
+    for m in model.modules():
+        if isinstance(m, Detect):
+            m.export, m.format, m.dynamic = True, "onnx", False
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return RawDetector(model).eval()
+
+
+def detector_spec(name: str, labels: tuple[str, ...], anchors: int, *, imgsz: int = IMGSZ, source: Source,
+                  max_batch: int, extra: dict | None = None) -> ModelSpec:
+    """The raw track's spec: ``images [B,3,imgsz,imgsz]`` -> ``output0 [B, 4+C, anchors]``."""
+    return ModelSpec(
+        name=name,
+        task="detect",
+        inputs=(TensorSpec("images", "float32", ("batch", 3, imgsz, imgsz)),),
+        outputs=(TensorSpec(RAW_OUTPUT, "float32", ("batch", 4 + len(labels), anchors)),),
+        preprocess=Preprocess(height=imgsz, width=imgsz, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                              channel_order="RGB", resize="letterbox"),
+        source=source,
+        labels=labels,
+        modelport_version=__version__,
+        # trt_max_batch sizes the TensorRT optimisation profile; max_batch the chunks runners feed.
+        extra={"max_batch": max_batch, "trt_max_batch": max_batch, "nms": None, **(extra or {})},
+    )
+
+
+def count_anchors(imgsz: int, strides=(8, 16, 32)) -> int:
+    return sum((imgsz // s) ** 2 for s in strides)
+
+
+def load_detector(source: DetectorSource | str | Path, imgsz: int = IMGSZ) -> LoadedDetector:
+    """Load an Ultralytics ``.pt`` as a modelport Detector (class names from the model unless overridden)."""
+    if not isinstance(source, DetectorSource):
+        source = DetectorSource.of(source)
+    if imgsz % 32:
+        raise ModelportError(f"imgsz must be a multiple of 32 (the model's largest stride), got {imgsz}")
+    model, ckpt = load_ultralytics(source.pt_file)
+    names = getattr(model, "names", None) or {}
+    labels = source.labels or tuple(str(names[k]) for k in sorted(names))
+    nc = int(model.model[-1].nc)
+    if len(labels) != nc:
+        raise ModelportError(f"{source.pt_file}: {len(labels)} class names given for a model with {nc} classes")
+    strides = tuple(int(s) for s in model.stride.tolist())
+    kind = "random" if (ckpt.get("train_args") or {}).get(RANDOM_KEY) else "weights"
+    src = Source(kind=kind, file=str(source.pt_file.resolve()), sha256=sha256_file(source.pt_file))
+    spec = detector_spec(source.name, labels, count_anchors(imgsz, strides), imgsz=imgsz, source=src,
+                         max_batch=source.max_batch,
+                         extra={"ultralytics_version": str(ckpt.get("version", "")), "topk": source.topk})
+    return LoadedDetector(prepare_module(model), spec, source)
+
+
+def e2e_spec(raw: ModelSpec, *, flavor: str, topk: int, iou: float, conf: float, normalized: bool) -> ModelSpec:
+    """The end-to-end track's spec: NMS in the graph, fixed-size padded outputs."""
+    k = min(topk, int(raw.outputs[0].shape[2]))
+    outputs = (
+        TensorSpec("num_dets", "int32", ("batch", 1)),
+        TensorSpec("det_boxes", "float32", ("batch", k, 4)),
+        TensorSpec("det_scores", "float32", ("batch", k)),
+        TensorSpec("det_classes", "int32", ("batch", k)),
+    )
+    nms = {"flavor": flavor, "topk": k, "iou": iou, "conf": conf, "normalized": normalized}
+    return replace(raw, outputs=outputs, extra={**raw.extra, "nms": nms})
+
+
+__all__ = ["CONF", "DEFAULT_MAX_BATCH", "LoadedDetector", "DetectorSource", "IOU", "TOPK", "detector_spec", "e2e_spec",
+           "load_detector", "load_ultralytics", "parse_model_arg", "prepare_module", "read_model_list"]

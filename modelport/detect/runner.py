@@ -1,0 +1,159 @@
+"""Run any detector artifact on images: letterbox -> runtime -> (CPU NMS for raw tracks) -> boxes in the image.
+
+``DetectRunner`` wraps a format Runner; ``UltralyticsReference`` runs Ultralytics' own ``predict`` and is
+what every export is verified against.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from modelport.detect.model import CONF, IOU, TOPK
+from modelport.detect.nms import NmsSettings, nms_raw
+from modelport.errors import ModelportError
+from modelport.formats import Runner
+from modelport.preprocess import ImageLike, prepare_letterboxed, scale_boxes
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """One image's detections in its own pixel coordinates (xyxy), best first."""
+
+    boxes: np.ndarray  # (N, 4) float32
+    scores: np.ndarray  # (N,) float32
+    classes: np.ndarray  # (N,) int
+    labels: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def names(self) -> list[str]:
+        return [self.labels[c] if c < len(self.labels) else str(c) for c in self.classes]
+
+
+@dataclass(slots=True)
+class Timings:
+    """Seconds spent per stage over one call."""
+
+    preprocess: float = 0.0
+    inference: float = 0.0
+    nms: float = 0.0
+    postprocess: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.preprocess + self.inference + self.nms + self.postprocess
+
+
+@dataclass(slots=True)
+class DetectRunner:
+    """A detector artifact (raw or end-to-end) behind one ``detect(images)`` call."""
+
+    runner: Runner
+    settings: NmsSettings = field(default_factory=NmsSettings)
+    last: Timings = field(default_factory=Timings)
+
+    def __post_init__(self) -> None:
+        if self.runner.spec.task != "detect":
+            raise ModelportError(f"{self.runner.describe()}: a {self.runner.spec.task!r} model, not a detector")
+        # Dynamic exports still run in chunks of the model's maximum batch.
+        self.runner.chunk = int(self.spec.extra.get("max_batch") or self.runner.chunk)
+        if self.end_to_end:  # the thresholds are part of the graph
+            nms = self.spec.extra["nms"]
+            self.settings = NmsSettings(conf=nms["conf"], iou=nms["iou"], topk=nms["topk"])
+
+    @property
+    def spec(self):
+        return self.runner.spec
+
+    @property
+    def end_to_end(self) -> bool:
+        return bool(self.spec.extra.get("nms"))
+
+    @property
+    def track(self) -> str:
+        return f"e2e-{self.spec.extra['nms']['flavor']}" if self.end_to_end else "raw"
+
+    @property
+    def format(self) -> str:
+        return self.runner.format
+
+    @property
+    def path(self) -> Path | None:
+        return self.runner.path
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Padded detections (num_dets, det_boxes, det_scores, det_classes) in model-input coordinates."""
+        start = time.perf_counter()
+        out = self.runner(batch)
+        mid = time.perf_counter()
+        if not self.end_to_end:
+            out = nms_raw(out[self.spec.outputs[0].name], self.settings)
+        self.last.inference += mid - start
+        self.last.nms += time.perf_counter() - mid
+        return out
+
+    def detect(self, images: Sequence[ImageLike] | ImageLike) -> list[Detections]:
+        """Detections for BGR uint8 arrays, PIL images or paths, in each image's own coordinates."""
+        self.last = Timings()
+        start = time.perf_counter()
+        batch, boxes = prepare_letterboxed(images, self.spec.preprocess)
+        self.last.preprocess = time.perf_counter() - start
+        out = self.infer(batch)
+        start = time.perf_counter()
+        pre = self.spec.preprocess
+        normalized = bool(self.end_to_end and self.spec.extra["nms"].get("normalized"))
+        results = []
+        for i, info in enumerate(boxes):
+            n = int(out["num_dets"][i, 0])
+            results.append(Detections(
+                scale_boxes(out["det_boxes"][i, :n], info, normalized=normalized, input_size=(pre.height, pre.width)),
+                out["det_scores"][i, :n].astype(np.float32), out["det_classes"][i, :n].astype(np.int64),
+                self.spec.labels))
+        self.last.postprocess = time.perf_counter() - start
+        return results
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+class UltralyticsReference:
+    """Ultralytics' own pipeline (``YOLO(pt).predict``): the reference for verification and benchmarks."""
+
+    format = "ultralytics"
+    track = "ultralytics"
+
+    def __init__(self, pt_file: str | Path, imgsz: int, settings: NmsSettings = NmsSettings(CONF, IOU, TOPK),
+                 labels: tuple[str, ...] = ()) -> None:
+        from modelport.detect.model import load_ultralytics
+
+        load_ultralytics(pt_file)  # typed errors for a missing or foreign file
+        from ultralytics import YOLO
+
+        self.path = Path(pt_file)
+        self.model = YOLO(str(pt_file), task="detect")
+        self.imgsz = imgsz
+        self.settings = settings
+        self.labels = labels
+        self.last = Timings()
+
+    def detect(self, images: Sequence[ImageLike] | ImageLike) -> list[Detections]:
+        from modelport.preprocess import _to_bgr_array
+
+        if isinstance(images, (np.ndarray, str, Path)) and not (isinstance(images, np.ndarray) and images.ndim == 4):
+            images = [images]
+        arrays = [_to_bgr_array(im) for im in images]
+        results = self.model.predict(arrays, imgsz=self.imgsz, conf=self.settings.conf, iou=self.settings.iou,
+                                     max_det=self.settings.topk, device="cpu", verbose=False, batch=len(arrays))
+        speed = results[0].speed if results else {}
+        n = len(arrays)
+        # Ultralytics reports milliseconds per image for each stage; its NMS is in "postprocess".
+        self.last = Timings(preprocess=speed.get("preprocess", 0) * n / 1e3, inference=speed.get("inference", 0) * n / 1e3,
+                            nms=speed.get("postprocess", 0) * n / 1e3)
+        return [Detections(r.boxes.xyxy.numpy().astype(np.float32), r.boxes.conf.numpy().astype(np.float32),
+                           r.boxes.cls.numpy().astype(np.int64), self.labels) for r in results]
