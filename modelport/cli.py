@@ -304,6 +304,12 @@ def demo_cmd(workdir: Path = typer.Option(Path("modelport_demo"), "--workdir", h
         raise typer.Exit(1)
 
 
+from modelport.triton.cli import serve_cmd, triton_app  # noqa: E402
+
+app.add_typer(triton_app, name="triton")
+app.command("serve")(serve_cmd)
+
+
 def main() -> None:
     from modelport.zoo import RandomWeightsWarning
 

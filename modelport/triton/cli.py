@@ -1,0 +1,156 @@
+"""``modelport triton build|status|clean|validate`` and ``modelport serve``; thin calls into the library."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+triton_app = typer.Typer(no_args_is_help=True, help="Triton model repositories: build, status, validate, clean.")
+out = Console()
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+@triton_app.command("build")
+def build_cmd(
+    sources: List[str] = typer.Argument(None, help="Weights files, exports, or zoo names (with --allow-random)."),
+    repo: Path = typer.Option(..., "--repo", help="The model repository folder."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML listing several models (models: [...])."),
+    format: Optional[str] = typer.Option(None, "--format", "-f",
+                                         help="onnx | openvino | torchscript | tensorrt (default: onnx from weights, "
+                                              "an export's own format)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name (one source only); default: file stem."),
+    version: Optional[int] = typer.Option(None, "--version", help="Version number; default: the next one."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Fixed batch export (max_batch_size becomes 0)."),
+    max_batch_size: int = typer.Option(16, "--max-batch-size", help="For a dynamic batch dimension."),
+    preferred: str = typer.Option("4,8", "--preferred", help="Preferred batch sizes for dynamic batching."),
+    delay_us: int = typer.Option(2000, "--max-queue-delay-us", help="Dynamic batching queue delay."),
+    no_batching: bool = typer.Option(False, "--no-dynamic-batching", help="Leave dynamic batching off."),
+    instances: int = typer.Option(1, "--instances", help="Instance count."),
+    kind: str = typer.Option("auto", "--kind", help="cpu | gpu | auto (gpu for TensorRT)."),
+    version_policy: str = typer.Option("latest:1", "--version-policy", help="latest:N | all | specific:1,2"),
+    arch: Optional[str] = typer.Option(None, "--arch"),
+    allow_random: bool = typer.Option(False, "--allow-random", help="Allow untrained models."),
+    device: str = typer.Option("cpu", "--device", help="Where exports are made and verified."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing version folder."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Write models into a Triton repository: REPO/{name}/{version}/model.* plus config.pbtxt."""
+    from modelport.triton import ConfigOptions, ModelEntry, build_repository, read_models_yaml
+
+    options = ConfigOptions(max_batch_size=max_batch_size, preferred_batch_sizes=_ints(preferred),
+                            max_queue_delay_us=delay_us, dynamic_batching=not no_batching, instances=instances,
+                            kind=kind, version_policy=version_policy)
+    sources = sources or []
+    if not sources and config is None:
+        raise typer.BadParameter("give SOURCE files or --config models.yaml")
+    if name and len(sources) != 1:
+        raise typer.BadParameter("--name needs exactly one SOURCE")
+    entries = [ModelEntry(s, name=name, format=format, version=version, batch=batch, arch=arch,
+                          allow_random=allow_random, options=options) for s in sources]
+    if config is not None:
+        entries += read_models_yaml(config, options)
+    built = build_repository(entries, repo, force=force, device=device)
+    if as_json:
+        out.print_json(json.dumps([{k: str(v) if isinstance(v, Path) else v for k, v in asdict(b).items()}
+                                   for b in built]))
+        return
+    table = Table(title=f"model repository {repo}")
+    for col in ("model", "version", "format", "folder", "config"):
+        table.add_column(col)
+    for b in built:
+        note = f" (previous saved as {b.backup.name})" if b.backup else ""
+        table.add_row(b.name, str(b.version), b.format, str(b.path), f"{b.config}{note}")
+    out.print(table)
+
+
+@triton_app.command("status")
+def status_cmd(repo: Path = typer.Argument(..., help="The model repository folder."),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Models, versions, formats, sizes and config problems; exit 1 when any problem is found."""
+    from modelport.triton import repository_status
+
+    rows = repository_status(repo)
+    if as_json:
+        out.print_json(json.dumps([{**asdict(r), "ok": r.ok} for r in rows]))
+    else:
+        table = Table(title=f"model repository {repo}")
+        for col in ("model", "format", "max batch", "dyn. batching", "versions (served*)", "MB", "problems"):
+            table.add_column(col)
+        for r in rows:
+            problems = r.problems + [f"v{v.version}: {p}" for v in r.versions for p in v.problems]
+            shown = ", ".join(f"{v.version}{'*' if v.served else ''}" for v in r.versions) or "-"
+            table.add_row(r.name, r.format or "?", str(r.max_batch_size) if r.max_batch_size is not None else "-",
+                          "yes" if r.dynamic_batching else "no", shown,
+                          f"{sum(v.size_bytes for v in r.versions) / 1e6:.1f}",
+                          "[green]none[/]" if not problems else "[red]" + "; ".join(problems) + "[/]")
+        out.print(table)
+    if not all(r.ok for r in rows):
+        raise typer.Exit(1)
+
+
+@triton_app.command("validate")
+def validate_cmd(repo: Path = typer.Argument(..., help="The model repository folder."),
+                 device: str = typer.Option("cpu", "--device"),
+                 as_json: bool = typer.Option(False, "--json")) -> None:
+    """Load every version with modelport's runners and run one request against its config."""
+    from modelport.triton import validate_repository
+
+    results = validate_repository(repo, device)
+    if as_json:
+        out.print_json(json.dumps([asdict(r) for r in results]))
+    else:
+        table = Table(title=f"validate {repo}")
+        for col in ("model", "version", "result", "outputs", "seconds"):
+            table.add_column(col)
+        for r in results:
+            verdict = "[green]ok[/]" if r.ok else "[red]" + "; ".join(r.problems) + "[/]"
+            shapes = ", ".join(f"{k} {v}" for k, v in r.outputs.items()) or "-"
+            table.add_row(r.name, str(r.version or "-"), verdict, shapes, f"{r.seconds:.2f}")
+        out.print(table)
+    if not results or not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@triton_app.command("clean")
+def clean_cmd(repo: Path = typer.Argument(..., help="The model repository folder."),
+              model: Optional[List[str]] = typer.Option(None, "--model", help="Only these models (repeatable)."),
+              backup: Optional[Path] = typer.Option(None, "--backup", help="Where configs are copied first."),
+              yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> None:
+    """Remove the exports (version folders) after backing every config.pbtxt and labels.txt up."""
+    from modelport.triton import clean_repository
+
+    if not yes:
+        typer.confirm(f"remove the exports in {repo}{' for ' + ', '.join(model) if model else ''}?", abort=True)
+    result = clean_repository(repo, model or None, backup)
+    out.print(f"configs backed up to {result.backup}; removed {len(result.removed)} folders")
+    for path in result.removed:
+        out.print(f"  removed {path}")
+
+
+def serve_cmd(
+    repo: Path = typer.Argument(..., help="A Triton model repository (see `modelport triton build`)."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body accepted."),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Serve a model repository over the KServe v2 HTTP protocol (the one Triton speaks), plus /predict."""
+    from modelport.errors import WeightsNotFoundError
+    from modelport.serve import serve
+
+    if not repo.is_dir():
+        raise WeightsNotFoundError(f"{repo}: model repository not found", hint="build one with `modelport triton build`")
+    serve(repo, host, port, device=device, max_body=int(max_body_mb * (1 << 20)), log_level=log_level)
