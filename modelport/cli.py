@@ -309,6 +309,10 @@ from modelport.triton.cli import serve_cmd, triton_app  # noqa: E402
 app.add_typer(triton_app, name="triton")
 app.command("serve")(serve_cmd)
 
+from modelport.detect.cli import detect_app, route as route_detection  # noqa: E402
+
+app.add_typer(detect_app, name="detect")
+
 
 def main() -> None:
     from modelport.zoo import RandomWeightsWarning
@@ -317,7 +321,8 @@ def main() -> None:
     warnings.simplefilter("once", RandomWeightsWarning)
     try:
         # Without standalone mode click returns a command's exit code instead of exiting.
-        code = app(standalone_mode=False)
+        # export/verify/bench/load of a YOLO detector go to `modelport detect ...`.
+        code = app(args=route_detection(sys.argv[1:]), standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except ModelportError as exc:
         err.print(f"[bold red]error:[/] {exc.message}", highlight=False)

@@ -1,0 +1,176 @@
+"""Benchmark detector pipelines side by side: Ultralytics' own predict vs every exported track, with the
+latency split into preprocessing, inference and NMS, at batch 1 and the maximum batch."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from modelport import __version__
+from modelport.detect.export import artifact_path, export_detector
+from modelport.detect.graph import NmsConfig
+from modelport.detect.model import CONF, IMGSZ, IOU, DetectorSource, load_detector
+from modelport.detect.nms import NmsSettings
+from modelport.detect.runner import DetectRunner, Timings, UltralyticsReference
+from modelport.detect.samples import street_scenes
+from modelport.detect.verify import compare_detections
+from modelport.errors import ModelportError
+from modelport.formats import get_format
+from modelport.machine import machine_info
+
+SCHEMA = 1
+# (runtime id, format, NMS flavour or None for the raw track)
+TRACKS = (("onnx-e2e", "onnx", "portable"), ("onnx-raw", "onnx", None), ("openvino-e2e", "openvino", "portable"),
+          ("openvino-raw", "openvino", None), ("torchscript-raw", "torchscript", None))
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Contender:
+    id: str
+    format: str
+    track: str
+    runner: object = None  # DetectRunner | UltralyticsReference
+    path: Path | None = None
+    status: str = "ok"
+    reason: str = ""
+    parity: dict = field(default_factory=dict)
+
+
+def _stats(samples: list[Timings], batch: int) -> dict:
+    total = np.array([t.total for t in samples]) * 1e3
+    split = {k: float(np.mean([getattr(t, k) for t in samples]) * 1e3)
+             for k in ("preprocess", "inference", "nms", "postprocess")}
+    return {"latency_ms": {"p50": float(np.percentile(total, 50)), "p90": float(np.percentile(total, 90)),
+                           "mean": float(total.mean()), "n": len(total)},
+            "split_ms": split, "fps": float(batch / (total.mean() / 1e3))}
+
+
+def _time_round_robin(cands: list[Contender], images: list[np.ndarray], seconds: float, rounds: int) -> dict:
+    """Interleave pipelines in rounds so that machine drift hits all of them alike."""
+    samples: dict[str, list[Timings]] = {c.id: [] for c in cands}
+    for c in cands:  # warm-up: sessions allocate, Ultralytics sets its predictor up
+        c.runner.detect(images)
+    slot = seconds / (rounds * max(1, len(cands)))
+    for _ in range(rounds):
+        for c in cands:
+            end = time.perf_counter() + slot
+            while True:
+                start = time.perf_counter()
+                c.runner.detect(images)
+                wall = time.perf_counter() - start
+                t = c.runner.last
+                if c.format == "ultralytics":
+                    # Ultralytics' per-stage split leaves out its own overhead; book that under inference.
+                    t = Timings(t.preprocess, max(wall - t.preprocess - t.nms, 0.0), t.nms, 0.0)
+                samples[c.id].append(t)
+                if time.perf_counter() >= end:
+                    break
+    return samples
+
+
+def run_detect_benchmark(pt_file: str | Path, *, batches: Sequence[int] | None = None, imgsz: int = IMGSZ,
+                         tracks: Sequence[str] | None = None, conf: float = CONF, seconds: float = 20.0,
+                         rounds: int = 4, export_dir: str | Path | None = None, max_batch: int | None = None,
+                         progress: Progress | None = None) -> dict:
+    """Measure Ultralytics' pipeline and each exported track on the same synthetic frames.
+
+    ``batches`` defaults to 1 and the model's maximum batch (``max_batch`` overrides the model default,
+    e.g. to keep a 2-core benchmark short). Every track is checked against Ultralytics on the same frames
+    first; a mismatch is recorded, not hidden.
+    """
+    say = progress or (lambda _m: None)
+    source = DetectorSource.of(pt_file, max_batch=max_batch)
+    det = load_detector(source, imgsz)
+    batches = list(batches or (1, source.max_batch))
+    out_dir = Path(export_dir) if export_dir else Path(pt_file).parent
+    settings = NmsSettings(conf, IOU, source.topk)
+    reference = UltralyticsReference(source.pt_file, imgsz, settings, det.labels)
+    cands = [Contender("ultralytics-pytorch", "ultralytics", "ultralytics", reference, source.pt_file)]
+    for tid, fmt_id, flavor in TRACKS:
+        if tracks and tid not in tracks:
+            continue
+        cand = Contender(tid, fmt_id, f"e2e-{flavor}" if flavor else "raw")
+        fmt = get_format(fmt_id)
+        reason = fmt.unavailable_reason("cpu")
+        if reason:
+            cand.status, cand.reason = "unavailable", reason
+            cands.append(cand)
+            continue
+        nms = NmsConfig(flavor=flavor, topk=source.topk, iou=IOU, conf=conf) if flavor else None
+        path = artifact_path(fmt, out_dir, source.name, flavor)
+        fresh = False
+        if path.exists():
+            try:
+                spec = fmt.read_spec(path)
+                fresh = spec.source.sha256 == det.spec.source.sha256 and spec.extra.get("nms") == (
+                    None if nms is None else {"flavor": flavor, "topk": min(nms.topk, det.spec.outputs[0].shape[2]),
+                                              "iou": nms.iou, "conf": nms.conf, "normalized": False}) \
+                    and spec.preprocess.height == imgsz
+            except ModelportError:
+                fresh = False
+        if not fresh:
+            say(f"exporting {tid}")
+            result = export_detector(source, [fmt_id], nms=nms, out=out_dir, imgsz=imgsz, verify=False)[0]
+            if not result.ok:
+                cand.status, cand.reason = "export-failed", result.error or ""
+                cands.append(cand)
+                continue
+        cand.path = path
+        cand.runner = DetectRunner(fmt.load(path, "cpu"), settings)
+        cands.append(cand)
+    live = [c for c in cands if c.status == "ok"]
+    frames = street_scenes(8, seed=99)
+    ref = reference.detect(frames)
+    for c in live[1:]:
+        check = compare_detections(ref, c.runner.detect(frames), label=c.id, format=c.format, track=c.track)
+        c.parity = {"passed": check.passed, "detections": check.detections, "min_iou": check.min_iou,
+                    "max_score_diff": check.max_score_diff, "summary": check.summary()}
+        if not check.passed:
+            c.status, c.reason = "parity-failed", check.summary()
+    rows = []
+    for batch in batches:
+        say(f"timing batch {batch}")
+        images = street_scenes(batch, seed=7)
+        samples = _time_round_robin(live, images, seconds, rounds)
+        for c in cands:
+            row = {"runtime": c.id, "format": c.format, "track": c.track, "batch": batch, "status": c.status,
+                   "reason": c.reason, "path": str(c.path) if c.path else None, "parity": c.parity}
+            if c.id in samples:
+                row.update(_stats(samples[c.id], batch))
+            rows.append(row)
+    base = {r["batch"]: r["fps"] for r in rows if r["runtime"] == "ultralytics-pytorch"}
+    for r in rows:
+        r["x_ultralytics"] = r["fps"] / base[r["batch"]] if r.get("fps") and base.get(r["batch"]) else None
+    import torch
+
+    return {"schema": SCHEMA, "kind": "detect", "modelport_version": __version__, "machine": machine_info(),
+            "model": {"name": source.name, "file": str(source.pt_file), "imgsz": imgsz, "classes": len(det.labels),
+                      "source": det.spec.source.kind, "max_batch": source.max_batch},
+            "settings": {"conf": conf, "iou": IOU, "topk": source.topk, "seconds_per_batch": seconds,
+                         "rounds": rounds, "torch_threads": torch.get_num_threads(),
+                         "frames": "synthetic street scenes, sizes cycling 480x640, 720x1280, 640x480, 375x500, "
+                                   "640x640, 360x640"},
+            "rows": rows}
+
+
+def markdown_table(report: dict) -> str:
+    """The record as a markdown table (one row per pipeline and batch)."""
+    lines = ["| pipeline | track | batch | status | pre ms | infer ms | NMS ms | post ms | total p50 ms | img/s | x Ultralytics |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        if "fps" not in r:
+            lines.append(f"| {r['runtime']} | {r['track']} | {r['batch']} | {r['status']}: {r['reason'][:60]} "
+                         "| - | - | - | - | - | - | - |")
+            continue
+        s = r["split_ms"]
+        nms = "in graph" if r["track"].startswith("e2e") else f"{s['nms']:.1f}"
+        ratio = f"{r['x_ultralytics']:.2f}x" if r.get("x_ultralytics") else "-"
+        lines.append(f"| {r['runtime']} | {r['track']} | {r['batch']} | {r['status']} | {s['preprocess']:.1f} | "
+                     f"{s['inference']:.1f} | {nms} | {s['postprocess']:.1f} | {r['latency_ms']['p50']:.1f} | "
+                     f"{r['fps']:.1f} | {ratio} |")
+    return "\n".join(lines)

@@ -1,0 +1,235 @@
+"""`modelport detect ...` commands; `modelport export/verify/bench/load` are routed here for detectors."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+detect_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                         help="YOLO detectors (Ultralytics .pt): export with or without NMS, verify, bench, load.")
+out = Console()
+err = Console(stderr=True)
+ROUTED = ("export", "verify", "bench", "load")
+DETECT_FLAGS = ("--nms", "--nms-flavor", "--model", "--models", "--normalize-boxes")
+
+
+def _is_ultralytics_checkpoint(path: Path) -> bool:
+    """A torch zip whose pickle references Ultralytics' model classes (read without unpickling)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pkl = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            return pkl is not None and b"ultralytics.nn" in archive.read(pkl)
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _is_detector(arg: str) -> bool:
+    from modelport.zoo.yolo import SIZES
+
+    path = Path(arg)
+    name = path.name.lower()
+    if name.endswith(".pt"):
+        if path.is_file():
+            return _is_ultralytics_checkpoint(path)
+        return name.removesuffix(".pt") in {f"yolo11{s}" for s in SIZES}  # missing zoo weights: say where to put them
+    if name.endswith((".yaml", ".yml")):
+        return True
+    if path.exists() and not name.endswith((".pth", ".tar")):
+        try:
+            from modelport.formats import format_of_path
+
+            return format_of_path(path).read_spec(path).task == "detect"
+        except Exception:  # not an artifact modelport can read: leave it to the ReID commands
+            return False
+    return False
+
+
+def route(argv: list[str]) -> list[str]:
+    """``export yolo11n.pt ...`` -> ``detect export yolo11n.pt ...`` when the arguments name a detector."""
+    if not argv or argv[0] not in ROUTED:
+        return argv
+    rest = argv[1:]
+    if any(a.split("=")[0] in DETECT_FLAGS for a in rest) or any(_is_detector(a) for a in rest if not a.startswith("-")):
+        return ["detect", *argv]
+    return argv
+
+
+def _nms_config(nms: bool, flavor: str, topk: Optional[int], iou: float, conf: float, normalize: bool):
+    from modelport.detect.graph import FLAVORS, NmsConfig
+
+    if flavor not in FLAVORS:
+        raise typer.BadParameter(f"--nms-flavor must be one of {', '.join(FLAVORS)}, not {flavor!r}")
+    if not nms:
+        if normalize:
+            raise typer.BadParameter("--normalize-boxes applies to the end-to-end track (--nms)")
+        return None
+    return NmsConfig(flavor=flavor, topk=topk, iou=iou, conf=conf, normalize=normalize)
+
+
+@detect_app.command("export")
+def export_cmd(
+    weights: Optional[List[str]] = typer.Argument(None, help="Ultralytics detection .pt file(s)."),
+    model: Optional[List[str]] = typer.Option(None, "--model", help="path.pt[:name[:max_batch]] (repeatable)."),
+    models: Optional[Path] = typer.Option(None, "--models", help="YAML list of models: pt_file, name, max_batch, topk, names."),
+    formats: Optional[str] = typer.Option(None, "--format", "-f", help="Comma-separated formats (default: all of the track usable here)."),
+    nms: bool = typer.Option(False, "--nms", help="End-to-end track: NMS inside the graph."),
+    flavor: str = typer.Option("portable", "--nms-flavor", help="portable (ONNX NonMaxSuppression) or tensorrt (EfficientNMS_TRT)."),
+    topk: Optional[int] = typer.Option(None, "--topk", help="Detections kept per image (default 300, or the model list's)."),
+    iou: float = typer.Option(0.7, "--iou", help="NMS IoU threshold."),
+    conf: float = typer.Option(0.25, "--conf", help="Confidence threshold (NMS in the graph; verification of raw tracks)."),
+    normalize: bool = typer.Option(False, "--normalize-boxes", help="Boxes in [0,1] of the model input."),
+    imgsz: int = typer.Option(640, "--imgsz", help="Square input size."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: next to the weights)."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images to verify on (default: synthetic scenes)."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip verification against Ultralytics' predict."),
+    as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+) -> None:
+    """Export detectors (raw or with NMS inside), each verified against Ultralytics' own predictions."""
+    from modelport.detect.export import export_detector, export_models
+    from modelport.detect.model import DetectorSource, parse_model_arg, read_model_list
+
+    sources = [DetectorSource.of(w) for w in weights or []] + [parse_model_arg(m) for m in model or []]
+    if models:
+        sources += read_model_list(models)
+    if not sources:
+        raise typer.BadParameter("give a .pt file, --model path.pt:name:max_batch, or --models list.yaml")
+    config = _nms_config(nms, flavor, topk, iou, conf, normalize)
+    if topk is not None:
+        sources = [DetectorSource.of(s.pt_file, s.name, s.max_batch, topk, s.labels) for s in sources]
+    kwargs = dict(nms=config, imgsz=imgsz, verify=not no_verify, verify_conf=conf,
+                  images=_image_files(images) if images else None)
+    if len(sources) == 1 and not models:
+        results = export_detector(sources[0], formats, out=out_dir, **kwargs)
+    else:
+        results = export_models(sources, formats, out=out_dir, **kwargs)
+    _print_exports(results, as_json)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    from modelport.errors import WeightsNotFoundError
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp")) \
+        if folder.is_dir() else []
+    if not files:
+        raise WeightsNotFoundError(f"{folder}: no images (.jpg, .png, .bmp, .webp) found")
+    return files
+
+
+def _print_exports(results, as_json: bool) -> None:
+    if as_json:
+        rows = [{"model": r.model, "format": r.format, "track": r.track, "path": str(r.path) if r.path else None,
+                 "ok": r.ok, "seconds": r.seconds, "error": r.error, "note": r.note,
+                 "check": r.check.to_dict() if r.check else None} for r in results]
+        out.print_json(json.dumps(rows, default=str))
+        return
+    table = Table(title="detector exports (verified against Ultralytics predict)")
+    for col in ("model", "format", "track", "status", "boxes", "min IoU", "max score diff", "s", "path / problem"):
+        table.add_column(col)
+    for r in results:
+        c = r.check
+        status = "[green]ok[/]" if r.ok and c else "[yellow]unverified[/]" if r.ok else "[red]failed[/]"
+        table.add_row(r.model, r.format, r.track, status, str(c.detections) if c else "-",
+                      f"{c.min_iou:.4f}" if c else "-", f"{c.max_score_diff:.1e}" if c else "-", f"{r.seconds:.1f}",
+                      str(r.path) + (f" ({r.note})" if r.note else "") if r.ok else (r.error or ""))
+    out.print(table)
+
+
+@detect_app.command("verify")
+def verify_cmd(
+    paths: List[Path] = typer.Argument(..., help="The Ultralytics .pt (reference) and artifacts; no artifacts: its exports."),
+    conf: float = typer.Option(0.25, "--conf", help="Confidence threshold for raw tracks (NMS graphs use their own)."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images (default: synthetic scenes)."),
+    count: int = typer.Option(8, "--count", help="Synthetic scenes when no --images."),
+    as_json: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON to this file ('-' for stdout)."),
+) -> None:
+    """Compare every artifact's detections with Ultralytics' predict; a table per format, exit 1 on mismatch."""
+    from modelport.detect.discover import candidates
+    from modelport.detect.model import IOU, TOPK
+    from modelport.detect.nms import NmsSettings
+    from modelport.detect.runner import DetectRunner, UltralyticsReference
+    from modelport.detect.samples import street_scenes
+    from modelport.detect.verify import compare_detections
+    from modelport.formats import format_of_path
+
+    pts = [p for p in paths if p.suffix == ".pt" and format_of_path(p).id == "pytorch"]
+    if len(pts) != 1:
+        raise typer.BadParameter("give exactly one Ultralytics .pt as the reference")
+    artifacts = [p for p in paths if p not in pts] or candidates(pts[0])
+    if not artifacts:
+        raise typer.BadParameter(f"no exports of {pts[0]} found; give artifact paths or run `modelport export` first")
+    frames = _image_files(images) if images else street_scenes(count, seed=0)
+    checks = []
+    for path in artifacts:
+        runner = DetectRunner(format_of_path(path).load(path, "cpu"), NmsSettings(conf, IOU, TOPK))
+        ref = UltralyticsReference(pts[0], runner.spec.preprocess.height, runner.settings, runner.spec.labels)
+        checks.append(compare_detections(ref.detect(frames), runner.detect(frames), label=str(path),
+                                         format=runner.format, track=runner.track))
+        runner.close()
+    if as_json:
+        text = json.dumps([c.to_dict() for c in checks], indent=2, default=str)
+        if as_json == "-":
+            out.print_json(text)
+        else:
+            Path(as_json).write_text(text)
+    if as_json != "-":
+        for c in checks:
+            table = Table(title=f"{c.label} ({c.format}, {c.track}) vs Ultralytics predict")
+            for col in ("image", "reference boxes", "boxes", "matched", "min IoU", "max score diff", "result"):
+                table.add_column(col)
+            for i in c.images:
+                verdict = "[green]pass[/]" if i.passed else f"[red]{'; '.join(i.failures)}[/]"
+                table.add_row(str(i.image), str(i.ref_count), str(i.count), str(i.matched), f"{i.min_iou:.4f}",
+                              f"{i.max_score_diff:.1e}", verdict)
+            if c.error:
+                table.add_row("-", "-", "-", "-", "-", "-", f"[red]{c.error}[/]")
+            out.print(table)
+    if not all(c.passed for c in checks):
+        raise typer.Exit(1)
+
+
+@detect_app.command("bench")
+def bench_cmd(
+    weights: Path = typer.Argument(..., help="Ultralytics detection .pt."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Comma-separated batch sizes (default: 1 and the max batch)."),
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Override the model's maximum batch."),
+    imgsz: int = typer.Option(640, "--imgsz"),
+    conf: float = typer.Option(0.25, "--conf"),
+    seconds: float = typer.Option(20.0, "--seconds", help="Timed seconds per batch size, shared by all pipelines."),
+    tracks: Optional[str] = typer.Option(None, "--tracks", help="Comma-separated, e.g. onnx-e2e,onnx-raw."),
+    json_path: Path = typer.Option(Path("benchmark.json"), "--json", help="Where to write the JSON record."),
+) -> None:
+    """Ultralytics' pipeline vs each track: preprocess / inference / NMS latency and images/s."""
+    from modelport.detect.bench import markdown_table, run_detect_benchmark
+
+    batches = [int(b) for b in batch.split(",")] if batch else None
+    with err.status("benchmarking ...") as status:
+        report = run_detect_benchmark(weights, batches=batches, imgsz=imgsz, conf=conf, seconds=seconds,
+                                      max_batch=max_batch, tracks=tracks.split(",") if tracks else None,
+                                      progress=lambda m: status.update(f"benchmarking: {m}"))
+    json_path.write_text(json.dumps(report, indent=1))
+    out.print(markdown_table(report))
+    out.print(f"record: {json_path}")
+
+
+@detect_app.command("load")
+def load_cmd(path: Path = typer.Argument(..., help="Ultralytics .pt or a detector artifact."),
+             format: Optional[str] = typer.Option(None, "--format", help="Force one format."),
+             image: Optional[Path] = typer.Option(None, "--image", help="Run it on this image (default: a synthetic scene).")) -> None:
+    """Show which runtime the loader picks and run it once."""
+    from modelport.detect.discover import open_detector
+    from modelport.detect.samples import street_scenes
+
+    runner = open_detector(path, format=format)
+    dets = runner.detect([image] if image else street_scenes(1, seed=0))[0]
+    out.print(f"format={runner.format} track={runner.track} path={runner.path} classes={len(runner.spec.labels)} "
+              f"detections={len(dets)}")
+    for box, score, name in list(zip(dets.boxes, dets.scores, dets.names()))[:10]:
+        out.print(f"  {name:>16} {score:.3f} [{', '.join(f'{v:.1f}' for v in box)}]")
