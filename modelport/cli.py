@@ -77,9 +77,19 @@ def export_cmd(
     calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of crops like the deployment's to calibrate "
                                          "--int8 with (default: synthetic crops, with a warning)."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+    clip_weights: Optional[Path] = typer.Option(None, "--weights", help="open_clip checkpoint for a MobileCLIP name."),
 ) -> None:
     """Export weights to ONNX / TorchScript / OpenVINO / TensorRT, verifying each against PyTorch."""
     from modelport.export import export_all
+
+    if weights.startswith("MobileCLIP") and not Path(weights).exists():  # two encoders: see modelport.clip
+        from modelport.clip.cli import export_named
+
+        unsupported = {"--batch": batch, "--half": half, "--int8": int8, "--calib": calib, "--simplify": simplify}
+        if not export_named(weights, clip_weights, formats, out_dir=out_dir, opset=opset, allow_random=allow_random,
+                            device=device, verify=not no_verify, as_json=as_json, console=out, unsupported=unsupported):
+            raise typer.Exit(1)
+        return
 
     if dynamic and batch is not None:
         raise typer.BadParameter("--batch and --dynamic exclude each other")
@@ -312,6 +322,10 @@ app.command("serve")(serve_cmd)
 from modelport.detect.cli import detect_app, route as route_detection  # noqa: E402
 
 app.add_typer(detect_app, name="detect")
+
+from modelport.search.cli import search_app  # noqa: E402
+
+app.add_typer(search_app, name="search")
 
 
 def main() -> None:

@@ -173,7 +173,11 @@ class Runner:
         for got, dim in zip(batch.shape[1:], want.shape[1:]):
             if isinstance(dim, int) and got != dim:
                 raise ValueError(f"{self.describe()}: expected input shape {want.shape}, got {batch.shape}")
-        if batch.dtype != np.float32:
+        if want.dtype == "int64":  # token ids (CLIP text encoders)
+            if not np.issubdtype(batch.dtype, np.integer):
+                raise ValueError(f"{self.describe()}: expected int64 input, got {batch.dtype}")
+            batch = batch.astype(np.int64, copy=False)
+        elif batch.dtype != np.float32:
             if not np.issubdtype(batch.dtype, np.floating):
                 raise ValueError(f"{self.describe()}: expected float32 input, got {batch.dtype}")
             batch = batch.astype(np.float32)
@@ -184,7 +188,7 @@ class Runner:
         n = len(batch)
         size = self.max_batch or self.chunk
         if n == 0:
-            probe = self(np.zeros((1, *batch.shape[1:]), np.float32))
+            probe = self(np.zeros((1, *batch.shape[1:]), batch.dtype))
             return {k: v[:0] for k, v in probe.items()}
         if self.max_batch is None and n <= size:
             return self._infer(batch)
@@ -193,7 +197,7 @@ class Runner:
             part = batch[start : start + size]
             real = len(part)
             if self.max_batch is not None and real < size:
-                pad = np.zeros((size - real, *part.shape[1:]), np.float32)
+                pad = np.zeros((size - real, *part.shape[1:]), part.dtype)
                 part = np.concatenate([part, pad])
             out = self._infer(part)
             parts.append({k: v[:real] for k, v in out.items()})
@@ -205,6 +209,13 @@ class Runner:
         feats = self(batch)[self.spec.outputs[0].name].reshape(len(batch), -1).astype(np.float32)
         norms = np.linalg.norm(feats, axis=1, keepdims=True)
         return feats / np.maximum(norms, 1e-12)
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised (N, D) float32 embeddings of ``texts``, tokenised as the spec says (text encoders)."""
+        from modelport.clip.text import tokenize
+
+        feats = self(tokenize(texts, self.spec))[self.spec.outputs[0].name].astype(np.float32)
+        return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
 
     def describe(self) -> str:
         where = f" {self.path}" if self.path else ""
@@ -229,5 +240,9 @@ def example_batch(spec: ModelSpec, count: int | None = None, seed: int = 0) -> n
     from modelport.samples import person_crops
 
     n = spec.max_batch or count or 2
+    if spec.inputs[0].dtype == "int64":
+        from modelport.clip.text import example_tokens
+
+        return example_tokens(spec, n, seed=seed)
     pre = spec.preprocess
     return prepare(person_crops(n, pre.height, pre.width, seed=seed), pre)

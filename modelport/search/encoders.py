@@ -1,0 +1,94 @@
+"""Open a CLIP model's image and text encoders from an exported artifact (its sibling found by name) or from a
+model name (open_clip in PyTorch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelport.errors import ModelportError, WeightsNotFoundError
+from modelport.formats import FORMATS, Runner, format_of_path
+from modelport.search.store import IndexModel
+
+
+@dataclass(slots=True)
+class Encoders:
+    """The two encoders of one CLIP model; an artifact's sibling is opened only when first needed."""
+
+    info: IndexModel
+    device: str = "cpu"
+    image_path: Path | None = None
+    text_path: Path | None = None
+    _runners: dict[str, Runner] = field(default_factory=dict)
+
+    def image(self) -> Runner:
+        return self._open("image")
+
+    def text(self) -> Runner:
+        return self._open("text")
+
+    def _open(self, which: str) -> Runner:
+        if which not in self._runners:
+            path = self.image_path if which == "image" else self.text_path
+            if path is None:
+                raise WeightsNotFoundError(f"no {which} encoder was found next to {self.info.ref}",
+                                           hint=f"export both encoders with `modelport export {self.info.clip_model}`")
+            self._runners[which] = format_of_path(path).load(path, self.device)
+        return self._runners[which]
+
+
+def sibling(path: Path, want: str, device: str = "cpu") -> Path | None:
+    """The ``want`` (``image`` / ``text``) partner of an encoder artifact: same format first, then any other."""
+    fmt = format_of_path(path)
+    suffix = max((s for s in fmt.suffixes if path.name.lower().endswith(s)), key=len)
+    stem = path.name[: -len(suffix)]
+    have = "image" if want == "text" else "text"
+    if not stem.endswith(f"_{have}"):
+        return None
+    base = stem[: -len(have)] + want
+    for f in (fmt, *[f for f in FORMATS if f is not fmt and f.id != "pytorch"]):
+        for s in f.suffixes:
+            candidate = path.parent / f"{base}{s}"
+            if candidate.exists() and f.unavailable_reason(device) is None:
+                return candidate
+    return None
+
+
+def open_encoders(model: str, *, weights: str | Path | None = None, allow_random: bool = False,
+                  device: str = "cpu") -> Encoders:
+    """Encoders for an image/text encoder artifact path, or for a MobileCLIP name (with ``weights``)."""
+    path = Path(model)
+    if path.exists():
+        fmt = format_of_path(path)
+        spec = fmt.read_spec(path)
+        which = spec.extra.get("encoder")
+        if which not in ("image", "text"):
+            raise ModelportError(f"{path}: not a CLIP encoder export (task {spec.task!r})",
+                                 hint="give the *_image or *_text artifact written by `modelport export MobileCLIP...`")
+        other = sibling(path, "text" if which == "image" else "image", device)
+        image, text = (path, other) if which == "image" else (other, path)
+        dim = int(spec.outputs[0].shape[-1])
+        info = IndexModel(str((image or path).resolve()), spec.extra["clip_model"], dim, spec.source.sha256)
+        return Encoders(info, device, image, text)
+
+    from modelport.clip.model import build_clip, is_clip_model
+    from modelport.formats.pytorch import PyTorchRunner
+
+    if not is_clip_model(model):
+        raise WeightsNotFoundError(f"{model}: neither an encoder artifact nor a MobileCLIP model name",
+                                   hint="give an exported *_image artifact, or a name such as MobileCLIP2-S0")
+    built = build_clip(model, weights, allow_random=allow_random)
+    info = IndexModel(model, model, int(built.image_spec.outputs[0].shape[-1]), built.image_spec.source.sha256,
+                      str(Path(weights).resolve()) if weights else None)
+    encoders = Encoders(info, device)
+    encoders._runners = {"image": PyTorchRunner(built.image, built.image_spec, None, device),
+                         "text": PyTorchRunner(built.text, built.text_spec, None, device)}
+    return encoders
+
+
+def reopen(info: IndexModel, device: str = "cpu") -> Encoders:
+    """The encoders an index was built with, as recorded in it."""
+    if Path(info.ref).exists():
+        return open_encoders(info.ref, device=device)
+    return open_encoders(info.ref, weights=info.weights, allow_random=info.weights is None and info.sha256 is None,
+                         device=device)
