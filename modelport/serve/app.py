@@ -62,8 +62,9 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def create_app(repo: str | Path, *, device: str = "cpu", max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
-    models = ModelRepository(repo, device)
+def create_app(repo: str | Path, *, device: str = "cpu", max_body: int = DEFAULT_MAX_BODY,
+               threads: int | None = None) -> FastAPI:
+    models = ModelRepository(repo, device, threads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -135,7 +136,7 @@ def create_app(repo: str | Path, *, device: str = "cpu", max_body: int = DEFAULT
                 s = served.batcher.stats
                 rows.append({"name": model.name, "version": str(v), "inference_count": s.rows,
                              "execution_count": s.executions, "request_count": s.requests,
-                             "batch_stats": [{"batch_size": b, "compute_infer": {"count": c}}
+                             "batch_stats": [{"batch_size": b, "compute_infer": {"count": c, "ns": s.batch_ns[b]}}
                                              for b, c in sorted(s.batch_sizes.items())]})
         return {"model_stats": rows}
 
@@ -226,11 +227,12 @@ def _decode(data: bytes) -> Image.Image:
 
 
 def serve(repo: str | Path, host: str = "127.0.0.1", port: int = 8000, *, device: str = "cpu",
-          max_body: int = DEFAULT_MAX_BODY, log_level: str = "info") -> None:
+          max_body: int = DEFAULT_MAX_BODY, threads: int | None = None, log_level: str = "info") -> None:
     """Run the server until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(repo, device=device, max_body=max_body), host=host, port=port, log_level=log_level)
+    app = create_app(repo, device=device, max_body=max_body, threads=threads)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
 __all__ = ["create_app", "serve"]

@@ -30,6 +30,7 @@ class BatchStats:
     executions: int = 0
     compute_ns: int = 0
     batch_sizes: dict[int, int] = field(default_factory=lambda: collections.defaultdict(int))
+    batch_ns: dict[int, int] = field(default_factory=lambda: collections.defaultdict(int))
 
 
 class DynamicBatcher:
@@ -140,3 +141,4 @@ class DynamicBatcher:
         self.stats.executions += 1
         self.stats.compute_ns += ns
         self.stats.batch_sizes[rows] += 1
+        self.stats.batch_ns[rows] += ns

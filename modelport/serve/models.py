@@ -114,7 +114,7 @@ def _infer_fn(config, runner: Runner):
     return infer
 
 
-def load_model(model_dir: Path, device: str = "cpu") -> ServedModel:
+def load_model(model_dir: Path, device: str = "cpu", threads: int | None = None) -> ServedModel:
     """Load the versions a model's policy names; a broken model is reported, never fatal for the server."""
     try:
         config = read_config(model_dir / CONFIG_FILE)
@@ -133,7 +133,7 @@ def load_model(model_dir: Path, device: str = "cpu") -> ServedModel:
     batching = config.dynamic_batching
     for v in chosen:
         try:
-            runners = [open_version(model_dir, v, config, device) for _ in range(count)]
+            runners = [open_version(model_dir, v, config, device, threads) for _ in range(count)]
             problems = config_problems(config, version_signature(model_dir, v, config))
         except ModelportError as exc:
             model.error = f"version {v}: {exc.message}"
@@ -152,14 +152,15 @@ def load_model(model_dir: Path, device: str = "cpu") -> ServedModel:
 class ModelRepository:
     """Every model of a repository as the server holds it."""
 
-    def __init__(self, root: str | Path, device: str = "cpu") -> None:
+    def __init__(self, root: str | Path, device: str = "cpu", threads: int | None = None) -> None:
         self.root = Path(root)
         self.device = device
+        self.threads = threads
         self.models: dict[str, ServedModel] = {}
 
     async def load(self) -> None:
         for model_dir in model_dirs(self.root):
-            model = load_model(model_dir, self.device)
+            model = load_model(model_dir, self.device, self.threads)
             if model.error:
                 log.warning("model %s is not ready: %s", model.name, model.error)
             for served in model.versions.values():

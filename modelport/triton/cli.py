@@ -145,6 +145,8 @@ def serve_cmd(
     port: int = typer.Option(8000, "--port"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body accepted."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads per model instance "
+                                          "(ONNX Runtime, OpenVINO); default: physical cores."),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Serve a model repository over the KServe v2 HTTP protocol (the one Triton speaks), plus /predict."""
@@ -153,4 +155,5 @@ def serve_cmd(
 
     if not repo.is_dir():
         raise WeightsNotFoundError(f"{repo}: model repository not found", hint="build one with `modelport triton build`")
-    serve(repo, host, port, device=device, max_body=int(max_body_mb * (1 << 20)), log_level=log_level)
+    serve(repo, host, port, device=device, max_body=int(max_body_mb * (1 << 20)), threads=threads,
+          log_level=log_level)

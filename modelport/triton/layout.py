@@ -56,18 +56,19 @@ def served_versions(config, available: list[int]) -> list[int]:
     return newest_first[: max(count, 1)]
 
 
-def open_version(model_dir: Path, version: int, config, device: str = "cpu") -> Runner:
-    """Load one version of a repository model with modelport's runner for its format."""
+def open_version(model_dir: Path, version: int, config, device: str = "cpu", threads: int | None = None) -> Runner:
+    """Load one version of a repository model with modelport's runner for its format (``threads``: runtime
+    threads per instance where the runtime takes a setting, default its own)."""
     fmt_id = format_of_config(config)
     vdir = Path(model_dir) / str(version)
     path = vdir / model_file(config)
     if not path.exists():
         raise WeightsNotFoundError(f"{path}: model file missing for version {version}")
     if fmt_id == "openvino":
-        return get_format("openvino").load(vdir, device)  # model.xml + model.bin + metadata.json
+        return get_format("openvino").load(vdir, device, threads=threads)  # model.xml + model.bin + metadata.json
     if fmt_id == "tensorrt":
         return _open_plan(path, device)
-    return get_format(fmt_id).load(path, device)
+    return get_format(fmt_id).load(path, device, threads=threads)
 
 
 def _open_plan(plan: Path, device: str) -> Runner:
