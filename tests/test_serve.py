@@ -250,3 +250,57 @@ def test_modelport_serve_command_serves_the_repository(repo, runners):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+class TinyDetector:
+    """A raw YOLO-style head on a 64x64 input: [B, 4 + 2 classes, 84 anchors], input-dependent boxes."""
+
+    @staticmethod
+    def module():
+        import torch
+        from torch import nn
+
+        class Head(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                torch.manual_seed(0)
+                self.mix = nn.Conv1d(3, 6, 1)
+
+            def forward(self, x):
+                # one cell per anchor at strides 8, 16 and 32, as YOLO heads lay them out
+                cells = [nn.functional.avg_pool2d(x, s).flatten(2) for s in (8, 16, 32)]
+                f = self.mix(torch.cat(cells, 2)) * 4  # (B, 6, 84)
+                xy = torch.sigmoid(f[:, :2]) * 64
+                wh = torch.sigmoid(f[:, 2:4]) * 24 + 4
+                return torch.cat([xy, wh, torch.sigmoid(f[:, 4:])], 1)
+
+        return Head().eval()
+
+
+def test_predict_returns_detections_for_a_detector(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from modelport.detect.model import count_anchors, detector_spec
+    from modelport.detect.runner import DetectRunner
+    from modelport.formats import ExportOptions, get_format
+    from modelport.samples import person_crops as images
+
+    assert count_anchors(64) == 84
+    spec = detector_spec("tiny_det", ("person", "car"), 84, imgsz=64, source=Source("random"), max_batch=8)
+    onnx = get_format("onnx").export(TinyDetector.module(), spec, tmp_path / "tiny_det.onnx", ExportOptions())
+    build_repository([ModelEntry(str(onnx))], tmp_path / "repo")
+    assert (tmp_path / "repo" / "tiny_det" / "labels.txt").read_text().split() == ["person", "car"]
+    picture = images(1, 90, 120, seed=4)[0]  # not square: the letterbox must be undone
+    buffer = io.BytesIO()
+    Image.fromarray(picture[..., ::-1]).save(buffer, "PNG")
+    (want,) = DetectRunner(open_artifact(onnx)).detect([picture])
+    assert len(want) > 0
+    with TestClient(create_app(tmp_path / "repo")) as http:
+        assert http.get("/v2/models/tiny_det/config").json()["max_batch_size"] == 8
+        response = http.post("/predict/tiny_det", files={"image": ("p.png", buffer.getvalue(), "image/png")})
+    assert response.status_code == 200, response.text
+    got = response.json()["detections"]
+    assert len(got) == len(want)
+    np.testing.assert_allclose([d["box"] for d in got], want.boxes, atol=0.01)
+    np.testing.assert_allclose([d["score"] for d in got], want.scores, rtol=1e-5)
+    assert [d["label"] for d in got] == want.names()

@@ -1,13 +1,12 @@
 """What ``POST /predict/{model}`` does with an uploaded image, chosen by the model spec's ``task``.
 
-A task turns a decoded image into the model's input and the model's outputs into JSON. ``embed``
-(ReID, CLIP image encoders) is built in; other tasks (``detect``) register themselves with
-``register_image_task`` from the module that owns their pre- and post-processing.
+A task turns a decoded image into the model's input and the model's outputs into JSON: ``embed`` (ReID,
+CLIP image encoders) and ``detect`` (YOLO, raw or with NMS in the graph) are registered here; another task
+registers itself with ``register_image_task``.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -28,8 +27,6 @@ class ImageTask:
 
 
 IMAGE_TASKS: dict[str, ImageTask] = {}
-# Modules that register a task when imported, so serving a model costs nothing for tasks it does not use.
-TASK_PROVIDERS: dict[str, str] = {"detect": "modelport.detect.serve"}
 
 
 def register_image_task(task: str, handler: ImageTask) -> None:
@@ -37,11 +34,6 @@ def register_image_task(task: str, handler: ImageTask) -> None:
 
 
 def image_task(spec: ModelSpec, model: str) -> ImageTask:
-    if spec.task not in IMAGE_TASKS and spec.task in TASK_PROVIDERS:
-        try:
-            importlib.import_module(TASK_PROVIDERS[spec.task])
-        except ImportError:
-            pass
     if spec.task not in IMAGE_TASKS:
         raise ProtocolError(f"model {model!r} (task {spec.task!r}) does not take images at /predict; "
                             f"image tasks served here: {', '.join(sorted(IMAGE_TASKS))}", 400)
@@ -61,3 +53,34 @@ def _embed_finish(spec: ModelSpec, outputs: dict[str, np.ndarray], context: Any)
 
 
 register_image_task("embed", ImageTask(_embed_prepare, _embed_finish))
+
+
+def _detect_prepare(spec: ModelSpec, image: Image.Image) -> tuple[np.ndarray, Any]:
+    from modelport.preprocess import prepare_letterboxed
+
+    batch, (box,) = prepare_letterboxed([image], spec.preprocess)
+    return batch, box
+
+
+def _detect_finish(spec: ModelSpec, outputs: dict[str, np.ndarray], box: Any) -> dict:
+    """Boxes in the uploaded image's pixels (xyxy), best first; raw heads get modelport's CPU NMS."""
+    from modelport.detect.model import CONF, IOU, TOPK
+    from modelport.detect.nms import NmsSettings, nms_raw
+    from modelport.preprocess import scale_boxes
+
+    nms = spec.extra.get("nms")
+    if not nms:
+        settings = NmsSettings(CONF, IOU, int(spec.extra.get("topk") or TOPK))
+        outputs = nms_raw(outputs[spec.outputs[0].name], settings)
+    n = int(outputs["num_dets"][0, 0])
+    pre = spec.preprocess
+    boxes = scale_boxes(outputs["det_boxes"][0, :n], box, normalized=bool(nms and nms.get("normalized")),
+                        input_size=(pre.height, pre.width))
+    classes = outputs["det_classes"][0, :n].astype(int)
+    return {"detections": [
+        {"box": [round(float(v), 2) for v in b], "score": float(s), "class_id": int(c),
+         "label": spec.labels[c] if 0 <= c < len(spec.labels) else str(c)}
+        for b, s, c in zip(boxes, outputs["det_scores"][0, :n], classes)]}
+
+
+register_image_task("detect", ImageTask(_detect_prepare, _detect_finish))

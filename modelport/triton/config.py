@@ -222,8 +222,9 @@ def make_config(name: str, format_id: str, sig: Signature, spec: ModelSpec, opti
         config.platform = platform
     batched = sig.batch_dynamic
     if batched:
-        limit = min(options.max_batch_size, sig.max_batch) if sig.max_batch else options.max_batch_size
-        config.max_batch_size = limit
+        # An engine's profile, or the largest batch the exporter declared (detectors), caps the config.
+        caps = [c for c in (sig.max_batch, spec.extra.get("max_batch")) if isinstance(c, int) and c > 0]
+        config.max_batch_size = min([options.max_batch_size, *caps])
     for tensors, add in ((sig.inputs, config.input.add), (sig.outputs, config.output.add)):
         for t in tensors:
             entry = add(name=t.name, data_type=getattr(pb, triton_dtype(t.dtype)))
