@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -177,21 +178,29 @@ def write_markdown(record: dict, path: Path) -> None:
         f"the machine: {m['cpu']} ({m['physical_cores']} physical cores). ONNX Runtime on the CPU. "
         f"`python benchmarks/serve_load.py` ({record['date']}).",
         "",
-        "| mode | clients | req/s | p50 ms | p90 ms | p99 ms | mean batch | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        f"Load average (1 min) before / after: {record['loadavg'][0]:.1f} / {record['loadavg'][1]:.1f}: other jobs "
+        "shared the machine, which is why rounds differ; the modes ran interleaved, so they shared it alike.",
+        "",
+        "| mode | clients | req/s | req/s per round (min-max) | p50 ms | p90 ms | p99 ms | mean batch | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, row in r.items():
         lat = row["latency_ms"] or {}
         batch = f"{row['mean_batch']:.1f}" if row["mean_batch"] else "-"
         clients = 1 if mode == "sequential-1" else record["clients"]
-        lines.append(f"| {mode} | {clients} | {row['throughput_rps']:.1f} | {lat.get('p50', 0):.1f} | "
+        per_round = [x["throughput_rps"] for x in row["rounds"]]
+        lines.append(f"| {mode} | {clients} | {row['throughput_rps']:.1f} | {min(per_round):.1f}-{max(per_round):.1f} | "
+                     f"{lat.get('p50', 0):.1f} | "
                      f"{lat.get('p90', 0):.1f} | {lat.get('p99', 0):.1f} | {batch} | {row['errors']} |")
     gain = r["batched-32"]["throughput_rps"] / max(r["unbatched-32"]["throughput_rps"], 1e-9)
     seq = r["batched-32"]["throughput_rps"] / max(r["sequential-1"]["throughput_rps"], 1e-9)
+    per_round_gain = [b["throughput_rps"] / max(u["throughput_rps"], 1e-9)
+                      for b, u in zip(r["batched-32"]["rounds"], r["unbatched-32"]["rounds"])]
     lines += [
         "",
         f"Dynamic batching gain at {record['clients']} clients: **{gain:.2f}x** the throughput of the same model "
-        f"served one request per execution, and {seq:.2f}x one client sending one request at a time.",
+        f"served one request per execution (per round: {', '.join(f'{g:.2f}x' for g in per_round_gain)}), and "
+        f"{seq:.2f}x one client sending one request at a time.",
         f"Errors in total: {sum(row['errors'] for row in r.values())} (target: zero).",
         "",
         "Raw numbers, per-round throughput and the machine: `benchmarks/results/serve_load.json`.",
@@ -208,6 +217,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=HERE / "results" / "serve_load.json")
     parser.add_argument("--markdown", type=Path, default=HERE / "SERVE_RESULTS.md")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="modelport-serve-load-") as tmp:
         repo = build(Path(tmp))
         port = free_port()
@@ -223,7 +233,7 @@ def main() -> None:
               "model": ARCH, "clients": args.clients, "seconds": args.seconds, "rounds": args.rounds,
               "server_threads": args.threads or "default (physical cores)",
               "machine": machine_info(), "server": "modelport serve (FastAPI + uvicorn), onnxruntime CPU",
-              "results": results}
+              "loadavg": [load_before, os.getloadavg()[0]], "results": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1))
     write_markdown(record, args.markdown)
