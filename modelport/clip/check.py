@@ -7,6 +7,7 @@ so numeric parity cannot tell; the train-time branches show up as extra convolut
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -101,7 +102,11 @@ def _count_kinds(block, kinds: set[str]) -> int:
 
 
 def structure_check(module: nn.Module, example: torch.Tensor, fmt_id: str, path: Path) -> StructureCheck:
-    return StructureCheck(str(path), reference_convolutions(module, example), artifact_convolutions(fmt_id, path))
+    """Compare the artifact with a re-parameterised copy of ``module`` (a no-op when it already is one)."""
+    from modelport.clip.model import reparameterize
+
+    expected = reference_convolutions(reparameterize(copy.deepcopy(module)), example)
+    return StructureCheck(str(path), expected, artifact_convolutions(fmt_id, path))
 
 
 @dataclass(slots=True)

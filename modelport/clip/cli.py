@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from modelport.clip.export import ENCODERS, ClipExport, export_clip
+from modelport.clip.export import ClipExport, export_clip
 from modelport.clip.model import IMAGE_MAX_BATCH, TEXT_MAX_BATCH
 from modelport.errors import ExportError
 
@@ -29,8 +29,8 @@ def export_named(name: str, weights: Path | None, formats: str | None, *, out_di
 
 def print_report(report: ClipExport, as_json: bool, console: Console) -> None:
     rows = []
-    for which in ENCODERS:
-        for r in report.results[which]:
+    for which, results in report.results.items():
+        for r in results:
             first = r.check.outputs[0] if r.check and r.check.outputs else None
             rows.append({"encoder": which, "format": r.format, "path": str(r.path) if r.path else None, "ok": r.ok,
                          "seconds": round(r.seconds, 2), "error": r.error,

@@ -39,7 +39,7 @@ class ClipExport:
 
     def paths(self, encoder: str) -> dict[str, Path]:
         """format id -> artifact path of one encoder's successful exports."""
-        return {r.format: r.path for r in self.results[encoder] if r.ok and r.path is not None}
+        return {r.format: r.path for r in self.results.get(encoder, []) if r.ok and r.path is not None}
 
 
 def encoder(model: ClipModel, which: str) -> BuiltModel:
@@ -66,6 +66,7 @@ def export_clip(
     device: str = "cpu",
     verify: bool = True,
     model: ClipModel | None = None,
+    encoders: Iterable[str] = ENCODERS,
 ) -> ClipExport:
     """Write ``{stem}_image`` and ``{stem}_text`` artifacts for every requested format (default: all usable).
 
@@ -78,7 +79,7 @@ def export_clip(
     out_dir.mkdir(parents=True, exist_ok=True)
     options = ExportOptions(opset=opset, device=device)
     report = ClipExport(model, {})
-    for which in ENCODERS:
+    for which in encoders:
         built = encoder(model, which)
         stem = artifact_stem(model, weights, which)
         example = torch.from_numpy(example_batch(built.spec.with_batch(None), count=2))
@@ -104,6 +105,8 @@ def _semantic(report: ClipExport, device: str) -> SemanticReport | None:
     images = semantic_images(model.image_spec)
     pairs = {"pytorch": (PyTorchRunner(model.image, model.image_spec, None, device),
                          PyTorchRunner(model.text, model.text_spec, None, device))}
+    if set(report.results) != set(ENCODERS):
+        return None
     image_paths, text_paths = report.paths("image"), report.paths("text")
     for fmt_id in image_paths.keys() & text_paths.keys():
         fmt = get_format(fmt_id)
@@ -113,8 +116,8 @@ def _semantic(report: ClipExport, device: str) -> SemanticReport | None:
     semantic = semantic_check(pairs, "pytorch", images)
     for result in semantic.results:
         if not result.passed:  # a format that ranks differently is not kept
-            for which in ENCODERS:
-                for r in report.results[which]:
+            for results in report.results.values():
+                for r in results:
                     if r.format == result.label and r.path is not None:
                         _remove(r.path)
                         r.error, r.path = f"semantic check failed: {'; '.join(result.mismatches)}", None

@@ -80,10 +80,20 @@ def clip_norm(name: str) -> ClipNorm:
     return ClipNorm(mean, std, tags[0], cfg.get("interpolation", "bicubic"), cfg.get("resize_mode", "shortest"))
 
 
+def has_train_time_branches(model: nn.Module) -> bool:
+    """True while some MobileOne / FastViT block has not been merged (its ``reparam_conv`` is still None)."""
+    return any(hasattr(m, "reparameterize") and getattr(m, "reparam_conv", None) is None for m in model.modules())
+
+
 def reparameterize(model: nn.Module) -> nn.Module:
-    """Merge MobileOne / FastViT train-time branches (timm's ``reparameterize_model``) in place."""
+    """Merge MobileOne / FastViT train-time branches (timm's ``reparameterize_model``) in place.
+
+    Idempotent: timm's blocks fail when merged twice, so a merged model is returned as it is.
+    """
     from timm.utils.model import reparameterize_model
 
+    if not has_train_time_branches(model):
+        return model.eval()
     return reparameterize_model(model.eval(), inplace=True)
 
 

@@ -3,12 +3,14 @@ model name (open_clip in PyTorch)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from modelport.errors import ModelportError, WeightsNotFoundError
 from modelport.formats import FORMATS, Runner, format_of_path
 from modelport.search.store import IndexModel
+
+PROBE_SEED = 20240601
 
 
 @dataclass(slots=True)
@@ -20,6 +22,16 @@ class Encoders:
     image_path: Path | None = None
     text_path: Path | None = None
     _runners: dict[str, Runner] = field(default_factory=dict)
+
+    def fingerprint(self) -> IndexModel:
+        """``info`` with the probe embedding filled in (runs the image encoder once)."""
+        if not self.info.probe:
+            from modelport.clip.samples import scene_images
+
+            pre = self.image().spec.preprocess
+            probe = self.image().embed(scene_images(1, pre.height, pre.width, seed=PROBE_SEED))[0]
+            self.info = replace(self.info, probe=tuple(round(float(v), 6) for v in probe))
+        return self.info
 
     def image(self) -> Runner:
         return self._open("image")

@@ -51,7 +51,7 @@ def index_folder(folder: str | Path, encoders: Encoders, db: str | Path, *, batc
     start = time.perf_counter()
     images = list_images(folder)
     with IndexStore(db, create=True) as store:
-        store.bind(encoders.info)
+        store.bind(encoders.fingerprint())
         known = store.known()
         todo = [p for p in images if known.get(str(p.resolve())) != _stamp(p)]
         runner = encoders.image() if todo else None

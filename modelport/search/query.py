@@ -50,7 +50,7 @@ def search(db: str | Path, *, text: str | None = None, image: str | Path | None 
             raise ModelportError(f"{db}: the index is empty", hint="run `modelport search index` first")
         if encoders is None:
             encoders = reopen(info)
-        elif not encoders.info.same_model(info):
+        elif not encoders.fingerprint().same_model(info):
             raise IndexMismatchError(f"{db} was built with {info.clip_model} ({info.sha256 or 'random weights'}), "
                                      f"not {encoders.info.clip_model} ({encoders.info.sha256 or 'random weights'})",
                                      hint="query with the model the index was built with (omit --model)")

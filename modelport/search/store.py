@@ -22,6 +22,9 @@ CREATE TABLE IF NOT EXISTS failures (path TEXT PRIMARY KEY, error TEXT NOT NULL)
 """
 
 
+PROBE_MIN_COSINE = 0.999
+
+
 class IndexMismatchError(ModelportError, ValueError):
     """An index was built with a different model than the one asked for."""
 
@@ -35,9 +38,17 @@ class IndexModel:
     dim: int
     sha256: str | None  # of the weights the encoders came from; None for random weights
     weights: str | None = None  # checkpoint file, when ``ref`` is a model name
+    # Embedding of a fixed generated image: tells two models apart even when both are untrained (no sha256),
+    # while any format of the same model agrees with it.
+    probe: tuple[float, ...] = ()
 
     def same_model(self, other: "IndexModel") -> bool:
-        return (self.clip_model, self.dim, self.sha256) == (other.clip_model, other.dim, other.sha256)
+        if (self.clip_model, self.dim) != (other.clip_model, other.dim):
+            return False
+        if not self.probe or not other.probe:
+            return self.sha256 == other.sha256
+        a, b = np.asarray(self.probe), np.asarray(other.probe)
+        return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12)) >= PROBE_MIN_COSINE
 
 
 class IndexStore:
@@ -70,7 +81,8 @@ class IndexStore:
         if row is None:
             return None
         try:
-            return IndexModel(**json.loads(row[0]))
+            data = json.loads(row[0])
+            return IndexModel(**{**data, "probe": tuple(data.get("probe", ()))})
         except (ValueError, TypeError) as exc:
             raise CorruptFileError(f"{self.path}: unreadable model record ({exc})") from None
 
@@ -83,7 +95,8 @@ class IndexStore:
         elif not known.same_model(model):
             raise IndexMismatchError(
                 f"{self.path} holds {known.dim}-d embeddings of {known.clip_model} (weights sha256 "
-                f"{known.sha256 or 'random'}), not of {model.clip_model} ({model.sha256 or 'random'})",
+                f"{known.sha256 or 'random'}), not of this {model.clip_model} ({model.sha256 or 'random'}): "
+                "the two give different embeddings for the same image",
                 hint="use another --db for a different model")
 
     def known(self) -> dict[str, tuple[int, int]]:

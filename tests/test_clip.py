@@ -1,0 +1,250 @@
+"""MobileCLIP2-S0 with seeded random (BatchNorm-calibrated) weights: both encoders exported to every format
+here, verified numerically, structurally (re-parameterised) and semantically, and usable from the export alone."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from modelport.clip.check import QUERIES, same_ranking  # noqa: E402
+from modelport.clip.export import export_clip  # noqa: E402
+from modelport.clip.model import ImageEncoder, build_clip, clip_models, clip_norm  # noqa: E402
+from modelport.clip.samples import scene_images  # noqa: E402
+from modelport.errors import RandomWeightsNotAllowedError, WeightsMismatchError  # noqa: E402
+from modelport.export import available_formats  # noqa: E402
+from modelport.formats import get_format  # noqa: E402
+from modelport.formats.pytorch import PyTorchRunner  # noqa: E402
+from modelport.preprocess import prepare  # noqa: E402
+from modelport.zoo import RandomWeightsWarning  # noqa: E402
+from modelport.zoo.calibrate import calibrate_batchnorm  # noqa: E402
+from modelport.zoo.checkpoints import RANDOM_MARKER  # noqa: E402
+
+NAME = "MobileCLIP2-S0"
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+
+
+def _calibration(clip: torch.nn.Module) -> None:
+    """Random FastViTs give every image the same embedding (cosine 0.9999996); calibrated BN fixes that."""
+    pre = dataclasses.replace(_pre(), resize="center_crop")
+    batch = torch.from_numpy(prepare(scene_images(8, 256, 256, seed=3), pre))
+    calibrate_batchnorm(clip.visual, [batch])
+
+
+def _pre():
+    from modelport.spec import Preprocess
+
+    return Preprocess(height=256, width=256, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
+def _no_download(*args, **kwargs):
+    raise AssertionError(f"a download was attempted: {args} {kwargs}")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("clip")
+
+
+@pytest.fixture(scope="module")
+def checkpoint_and_model(work):
+    """The calibrated model, and its train-time (not re-parameterised) weights saved as a checkpoint."""
+    import open_clip
+
+    path = work / f"{NAME}_random.pt"
+
+    def prepare_and_save(clip):
+        _calibration(clip)
+        torch.save({"state_dict": clip.state_dict(), RANDOM_MARKER: "random"}, path)
+
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        mp.setattr(open_clip.factory, "download_pretrained", _no_download)
+        mp.setattr(open_clip.pretrained, "download_pretrained_from_hf", _no_download)
+        model = build_clip(NAME, allow_random=True, prepare=prepare_and_save)
+    return path, model
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint_and_model):
+    return checkpoint_and_model[1]
+
+
+@pytest.fixture(scope="module")
+def exported(work, checkpoint_and_model):
+    path, model = checkpoint_and_model
+    return export_clip(NAME, path, model=model, out=work / "exports")
+
+
+@pytest.fixture(scope="module")
+def images():
+    # 320x240 scenes: the centre crop of the spec's preprocessing is exercised.
+    return scene_images(6, 240, 320, seed=11)
+
+
+def test_open_clip_lists_every_mobileclip():
+    assert {"MobileCLIP2-S0", "MobileCLIP2-S2", "MobileCLIP2-S3", "MobileCLIP2-S4", "MobileCLIP2-B",
+            "MobileCLIP2-L-14", "MobileCLIP-S1", "MobileCLIP-S2", "MobileCLIP-B"} <= set(clip_models())
+
+
+@pytest.mark.parametrize("name, trained_with_openai_norm", [
+    ("MobileCLIP-S1", False), ("MobileCLIP-S2", False), ("MobileCLIP-B", False), ("MobileCLIP2-S0", False),
+    ("MobileCLIP2-S2", False), ("MobileCLIP2-B", False), ("MobileCLIP2-S3", True), ("MobileCLIP2-S4", True),
+    ("MobileCLIP2-L-14", True)])
+def test_mean_std_come_from_the_pretrained_config(name, trained_with_openai_norm):
+    norm = clip_norm(name)
+    if trained_with_openai_norm:
+        assert norm.mean == pytest.approx(OPENAI_MEAN)
+    else:
+        assert norm.mean == (0.0, 0.0, 0.0) and norm.std == (1.0, 1.0, 1.0)
+
+
+def test_image_encoder_folds_mean_std_and_normalises():
+    visual = torch.nn.Flatten()
+    clip = type("Clip", (), {"visual": visual})()
+    x = torch.rand(2, 3, 4, 4)
+    mean, std = OPENAI_MEAN, (0.26862954, 0.26130258, 0.27577711)
+    got = ImageEncoder(clip, mean, std)(x)
+    want = torch.nn.functional.normalize(((x - torch.tensor(mean).view(1, 3, 1, 1)) /
+                                          torch.tensor(std).view(1, 3, 1, 1)).flatten(1), dim=-1)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert torch.allclose(ImageEncoder(clip, (0.0,) * 3, (1.0,) * 3)(x), torch.nn.functional.normalize(x.flatten(1)))
+
+
+def test_no_weights_and_no_allow_random_is_a_typed_error_naming_the_file_to_provide():
+    with pytest.raises(RandomWeightsNotAllowedError, match="--weights") as info:
+        build_clip(NAME)
+    assert "open_clip_model.safetensors" in info.value.hint and "MobileCLIP2-S0" in info.value.hint
+
+
+def test_specs_describe_both_encoders(model):
+    image, text = model.image_spec, model.text_spec
+    assert [(t.name, t.dtype, t.shape) for t in image.inputs] == [("images", "float32", ("batch", 3, 256, 256))]
+    assert [(t.name, t.shape) for t in image.outputs] == [("image_embeddings", ("batch", 512))]
+    assert [(t.name, t.dtype, t.shape) for t in text.inputs] == [("text_tokens", "int64", ("batch", 77))]
+    assert [(t.name, t.shape) for t in text.outputs] == [("text_embeddings", ("batch", 512))]
+    # Only /255 outside the graph; S0 was trained without normalisation.
+    assert image.preprocess.mean == (0.0, 0.0, 0.0) and image.preprocess.std == (1.0, 1.0, 1.0)
+    assert image.extra["folded_mean"] == [0.0, 0.0, 0.0] and image.extra["max_batch"] == 128
+    assert text.extra["max_batch"] == 64 and text.extra["tokenizer"]["model"] == NAME
+    assert image.is_random and text.extra["reparameterized"]
+
+
+def test_calibrated_image_embeddings_depend_on_the_input(model, images):
+    emb = PyTorchRunner(model.image, model.image_spec, None).embed(images)
+    sims = emb @ emb.T
+    assert sims[~np.eye(len(emb), dtype=bool)].max() < 0.99
+
+
+def test_every_available_format_is_exported_and_verified(exported, work):
+    formats = [f.id for f in available_formats()]
+    assert exported.ok, [(r.format, r.error) for rs in exported.results.values() for r in rs]
+    for which in ("image", "text"):
+        assert sorted(exported.paths(which)) == sorted(formats)
+        for fmt_id, path in exported.paths(which).items():
+            assert path == get_format(fmt_id).artifact_path(work / "exports", f"{NAME}_random_{which}")
+    assert all(s.passed for s in exported.structure) and len(exported.structure) == 2 * len(formats)
+    assert exported.structure[0].expected > 50  # the image encoder is convolutional
+    # every format ranks the fixed images for every fixed query exactly as PyTorch does
+    semantic = exported.semantic
+    assert semantic.passed and sorted(r.label for r in semantic.results) == sorted(formats)
+    assert semantic.queries == QUERIES and all(r.identical == len(QUERIES) for r in semantic.results)
+
+
+@pytest.mark.parametrize("fmt_id", [f.id for f in available_formats()])
+def test_text_queries_round_trip_through_the_export_alone(exported, model, fmt_id):
+    runner = get_format(fmt_id).load(exported.paths("text")[fmt_id])  # a fresh process would do just this
+    got = runner.embed_text(list(QUERIES))
+    assert got.shape == (len(QUERIES), 512)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    import open_clip
+
+    tokens = open_clip.get_tokenizer(NAME)(list(QUERIES))
+    with torch.no_grad():
+        want = model.clip.encode_text(tokens, normalize=True).numpy()
+    assert (got * want).sum(1).min() > 0.9999
+    centred = (got - want.mean(0)) * (want - want.mean(0))
+    assert (centred.sum(1) / np.linalg.norm(got - want.mean(0), axis=1)
+            / np.linalg.norm(want - want.mean(0), axis=1)).min() > 0.999
+
+
+def test_same_ranking_fails_on_a_real_swap_and_tolerates_ties():
+    ref = np.array([0.9, 0.5, 0.1])
+    assert same_ranking(ref, np.array([0.8, 0.6, 0.0]))
+    assert not same_ranking(ref, np.array([0.5, 0.9, 0.1]))
+    assert same_ranking(np.array([0.5, 0.5 + 1e-7, 0.1]), np.array([0.5 + 1e-7, 0.5, 0.1]))
+
+
+def test_an_export_without_reparameterisation_is_caught(work, checkpoint_and_model):
+    """Merging branches is exact in eval mode, so numbers agree; the graph's extra convolutions give it away."""
+    import open_clip
+
+    path, model = checkpoint_and_model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = open_clip.create_model(NAME).eval()
+    from modelport.zoo.checkpoints import read_checkpoint
+
+    raw.load_state_dict(read_checkpoint(path)[0])
+    unmerged = dataclasses.replace(model, image=ImageEncoder(raw, model.norm.mean, model.norm.std).eval())
+    out = work / "unmerged"
+    report = export_clip(NAME, model=unmerged, formats="onnx", out=out, encoders=("image",))
+    assert not report.ok
+    for result in report.results["image"]:
+        assert result.check is not None and result.check.passed  # numeric parity alone cannot tell
+        assert "without re-parameterisation" in result.error and result.path is None
+    assert not any(out.iterdir())  # nothing left behind
+    assert [s.found > s.expected for s in report.structure] == [True]
+
+
+def test_checkpoint_loads_into_the_same_model(checkpoint_and_model, images):
+    path, model = checkpoint_and_model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        loaded = build_clip(NAME, path)
+    assert loaded.image_spec.source.kind == "random" and loaded.image_spec.source.sha256
+    a = PyTorchRunner(loaded.image, loaded.image_spec, None).embed(images)
+    b = PyTorchRunner(model.image, model.image_spec, None).embed(images)
+    assert np.abs(a - b).max() < 1e-5
+
+
+def test_a_checkpoint_of_another_model_is_a_typed_error(tmp_path, checkpoint_and_model):
+    state = torch.load(checkpoint_and_model[0], weights_only=True)["state_dict"]
+    state = {k: v for k, v in state.items() if not k.startswith("text.transformer.resblocks.11.")}
+    bad = tmp_path / "truncated.pt"
+    torch.save(state, bad)
+    with pytest.raises(WeightsMismatchError, match="missing"):
+        build_clip(NAME, bad)
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "modelport.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1"})
+
+
+def test_cli_export_needs_weights_or_allow_random(tmp_path):
+    result = _cli("export", NAME, "--out", str(tmp_path))
+    assert result.returncode == 2 and "--weights" in result.stderr and "Traceback" not in result.stderr
+    result = _cli("export", NAME, "--allow-random", "--batch", "4", "--out", str(tmp_path))
+    assert result.returncode == 2 and "--batch" in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(get_format("tensorrt").unavailable_reason("cuda") is not None,
+                    reason=f"TensorRT: {get_format('tensorrt').unavailable_reason('cuda')}")
+def test_tensorrt_engines_for_both_encoders(work, checkpoint_and_model):
+    path, model = checkpoint_and_model
+    report = export_clip(NAME, path, "tensorrt", model=copy.deepcopy(model), out=work / "trt", device="cuda")
+    assert report.ok, [(r.format, r.error) for rs in report.results.values() for r in rs]
+    runner = get_format("tensorrt").load(report.paths("text")["tensorrt"], "cuda")
+    assert runner.embed_text(["a photo of a dog"]).shape == (1, 512)
