@@ -139,15 +139,22 @@ def prepare_letterboxed(items: Sequence[ImageLike], pre: Preprocess) -> tuple[np
     """Detector input: (N, 3, H, W) float32 plus each image's letterbox, to map boxes back with."""
     if isinstance(items, (np.ndarray, Image.Image, str, Path)):
         items = [items]
-    padded, boxes = [], []
-    for item in items:
+    items = list(items)
+    out = np.empty((len(items), 3, pre.height, pre.width), np.float32)
+    boxes = []
+    # Channel order is chosen by indexing planes: no strided copy of the whole batch.
+    planes = (2, 1, 0) if pre.channel_order == "RGB" else (0, 1, 2)
+    for i, item in enumerate(items):
         img, info = letterbox(_to_bgr_array(item), pre.height, pre.width)
-        padded.append(img)
+        for c, src in enumerate(planes):
+            out[i, c] = img[..., src]  # uint8 -> float32 on assignment
         boxes.append(info)
-    if not padded:
-        return np.zeros((0, 3, pre.height, pre.width), np.float32), []
-    # Letterboxed arrays are BGR; normalize() flips to RGB when the spec says so.
-    return normalize(np.stack(padded)[..., ::-1], pre), boxes
+    mul = (pre.scale / np.asarray(pre.std, np.float32)).astype(np.float32)
+    add = (-np.asarray(pre.mean, np.float32) / np.asarray(pre.std, np.float32)).astype(np.float32)
+    out *= mul[None, :, None, None]
+    if add.any():
+        out += add[None, :, None, None]
+    return out, boxes
 
 
 def scale_boxes(boxes: np.ndarray, info: Letterbox, *, normalized: bool = False,

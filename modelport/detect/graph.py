@@ -72,6 +72,9 @@ def add_nms(model, config: NmsConfig, raw_output: str, channels: int, anchors: i
 
     graph = model.graph
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    # torch.onnx leaves the head's channel and anchor dims symbolic; stating them lets shape inference
+    # give every NMS tensor (and TensorRT's plugin inputs) static trailing dims.
+    graph.value_info.append(helper.make_tensor_value_info(raw_output, TensorProto.FLOAT, ["batch", channels, anchors]))
     nc, k = channels - 4, min(config.topk, anchors)
     b = _Builder(graph)
     i64 = lambda v: np.array(v, np.int64)  # noqa: E731

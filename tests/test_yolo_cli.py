@@ -1,0 +1,79 @@
+"""The CLI for detectors: routing from the shared commands, export with --nms, verify's exit code, bench."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("ultralytics")
+
+from modelport.cli import app  # noqa: E402
+from modelport.detect.cli import route  # noqa: E402
+from modelport.detect.untrained import save_untrained  # noqa: E402
+
+IMGSZ = 320
+
+
+@pytest.fixture(scope="module")
+def pts(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("yolo_cli")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = save_untrained(folder / "yolo11n.pt", seed=0, imgsz=IMGSZ)
+        other = save_untrained(folder / "other" / "yolo11n.pt", seed=5, imgsz=IMGSZ, calib_images=4)
+    return first, other
+
+
+def invoke(args: list[str]):
+    return CliRunner().invoke(app, route(args), catch_exceptions=False)
+
+
+def test_shared_commands_route_detectors_and_leave_reid_alone(pts, tmp_path):
+    assert route(["export", str(pts[0]), "--format", "onnx"])[:2] == ["detect", "export"]
+    assert route(["export", "missing/yolo11x.pt"])[0] == "detect"  # so the error says where to put the file
+    assert route(["export", "--model", "best.pt:plates:8"])[0] == "detect"
+    assert route(["bench", "models.yaml"])[0] == "detect"
+    assert route(["export", "osnet_x0_25_msmt17.pt", "--format", "onnx"])[0] == "export"
+    assert route(["models"]) == ["models"]
+
+
+def test_export_with_nms_then_verify_passes_and_other_weights_fail(pts, tmp_path):
+    first, other = pts
+    result = invoke(["export", str(first), "--format", "onnx", "--nms", "--imgsz", str(IMGSZ), "--conf", "0.01",
+                     "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert rows[0]["ok"] and rows[0]["check"]["detections"] > 0
+    artifact = tmp_path / "yolo11n.nms.onnx"
+    assert artifact.is_file() and (tmp_path / "labels.txt").is_file()
+    ok = invoke(["verify", str(first), str(artifact), "--count", "3"])
+    assert ok.exit_code == 0, ok.output
+    assert "vs Ultralytics predict" in ok.output
+    bad = invoke(["verify", str(other), str(artifact), "--count", "3"])
+    assert bad.exit_code == 1
+
+
+def test_missing_weights_exit_with_a_message(tmp_path):
+    from modelport.errors import WeightsNotFoundError
+
+    with pytest.raises(WeightsNotFoundError, match="yolo11s.pt"):
+        invoke(["export", str(tmp_path / "yolo11s.pt")])
+
+
+def test_bench_splits_latency_and_reports_fps(pts, tmp_path):
+    from modelport.detect.bench import markdown_table, run_detect_benchmark
+
+    report = run_detect_benchmark(pts[0], batches=[1, 2], imgsz=IMGSZ, conf=0.01, seconds=1.0, rounds=1,
+                                  tracks=["onnx-e2e", "onnx-raw"], export_dir=tmp_path)
+    rows = {(r["runtime"], r["batch"]): r for r in report["rows"]}
+    assert set(rows) == {(p, b) for p in ("ultralytics-pytorch", "onnx-e2e", "onnx-raw") for b in (1, 2)}
+    for row in rows.values():
+        assert row["status"] == "ok", row["reason"]
+        assert row["fps"] > 0 and set(row["split_ms"]) == {"preprocess", "inference", "nms", "postprocess"}
+    assert rows[("onnx-raw", 1)]["split_ms"]["nms"] > 0 and rows[("onnx-e2e", 2)]["parity"]["passed"]
+    assert rows[("ultralytics-pytorch", 1)]["x_ultralytics"] == pytest.approx(1.0)
+    assert "in graph" in markdown_table(report)
