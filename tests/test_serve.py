@@ -304,3 +304,23 @@ def test_predict_returns_detections_for_a_detector(tmp_path):
     np.testing.assert_allclose([d["box"] for d in got], want.boxes, atol=0.01)
     np.testing.assert_allclose([d["score"] for d in got], want.scores, rtol=1e-5)
     assert [d["label"] for d in got] == want.names()
+
+
+def test_a_runtime_failure_fails_that_request_only(repo):
+    from fastapi.testclient import TestClient
+
+    app = create_app(repo)
+    body = json.dumps({"inputs": [{"name": "images", "shape": [1, 3, 256, 128], "datatype": "FP32",
+                                   "data": crops_batch(1, seed=2).ravel().tolist()}]})
+    with TestClient(app, raise_server_exceptions=False) as http:
+        runner = app.state.models.models["osnet_ov"].versions[1].runners[0]
+        real = runner._infer
+
+        def broken(batch):
+            raise RuntimeError("device lost")
+
+        runner._infer = broken
+        response = http.post("/v2/models/osnet_ov/infer", content=body)
+        assert response.status_code == 500 and response.json()["error"] == "RuntimeError: device lost"
+        runner._infer = real
+        assert http.post("/v2/models/osnet_ov/infer", content=body).status_code == 200

@@ -88,6 +88,12 @@ def create_app(repo: str | Path, *, device: str = "cpu", max_body: int = DEFAULT
     async def http_error(request: Request, exc: StarletteHTTPException):
         return _error(exc.status_code, str(exc.detail))
 
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        # A failure inside a runtime fails this request only; the error says what broke.
+        log.exception("request to %s failed", request.url.path)
+        return _error(500, f"{type(exc).__name__}: {exc}")
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         return _error(400, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
