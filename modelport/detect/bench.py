@@ -15,7 +15,7 @@ from modelport.detect.export import artifact_path, export_detector
 from modelport.detect.graph import NmsConfig
 from modelport.detect.model import CONF, IMGSZ, IOU, DetectorSource, load_detector
 from modelport.detect.nms import NmsSettings
-from modelport.detect.runner import DetectRunner, Timings, UltralyticsReference
+from modelport.detect.runner import DetectRunner, Timings, UltralyticsReference, load_runtime
 from modelport.detect.samples import street_scenes
 from modelport.detect.verify import compare_detections
 from modelport.errors import ModelportError
@@ -121,7 +121,7 @@ def run_detect_benchmark(pt_file: str | Path, *, batches: Sequence[int] | None =
                 cands.append(cand)
                 continue
         cand.path = path
-        cand.runner = DetectRunner(fmt.load(path, "cpu"), settings)
+        cand.runner = DetectRunner(load_runtime(fmt, path), settings)
         cands.append(cand)
     live = [c for c in cands if c.status == "ok"]
     frames = street_scenes(8, seed=99)

@@ -154,7 +154,7 @@ def verify_cmd(
     from modelport.detect.discover import candidates
     from modelport.detect.model import IOU, TOPK
     from modelport.detect.nms import NmsSettings
-    from modelport.detect.runner import DetectRunner, UltralyticsReference
+    from modelport.detect.runner import DetectRunner, UltralyticsReference, load_runtime
     from modelport.detect.samples import street_scenes
     from modelport.detect.verify import compare_detections
     from modelport.formats import format_of_path
@@ -168,7 +168,7 @@ def verify_cmd(
     frames = _image_files(images) if images else street_scenes(count, seed=0)
     checks = []
     for path in artifacts:
-        runner = DetectRunner(format_of_path(path).load(path, "cpu"), NmsSettings(conf, IOU, TOPK))
+        runner = DetectRunner(load_runtime(format_of_path(path), path), NmsSettings(conf, IOU, TOPK))
         ref = UltralyticsReference(pts[0], runner.spec.preprocess.height, runner.settings, runner.spec.labels)
         checks.append(compare_detections(ref.detect(frames), runner.detect(frames), label=str(path),
                                          format=runner.format, track=runner.track))

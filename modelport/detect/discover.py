@@ -8,7 +8,7 @@ from pathlib import Path
 from modelport.detect.export import TAGS
 from modelport.detect.model import load_detector
 from modelport.detect.nms import NmsSettings
-from modelport.detect.runner import DetectRunner
+from modelport.detect.runner import DetectRunner, load_runtime
 from modelport.errors import ModelportError
 from modelport.formats import format_of_path, get_format
 from modelport.spec import sha256_file
@@ -51,7 +51,7 @@ def open_detector(path: str | Path, *, format: str | None = None, device: str = 
     if fmt.id != "pytorch":
         if not path.exists():
             raise ModelportError(f"{path}: artifact not found")
-        return DetectRunner(fmt.load(path, device), settings)
+        return DetectRunner(load_runtime(fmt, path, device), settings)
     digest = sha256_file(path) if path.is_file() else None
     for cand in candidates(path):
         cfmt = format_of_path(cand)
@@ -66,7 +66,7 @@ def open_detector(path: str | Path, *, format: str | None = None, device: str = 
             if digest and spec.source.sha256 and spec.source.sha256 != digest:
                 say(f"  skipping {cand}: exported from other weights than {path}")
                 continue
-            runner = DetectRunner(cfmt.load(cand, device), settings)
+            runner = DetectRunner(load_runtime(cfmt, cand, device), settings)
         except ModelportError as exc:
             say(f"  skipping {cand}: {exc.message}")
             continue

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 from modelport.detect.graph import FLAVORS, NmsConfig, add_nms
 from modelport.detect.model import CONF, IMGSZ, IOU, DetectorSource, LoadedDetector, e2e_spec, load_detector
 from modelport.detect.nms import NmsSettings
-from modelport.detect.runner import DetectRunner, UltralyticsReference
+from modelport.detect.runner import DetectRunner, UltralyticsReference, load_runtime
 from modelport.detect.samples import street_scenes
 from modelport.detect.verify import DetectionCheck, compare_detections
 from modelport.errors import ExportError, ModelportError
@@ -153,7 +153,7 @@ def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfi
         if reference is not None and runnable:
             # End-to-end graphs are judged at their own thresholds, raw tracks at ``verify_conf``.
             settings = NmsSettings(nms.conf, nms.iou, nms.topk) if nms else NmsSettings(verify_conf, IOU, det.source.topk)
-            runner = DetectRunner(fmt.load(staged, options.device), settings)
+            runner = DetectRunner(load_runtime(fmt, staged, options.device), settings)
             try:
                 reference.settings = settings
                 result.check = compare_detections(reference.detect(images), runner.detect(images), label=str(dest),

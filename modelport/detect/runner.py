@@ -122,6 +122,12 @@ class DetectRunner:
         self.runner.close()
 
 
+def load_runtime(fmt, path: str | Path, device: str = "cpu") -> Runner:
+    """Open an artifact for detection. ONNX Runtime's workers do not busy-wait here: a detection pipeline
+    leaves the CPU to letterboxing and NMS between calls, and spinning threads would compete with them."""
+    return fmt.load(Path(path), device, spin=False) if fmt.id == "onnx" else fmt.load(Path(path), device)
+
+
 class UltralyticsReference:
     """Ultralytics' own pipeline (``YOLO(pt).predict``): the reference for verification and benchmarks."""
 

@@ -76,9 +76,13 @@ def _spec_from_meta(meta: dict[str, str], path: Path) -> ModelSpec:
     return ModelSpec.from_json(meta[SPEC_KEY], origin=str(path))
 
 
-def session_options(threads: int | None = None):
+def session_options(threads: int | None = None, spin: bool = True):
     """ONNX Runtime's performance-tuning advice: all graph optimisations, one intra-op thread per
-    physical core (hyper-threads slow convolutions down), sequential execution for a CNN."""
+    physical core (hyper-threads slow convolutions down), sequential execution for a CNN.
+
+    ``spin=False`` stops idle worker threads from busy-waiting, which ORT advises when the CPU is shared:
+    measured on the 2-core machine, spinning ORT threads slowed a PyTorch pipeline timed after them.
+    """
     import onnxruntime as ort
 
     from modelport.machine import physical_cores
@@ -88,13 +92,15 @@ def session_options(threads: int | None = None):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.intra_op_num_threads = threads or physical_cores()
     opts.inter_op_num_threads = 1
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
 class OnnxRunner(Runner):
     format_id = "onnx"
 
-    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None, spin: bool = True) -> None:
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]
@@ -110,14 +116,15 @@ class OnnxRunner(Runner):
                 )
                 device = "cpu"
         try:
-            opts = session_options(threads)
+            opts = session_options(threads, spin)
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as exc:
             raise CorruptFileError(f"{path}: ONNX Runtime cannot load it ({exc})") from None
         super().__init__(_spec_from_meta(self.session.get_modelmeta().custom_metadata_map, path), path, device)
         self.providers = self.session.get_providers()
         self.settings = {"providers": self.providers, "graph_optimization_level": "ORT_ENABLE_ALL",
-                         "intra_op_num_threads": opts.intra_op_num_threads, "execution_mode": "sequential"}
+                         "intra_op_num_threads": opts.intra_op_num_threads, "execution_mode": "sequential",
+                         "allow_spinning": spin}
         self._input = self.session.get_inputs()[0].name
         self._outputs = [o.name for o in self.session.get_outputs()]
 
@@ -126,5 +133,5 @@ class OnnxRunner(Runner):
         return dict(zip(self._outputs, values))
 
 
-def load(path: Path, device: str = "cpu", threads: int | None = None) -> OnnxRunner:
-    return OnnxRunner(path, device, threads=threads)
+def load(path: Path, device: str = "cpu", threads: int | None = None, spin: bool = True) -> OnnxRunner:
+    return OnnxRunner(path, device, threads=threads, spin=spin)
