@@ -324,3 +324,20 @@ def test_a_runtime_failure_fails_that_request_only(repo):
         assert response.status_code == 500 and response.json()["error"] == "RuntimeError: device lost"
         runner._infer = real
         assert http.post("/v2/models/osnet_ov/infer", content=body).status_code == 200
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_request_bodies_are_accepted(client, runners, algorithm):
+    batch = crops_batch(2, seed=11)
+    inp = httpclient.InferInput("images", list(batch.shape), "FP32")
+    inp.set_data_from_numpy(batch)
+    result = client.infer("osnet", [inp], request_compression_algorithm=algorithm)
+    want = runners["osnet"](batch)["embeddings"]
+    np.testing.assert_allclose(result.as_numpy("embeddings"), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_unsupported_protocol_extensions_are_refused_by_name(client):
+    inp = httpclient.InferInput("images", [1, 3, 256, 128], "FP32")
+    inp.set_data_from_numpy(crops_batch(1, seed=1))
+    _expect(400, "classification extension is not supported",
+            lambda: client.infer("osnet", [inp], outputs=[httpclient.InferRequestedOutput("embeddings", class_count=3)]))

@@ -93,7 +93,11 @@ def parse_request(body: bytes, header_length: str | None, encoding: str | None =
     for out in header.get("outputs") or []:
         if not isinstance(out, dict) or "name" not in out:
             raise ProtocolError("each requested output needs a 'name'")
-        outputs[out["name"]] = bool((out.get("parameters") or {}).get("binary_data", binary_default))
+        out_params = out.get("parameters") or {}
+        if "classification" in out_params:
+            raise ProtocolError(f"output {out['name']!r}: the classification extension is not supported; "
+                                "request the raw output and take the top classes client-side")
+        outputs[out["name"]] = bool(out_params.get("binary_data", binary_default))
     return InferRequest(header.get("id"), inputs, outputs, binary_default, params)
 
 

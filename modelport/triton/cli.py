@@ -143,17 +143,18 @@ def serve_cmd(
     repo: Path = typer.Argument(..., help="A Triton model repository (see `modelport triton build`)."),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto (cuda where available)."),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body accepted."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads per model instance "
                                           "(ONNX Runtime, OpenVINO); default: physical cores."),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Serve a model repository over the KServe v2 HTTP protocol (the one Triton speaks), plus /predict."""
+    from modelport.discover import resolve_device
     from modelport.errors import WeightsNotFoundError
     from modelport.serve import serve
 
     if not repo.is_dir():
         raise WeightsNotFoundError(f"{repo}: model repository not found", hint="build one with `modelport triton build`")
-    serve(repo, host, port, device=device, max_body=int(max_body_mb * (1 << 20)), threads=threads,
+    serve(repo, host, port, device=resolve_device(device), max_body=int(max_body_mb * (1 << 20)), threads=threads,
           log_level=log_level)
