@@ -341,3 +341,29 @@ def test_unsupported_protocol_extensions_are_refused_by_name(client):
     inp.set_data_from_numpy(crops_batch(1, seed=1))
     _expect(400, "classification extension is not supported",
             lambda: client.infer("osnet", [inp], outputs=[httpclient.InferRequestedOutput("embeddings", class_count=3)]))
+
+
+def test_fixed_batch_model_takes_exactly_its_batch(tmp_path, osnet_model):
+    from fastapi.testclient import TestClient
+
+    from modelport.formats import ExportOptions, get_format
+
+    spec = spec_for(get_entry("osnet_x0_25"), Source("random"), batch=2)
+    onnx = get_format("onnx").export(osnet_model, spec, tmp_path / "fixed.onnx", ExportOptions())
+    build_repository([ModelEntry(str(onnx))], tmp_path / "repo")
+    batch = crops_batch(2, seed=6)
+
+    def body(rows: np.ndarray) -> str:
+        return json.dumps({"inputs": [{"name": "images", "shape": list(rows.shape), "datatype": "FP32",
+                                       "data": rows.ravel().tolist()}]})
+
+    with TestClient(create_app(tmp_path / "repo")) as http:
+        meta = http.get("/v2/models/fixed").json()
+        assert meta["inputs"][0]["shape"] == [2, 3, 256, 128]  # no batch dimension to vary
+        response = http.post("/v2/models/fixed/infer", content=body(batch))
+        assert response.status_code == 200, response.text
+        got = np.asarray(response.json()["outputs"][0]["data"], np.float32).reshape(2, 512)
+        want = open_artifact(onnx)(batch)["embeddings"]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+        one = http.post("/v2/models/fixed/infer", content=body(batch[:1]))
+        assert one.status_code == 400 and "expected [2, 3, 256, 128]" in one.json()["error"]
