@@ -239,3 +239,15 @@ def test_tensorrt_plan_is_a_bare_engine_with_its_spec_beside_it(tmp_path, export
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     (result,) = validate_repository(tmp_path / "repo", device="cuda")
     assert result.ok, result.problems
+
+
+def test_every_source_is_checked_before_anything_is_written(tmp_path, exported_dir):
+    from modelport.errors import UnsupportedFormatError, WeightsNotFoundError
+
+    good = ModelEntry(str(exported_dir / f"{STEM}.onnx"))
+    with pytest.raises(WeightsNotFoundError, match="missing.onnx: model source not found"):
+        build_repository([good, ModelEntry(str(tmp_path / "missing.onnx"))], tmp_path / "repo")
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(UnsupportedFormatError, match="unrecognised artifact type"):
+        build_repository([good, ModelEntry(str(tmp_path / "notes.txt"))], tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()

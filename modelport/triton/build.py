@@ -225,6 +225,18 @@ def _check_siblings(config, model_dir: Path, fmt_id: str, others: list[int]) -> 
 
 def build_repository(entries: list[ModelEntry], repo: str | Path, *, force: bool = False,
                      device: str = "cpu") -> list[BuiltVersion]:
-    """Build every entry; stops at the first failure (versions already written stay, each complete)."""
+    """Build every entry; stops at the first failure (versions already written stay, each complete).
+
+    Every source is checked before anything is written, so a typo in the last entry costs no exports.
+    """
+    from modelport.zoo import list_models
+
+    for entry in entries:
+        check_name(entry.name or default_name(entry.source))
+        if Path(entry.source).exists():
+            format_of_path(entry.source)
+        elif entry.source not in list_models():
+            raise WeightsNotFoundError(f"{entry.source}: model source not found",
+                                       hint="give weights, an export, or a zoo name with --allow-random")
     Path(repo).mkdir(parents=True, exist_ok=True)
     return [build_model(e, repo, force=force, device=device) for e in entries]
