@@ -367,3 +367,18 @@ def test_fixed_batch_model_takes_exactly_its_batch(tmp_path, osnet_model):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
         one = http.post("/v2/models/fixed/infer", content=body(batch[:1]))
         assert one.status_code == 400 and "expected [2, 3, 256, 128]" in one.json()["error"]
+
+
+@pytest.mark.parametrize("policy, served", [("latest:1", ["2"]), ("all", ["1", "2"]), ("specific:1", ["1"])])
+def test_the_version_policy_decides_which_versions_serve(tmp_path, exported_dir, policy, served):
+    from fastapi.testclient import TestClient
+
+    onnx = str(exported_dir / f"{STEM}.onnx")
+    options = ConfigOptions(version_policy=policy)
+    build_repository([ModelEntry(onnx, name="m", options=options), ModelEntry(onnx, name="m", options=options)],
+                     tmp_path / "repo")
+    with TestClient(create_app(tmp_path / "repo")) as http:
+        assert http.get("/v2/models/m").json()["versions"] == served
+        for version in ("1", "2"):
+            status = http.get(f"/v2/models/m/versions/{version}/ready").status_code
+            assert status == (200 if version in served else 404)
