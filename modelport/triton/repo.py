@@ -105,7 +105,10 @@ class ValidationResult:
 
 
 def request_for(config, spec) -> np.ndarray:
-    """One request's input for the config's first input: a realistic image for image models, else zeros."""
+    """One request's input for the config's first input: the spec's own example (synthetic crops, token
+    ids) when it has the config's shape, else zeros of that shape."""
+    from modelport.formats.base import example_batch
+
     first = config.input[0]
     dims = list(first.dims)
     known = list(spec.inputs[0].shape[1:]) if config.max_batch_size > 0 else list(spec.inputs[0].shape)
@@ -113,12 +116,12 @@ def request_for(config, spec) -> np.ndarray:
     if config.max_batch_size > 0:
         shape = [1, *shape]
     dtype = config_dtype(first.data_type)
-    pre = spec.preprocess
-    if np.issubdtype(dtype, np.floating) and shape[-3:] == [3, pre.height, pre.width]:
-        from modelport.preprocess import prepare
-        from modelport.samples import person_crops
-
-        return prepare(person_crops(shape[0], pre.height, pre.width), pre).reshape(shape).astype(dtype)
+    try:
+        sample = example_batch(spec.with_batch(None) if config.max_batch_size > 0 else spec, count=shape[0])
+    except Exception:  # a spec whose preprocessing cannot make an example: zeros still exercise the model
+        sample = None
+    if sample is not None and list(sample.shape) == shape and np.can_cast(sample.dtype, dtype, "same_kind"):
+        return sample.astype(dtype)
     return np.zeros(shape, dtype)
 
 
