@@ -202,6 +202,16 @@ def test_verification_catches_shifted_boxes_and_missing_detections(yolo_pt):
         assert not compare_detections(ref, bad, label="bad", format="x", track="raw").passed
 
 
+def test_boxes_clipped_to_zero_area_match_by_corners_only():
+    from modelport.detect.verify import iou_matrix
+
+    flat = np.array([[248.93, 480.0, 626.78, 480.0]], np.float32)  # clipped at the bottom edge
+    assert iou_matrix(flat, flat + np.float32(0.01))[0, 0] == 1.0
+    assert iou_matrix(flat, flat + np.float32(5.0))[0, 0] == 0.0
+    box = np.array([[0, 0, 10, 10]], np.float32)
+    assert iou_matrix(box, box + np.float32(0.01))[0, 0] < 1.0  # ordinary boxes keep their true IoU
+
+
 def test_loader_prefers_the_end_to_end_onnx_export(exports, yolo_pt):
     runner = open_detector(yolo_pt, verbose=False)
     assert (runner.format, runner.track) == ("onnx", "e2e-portable")

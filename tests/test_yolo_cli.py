@@ -37,6 +37,7 @@ def test_shared_commands_route_detectors_and_leave_reid_alone(pts, tmp_path):
     assert route(["export", "missing/yolo11x.pt"])[0] == "detect"  # so the error says where to put the file
     assert route(["export", "--model", "best.pt:plates:8"])[0] == "detect"
     assert route(["bench", "models.yaml"])[0] == "detect"
+    assert route(["export", "yolo11n", "--format", "onnx"])[0] == "detect"
     assert route(["export", "osnet_x0_25_msmt17.pt", "--format", "onnx"])[0] == "export"
     assert route(["models"]) == ["models"]
 

@@ -38,6 +38,8 @@ def _is_detector(arg: str) -> bool:
         if path.is_file():
             return _is_ultralytics_checkpoint(path)
         return name.removesuffix(".pt") in {f"yolo11{s}" for s in SIZES}  # missing zoo weights: say where to put them
+    if name in {f"yolo11{s}" for s in SIZES}:
+        return True
     if name.endswith((".yaml", ".yml")):
         return True
     if path.exists() and not name.endswith((".pth", ".tar")):
@@ -88,13 +90,18 @@ def export_cmd(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: next to the weights)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of images to verify on (default: synthetic scenes)."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip verification against Ultralytics' predict."),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda for TensorRT engines."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
     """Export detectors (raw or with NMS inside), each verified against Ultralytics' own predictions."""
     from modelport.detect.export import export_detector, export_models
     from modelport.detect.model import DetectorSource, parse_model_arg, read_model_list
 
-    sources = [DetectorSource.of(w) for w in weights or []] + [parse_model_arg(m) for m in model or []]
+    from modelport.zoo.yolo import SIZES
+
+    # A bare zoo name stands for its Ultralytics file (``yolo11n`` -> ``yolo11n.pt``).
+    named = [f"{w}.pt" if w in {f"yolo11{z}" for z in SIZES} and not Path(w).exists() else w for w in weights or []]
+    sources = [DetectorSource.of(w) for w in named] + [parse_model_arg(m) for m in model or []]
     if models:
         sources += read_model_list(models)
     if not sources:
@@ -102,7 +109,7 @@ def export_cmd(
     config = _nms_config(nms, flavor, topk, iou, conf, normalize)
     if topk is not None:
         sources = [DetectorSource.of(s.pt_file, s.name, s.max_batch, topk, s.labels) for s in sources]
-    kwargs = dict(nms=config, imgsz=imgsz, verify=not no_verify, verify_conf=conf,
+    kwargs = dict(nms=config, imgsz=imgsz, verify=not no_verify, verify_conf=conf, device=device,
                   images=_image_files(images) if images else None)
     if len(sources) == 1 and not models:
         results = export_detector(sources[0], formats, out=out_dir, **kwargs)
