@@ -52,7 +52,9 @@ def main() -> None:
         f"Machine: {m.get('cpu')} ({m.get('physical_cores')} physical cores). Input 640x640, conf "
         f"{report['settings']['conf']}, IoU {report['settings']['iou']}, top-k {report['settings']['topk']}; "
         f"{report['settings']['frames']}. All pipelines timed in interleaved rounds in one run "
-        "(`python benchmarks/yolo_bench.py`, record in `results/yolo11n.json`).",
+        "(`python benchmarks/yolo_bench.py`, record in `results/yolo11n.json`). "
+        f"yolo11n costs {report['model']['gflop_per_image']:.1f} GFLOP per 640x640 image; this machine's measured "
+        f"fp32 matmul peak is {report['peak_gflops']:.0f} GFLOP/s.",
         "",
         *lines,
         "",

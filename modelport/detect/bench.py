@@ -20,7 +20,7 @@ from modelport.detect.samples import street_scenes
 from modelport.detect.verify import compare_detections
 from modelport.errors import ModelportError
 from modelport.formats import get_format
-from modelport.machine import machine_info
+from modelport.machine import machine_info, peak_gflops
 
 SCHEMA = 1
 # (runtime id, format, NMS flavour or None for the raw track)
@@ -147,10 +147,18 @@ def run_detect_benchmark(pt_file: str | Path, *, batches: Sequence[int] | None =
     for r in rows:
         r["x_ultralytics"] = r["fps"] / base[r["batch"]] if r.get("fps") and base.get(r["batch"]) else None
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        det.module(torch.zeros(1, 3, imgsz, imgsz))
+    gflop = counter.get_total_flops() / 1e9
+    for r in rows:
+        r["gflops_achieved"] = r["fps"] * gflop if r.get("fps") else None
     return {"schema": SCHEMA, "kind": "detect", "modelport_version": __version__, "machine": machine_info(),
+            "peak_gflops": peak_gflops(),
             "model": {"name": source.name, "file": str(source.pt_file), "imgsz": imgsz, "classes": len(det.labels),
-                      "source": det.spec.source.kind, "max_batch": source.max_batch},
+                      "source": det.spec.source.kind, "max_batch": source.max_batch, "gflop_per_image": gflop},
             "settings": {"conf": conf, "iou": IOU, "topk": source.topk, "seconds_per_batch": seconds,
                          "rounds": rounds, "torch_threads": torch.get_num_threads(),
                          "frames": "synthetic street scenes, sizes cycling 480x640, 720x1280, 640x480, 375x500, "
@@ -160,17 +168,17 @@ def run_detect_benchmark(pt_file: str | Path, *, batches: Sequence[int] | None =
 
 def markdown_table(report: dict) -> str:
     """The record as a markdown table (one row per pipeline and batch)."""
-    lines = ["| pipeline | track | batch | status | pre ms | infer ms | NMS ms | post ms | total p50 ms | img/s | x Ultralytics |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| pipeline | track | batch | status | pre ms | infer ms | NMS ms | post ms | total p50 ms | img/s | "
+             "x Ultralytics | GFLOP/s |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         if "fps" not in r:
             lines.append(f"| {r['runtime']} | {r['track']} | {r['batch']} | {r['status']}: {r['reason'][:60]} "
-                         "| - | - | - | - | - | - | - |")
+                         "| - | - | - | - | - | - | - | - |")
             continue
         s = r["split_ms"]
         nms = "in graph" if r["track"].startswith("e2e") else f"{s['nms']:.1f}"
         ratio = f"{r['x_ultralytics']:.2f}x" if r.get("x_ultralytics") else "-"
         lines.append(f"| {r['runtime']} | {r['track']} | {r['batch']} | {r['status']} | {s['preprocess']:.1f} | "
                      f"{s['inference']:.1f} | {nms} | {s['postprocess']:.1f} | {r['latency_ms']['p50']:.1f} | "
-                     f"{r['fps']:.1f} | {ratio} |")
+                     f"{r['fps']:.1f} | {ratio} | {r['gflops_achieved']:.0f} |")
     return "\n".join(lines)

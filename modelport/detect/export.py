@@ -129,7 +129,6 @@ def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfi
     try:
         if runnable or fmt.id != "onnx":
             fmt.require(options.device)
-        import onnx  # noqa: F401  (every track goes through ONNX except TorchScript; fail early and clearly)
     except ModelportError as exc:
         result.error, result.seconds = exc.message, time.perf_counter() - start
         return result
