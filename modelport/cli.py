@@ -327,6 +327,10 @@ from modelport.search.cli import search_app  # noqa: E402
 
 app.add_typer(search_app, name="search")
 
+from modelport.reid.cli import reid_app  # noqa: E402
+
+app.add_typer(reid_app, name="reid")
+
 
 def main() -> None:
     from modelport.zoo import RandomWeightsWarning

@@ -1,0 +1,173 @@
+"""`reid extract`: embeddings for every detection that lacks one for a model, batched and resumable.
+
+A reader thread decodes frames, crops and preprocesses while the main thread runs the model, so the
+runtime rarely waits for pixels. Each batch is stored in one transaction, so a killed run loses at
+most the batch in flight and a rerun picks up exactly the detections still missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from modelport.formats import Runner
+from modelport.preprocess import prepare
+from modelport.reid import store
+from modelport.reid.frames import crop, read_frames, sharpness
+from modelport.spec import sha256_file
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractResult:
+    model: store.ModelRecord
+    computed: int  # embeddings written by this run
+    already: int  # detections that had one before
+    seconds: float
+    is_default: bool
+
+    @property
+    def crops_per_s(self) -> float:
+        return self.computed / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    ids: list[int]
+    inputs: np.ndarray  # preprocessed (N, 3, H, W) float32
+    sharpness: list[float]
+
+
+def model_record(runner: Runner) -> store.ModelRecord:
+    """Who made an embedding: the model name plus the sha256 of its source weights.
+
+    Exports carry their weights' sha256 in the spec, so the ONNX export and the .pt it came from share a
+    key (their embeddings agree to verification tolerance). Random weights without a file are hashed
+    from their tensors, so two differently seeded random models never mix.
+    """
+    spec = runner.spec
+    digest = spec.source.sha256
+    if digest is None and runner.path is not None and Path(runner.path).is_file():
+        digest = sha256_file(runner.path)
+    if digest is None and hasattr(runner, "module"):
+        h = hashlib.sha256()
+        for tensor in runner.module.state_dict().values():
+            h.update(tensor.detach().cpu().numpy().tobytes())
+        digest = h.hexdigest()
+    if digest is None:
+        raise store.DatabaseError(f"{runner.describe()}: cannot tell which weights this model holds")
+    dim = int(np.prod([d for d in spec.outputs[0].shape[1:] if isinstance(d, int)]))
+    # An export of untrained weights runs in its own runtime but is still random: say so everywhere.
+    model_type = "random" if spec.is_random else runner.model_type
+    return store.ModelRecord(f"{spec.name}@{digest[:12]}", spec.name, digest, model_type,
+                             str(runner.path) if runner.path else None, dim)
+
+
+def load_model(model: str | Path, *, allow_random: bool = False, device: str = "cpu",
+               arch: str | None = None) -> Runner:
+    """The core loader's fallback chain (exports -> PyTorch -> random only when allowed), warning on random."""
+    from modelport import load
+
+    runner = load(model, device=device, arch=arch, allow_random=allow_random)
+    if runner.model_type == "random" or runner.spec.is_random:
+        warnings.warn(f"{model}: ReID embeddings come from RANDOM, UNTRAINED weights (model_type: random); "
+                      "identities found with them are not meaningful", UserWarning, stacklevel=2)
+    return runner
+
+
+def _batches(rows: list[tuple], pre, batch: int) -> Iterator[Batch]:
+    """Crops of ``rows`` (sorted by video and frame) in preprocessed batches of ``batch``."""
+    ids: list[int] = []
+    crops: list[np.ndarray] = []
+    sharp: list[float] = []
+    for video, group in groupby(rows, key=lambda r: r[1]):
+        group = list(group)
+        by_frame: dict[int, list[tuple]] = {}
+        for r in group:
+            by_frame.setdefault(r[2], []).append(r)
+        for index, frame in read_frames(video, by_frame):
+            h, w = frame.shape[:2]
+            for det_id, _, _, x1, y1, x2, y2 in by_frame[index]:
+                # Clamp into the frame and keep at least 2x2 pixels: every detection gets an embedding.
+                x1, x2 = min(max(x1, 0), w - 2), min(max(x2, x1 + 2), w)
+                y1, y2 = min(max(y1, 0), h - 2), min(max(y2, y1 + 2), h)
+                piece = crop(frame, (x1, y1, x2, y2))
+                ids.append(det_id)
+                crops.append(piece)
+                sharp.append(sharpness(piece))
+                if len(ids) == batch:
+                    yield Batch(ids, prepare(crops, pre), sharp)
+                    ids, crops, sharp = [], [], []
+    if ids:
+        yield Batch(ids, prepare(crops, pre), sharp)
+
+
+def _prefetch(source: Iterator[Batch], depth: int = 4) -> Iterator[Batch]:
+    """Run ``source`` in a thread, ``depth`` batches ahead; its errors re-raise here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in source:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            q.put(exc)
+
+    thread = threading.Thread(target=work, name="reid-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def extract(db: str | Path, runner: Runner, *, batch: int = 16, class_name: str | None = "person",
+            make_default: bool = False, progress: Callable[[int, int], None] | None = None) -> ExtractResult:
+    """Compute and store ``runner``'s embeddings for every detection (of ``class_name``) lacking one.
+
+    ``progress(done, total)`` is called after every stored batch.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    record = model_record(runner)
+    conn = store.connect(db)
+    try:
+        is_default = store.register_model(conn, record, make_default)
+        todo = store.pending(conn, record.key, class_name)
+        already = store.embedding_count(conn, record.key)
+        start, done = time.perf_counter(), 0
+        if progress:
+            progress(0, len(todo))
+        for item in _prefetch(_batches(todo, runner.spec.preprocess, batch)):
+            vectors = runner.embed(item.inputs)
+            store.write_embeddings(conn, record.key, item.ids, vectors, item.sharpness, is_default)
+            done += len(item.ids)
+            if progress:
+                progress(done, len(todo))
+        return ExtractResult(record, done, already, time.perf_counter() - start, is_default)
+    finally:
+        conn.close()

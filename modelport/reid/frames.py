@@ -1,0 +1,116 @@
+"""Read frames from a video file or an image folder in order, decoding only what is needed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from modelport.errors import CorruptFileError, WeightsNotFoundError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaInfo:
+    path: Path
+    frames: int
+    fps: float
+    width: int
+    height: int
+    is_folder: bool
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """Image files of a folder in name order: frame 0 is the first."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def probe(path: str | Path, fps: float | None = None) -> MediaInfo:
+    """Frame count, rate and size of a video or an image folder (``fps`` overrides; folders default to 25)."""
+    import cv2
+
+    path = Path(path)
+    if not path.exists():
+        raise WeightsNotFoundError(f"{path}: video or image folder not found")
+    if path.is_dir():
+        images = folder_images(path)
+        if not images:
+            raise CorruptFileError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        first = cv2.imread(str(images[0]))
+        if first is None:
+            raise CorruptFileError(f"{images[0]}: not a readable image")
+        return MediaInfo(path, len(images), fps or 25.0, first.shape[1], first.shape[0], True)
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise CorruptFileError(f"{path}: OpenCV cannot open this video")
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        rate = fps or cap.get(cv2.CAP_PROP_FPS) or 25.0
+        return MediaInfo(path, count, float(rate), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                         int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), False)
+    finally:
+        cap.release()
+
+
+def read_frames(path: str | Path, wanted: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(frame_index, BGR frame)`` for the wanted 0-based indices, in increasing order.
+
+    Videos are read sequentially; frames in between are only grabbed (not decoded to pixels), which is
+    far cheaper than seeking for the dense, sorted requests detections make.
+    """
+    import cv2
+
+    path = Path(path)
+    targets = sorted(set(int(i) for i in wanted))
+    if not targets:
+        return
+    if path.is_dir():
+        images = folder_images(path)
+        for index in targets:
+            if index >= len(images):
+                raise CorruptFileError(f"{path}: frame {index} requested but the folder has {len(images)} images")
+            frame = cv2.imread(str(images[index]))
+            if frame is None:
+                raise CorruptFileError(f"{images[index]}: not a readable image")
+            yield index, frame
+        return
+    if not path.is_file():
+        raise WeightsNotFoundError(f"{path}: video not found")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        # No seeking: OpenCV's seek is keyframe-approximate for many codecs, and a wrong frame would
+        # silently pair boxes with the wrong pixels.
+        position = 0
+        for index in targets:
+            while position < index:
+                if not cap.grab():
+                    raise CorruptFileError(f"{path}: video ends at frame {position}; frame {index} was requested")
+                position += 1
+            ok, frame = cap.read()
+            if not ok:
+                raise CorruptFileError(f"{path}: cannot decode frame {index} (video has ~{position} frames)")
+            position += 1
+            yield index, frame
+    finally:
+        cap.release()
+
+
+def crop(frame: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
+    """The box's pixels clipped to the frame, or None when nothing of it is inside."""
+    h, w = frame.shape[:2]
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return None
+    return frame[y1:y2, x1:x2]
+
+
+def sharpness(image: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey image: low for blurred or flat crops."""
+    import cv2
+
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_32F).var())

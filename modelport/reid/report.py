@@ -1,0 +1,118 @@
+"""`reid report`: a timeline of who appears when in each video (tracks, or identities with ReID)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modelport.errors import ModelportError
+from modelport.reid import crops, pages, store
+from modelport.reid.frames import probe
+
+GAP_S = 1.0  # appearances closer than this are drawn as one segment
+
+
+@dataclass(frozen=True, slots=True)
+class ReportResult:
+    path: Path
+    rows: int
+    videos: int
+    use_reid: bool
+    model: str | None
+
+
+def _segments(times: np.ndarray) -> list[list[float]]:
+    times = np.sort(times)
+    breaks = np.flatnonzero(np.diff(times) > GAP_S)
+    starts = np.r_[0, breaks + 1]
+    ends = np.r_[breaks, len(times) - 1]
+    return [[round(float(times[a]), 3), round(float(times[b]), 3)] for a, b in zip(starts, ends)]
+
+
+def build_report(db: str | Path, *, use_reid: bool = False, model: str | None = None,
+                 class_name: str | None = "person", title: str | None = None) -> dict:
+    """The report's data: per video, one row per track (or identity) with segments and a thumbnail."""
+    conn = store.connect(db)
+    try:
+        det, _, _ = store.load_detections(conn, class_name)
+        record = store.get_model(conn, model) if use_reid else None
+        assigned = store.identities(conn, record.key) if record else {}
+    finally:
+        conn.close()
+    if len(det) == 0:
+        raise ModelportError(f"{db}: no {class_name or ''} detections to report")
+    if use_reid:
+        if not assigned:
+            raise ModelportError(f"{db}: no identities for {record.key}",
+                                 hint=f"run `modelport reid cluster --db {db} --model {record.key}` first")
+        group = np.array([assigned.get(int(i), 0) for i in det.ids])
+        names = {g: f"person {g}" if g > 0 else "unassigned" for g in np.unique(group)}
+    else:
+        group = det.track.copy()
+        names = {g: f"track {g}" if g >= 0 else "no track" for g in np.unique(group)}
+    videos, thumbs_for = [], []
+    for video in sorted(set(det.video.tolist())):
+        in_video = det.video == video
+        try:
+            duration = probe(video).frames / probe(video).fps
+        except ModelportError:
+            duration = float(det.timestamp[in_video].max())
+        rows = []
+        for g in np.unique(group[in_video]):
+            idx = np.flatnonzero(in_video & (group == g))
+            best = int(idx[np.argmax(det.confidence[idx])])
+            thumbs_for.append(best)
+            rows.append({"key": int(g), "label": names[g], "count": int(len(idx)), "thumb": best,
+                         "first": float(det.timestamp[idx].min()), "segments": _segments(det.timestamp[idx]),
+                         "detections": det.ids[idx].tolist()})
+        rows.sort(key=lambda r: r["first"])
+        videos.append({"video": video, "duration": max(duration, float(det.timestamp[in_video].max())),
+                       "rows": rows})
+    images = crops.fetch_crops(det, thumbs_for)
+    for video in videos:
+        for row in video["rows"]:
+            row["thumb"] = crops.jpeg_uri(images[row["thumb"]].resize((32, 64))) if row["thumb"] in images else ""
+    kind = f"identities by ReID ({record.key}, {record.model_type})" if record else "tracks (no ReID)"
+    n_rows = sum(len(v["rows"]) for v in videos)
+    return {"title": title or f"Who appears when: {kind}", "use_reid": use_reid,
+            "model": record.key if record else None, "model_type": record.model_type if record else None,
+            "summary": f"{len(det)} detections in {len(videos)} video(s); {n_rows} rows, one per "
+                       f"{'identity' if use_reid else 'track'} and video",
+            "videos": videos}
+
+
+def write_report(db: str | Path, output: str | Path, *, force: bool = False, **options) -> ReportResult:
+    output = Path(output)
+    _refuse_overwrite(output, force)
+    data = build_report(db, **options)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(pages.timeline(data))
+    return ReportResult(output, sum(len(v["rows"]) for v in data["videos"]), len(data["videos"]),
+                        data["use_reid"], data["model"])
+
+
+def compare_reports(left: str | Path, right: str | Path, output: str | Path, force: bool = False) -> Path:
+    """Two report pages side by side, with the agreement of their groupings on shared detections."""
+    from sklearn.metrics import adjusted_rand_score
+
+    output = Path(output)
+    _refuse_overwrite(output, force)
+    a, b = pages.read_report(left), pages.read_report(right)
+
+    def assignment(data: dict) -> dict[int, str]:
+        return {d: f"{v['video']}#{r['key']}" if not data["use_reid"] else str(r["key"])
+                for v in data["videos"] for r in v["rows"] for d in r["detections"]}
+
+    la, lb = assignment(a), assignment(b)
+    shared = sorted(set(la) & set(lb))
+    agreement = float(adjusted_rand_score([la[d] for d in shared], [lb[d] for d in shared])) if shared else None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(pages.comparison(a, b, agreement))
+    return output
+
+
+def _refuse_overwrite(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise ModelportError(f"{path} already exists", hint="choose another --output, or pass --force")

@@ -1,0 +1,291 @@
+"""The SQLite detections store: ``object_detections`` (shared with other tools) plus modelport's tables.
+
+``object_detections`` is read as it is; modelport only adds its own ``reid_*`` tables beside it, so
+databases written by other tools keep working and keep their shape. Every write is one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from modelport.errors import ModelportError, WeightsNotFoundError
+
+DEFAULT_DB = Path("data/db/detections.db")
+REQUIRED_COLUMNS = ("id", "video", "frame_index", "timestamp", "class_name", "confidence",
+                    "x1", "y1", "x2", "y2", "track_id")
+
+DETECTIONS_DDL = """
+CREATE TABLE IF NOT EXISTS object_detections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    video TEXT NOT NULL,
+    frame_index INTEGER NOT NULL,      -- 0-based position in the video (MOT files count from 1)
+    timestamp REAL,                    -- seconds from the start of the video
+    class_name TEXT NOT NULL DEFAULT 'person',
+    confidence REAL,
+    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+    track_id INTEGER,
+    reid_embedding BLOB                -- the default model's float32 vector
+);
+CREATE INDEX IF NOT EXISTS idx_object_detections_video_frame ON object_detections (video, frame_index);
+"""
+
+MODELPORT_DDL = """
+CREATE TABLE IF NOT EXISTS reid_models (
+    model_key TEXT PRIMARY KEY, name TEXT NOT NULL, sha256 TEXT NOT NULL, model_type TEXT NOT NULL,
+    path TEXT, dim INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS reid_embeddings (
+    detection_id INTEGER NOT NULL, model_key TEXT NOT NULL, embedding BLOB NOT NULL,
+    PRIMARY KEY (detection_id, model_key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reid_quality (detection_id INTEGER PRIMARY KEY, sharpness REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS reid_ground_truth (detection_id INTEGER PRIMARY KEY, person_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS reid_identities (
+    model_key TEXT NOT NULL, detection_id INTEGER NOT NULL, person_id INTEGER NOT NULL,
+    PRIMARY KEY (model_key, detection_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reid_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class DatabaseError(ModelportError, ValueError):
+    """A detections database is missing, unreadable or lacks a required column."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    key: str  # "<name>@<sha256 prefix>": one per model and weights
+    name: str
+    sha256: str
+    model_type: str
+    path: str | None
+    dim: int
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionRow:
+    """One detection to import (``id`` is assigned by the database)."""
+
+    video: str
+    frame_index: int
+    timestamp: float
+    class_name: str
+    confidence: float
+    box: tuple[float, float, float, float]
+    track_id: int | None
+
+
+@dataclass
+class DetectionTable:
+    """Columns of many detections as arrays (what clustering and reports work on)."""
+
+    ids: np.ndarray
+    video: np.ndarray  # object array of str
+    frame: np.ndarray
+    timestamp: np.ndarray
+    confidence: np.ndarray
+    boxes: np.ndarray  # (N, 4) x1, y1, x2, y2
+    track: np.ndarray  # int64, -1 where the detection has no track
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, mask: np.ndarray) -> "DetectionTable":
+        return DetectionTable(self.ids[mask], self.video[mask], self.frame[mask], self.timestamp[mask],
+                              self.confidence[mask], self.boxes[mask], self.track[mask])
+
+
+def connect(path: str | Path, create: bool = False) -> sqlite3.Connection:
+    """Open (or with ``create`` make) a detections database and add modelport's tables if missing."""
+    path = Path(path)
+    if not path.exists():
+        if not create:
+            raise WeightsNotFoundError(f"{path}: detections database not found",
+                                       hint="create one with `modelport reid import` or `modelport reid demo-data`")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=30.0)
+    try:
+        conn.execute("PRAGMA foreign_keys = OFF")
+        conn.executescript("BEGIN;" + (DETECTIONS_DDL if create else "") + MODELPORT_DDL + "COMMIT;")
+        _check_schema(conn, path)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise DatabaseError(f"{path}: not a usable SQLite database ({exc})") from None
+    except ModelportError:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
+    cols = {row[1] for row in conn.execute("PRAGMA table_info(object_detections)")}
+    if not cols:
+        raise DatabaseError(f"{path}: has no object_detections table",
+                            hint="import detections first with `modelport reid import`")
+    missing = [c for c in REQUIRED_COLUMNS if c not in cols]
+    if missing:
+        raise DatabaseError(f"{path}: object_detections lacks column(s) {', '.join(missing)}",
+                            hint=f"required columns: {', '.join(REQUIRED_COLUMNS)} (+ reid_embedding BLOB)")
+    if "reid_embedding" not in cols:
+        # A nullable column added at the end changes no existing row or query.
+        with conn:
+            conn.execute("ALTER TABLE object_detections ADD COLUMN reid_embedding BLOB")
+
+
+def insert_detections(conn: sqlite3.Connection, rows: Iterable[DetectionRow]) -> list[int]:
+    """Insert rows in one transaction; returns their ids in order."""
+    ids: list[int] = []
+    with conn:
+        for r in rows:
+            cur = conn.execute(
+                "INSERT INTO object_detections (video, frame_index, timestamp, class_name, confidence, "
+                "x1, y1, x2, y2, track_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (r.video, r.frame_index, r.timestamp, r.class_name, r.confidence, *r.box, r.track_id))
+            ids.append(int(cur.lastrowid))
+    return ids
+
+
+def count_detections(conn: sqlite3.Connection, video: str | None = None) -> int:
+    if video is None:
+        return conn.execute("SELECT COUNT(*) FROM object_detections").fetchone()[0]
+    return conn.execute("SELECT COUNT(*) FROM object_detections WHERE video = ?", (video,)).fetchone()[0]
+
+
+def set_ground_truth(conn: sqlite3.Connection, pairs: Sequence[tuple[int, int]]) -> None:
+    with conn:
+        conn.executemany("INSERT OR REPLACE INTO reid_ground_truth (detection_id, person_id) VALUES (?, ?)", pairs)
+
+
+def ground_truth(conn: sqlite3.Connection) -> dict[int, int]:
+    return dict(conn.execute("SELECT detection_id, person_id FROM reid_ground_truth"))
+
+
+# ---- models and embeddings ------------------------------------------------------------------------
+
+def register_model(conn: sqlite3.Connection, model: ModelRecord, make_default: bool = False) -> bool:
+    """Record a model; it becomes the default when asked or when it is the first. Returns is-default."""
+    with conn:
+        conn.execute("INSERT OR IGNORE INTO reid_models (model_key, name, sha256, model_type, path, dim, created) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (model.key, model.name, model.sha256, model.model_type, model.path, model.dim, time.time()))
+        current = default_model_key(conn)
+        if make_default or current is None:
+            conn.execute("INSERT OR REPLACE INTO reid_meta (key, value) VALUES ('default_model', ?)", (model.key,))
+            if current != model.key:
+                # The shared column now follows the new default: copy what that model has already computed.
+                conn.execute("UPDATE object_detections SET reid_embedding = (SELECT e.embedding FROM "
+                             "reid_embeddings e WHERE e.detection_id = object_detections.id AND e.model_key = ?)",
+                             (model.key,))
+            return True
+    return current == model.key
+
+
+def default_model_key(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT value FROM reid_meta WHERE key = 'default_model'").fetchone()
+    return row[0] if row else None
+
+
+def models(conn: sqlite3.Connection) -> list[ModelRecord]:
+    rows = conn.execute("SELECT model_key, name, sha256, model_type, path, dim FROM reid_models ORDER BY created")
+    return [ModelRecord(*r) for r in rows]
+
+
+def get_model(conn: sqlite3.Connection, key: str | None) -> ModelRecord:
+    """A model by key, name or key prefix; the default model when ``key`` is None."""
+    known = models(conn)
+    key = key or default_model_key(conn)
+    if key is None or not known:
+        raise DatabaseError("no embeddings in this database yet", hint="run `modelport reid extract` first")
+    hits = [m for m in known if m.key == key] or [m for m in known if m.name == key or m.key.startswith(key)]
+    if len(hits) != 1:
+        raise DatabaseError(f"model {key!r} is {'ambiguous' if hits else 'not'} in this database",
+                            hint="known models: " + ", ".join(m.key for m in known))
+    return hits[0]
+
+
+def pending(conn: sqlite3.Connection, model_key: str, class_name: str | None) -> list[tuple]:
+    """(id, video, frame_index, x1, y1, x2, y2) of detections still lacking ``model_key``'s embedding."""
+    where = "AND d.class_name = ?" if class_name else ""
+    args = (model_key, class_name) if class_name else (model_key,)
+    return conn.execute(
+        "SELECT d.id, d.video, d.frame_index, d.x1, d.y1, d.x2, d.y2 FROM object_detections d "
+        "WHERE NOT EXISTS (SELECT 1 FROM reid_embeddings e WHERE e.detection_id = d.id AND e.model_key = ?) "
+        f"{where} ORDER BY d.video, d.frame_index, d.id", args).fetchall()
+
+
+def write_embeddings(conn: sqlite3.Connection, model_key: str, ids: Sequence[int], vectors: np.ndarray,
+                     sharpness: Sequence[float], is_default: bool) -> None:
+    """Store one batch in a single transaction: a kill leaves either all of it or none of it."""
+    blobs = [np.ascontiguousarray(v, dtype="<f4").tobytes() for v in vectors]
+    with conn:
+        conn.executemany("INSERT OR IGNORE INTO reid_embeddings (detection_id, model_key, embedding) "
+                         "VALUES (?, ?, ?)", [(int(i), model_key, b) for i, b in zip(ids, blobs)])
+        conn.executemany("INSERT OR REPLACE INTO reid_quality (detection_id, sharpness) VALUES (?, ?)",
+                         [(int(i), float(s)) for i, s in zip(ids, sharpness)])
+        if is_default:
+            conn.executemany("UPDATE object_detections SET reid_embedding = ? WHERE id = ?",
+                             [(b, int(i)) for i, b in zip(ids, blobs)])
+
+
+def embedding_count(conn: sqlite3.Connection, model_key: str) -> int:
+    return conn.execute("SELECT COUNT(*) FROM reid_embeddings WHERE model_key = ?", (model_key,)).fetchone()[0]
+
+
+# ---- bulk reads -------------------------------------------------------------------------------------
+
+def load_detections(conn: sqlite3.Connection, class_name: str | None = None,
+                    model_key: str | None = None) -> tuple[DetectionTable, np.ndarray | None, np.ndarray]:
+    """Detections (of ``class_name``), their embeddings for ``model_key`` (rows without one are dropped)
+    and sharpness (NaN where unknown)."""
+    where, args = ["1 = 1"], []
+    if class_name:
+        where.append("d.class_name = ?")
+        args.append(class_name)
+    join = ""
+    emb_col = "NULL"
+    if model_key:
+        join = "JOIN reid_embeddings e ON e.detection_id = d.id AND e.model_key = ?"
+        args.insert(0, model_key)
+        emb_col = "e.embedding"
+    rows = conn.execute(
+        f"SELECT d.id, d.video, d.frame_index, COALESCE(d.timestamp, 0), COALESCE(d.confidence, 1), "
+        f"d.x1, d.y1, d.x2, d.y2, COALESCE(d.track_id, -1), COALESCE(q.sharpness, 'nan'), {emb_col} "
+        f"FROM object_detections d {join} LEFT JOIN reid_quality q ON q.detection_id = d.id "
+        f"WHERE {' AND '.join(where)} ORDER BY d.video, d.frame_index, d.id", args).fetchall()
+    n = len(rows)
+    cols = list(zip(*rows)) if rows else [()] * 12
+    table = DetectionTable(
+        ids=np.asarray(cols[0], np.int64), video=np.asarray(cols[1], dtype=object),
+        frame=np.asarray(cols[2], np.int64), timestamp=np.asarray(cols[3], np.float64),
+        confidence=np.asarray(cols[4], np.float64), boxes=np.asarray(cols[5:9], np.float64).T.reshape(n, 4),
+        track=np.asarray(cols[9], np.int64))
+    sharp = np.asarray(cols[10], np.float64)
+    vectors = None
+    if model_key:
+        vectors = np.frombuffer(b"".join(cols[11]), dtype="<f4").reshape(n, -1) if n else np.zeros((0, 0), np.float32)
+    return table, vectors, sharp
+
+
+def write_identities(conn: sqlite3.Connection, model_key: str, pairs: Sequence[tuple[int, int]]) -> None:
+    """Replace a model's identity assignment in one transaction."""
+    with conn:
+        conn.execute("DELETE FROM reid_identities WHERE model_key = ?", (model_key,))
+        conn.executemany("INSERT INTO reid_identities (model_key, detection_id, person_id) VALUES (?, ?, ?)",
+                         [(model_key, int(d), int(p)) for d, p in pairs])
+
+
+def identities(conn: sqlite3.Connection, model_key: str) -> dict[int, int]:
+    return dict(conn.execute("SELECT detection_id, person_id FROM reid_identities WHERE model_key = ?",
+                             (model_key,)))
+
+
+def open_readonly(path: str | Path) -> sqlite3.Connection:
+    """A connection for reports: the database must exist; nothing is created."""
+    return connect(path, create=False)
+
+
+__all__ = ["DEFAULT_DB", "DatabaseError", "DetectionRow", "DetectionTable", "ModelRecord", "closing", "connect"]
