@@ -29,15 +29,21 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=40.0, help="timed seconds per batch size, all pipelines")
     parser.add_argument("--conf", type=float, default=0.25)
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite YOLO_RESULTS.md from the JSON record")
     args = parser.parse_args()
-    work = HERE / "work" / "yolo"
-    pt = work / "yolo11n.pt"
-    if not pt.exists():
-        save_untrained(pt, "yolo11n", seed=0, imgsz=640)
-    report = run_detect_benchmark(pt, batches=[1, args.max_batch], max_batch=args.max_batch, conf=args.conf,
-                                  seconds=args.seconds, export_dir=work / "exports", progress=print)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "yolo11n.json").write_text(json.dumps(report, indent=1))
+    record = HERE / "results" / "yolo11n.json"
+    if args.markdown_only:
+        report = json.loads(record.read_text())
+        args.max_batch = report["model"]["max_batch"]
+    else:
+        work = HERE / "work" / "yolo"
+        pt = work / "yolo11n.pt"
+        if not pt.exists():
+            save_untrained(pt, "yolo11n", seed=0, imgsz=640)
+        report = run_detect_benchmark(pt, batches=[1, args.max_batch], max_batch=args.max_batch, conf=args.conf,
+                                      seconds=args.seconds, export_dir=work / "exports", progress=print)
+        record.parent.mkdir(exist_ok=True)
+        record.write_text(json.dumps(report, indent=1))
     rows = {(r["runtime"], r["batch"]): r for r in report["rows"]}
     lines = []
     for batch in (1, args.max_batch):
@@ -45,6 +51,16 @@ def main() -> None:
         if e2e.get("fps") and base.get("fps"):
             lines.append(f"- batch {batch}: end-to-end portable ONNX {e2e['fps']:.1f} img/s vs Ultralytics PyTorch "
                          f"{base['fps']:.1f} img/s = **{e2e['fps'] / base['fps']:.2f}x**")
+    ratios = [rows[("onnx-e2e", b)]["fps"] / rows[("ultralytics-pytorch", b)]["fps"] for b in (1, args.max_batch)
+              if rows.get(("onnx-e2e", b), {}).get("fps") and rows.get(("ultralytics-pytorch", b), {}).get("fps")]
+    if ratios and max(ratios) < 2.0:
+        lines.append(
+            f"- Target (end-to-end portable ONNX >= 2x Ultralytics' images/s): **not met** (best {max(ratios):.2f}x). "
+            "Inference is over 90% of every pipeline; at batch 1 ONNX Runtime, OpenVINO and Ultralytics' fused "
+            "PyTorch model all run yolo11n at about the machine's measured fp32 matmul peak (GFLOP/s column), so "
+            "no fp32 runtime can be twice as fast there, and batches of 8 are slower per image for every runtime "
+            "on this shared 2-core machine. What the exports remove (Python pre/post-processing, NMS outside "
+            "the graph) is a few milliseconds per image.")
     m = report["machine"]
     text = "\n".join([
         "# YOLO11n detection pipelines (CPU)",
