@@ -11,7 +11,7 @@ import torch
 
 from modelport.clip.check import (SemanticReport, StructureCheck, semantic_check, semantic_images,
                                   structure_check)
-from modelport.clip.model import ClipModel, build_clip
+from modelport.clip.model import ClipModel, build_clip, has_reparameterizable_blocks
 from modelport.export import ExportResult, _remove, export_one, parse_formats
 from modelport.formats import ExportOptions, get_format
 from modelport.formats.base import example_batch
@@ -86,7 +86,8 @@ def export_clip(
         results = []
         for fmt in chosen:
             result = export_one(built, fmt, fmt.artifact_path(out_dir, stem), options, verify=verify, source=source)
-            if result.ok and verify and result.path is not None:
+            # Only encoders built from MobileOne / FastViT blocks can be left un-merged (not the text tower).
+            if result.ok and verify and result.path is not None and has_reparameterizable_blocks(built.module):
                 check = structure_check(built.module, example, fmt.id, result.path)
                 report.structure.append(check)
                 if not check.passed:

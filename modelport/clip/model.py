@@ -80,6 +80,11 @@ def clip_norm(name: str) -> ClipNorm:
     return ClipNorm(mean, std, tags[0], cfg.get("interpolation", "bicubic"), cfg.get("resize_mode", "shortest"))
 
 
+def has_reparameterizable_blocks(model: nn.Module) -> bool:
+    """True when ``model`` contains MobileOne / FastViT blocks, merged or not."""
+    return any(hasattr(m, "reparameterize") for m in model.modules())
+
+
 def has_train_time_branches(model: nn.Module) -> bool:
     """True while some MobileOne / FastViT block has not been merged (its ``reparam_conv`` is still None)."""
     return any(hasattr(m, "reparameterize") and getattr(m, "reparam_conv", None) is None for m in model.modules())
@@ -115,20 +120,24 @@ class ImageEncoder(nn.Module):
 
 
 class TextEncoder(nn.Module):
-    """text tokens -> L2-normalised embeddings (open_clip's ``encode_text(normalize=True)``)."""
+    """text tokens -> L2-normalised embeddings: open_clip's ``encode_text(normalize=True)`` of a MobileCLIP
+    (a CustomTextCLIP), holding only the text tower so the artifact carries no image weights."""
 
     def __init__(self, clip: nn.Module) -> None:
         super().__init__()
-        self.clip = clip
+        self.text = clip.text
+
+    def _encode(self, text_tokens: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text(text_tokens), dim=-1)
 
     def forward(self, text_tokens: torch.Tensor) -> torch.Tensor:
         if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
-            return self.clip.encode_text(text_tokens, normalize=True)
+            return self._encode(text_tokens)
         # Attention's inference fast path is a fused op ONNX cannot express; trace the plain ops instead.
         fast = torch.backends.mha.get_fastpath_enabled()
         torch.backends.mha.set_fastpath_enabled(False)
         try:
-            return self.clip.encode_text(text_tokens, normalize=True)
+            return self._encode(text_tokens)
         finally:
             torch.backends.mha.set_fastpath_enabled(fast)
 
