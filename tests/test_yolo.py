@@ -17,7 +17,7 @@ from modelport.detect.graph import NmsConfig  # noqa: E402
 from modelport.detect.model import (DetectorSource, load_detector, parse_model_arg,  # noqa: E402
                                     read_model_list)
 from modelport.detect.nms import NmsSettings, nms_raw  # noqa: E402
-from modelport.detect.runner import Detections, DetectRunner, UltralyticsReference  # noqa: E402
+from modelport.detect.runner import Detections, DetectRunner, UltralyticsReference, load_runtime  # noqa: E402
 from modelport.detect.samples import street_scenes  # noqa: E402
 from modelport.detect.untrained import save_untrained  # noqa: E402
 from modelport.detect.verify import compare_detections  # noqa: E402
@@ -173,6 +173,10 @@ def test_end_to_end_outputs_are_padded_fixed_size_tensors(exports):
     single = runner.runner(batch[1:2])
     np.testing.assert_array_equal(single["num_dets"][0], out["num_dets"][1])
     np.testing.assert_allclose(single["det_boxes"][0], out["det_boxes"][1], atol=1e-3)
+    # The throughput configuration (one single-threaded session per core) gives the same rows.
+    streams = load_runtime(get_format("onnx"), runner.path)(batch)
+    np.testing.assert_array_equal(streams["num_dets"], out["num_dets"])
+    np.testing.assert_allclose(streams["det_boxes"], out["det_boxes"], atol=1e-3)
 
 
 def test_topk_thresholds_and_normalized_boxes_are_configurable(yolo_pt, exports, tmp_path):
