@@ -105,7 +105,7 @@ def extract_cmd(db: Optional[Path] = typer.Option(None, "--db"),
                          make_default=setting(cfg, "extract", "set_default", set_default),
                          progress=lambda done, total: bar.update(task, completed=done, total=total))
     m = result.model
-    out.print(f"model {m.key} ({m.model_type}, {m.dim}-d){' [default]' if result.is_default else ''}: "
+    out.print(f"model {m.key} ({m.model_type}, {m.dim}-d){' (default model)' if result.is_default else ''}: "
               f"{result.computed} new embeddings, {result.already} already there, "
               f"{result.crops_per_s:.0f} crops/s")
 

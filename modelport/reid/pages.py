@@ -36,11 +36,11 @@ def person_selection(identities: list[dict], images: dict[int, str], *, model: s
     for index, ident in enumerate(identities):
         person = ident["person"]
         cards.append(
-            f'<label class="card" data-index="{index}" data-person="{person}">'
+            f'<div class="card" data-index="{index}" data-person="{person}">'
             f'<img alt="person {person}" src="{images[person]}">'
             f'<div class="meta"><input type="checkbox"> <b>person {person}</b><br>'
             f'{ident["detections"]} detections in {len(ident["tracks"])} track(s)<br>'
-            f'{ident["first_seen"]:.1f}s – {ident["last_seen"]:.1f}s</div></label>')
+            f'{ident["first_seen"]:.1f}s – {ident["last_seen"]:.1f}s</div></div>')
     return _template("person_selection.html").substitute(
         title=html.escape(model), summary=html.escape(summary),
         warning=RANDOM_WARNING if model_type == "random" else "", cards="\n".join(cards),

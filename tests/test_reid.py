@@ -1,0 +1,311 @@
+"""ReID application: schema compatibility, import, resumable extraction, coexisting models, clustering, config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import calibrated_model, save_plain
+from modelport.errors import CorruptFileError, ModelportError
+from modelport.reid import store
+from modelport.reid.config import ConfigError, load_config, setting
+from modelport.reid.extract import extract, load_model
+from modelport.reid.frames import crop, read_frames
+from modelport.reid.identify import run_cluster
+from modelport.reid.importer import import_mot, read_mot
+from modelport.reid.synth import write_demo_data
+
+
+def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "modelport.cli", "reid", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "COLUMNS": "200"})
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[Path, Path]:
+    """Two BatchNorm-calibrated random OSNets (different seeds) with ONNX exports beside them."""
+    from modelport.export import export
+
+    folder = tmp_path_factory.mktemp("reid_models")
+    paths = []
+    for seed, name in ((0, "osnet_x0_25_msmt17.pt"), (3, "osnet_x0_25_other.pt")):
+        weights = save_plain(calibrated_model("osnet_x0_25", seed=seed), folder / name, 512)
+        export(weights, "onnx", verify=False)  # export parity is tested elsewhere; this is about the pipeline
+        paths.append(weights)
+    return paths[0], paths[1]
+
+
+@pytest.fixture(scope="module")
+def small_scene(tmp_path_factory):
+    """A short scene (4 people, 160 frames) for the tests that do not measure clustering quality."""
+    return write_demo_data(tmp_path_factory.mktemp("small_scene"), people=4, frames=160, seed=2)
+
+
+@pytest.fixture
+def small_db(small_scene, tmp_path) -> Path:
+    db = tmp_path / "detections.db"
+    import_mot(db, small_scene.video, small_scene.detections, ground_truth=small_scene.ground_truth)
+    return db
+
+
+def _runner(weights: Path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_model(weights)
+
+
+# ---- schema ---------------------------------------------------------------------------------------
+
+def _columns(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("PRAGMA table_info(object_detections)").fetchall()
+
+
+def test_existing_database_of_the_documented_shape_works_unchanged(small_scene, models, tmp_path):
+    # Another tool's database: different column order, extra columns, its own rows, no modelport tables.
+    db = tmp_path / "theirs.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE object_detections (id INTEGER PRIMARY KEY, track_id INTEGER, video TEXT, "
+                     "frame_index INTEGER, timestamp REAL, camera TEXT, class_name TEXT, confidence REAL, "
+                     "x1 REAL, y1 REAL, x2 REAL, y2 REAL, reid_embedding BLOB, note TEXT)")
+        rows = read_mot(small_scene.detections)[:60]
+        conn.executemany(
+            "INSERT INTO object_detections (track_id, video, frame_index, timestamp, camera, class_name, confidence,"
+            " x1, y1, x2, y2, note) VALUES (?, ?, ?, ?, 'cam0', ?, ?, ?, ?, ?, ?, 'kept')",
+            [(r.ident, str(small_scene.video), r.frame - 1, (r.frame - 1) / 15, "person", r.conf, *r.box)
+             for r in rows])
+        conn.execute("INSERT INTO object_detections (video, frame_index, class_name, x1, y1, x2, y2) "
+                     "VALUES (?, 0, 'car', 0, 0, 50, 30)", (str(small_scene.video),))
+    before = _columns(db)
+    runner = _runner(models[0])
+    result = extract(db, runner, batch=8)
+    assert result.computed == 60  # only people; the car is left alone
+    assert _columns(db) == before
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT id, video, frame_index, x1, y1, x2, y2, reid_embedding, note "
+                           "FROM object_detections WHERE class_name = 'person' ORDER BY id DESC").fetchone()
+        assert conn.execute("SELECT reid_embedding FROM object_detections WHERE class_name = 'car'").fetchone()[0] is None
+    assert row[8] == "kept"
+    stored = np.frombuffer(row[7], "<f4")
+    frame = dict(read_frames(row[1], [row[2]]))[row[2]]
+    direct = runner.embed([crop(frame, row[3:7])])[0]
+    assert stored.shape == (512,) and float(stored @ direct) > 0.9999
+    report = run_cluster(db, tmp_path / "out", threshold=0.5)
+    assert report.detections == 60 and report.identities >= 1
+
+
+def test_database_missing_a_required_column_is_a_clear_error(tmp_path):
+    db = tmp_path / "bad.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE object_detections (id INTEGER PRIMARY KEY, video TEXT, frame_index INTEGER, "
+                     "timestamp REAL, class_name TEXT, confidence REAL, x1 REAL, y1 REAL, x2 REAL, y2 REAL)")
+    with pytest.raises(store.DatabaseError, match=r"bad\.db.*track_id"):
+        store.connect(db)
+    with pytest.raises(ModelportError, match="not found"):
+        store.connect(tmp_path / "missing.db")
+
+
+def test_mot_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "det.txt"
+    bad.write_text("1,1,10,10,20,40,0.9\n2,1,ten,10,20,40,0.9\n")
+    with pytest.raises(CorruptFileError, match=r"det\.txt:2"):
+        read_mot(bad)
+
+
+def test_import_refuses_a_second_import_of_a_video_unless_replacing(small_scene, tmp_path):
+    db = tmp_path / "d.db"
+    first = import_mot(db, small_scene.video, small_scene.detections, ground_truth=small_scene.ground_truth)
+    assert first.detections == small_scene.detection_count and first.ground_truth == first.detections
+    with pytest.raises(ModelportError, match="already holds"):
+        import_mot(db, small_scene.video, small_scene.detections)
+    import_mot(db, small_scene.video, small_scene.detections, replace=True)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM object_detections").fetchone()[0] == first.detections
+
+
+def test_import_from_an_image_folder(small_scene, tmp_path):
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, frame in read_frames(small_scene.video, range(160)):
+        cv2.imwrite(str(folder / f"{index:06d}.png"), frame)
+    result = import_mot(tmp_path / "d.db", folder, small_scene.detections, fps=15)
+    assert result.frames == 160 and result.detections == small_scene.detection_count
+
+
+# ---- extraction -----------------------------------------------------------------------------------
+
+def _embedding_rows(db: Path) -> list[tuple]:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return conn.execute("SELECT detection_id, model_key FROM reid_embeddings").fetchall()
+
+
+def test_extract_survives_a_kill_and_resumes_exactly(small_db, models):
+    total = store.count_detections(store.connect(small_db))
+    proc = subprocess.Popen([sys.executable, "-m", "modelport.cli", "reid", "extract", "--db", str(small_db),
+                             "--model", str(models[0]), "--batch", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        done = len(_embedding_rows(small_db))
+        if done >= 4:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "extract finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(_embedding_rows(small_db))
+    assert 0 < partial < total
+    result = cli("extract", "--db", str(small_db), "--model", str(models[0]), "--batch", "16")
+    assert result.returncode == 0, result.stderr
+    rows = _embedding_rows(small_db)
+    assert len(rows) == total and len(set(rows)) == total
+    assert f"{total - partial} new embeddings, {partial} already there" in " ".join(result.stdout.split())
+    # Every stored vector is what the model gives for that crop, killed batch or not.
+    conn = store.connect(small_db)
+    det, vectors, _ = store.load_detections(conn, "person", store.get_model(conn, None).key)
+    conn.close()
+    runner = _runner(models[0])
+    pick = np.linspace(0, len(det) - 1, 12).astype(int)
+    frames = dict(read_frames(det.video[0], det.frame[pick]))
+    direct = runner.embed([crop(frames[int(det.frame[i])], det.boxes[i]) for i in pick])
+    assert np.min(np.sum(direct * vectors[pick], axis=1)) > 0.9999
+    with sqlite3.connect(small_db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM object_detections WHERE reid_embedding IS NULL").fetchone()[0] == 0
+
+
+def test_embeddings_of_two_models_coexist_and_the_default_fills_the_shared_column(small_db, models):
+    a = extract(small_db, _runner(models[0]))
+    b = extract(small_db, _runner(models[1]))
+    assert a.model.key != b.model.key and a.is_default and not b.is_default
+    again = extract(small_db, _runner(models[0]))
+    assert again.computed == 0 and again.already == a.computed
+    conn = store.connect(small_db)
+    _, va, _ = store.load_detections(conn, "person", a.model.key)
+    _, vb, _ = store.load_detections(conn, "person", b.model.key)
+    column = lambda: np.stack([np.frombuffer(r[0], "<f4") for r in conn.execute(  # noqa: E731
+        "SELECT reid_embedding FROM object_detections ORDER BY video, frame_index, id")])
+    assert np.allclose(column(), va) and not np.allclose(va, vb, atol=1e-3)
+    conn.close()
+    switched = cli("extract", "--db", str(small_db), "--model", str(models[1]), "--set-default")
+    assert switched.returncode == 0 and "(default model)" in switched.stdout
+    conn = store.connect(small_db)
+    assert store.default_model_key(conn) == b.model.key and np.allclose(column(), vb)
+    conn.close()
+
+
+def test_random_weights_are_refused_unless_allowed_and_then_labelled(small_scene, tmp_path):
+    # A few detections only: random weights run in eager PyTorch.
+    few = tmp_path / "det.txt"
+    few.write_text("\n".join(small_scene.detections.read_text().splitlines()[:24]) + "\n")
+    small_db = tmp_path / "few.db"
+    import_mot(small_db, small_scene.video, few)
+    missing = tmp_path / "osnet_x0_25_missing.pt"
+    refused = cli("extract", "--db", str(small_db), "--model", str(missing))
+    assert refused.returncode != 0 and "missing.pt" in refused.stderr and "Traceback" not in refused.stderr
+    allowed = cli("extract", "--db", str(small_db), "--model", str(missing), "--allow-random", "--batch", "32")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "random" in allowed.stdout and "RANDOM" in allowed.stderr
+    clustered = cli("cluster", "--db", str(small_db), "--out", str(tmp_path / "out"), "--json")
+    assert clustered.returncode == 0, clustered.stderr
+    for name in ("identities.json", "similarity_matrix.json", "embeddings.json"):
+        assert json.loads((tmp_path / "out" / name).read_text())["model_type"] == "random"
+
+
+# ---- clustering -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory, models) -> Path:
+    """The demo scene (8 people, 450 frames) with the calibrated random OSNet's embeddings."""
+    folder = tmp_path_factory.mktemp("demo_scene")
+    scene = write_demo_data(folder / "scene")
+    db = folder / "detections.db"
+    import_mot(db, scene.video, scene.detections, ground_truth=scene.ground_truth)
+    extract(db, _runner(models[0]))
+    return db
+
+
+def test_clustering_scores_on_the_demo_scene(demo_db, tmp_path):
+    result = cli("cluster", "--db", str(demo_db), "--out", str(tmp_path / "out"), "--standardize",
+                 "--threshold", "auto", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    scores = summary["scores"]
+    print("\ndemo scene, calibrated random OSNet x0_25, --standardize --threshold auto:", json.dumps(scores))
+    assert summary["threshold_mode"] == "auto" and summary["standardized"]
+    # Measured: ARI 0.856, rank-1 0.931 (27 of 29 tracks); the issue's rank-1 target is 0.95.
+    assert scores["ari"] >= 0.8
+    assert scores["rank1"] >= 0.9
+    assert scores["people"] == 8 and 4 <= scores["identities"] <= 16
+
+    out = tmp_path / "out"
+    identities = json.loads((out / "identities.json").read_text())
+    assert sum(i["detections"] for i in identities["identities"]) == summary["detections"]
+    assert set(identities["detections"].values()) == {i["person"] for i in identities["identities"]}
+    sim = np.load(out / "similarity_matrix.npy")
+    assert sim.shape == (summary["tracks"],) * 2 and np.allclose(sim, sim.T, atol=1e-6)
+    meta = json.loads((out / "similarity_matrix.json").read_text())
+    assert {"model_type", "threshold", "timestamp"} <= set(meta) and len(meta["matrix"]) == summary["tracks"]
+    emb = json.loads((out / "embeddings.json").read_text())
+    assert emb["feature_dim"] == 512 and len(emb["standardization"]["mean"]) == 512
+    assert np.load(out / "embeddings.npy").shape == (summary["tracks"], 512)
+    from PIL import Image
+
+    for ident in identities["identities"]:
+        with Image.open(out / "webp" / f"person_{ident['person']}.webp") as img:
+            assert img.n_frames == min(16, ident["detections"])
+    # Raw features of an untrained net and appearance alone: the trained-model default 0.70 lumps people
+    # together (as the issue measured); keeping co-occurring tracks apart is what rescues the raw features.
+    raw = run_cluster(demo_db, tmp_path / "raw", threshold=0.70, cooccurrence=False, webp=False)
+    assert raw.scores.ari < 0.5 and raw.identities < 8
+
+
+def test_threshold_and_max_persons_control_the_number_of_identities(demo_db, tmp_path):
+    strict = run_cluster(demo_db, tmp_path / "a", threshold=0.99, standardize=True, webp=False)
+    capped = run_cluster(demo_db, tmp_path / "b", threshold=0.99, standardize=True, max_persons=3, webp=False)
+    assert strict.identities > 8 and capped.identities == 3 and capped.threshold_mode == "max-persons"
+    with pytest.raises(ModelportError, match="already holds"):
+        run_cluster(demo_db, tmp_path / "a")
+    with pytest.raises(ModelportError, match="threshold"):
+        run_cluster(demo_db, tmp_path / "c", threshold=1.5)
+
+
+# ---- configuration --------------------------------------------------------------------------------
+
+def test_config_interpolates_variables_and_cli_flags_override(tmp_path, monkeypatch, small_scene):
+    monkeypatch.setenv("REID_TEST_ROOT", str(tmp_path))
+    config = tmp_path / "reid.yaml"
+    config.write_text(
+        "models_dir: ${env:REID_TEST_ROOT}/models\n"
+        "vars: {run: first}\n"
+        "db: ${env:REID_TEST_ROOT}/db/detections.db\n"
+        "model: ${models_dir}/reid/osnet_x0_25_msmt17.onnx\n"
+        "import: {video: " + str(small_scene.video) + ", detections: " + str(small_scene.detections) + "}\n"
+        "cluster: {threshold: 0.5, out: '${env:REID_TEST_ROOT}/${run}', max_persons: '${cluster.threshold}'}\n")
+    cfg = load_config(config)
+    assert cfg["model"] == f"{tmp_path}/models/reid/osnet_x0_25_msmt17.onnx"
+    assert cfg["cluster"]["out"] == f"{tmp_path}/first" and cfg["cluster"]["max_persons"] == 0.5
+    assert setting(cfg, "cluster", "threshold") == 0.5 and setting(cfg, "cluster", "threshold", "auto") == "auto"
+    assert setting(cfg, "extract", "batch") == 16
+    imported = cli("import", "--config", str(config))
+    assert imported.returncode == 0, imported.stderr
+    assert (tmp_path / "db" / "detections.db").is_file()
+
+    config.write_text("cluster: {treshold: 0.5}\n")
+    with pytest.raises(ConfigError, match="cluster.treshold"):
+        load_config(config)
+    config.write_text("model: ${nowhere}/x.onnx\n")
+    with pytest.raises(ConfigError, match="nowhere"):
+        load_config(config)
