@@ -1,0 +1,185 @@
+"""ReID application benchmark.
+
+1. `reid extract` end to end (decode video, crop, preprocess, infer, store in SQLite) against the
+   model-only throughput of the same ONNX Runtime session on the same crops, preprocessed in advance.
+   Both are measured in interleaved rounds so machine load hits them alike.
+2. `reid cluster` on 50,000 detections (2,000 tracks in 20 videos): wall time and peak memory (RSS of
+   a fresh process, so nothing else is counted).
+
+    flock /tmp/modelport-bench.lock python benchmarks/reid_bench.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+
+def _untrained(arch: str, folder: Path) -> Path:
+    from conftest import calibrated_model, save_plain
+    from modelport.export import export
+    from modelport.zoo import get_entry
+
+    weights = save_plain(calibrated_model(arch), folder / f"{arch}_bench.pt", get_entry(arch).feature_dim)
+    export(weights, "onnx")
+    return weights
+
+
+def _scene_db(folder: Path, limit: int | None) -> tuple[Path, Path]:
+    from modelport.reid.importer import import_mot
+    from modelport.reid.synth import write_demo_data
+
+    scene = write_demo_data(folder / "scene", force=True)
+    det = scene.detections
+    if limit:
+        det = folder / f"det_{limit}.txt"
+        det.write_text("\n".join(scene.detections.read_text().splitlines()[:limit]) + "\n")
+    db = folder / f"template_{limit}.db"
+    db.unlink(missing_ok=True)
+    import_mot(db, scene.video, det)
+    return db, scene.video
+
+
+def _prepared_batches(db: Path, runner, batch: int) -> list[np.ndarray]:
+    """The exact model inputs extract computes, made once, outside any timing."""
+    from modelport.reid import store
+    from modelport.reid.extract import _batches
+
+    conn = store.connect(db)
+    rows = store.pending(conn, "none", "person")
+    conn.close()
+    return [b.inputs for b in _batches(rows, runner.spec.preprocess, batch)]
+
+
+def bench_extract(arch: str, work: Path, rounds: int, limit: int | None, batch: int = 16) -> dict:
+    from modelport.reid.extract import extract, load_model
+
+    weights = _untrained(arch, work)
+    template, _ = _scene_db(work, limit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runner = load_model(weights)
+    inputs = _prepared_batches(template, runner, batch)
+    crops = sum(len(b) for b in inputs)
+    runner(inputs[0])  # warm-up
+    e2e, model_only = [], []
+    for r in range(rounds):
+        db = work / f"run_{arch}_{r}.db"
+        shutil.copy(template, db)
+        result = extract(db, runner, batch=batch)
+        assert result.computed == crops, (result.computed, crops)
+        e2e.append(result.crops_per_s)
+        start = time.perf_counter()
+        for b in inputs:
+            runner.embed(b)
+        model_only.append(crops / (time.perf_counter() - start))
+        print(f"  {arch} round {r}: extract {e2e[-1]:.1f} crops/s, model only {model_only[-1]:.1f} img/s", flush=True)
+    pipeline, model = float(np.median(e2e)), float(np.median(model_only))
+    return {"arch": arch, "runtime": runner.model_type, "batch": batch, "crops": crops, "rounds": rounds,
+            "extract_crops_per_s": round(pipeline, 1), "model_only_img_per_s": round(model, 1),
+            "ratio": round(pipeline / model, 3), "extract_rounds": [round(v, 1) for v in e2e],
+            "model_rounds": [round(v, 1) for v in model_only]}
+
+
+def make_cluster_db(work: Path, video: Path, detections: int = 50_000, tracks: int = 2_000, videos: int = 20,
+                    people: int = 200, dim: int = 512, seed: int = 0) -> Path:
+    """50k detections on links to the demo video, embeddings of ``people`` synthetic identities."""
+    from modelport.reid import store
+
+    rng = np.random.default_rng(seed)
+    db = work / "cluster50k.db"
+    db.unlink(missing_ok=True)
+    conn = store.connect(db, create=True)
+    links = []
+    for v in range(videos):
+        link = work / f"video_{v:02d}.mp4"
+        link.unlink(missing_ok=True)
+        link.symlink_to(video.resolve())
+        links.append(str(link))
+    centres = rng.normal(0, 1, (people, dim)).astype(np.float32)
+    common = np.abs(rng.normal(2, 0.5, dim)).astype(np.float32)  # the shared component real features have
+    per_track = detections // tracks
+    rows, vectors = [], []
+    for t in range(tracks):
+        video = links[t % videos]
+        person = rng.integers(people)
+        start = int(rng.integers(0, 450 - per_track))
+        x = float(rng.uniform(0, 560))
+        for k in range(per_track):
+            frame = start + k
+            rows.append((video, frame, frame / 15.0, "person", float(rng.uniform(0.5, 0.99)),
+                         x, 150.0, x + 60.0, 330.0, t + 1))
+            vectors.append(common + centres[person] * 0.6 + rng.normal(0, 0.5, dim).astype(np.float32))
+    with conn:
+        conn.executemany("INSERT INTO object_detections (video, frame_index, timestamp, class_name, confidence, "
+                         "x1, y1, x2, y2, track_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    ids = [r[0] for r in conn.execute("SELECT id FROM object_detections ORDER BY id")]
+    record = store.ModelRecord("synthetic@0", "synthetic", "0" * 64, "synthetic", None, dim)
+    store.register_model(conn, record)
+    store.write_embeddings(conn, record.key, ids, np.maximum(np.stack(vectors), 0), [100.0] * len(ids), True)
+    conn.close()
+    return db
+
+
+CLUSTER_CHILD = """
+import json, resource, sys, time
+from modelport.reid.identify import run_cluster
+start = time.perf_counter()
+r = run_cluster(sys.argv[1], sys.argv[2], threshold="auto", standardize=True, force=True)
+print(json.dumps({"seconds": time.perf_counter() - start, "tracks": r.tracks, "identities": r.identities,
+                  "detections": r.detections, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def bench_cluster(work: Path, video: Path) -> dict:
+    start = time.perf_counter()
+    db = make_cluster_db(work, video)
+    built = time.perf_counter() - start
+    proc = subprocess.run([sys.executable, "-c", CLUSTER_CHILD, str(db), str(work / "cluster_out")],
+                          capture_output=True, text=True, check=True)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["db_build_seconds"] = round(built, 1)
+    result["seconds"] = round(result["seconds"], 2)
+    result["peak_rss_mb"] = round(result["peak_rss_mb"], 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "reid_bench.json")
+    args = parser.parse_args()
+    import onnxruntime
+
+    from modelport.machine import physical_cores
+
+    with tempfile.TemporaryDirectory(prefix="reid_bench_") as tmp:
+        work = Path(tmp)
+        extract_rows = [bench_extract("osnet_x0_25", work, args.rounds, None),
+                        bench_extract("osnet_x1_0", work, args.rounds, 400)]
+        cluster = bench_cluster(work, work / "scene" / "video.mp4")
+    record = {"machine": {"cpu": platform.processor() or platform.machine(), "physical_cores": physical_cores(),
+                          "python": platform.python_version(), "onnxruntime": onnxruntime.__version__},
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "extract": extract_rows, "cluster_50k": cluster}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1))
+    print(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
