@@ -100,7 +100,8 @@ def co_occurring(det: DetectionTable, tracks: Tracks) -> np.ndarray:
     """(T, T) True where two tracks have detections in the same frame of the same video."""
     n = len(tracks.keys)
     out = np.zeros((n, n), bool)
-    frame_key = det.frame.astype(np.int64) * 0 + np.unique(det.video.astype(str), return_inverse=True)[1] * (1 << 32) + det.frame
+    video_idx = np.unique(det.video.astype(str), return_inverse=True)[1].astype(np.int64)
+    frame_key = video_idx * (1 << 32) + det.frame
     order = np.argsort(frame_key, kind="stable")
     keys = frame_key[order]
     starts = np.flatnonzero(np.r_[True, np.diff(keys) != 0])

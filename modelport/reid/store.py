@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -66,19 +65,6 @@ class ModelRecord:
     dim: int
 
 
-@dataclass(frozen=True, slots=True)
-class DetectionRow:
-    """One detection to import (``id`` is assigned by the database)."""
-
-    video: str
-    frame_index: int
-    timestamp: float
-    class_name: str
-    confidence: float
-    box: tuple[float, float, float, float]
-    track_id: int | None
-
-
 @dataclass
 class DetectionTable:
     """Columns of many detections as arrays (what clustering and reports work on)."""
@@ -94,10 +80,6 @@ class DetectionTable:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, mask: np.ndarray) -> "DetectionTable":
-        return DetectionTable(self.ids[mask], self.video[mask], self.frame[mask], self.timestamp[mask],
-                              self.confidence[mask], self.boxes[mask], self.track[mask])
-
 
 def connect(path: str | Path, create: bool = False) -> sqlite3.Connection:
     """Open (or with ``create`` make) a detections database and add modelport's tables if missing."""
@@ -109,7 +91,6 @@ def connect(path: str | Path, create: bool = False) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), timeout=30.0)
     try:
-        conn.execute("PRAGMA foreign_keys = OFF")
         conn.executescript("BEGIN;" + (DETECTIONS_DDL if create else "") + MODELPORT_DDL + "COMMIT;")
         _check_schema(conn, path)
     except sqlite3.DatabaseError as exc:
@@ -136,28 +117,10 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
             conn.execute("ALTER TABLE object_detections ADD COLUMN reid_embedding BLOB")
 
 
-def insert_detections(conn: sqlite3.Connection, rows: Iterable[DetectionRow]) -> list[int]:
-    """Insert rows in one transaction; returns their ids in order."""
-    ids: list[int] = []
-    with conn:
-        for r in rows:
-            cur = conn.execute(
-                "INSERT INTO object_detections (video, frame_index, timestamp, class_name, confidence, "
-                "x1, y1, x2, y2, track_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (r.video, r.frame_index, r.timestamp, r.class_name, r.confidence, *r.box, r.track_id))
-            ids.append(int(cur.lastrowid))
-    return ids
-
-
 def count_detections(conn: sqlite3.Connection, video: str | None = None) -> int:
     if video is None:
         return conn.execute("SELECT COUNT(*) FROM object_detections").fetchone()[0]
     return conn.execute("SELECT COUNT(*) FROM object_detections WHERE video = ?", (video,)).fetchone()[0]
-
-
-def set_ground_truth(conn: sqlite3.Connection, pairs: Sequence[tuple[int, int]]) -> None:
-    with conn:
-        conn.executemany("INSERT OR REPLACE INTO reid_ground_truth (detection_id, person_id) VALUES (?, ?)", pairs)
 
 
 def ground_truth(conn: sqlite3.Connection) -> dict[int, int]:
@@ -281,11 +244,3 @@ def write_identities(conn: sqlite3.Connection, model_key: str, pairs: Sequence[t
 def identities(conn: sqlite3.Connection, model_key: str) -> dict[int, int]:
     return dict(conn.execute("SELECT detection_id, person_id FROM reid_identities WHERE model_key = ?",
                              (model_key,)))
-
-
-def open_readonly(path: str | Path) -> sqlite3.Connection:
-    """A connection for reports: the database must exist; nothing is created."""
-    return connect(path, create=False)
-
-
-__all__ = ["DEFAULT_DB", "DatabaseError", "DetectionRow", "DetectionTable", "ModelRecord", "closing", "connect"]
