@@ -27,9 +27,17 @@ class Standardizer:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, vectors: np.ndarray) -> "Standardizer":
-        vectors = vectors.astype(np.float64)
-        return cls(vectors.mean(0).astype(np.float32), vectors.std(0).astype(np.float32))
+    def fit(cls, vectors: np.ndarray, chunk: int = 8192) -> "Standardizer":
+        # Accumulated in float64 over row chunks: a float64 copy of 50k x 512 would cost 200 MB.
+        total, squares = np.zeros(vectors.shape[1]), np.zeros(vectors.shape[1])
+        for start in range(0, len(vectors), chunk):
+            part = vectors[start:start + chunk].astype(np.float64)
+            total += part.sum(0)
+            squares += np.square(part).sum(0)
+        n = max(len(vectors), 1)
+        mean = total / n
+        std = np.sqrt(np.maximum(squares / n - mean**2, 0.0))
+        return cls(mean.astype(np.float32), std.astype(np.float32))
 
     def __call__(self, vectors: np.ndarray) -> np.ndarray:
         return (vectors - self.mean) / np.maximum(self.std, 1e-6)
