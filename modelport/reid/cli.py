@@ -23,7 +23,7 @@ def config_keys_cmd() -> None:
     """Print every configuration key with its default and meaning."""
     from modelport.reid.config import describe
 
-    out.print(describe(), highlight=False, markup=False)
+    out.print(describe(), highlight=False, markup=False, soft_wrap=True)
 
 
 @reid_app.command("demo-data")
@@ -95,12 +95,16 @@ def extract_cmd(db: Optional[Path] = typer.Option(None, "--db"),
     model = setting(cfg, "", "model", model)
     if not model:
         raise typer.BadParameter("--model is required (or `model:` in the config)")
+    from modelport.reid.store import connect
+
+    db = setting(cfg, "", "db", db)
+    connect(db).close()  # a wrong database path fails before the model is loaded
     runner = load_model(model, allow_random=setting(cfg, "", "allow_random", allow_random),
                         device=setting(cfg, "", "device", device))
     with Progress(TextColumn("embedding crops"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, transient=False) as bar:
         task = bar.add_task("extract", total=None)
-        result = extract(setting(cfg, "", "db", db), runner, batch=setting(cfg, "extract", "batch", batch),
+        result = extract(db, runner, batch=setting(cfg, "extract", "batch", batch),
                          class_name=setting(cfg, "", "class_name", class_name),
                          make_default=setting(cfg, "extract", "set_default", set_default),
                          progress=lambda done, total: bar.update(task, completed=done, total=total))
