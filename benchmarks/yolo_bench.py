@@ -56,11 +56,11 @@ def main() -> None:
     if ratios and max(ratios) < 2.0:
         lines.append(
             f"- Target (end-to-end portable ONNX >= 2x Ultralytics' images/s): **not met** (best {max(ratios):.2f}x). "
-            "Inference is over 90% of every pipeline; at batch 1 ONNX Runtime, OpenVINO and Ultralytics' fused "
-            "PyTorch model all run yolo11n at about the machine's measured fp32 matmul peak (GFLOP/s column), so "
-            "no fp32 runtime can be twice as fast there, and batches of 8 are slower per image for every runtime "
-            "on this shared 2-core machine. What the exports remove (Python pre/post-processing, NMS outside "
-            "the graph) is a few milliseconds per image.")
+            "Inference is over 90% of every pipeline and the exported runtimes already run yolo11n at about the "
+            "machine's measured fp32 matmul peak (GFLOP/s column vs the peak above), so the remaining gap is "
+            "the speed of Ultralytics' own fused PyTorch model, not pre/post-processing or NMS (a few "
+            "milliseconds per image). Ratios move between runs on this shared 2-core machine; only ratios "
+            "from one run (this table) are comparable.")
     m = report["machine"]
     text = "\n".join([
         "# YOLO11n detection pipelines (CPU)",
