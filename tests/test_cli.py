@@ -22,11 +22,12 @@ def test_models_lists_the_zoo_with_dims_and_params():
     result = run("models", "--json")
     assert result.returncode == 0, result.stderr
     rows = {r["name"]: r for r in json.loads(result.stdout)}
-    assert {n: r["feature_dim"] for n, r in rows.items()} == {
+    assert {n: r["feature_dim"] for n, r in rows.items() if r["task"] == "embed"} == {
         "osnet_x1_0": 512, "osnet_x0_75": 512, "osnet_x0_5": 512, "osnet_x0_25": 512,
         "resnet50": 2048, "densenet121": 1024, "mobilenetv2_x1_0": 1280,
     }
     assert rows["resnet50"]["params"] > rows["osnet_x0_25"]["params"] > 0
+    assert {n for n, r in rows.items() if r["task"] == "detect"} == {f"yolo11{s}" for s in "nsmlx"}
 
 
 def test_export_info_verify_round_trip(tmp_path, osnet_model):
