@@ -5,6 +5,7 @@ Crops are resized (ReID); detector images are letterboxed, and their boxes scale
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -18,6 +19,32 @@ from modelport.spec import Preprocess
 ImageLike = Any  # np.ndarray (HxWx3 uint8, BGR as OpenCV gives it), PIL.Image.Image, str or Path
 
 
+def _pil_open():
+    """Pillow's own ``Image.open``.
+
+    Ultralytics replaces ``PIL.Image.open`` when it is imported with a wrapper that, on a file Pillow cannot
+    identify, tries to pip-install pi-heif at run time; modelport reports such a file as unreadable instead.
+    """
+    opener = Image.open
+    if opener.__module__ != Image.__name__:
+        opener = getattr(sys.modules.get(opener.__module__), "_image_open", opener)
+    return opener
+
+
+def open_image(source: str | Path | bytes, name: str | None = None) -> Image.Image:
+    """Decode a file or an in-memory image to RGB; ``CorruptFileError`` naming it when it is not one."""
+    import io
+
+    label = name or (f"image of {len(source)} bytes" if isinstance(source, bytes) else str(source))
+    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with _pil_open()(fp) as img:
+            img.load()
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, ImportError, Image.DecompressionBombError) as exc:
+        raise CorruptFileError(f"{label}: not a readable image ({exc})") from None
+
+
 def _to_rgb_image(item: ImageLike) -> Image.Image:
     if isinstance(item, Image.Image):
         return item.convert("RGB")
@@ -25,11 +52,7 @@ def _to_rgb_image(item: ImageLike) -> Image.Image:
         path = Path(item)
         if not path.is_file():
             raise WeightsNotFoundError(f"{path}: image file not found")
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise CorruptFileError(f"{path}: not a readable image ({exc})") from None
+        return open_image(path)
     if isinstance(item, np.ndarray):
         if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
             raise ValueError(

@@ -57,6 +57,22 @@ def test_bad_inputs_are_rejected_clearly(tmp_path):
         prepare([bad], PRE)
 
 
+def test_unreadable_image_is_reported_even_after_ultralytics_patches_pillow(tmp_path):
+    # Ultralytics swaps PIL.Image.open for a wrapper that pip-installs pi-heif on unknown files.
+    pytest.importorskip("ultralytics")
+    import ultralytics.utils.patches  # noqa: F401
+    from PIL import Image as PILImage
+
+    assert PILImage.open.__module__ != "PIL.Image"
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(CorruptFileError, match="bad.png"):
+        prepare([bad], PRE)
+    good = tmp_path / "good.png"
+    Image.new("RGB", (40, 90), (10, 200, 30)).save(good)
+    assert prepare([good], PRE).shape == (1, 3, 256, 128)
+
+
 def test_embed_returns_unit_vectors_that_depend_on_the_input(osnet_model):
     runner = PyTorchRunner(osnet_model, spec_for(get_entry("osnet_x0_25"), Source("random")), None)
     emb = runner.embed(person_crops(6, seed=2))

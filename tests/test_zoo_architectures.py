@@ -116,7 +116,9 @@ def test_osnet_x0_25_loads_torchreid_trainer_checkpoint() -> None:
     assert float(x.sum()) == pytest.approx(ref["input_sum"], abs=1e-3)
     with torch.no_grad():
         y = model(x)
-    torch.testing.assert_close(y, ref["output"], rtol=0, atol=1e-5)
+    # Same scale-relative tolerance as below: CI's CPU sums in another BLAS order (1.5e-5 seen on outputs ~6).
+    atol = 1e-5 * max(1.0, float(ref["output"].abs().max()))
+    torch.testing.assert_close(y, ref["output"], rtol=1e-5, atol=atol)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -8,7 +8,8 @@ import io
 from pathlib import Path
 from typing import Sequence
 
-from PIL import Image
+from modelport.errors import CorruptFileError
+from modelport.preprocess import open_image
 
 from modelport.search.query import Hit
 
@@ -35,13 +36,12 @@ figcaption {{ font-size: .8rem; word-break: break-all; margin-top: .3rem; }}
 def _thumbnail(path: str) -> str:
     """A base64 JPEG data URI, or an empty string when the file is gone or unreadable."""
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            img.thumbnail((THUMB, THUMB))
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=80)
-    except OSError:
+        img = open_image(path)
+    except (CorruptFileError, OSError):
         return ""
+    img.thumbnail((THUMB, THUMB))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 

@@ -6,7 +6,6 @@ request never stops the server.
 
 from __future__ import annotations
 
-import io
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,10 +13,12 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelport import __version__
+from modelport.errors import CorruptFileError
+from modelport.preprocess import open_image
 from modelport.serve.models import ModelRepository, ServedModel
 from modelport.serve.protocol import HEADER_LENGTH, ProtocolError, encode_response, parse_request
 from modelport.serve.tasks import image_task
@@ -222,14 +223,10 @@ async def _image_bytes(request: Request) -> bytes:
 
 def _decode(data: bytes) -> Image.Image:
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.convert("RGB")
-    except UnidentifiedImageError:
-        raise ProtocolError(f"could not decode the uploaded image ({len(data)} bytes): not an image format "
-                            "Pillow reads (JPEG, PNG, WebP, BMP, ...)") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ProtocolError(f"could not decode the uploaded image ({len(data)} bytes): {exc}") from None
+        return open_image(data, f"the uploaded image ({len(data)} bytes)")
+    except CorruptFileError as exc:
+        raise ProtocolError(f"could not decode {exc}; send JPEG, PNG, WebP, BMP or another format Pillow "
+                            "reads") from None
 
 
 def serve(repo: str | Path, host: str = "127.0.0.1", port: int = 8000, *, device: str = "cpu",
