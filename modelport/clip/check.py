@@ -81,14 +81,14 @@ def artifact_convolutions(fmt_id: str, path: Path) -> int | None:
     if fmt_id == "openvino":
         import openvino as ov
 
-        from modelport.formats.openvino import _xml_in
+        from modelport.formats.openvino import xml_in
 
-        ops = ov.Core().read_model(str(_xml_in(path))).get_ordered_ops()
+        ops = ov.Core().read_model(str(xml_in(path))).get_ordered_ops()
         return sum(op.get_type_name() in ("Convolution", "GroupConvolution") for op in ops)
     if fmt_id == "torchscript":
-        from modelport.formats.torchscript import _load
+        from modelport.formats.torchscript import read_module
 
-        graph = _load(path, "cpu")[0].graph
+        graph = read_module(path, "cpu")[0].graph
         return _count_kinds(graph, {"aten::_convolution", "aten::conv2d", "aten::convolution"})
     return None
 

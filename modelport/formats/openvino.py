@@ -14,7 +14,7 @@ from modelport.spec import ModelSpec
 METADATA = "metadata.json"
 
 
-def _xml_in(directory: Path) -> Path:
+def xml_in(directory: Path) -> Path:
     xmls = sorted(directory.glob("*.xml"))
     if len(xmls) != 1:
         raise CorruptFileError(f"{directory}: expected one OpenVINO .xml file, found {len(xmls)}")
@@ -65,7 +65,7 @@ class OpenVinoRunner(Runner):
         super().__init__(spec, path, "cpu")
         self._core = ov.Core()
         try:
-            self._model = self._core.read_model(str(_xml_in(Path(path))))
+            self._model = self._core.read_model(str(xml_in(Path(path))))
         except CorruptFileError:
             raise
         except Exception as exc:

@@ -15,7 +15,7 @@ from modelport.errors import CorruptFileError, ExportError
 from modelport.formats.base import ExportOptions, Runner
 from modelport.spec import ModelSpec
 
-_MAGIC = b"MPTRT1"
+MAGIC = b"MPTRT1"
 DEFAULT_MAX_BATCH = 32
 
 
@@ -61,24 +61,24 @@ def build_engine(onnx_path: Path, spec: ModelSpec, dest: Path, options: ExportOp
         raise ExportError(f"{dest}: TensorRT failed to build an engine (see the TensorRT log above)")
     header = spec.to_json().encode()
     with open(dest, "wb") as handle:
-        handle.write(_MAGIC + struct.pack("<I", len(header)) + header)
+        handle.write(MAGIC + struct.pack("<I", len(header)) + header)
         handle.write(bytes(engine))
     return dest
 
 
-def _split(path: Path) -> tuple[ModelSpec, bytes]:
+def split_engine(path: Path) -> tuple[ModelSpec, bytes]:
     data = Path(path).read_bytes()
-    if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + 4:
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
         raise CorruptFileError(f"{path}: no modelport header; not an engine written by modelport",
                                hint="export it with `modelport export --format tensorrt`")
-    (length,) = struct.unpack("<I", data[len(_MAGIC) : len(_MAGIC) + 4])
-    start = len(_MAGIC) + 4
+    (length,) = struct.unpack("<I", data[len(MAGIC) : len(MAGIC) + 4])
+    start = len(MAGIC) + 4
     spec = ModelSpec.from_json(data[start : start + length].decode(), origin=str(path))
     return spec, data[start + length :]
 
 
 def read_spec(path: Path) -> ModelSpec:
-    return _split(path)[0]
+    return split_engine(path)[0]
 
 
 class TensorRTRunner(Runner):
@@ -87,7 +87,7 @@ class TensorRTRunner(Runner):
     def __init__(self, path: Path, device: str = "cuda") -> None:
         import tensorrt as trt
 
-        spec, blob = _split(path)
+        spec, blob = split_engine(path)
         super().__init__(spec, path, device if device.startswith("cuda") else "cuda")
         self.engine = trt.Runtime(_logger()).deserialize_cuda_engine(blob)
         if self.engine is None:

@@ -40,7 +40,7 @@ def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
     return dest
 
 
-def _load(path: Path, device: str):
+def read_module(path: Path, device: str):
     import torch
 
     extra = {_EXTRA: ""}
@@ -56,7 +56,7 @@ def _load(path: Path, device: str):
 
 
 def read_spec(path: Path) -> ModelSpec:
-    return _load(path, "cpu")[1]
+    return read_module(path, "cpu")[1]
 
 
 class TorchScriptRunner(Runner):
@@ -64,7 +64,7 @@ class TorchScriptRunner(Runner):
 
     def __init__(self, path: Path, device: str = "cpu") -> None:
         device = torch_device(device, path)
-        self.module, spec = _load(path, device)
+        self.module, spec = read_module(path, device)
         super().__init__(spec, path, device)
         import torch
 

@@ -141,9 +141,9 @@ def _place(artifact: Path, fmt: Format, dest: Path) -> None:
     """Copy an artifact into a version folder under the file names Triton looks for."""
     dest.mkdir(parents=True)
     if fmt.id == "openvino":
-        from modelport.formats.openvino import METADATA, _xml_in
+        from modelport.formats.openvino import METADATA, xml_in
 
-        xml = _xml_in(artifact)
+        xml = xml_in(artifact)
         shutil.copy2(xml, dest / "model.xml")
         shutil.copy2(xml.with_suffix(".bin"), dest / "model.bin")
         shutil.copy2(artifact / METADATA, dest / SPEC_FILE)

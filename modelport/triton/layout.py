@@ -73,13 +73,13 @@ def open_version(model_dir: Path, version: int, config, device: str = "cpu", thr
 
 def _open_plan(plan: Path, device: str) -> Runner:
     """A bare Triton plan plus its metadata.json, re-joined into the header+engine file modelport loads."""
-    from modelport.formats.tensorrt import _MAGIC
+    from modelport.formats.tensorrt import MAGIC
 
     header = read_plan_spec(plan).to_json().encode()
     fd, tmp = tempfile.mkstemp(suffix=".engine")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(_MAGIC + struct.pack("<I", len(header)) + header + plan.read_bytes())
+            handle.write(MAGIC + struct.pack("<I", len(header)) + header + plan.read_bytes())
         return get_format("tensorrt").load(Path(tmp), device)  # the engine is deserialised into memory
     finally:
         os.unlink(tmp)
@@ -87,9 +87,9 @@ def _open_plan(plan: Path, device: str) -> Runner:
 
 def split_engine(engine: Path) -> tuple[ModelSpec, bytes]:
     """modelport's engine file -> (spec, the bare TensorRT plan Triton loads)."""
-    from modelport.formats.tensorrt import _split
+    from modelport.formats.tensorrt import split_engine
 
-    return _split(engine)
+    return split_engine(engine)
 
 
 def outputs_by_config(config, runner: Runner, result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
