@@ -13,6 +13,8 @@ from typing import Iterable
 import numpy as np
 
 from modelport.errors import ExportError, ModelportError, VerificationError
+from modelport.fold import TAG as FOLD_TAG
+from modelport.fold import fold
 from modelport.formats import EXPORTABLE, ExportOptions, Format, get_format
 from modelport.formats.base import example_batch
 from modelport.formats.pytorch import PyTorchRunner
@@ -134,12 +136,14 @@ def export_all(
     precision: str = "fp32",
     calib: str | Path | None = None,
     calib_count: int = MAX_CALIBRATION,
+    uint8_input: bool = False,
 ) -> list[ExportResult]:
     """Export to every requested format; one result per format, failures included.
 
     ``precision`` fp16 / int8 writes tagged variants (``x.int8.onnx``, ``x_int8_openvino_model/``) of
     ONNX and OpenVINO; int8 is calibrated on the crops under ``calib`` (synthetic ones when None; other
-    precisions ignore it).
+    precisions ignore it). ``uint8_input`` folds the cast and mean/std into the graph (``modelport.fold``)
+    and tags the files ``x.uint8in.onnx``, ``x_uint8in_openvino_model/``.
     """
     if batch is not None and batch < 1:
         raise ExportError(f"batch must be a positive integer, got {batch}")
@@ -147,6 +151,11 @@ def export_all(
     built = built or build(weights, arch=arch, allow_random=allow_random)
     if batch is not None:
         built = BuiltModel(built.module, built.spec.with_batch(batch), built.entry)
+    if uint8_input:
+        if precision != "fp32":
+            raise ExportError("--uint8-input is made in fp32 only", hint=f"export without --{precision}")
+        module, folded = fold(built.module, built.spec)
+        built = BuiltModel(module, folded, built.entry)
     source = Path(weights) if weights is not None else None
     out_dir = Path(out) if out is not None else (source.parent if source is not None else Path.cwd())
     stem = weights_stem(source) if source is not None else f"{built.spec.name}_untrained"
@@ -160,7 +169,7 @@ def export_all(
     built = BuiltModel(built.module, spec, built.entry)
     options = ExportOptions(opset=opset, simplify=simplify, device=device, calib=Path(calib) if calib else None,
                             calib_count=calib_count, calibration=calibration)
-    tag = "" if precision == "fp32" else precision
+    tag = FOLD_TAG if uint8_input else "" if precision == "fp32" else precision
     return [
         export_one(built, fmt, fmt.artifact_path(out_dir, stem, tag), options, verify=verify, source=source)
         for fmt in chosen

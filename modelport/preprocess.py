@@ -62,13 +62,20 @@ def _to_rgb_image(item: ImageLike) -> Image.Image:
     raise TypeError(f"cannot preprocess a {type(item).__name__}; give a BGR uint8 array, a PIL image or a path")
 
 
+def _resized(item: ImageLike, pre: Preprocess) -> np.ndarray:
+    """One item resized to the spec's size, (H, W, 3) uint8 RGB."""
+    if pre.resize == "center_crop":
+        return np.asarray(_center_crop(_to_rgb_image(item), pre))
+    if isinstance(item, np.ndarray) and item.ndim == 3 and item.shape[2] == 3 and item.dtype == np.uint8:
+        # Resampling treats channels alike, so resize the BGR crop as it is and flip only the small result.
+        small = Image.fromarray(np.ascontiguousarray(item)).resize((pre.width, pre.height), Image.BILINEAR)
+        return np.asarray(small)[..., ::-1]
+    return np.asarray(_to_rgb_image(item).resize((pre.width, pre.height), Image.BILINEAR))
+
+
 def resize_all(items: Iterable[ImageLike], pre: Preprocess) -> np.ndarray:
     """Resize every item to the spec's size: an (N, H, W, 3) uint8 RGB array."""
-    size = (pre.width, pre.height)
-    if pre.resize == "center_crop":
-        arrays = [np.asarray(_center_crop(_to_rgb_image(it), pre)) for it in items]
-    else:
-        arrays = [np.asarray(_to_rgb_image(it).resize(size, Image.BILINEAR)) for it in items]
+    arrays = [_resized(it, pre) for it in items]
     if not arrays:
         return np.zeros((0, pre.height, pre.width, 3), np.uint8)
     return np.stack(arrays)
@@ -95,14 +102,23 @@ def normalize(rgb: np.ndarray, pre: Preprocess) -> np.ndarray:
 
 
 def prepare(items: Sequence[ImageLike] | np.ndarray, pre: Preprocess) -> np.ndarray:
-    """Model input for a list of crops, or a single (N, 3, H, W) float32 batch passed through unchanged."""
+    """Model input for a list of crops, or a single (N, 3, H, W) float32 batch passed through unchanged.
+
+    A model with preprocessing in its graph (``pre.in_graph``) gets the resized (N, H, W, 3) uint8 RGB
+    pixels; a 4-d uint8 array is always read as a stack of BGR crops, never as such pixels.
+    """
     if isinstance(items, np.ndarray) and items.ndim == 4 and items.shape[1] == 3 and items.dtype == np.float32:
         return items
     if isinstance(items, (np.ndarray, Image.Image, str, Path)) and not (
         isinstance(items, np.ndarray) and items.ndim == 4
     ):
         items = [items]
-    return normalize(resize_all(items, pre), pre)
+    return finish(resize_all(items, pre), pre)
+
+
+def finish(pixels: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """Resized (N, H, W, 3) uint8 RGB pixels -> model input: as they are for in-graph preprocessing."""
+    return pixels if pre.in_graph else normalize(pixels, pre)
 
 
 # --- Letterbox (detectors): resize keeping the aspect ratio, pad to the model's size, map boxes back ---

@@ -41,6 +41,9 @@ class Preprocess:
     channel_order: str = "RGB"
     resize: str = "resize"  # plain bilinear resize to (height, width)
     scale: float = 1.0 / 255.0  # applied before mean/std
+    # True: the model takes (N, H, W, 3) uint8 RGB and does the cast, scale, mean/std and layout change
+    # itself (``modelport export --uint8-input``), so preprocessing on the host only resizes.
+    in_graph: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ from typing import Sequence
 import numpy as np
 
 from modelport.formats.base import Runner, example_batch
+from modelport.preprocess import finish, resize_all
+from modelport.samples import person_crops
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +171,16 @@ def verify(
     ref = reference if isinstance(reference, Runner) or reference is None else open_artifact(reference)
     if ref is None:
         ref, opened = opened[0], opened[1:]
-    if batch is None:
+    pixels = None
+    if batch is None and ref.spec.inputs[0].dtype != "int64":
+        # Same crops for all, each prepared for its own runner: an export with preprocessing in its graph
+        # (uint8 input) is compared with a float-input reference on identical pixels.
+        pre = ref.spec.preprocess
+        pixels = resize_all(person_crops(count, pre.height, pre.width, seed=seed), pre)
+        batch = finish(pixels, pre)
+    elif batch is None:
         batch = example_batch(ref.spec.with_batch(None), count=count, seed=seed)
     expected = ref(batch)
-    results = [compare_runner(expected, r, batch, tolerance) for r in opened]
+    results = [compare_runner(expected, r, batch if pixels is None else finish(pixels, r.spec.preprocess), tolerance)
+               for r in opened]
     return VerifyReport(ref.describe(), len(batch), seed, tolerance, results)

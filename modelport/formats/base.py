@@ -173,7 +173,11 @@ class Runner:
         for got, dim in zip(batch.shape[1:], want.shape[1:]):
             if isinstance(dim, int) and got != dim:
                 raise ValueError(f"{self.describe()}: expected input shape {want.shape}, got {batch.shape}")
-        if want.dtype == "int64":  # token ids (CLIP text encoders)
+        if want.dtype == "uint8":  # pixels, preprocessing inside the graph
+            if batch.dtype != np.uint8:
+                raise ValueError(f"{self.describe()}: expected uint8 (N, H, W, 3) RGB pixels, got {batch.dtype}; "
+                                 "this model normalises inside its graph (preprocess.prepare gives its input)")
+        elif want.dtype == "int64":  # token ids (CLIP text encoders)
             if not np.issubdtype(batch.dtype, np.integer):
                 raise ValueError(f"{self.describe()}: expected int64 input, got {batch.dtype}")
             batch = batch.astype(np.int64, copy=False)
@@ -203,9 +207,12 @@ class Runner:
             parts.append({k: v[:real] for k, v in out.items()})
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def embed(self, items: Sequence[ImageLike] | np.ndarray) -> np.ndarray:
-        """L2-normalised (N, D) float32 embeddings for crops, images, paths or a preprocessed batch."""
-        batch = prepare(items, self.spec.preprocess)
+    def embed(self, items: Sequence[ImageLike] | np.ndarray, *, prepared: bool = False) -> np.ndarray:
+        """L2-normalised (N, D) float32 embeddings for crops, images, paths or a preprocessed batch.
+
+        ``prepared``: ``items`` is already the model's input (``preprocess.prepare``'s output).
+        """
+        batch = np.asarray(items) if prepared else prepare(items, self.spec.preprocess)
         feats = self(batch)[self.spec.outputs[0].name].reshape(len(batch), -1).astype(np.float32)
         norms = np.linalg.norm(feats, axis=1, keepdims=True)
         return feats / np.maximum(norms, 1e-12)

@@ -42,7 +42,7 @@ class ExtractResult:
 @dataclass(frozen=True, slots=True)
 class Batch:
     ids: list[int]
-    inputs: np.ndarray  # preprocessed (N, 3, H, W) float32
+    inputs: np.ndarray  # the model's input (preprocess.prepare): float32 NCHW, or uint8 NHWC pixels
     sharpness: list[float]
 
 
@@ -163,7 +163,7 @@ def extract(db: str | Path, runner: Runner, *, batch: int = 16, class_name: str 
         if progress:
             progress(0, len(todo))
         for item in _prefetch(_batches(todo, runner.spec.preprocess, batch)):
-            vectors = runner.embed(item.inputs)
+            vectors = runner.embed(item.inputs, prepared=True)
             store.write_embeddings(conn, record.key, item.ids, vectors, item.sharpness, is_default)
             done += len(item.ids)
             if progress:

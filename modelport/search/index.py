@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from modelport.errors import ModelportError, WeightsNotFoundError
-from modelport.preprocess import resize_all, normalize
+from modelport.preprocess import finish, resize_all
 from modelport.search.encoders import Encoders
 from modelport.search.store import IndexStore
 
@@ -68,7 +68,7 @@ def index_folder(folder: str | Path, encoders: Encoders, db: str | Path, *, batc
                     failures.append((str(path.resolve()), str(exc)))
             rows = []
             if readable:
-                emb = runner.embed(normalize(np.stack(pixels), pre))
+                emb = runner.embed(finish(np.stack(pixels), pre), prepared=True)
                 rows = [(str(p.resolve()), *_stamp(p), e) for p, e in zip(readable, emb)]
             store.add(rows, failures)
             added, failed = added + len(rows), failed + len(failures)
