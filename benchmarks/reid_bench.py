@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +28,14 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 
 def _untrained(arch: str, folder: Path) -> Path:
+    """Calibrated random weights with a float-input ONNX export and a uint8-input one beside them."""
     from conftest import calibrated_model, save_plain
     from modelport.export import export
     from modelport.zoo import get_entry
 
     weights = save_plain(calibrated_model(arch), folder / f"{arch}_bench.pt", get_entry(arch).feature_dim)
     export(weights, "onnx")
+    export(weights, "onnx", uint8_input=True)
     return weights
 
 
@@ -64,34 +65,46 @@ def _prepared_batches(db: Path, runner, batch: int) -> list[np.ndarray]:
     return [b.inputs for b in _batches(rows, runner.spec.preprocess, batch)]
 
 
-def bench_extract(arch: str, work: Path, rounds: int, limit: int | None, batch: int = 16) -> dict:
-    from modelport.reid.extract import extract, load_model
+VARIANTS = {"float input": ".onnx", "uint8 input (preprocessing in graph)": ".uint8in.onnx"}
+
+
+def bench_extract(arch: str, work: Path, rounds: int, limit: int | None, batch: int = 16) -> list[dict]:
+    """Both ONNX variants of ``arch``: extract end to end and model-only, all four interleaved per round."""
+    from modelport import load
+    from modelport.reid.extract import extract
 
     weights = _untrained(arch, work)
     template, _ = _scene_db(work, limit)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        runner = load_model(weights)
-    inputs = _prepared_batches(template, runner, batch)
-    crops = sum(len(b) for b in inputs)
-    runner(inputs[0])  # warm-up
-    e2e, model_only = [], []
+    runners = {v: load(weights.with_name(weights.stem + suffix)) for v, suffix in VARIANTS.items()}
+    inputs = {v: _prepared_batches(template, r, batch) for v, r in runners.items()}
+    crops = sum(len(b) for b in next(iter(inputs.values())))
+    for v, r in runners.items():
+        r(inputs[v][0])  # warm-up
+    e2e: dict[str, list[float]] = {v: [] for v in runners}
+    model_only: dict[str, list[float]] = {v: [] for v in runners}
     for r in range(rounds):
-        db = work / f"run_{arch}_{r}.db"
-        shutil.copy(template, db)
-        result = extract(db, runner, batch=batch)
-        assert result.computed == crops, (result.computed, crops)
-        e2e.append(result.crops_per_s)
-        start = time.perf_counter()
-        for b in inputs:
-            runner.embed(b, prepared=True)
-        model_only.append(crops / (time.perf_counter() - start))
-        print(f"  {arch} round {r}: extract {e2e[-1]:.1f} crops/s, model only {model_only[-1]:.1f} img/s", flush=True)
-    pipeline, model = float(np.median(e2e)), float(np.median(model_only))
-    return {"arch": arch, "runtime": runner.model_type, "batch": batch, "crops": crops, "rounds": rounds,
-            "extract_crops_per_s": round(pipeline, 1), "model_only_img_per_s": round(model, 1),
-            "ratio": round(pipeline / model, 3), "extract_rounds": [round(v, 1) for v in e2e],
-            "model_rounds": [round(v, 1) for v in model_only]}
+        for v, runner in runners.items():
+            db = work / f"run_{arch}_{r}.db"
+            shutil.copy(template, db)
+            result = extract(db, runner, batch=batch)
+            assert result.computed == crops, (result.computed, crops)
+            e2e[v].append(result.crops_per_s)
+            db.unlink()
+            start = time.perf_counter()
+            for b in inputs[v]:
+                runner.embed(b, prepared=True)
+            model_only[v].append(crops / (time.perf_counter() - start))
+            print(f"  {arch} [{v}] round {r}: extract {e2e[v][-1]:.1f} crops/s, "
+                  f"model only {model_only[v][-1]:.1f} img/s", flush=True)
+    rows = []
+    for v, runner in runners.items():
+        pipeline, model = float(np.median(e2e[v])), float(np.median(model_only[v]))
+        rows.append({"arch": arch, "variant": v, "artifact": runner.path.name, "runtime": runner.model_type,
+                     "batch": batch, "crops": crops, "rounds": rounds,
+                     "extract_crops_per_s": round(pipeline, 1), "model_only_img_per_s": round(model, 1),
+                     "ratio": round(pipeline / model, 3), "extract_rounds": [round(x, 1) for x in e2e[v]],
+                     "model_rounds": [round(x, 1) for x in model_only[v]]})
+    return rows
 
 
 def make_cluster_db(work: Path, video: Path, detections: int = 50_000, tracks: int = 2_000, videos: int = 20,
@@ -178,8 +191,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="reid_bench_") as tmp:
         work = Path(tmp)
-        extract_rows = [bench_extract("osnet_x0_25", work, args.rounds, None),
-                        bench_extract("osnet_x1_0", work, args.rounds, 400)]
+        extract_rows = [*bench_extract("osnet_x0_25", work, args.rounds, None),
+                        *bench_extract("osnet_x1_0", work, args.rounds, 400)]
         cluster = bench_cluster(work, work / "scene" / "video.mp4")
     record = {"machine": {"cpu": platform.processor() or platform.machine(), "physical_cores": physical_cores(),
                           "python": platform.python_version(), "onnxruntime": onnxruntime.__version__},

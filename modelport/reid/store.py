@@ -6,6 +6,7 @@ databases written by other tools keep working and keep their shape. Every write 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -181,10 +182,13 @@ def pending(conn: sqlite3.Connection, model_key: str, class_name: str | None) ->
 
 
 def write_embeddings(conn: sqlite3.Connection, model_key: str, ids: Sequence[int], vectors: np.ndarray,
-                     sharpness: Sequence[float], is_default: bool) -> None:
-    """Store one batch in a single transaction: a kill leaves either all of it or none of it."""
+                     sharpness: Sequence[float], is_default: bool, commit: bool = True) -> None:
+    """Store one batch in a transaction: a kill leaves either all of it or none of it.
+
+    ``commit=False`` leaves the transaction open so the caller can group batches into one commit.
+    """
     blobs = [np.ascontiguousarray(v, dtype="<f4").tobytes() for v in vectors]
-    with conn:
+    with conn if commit else contextlib.nullcontext():
         conn.executemany("INSERT OR IGNORE INTO reid_embeddings (detection_id, model_key, embedding) "
                          "VALUES (?, ?, ?)", [(int(i), model_key, b) for i, b in zip(ids, blobs)])
         conn.executemany("INSERT OR REPLACE INTO reid_quality (detection_id, sharpness) VALUES (?, ?)",
