@@ -94,6 +94,8 @@ def load(
     PyTorch, and to random weights only when ``allow_random`` is set. ``format`` forces one format.
     ``prefer="fastest"`` takes the verified runtime that this machine's latest benchmark of these
     weights measured fastest (at ``batch``, default its largest batch), else the priority order.
+    Detectors (Ultralytics ``.pt``, detector artifacts) get ``modelport.detect``'s DetectRunner, found in its
+    own priority order (``prefer`` does not apply).
     """
     path = Path(path)
     say = _say if verbose else (lambda _msg: None)
@@ -101,7 +103,17 @@ def load(
     if source_fmt.id != "pytorch":
         if format and get_format(format).id != source_fmt.id:
             raise ModelportError(f"{path} is a {source_fmt.name} artifact, not {format}")
-        return open_artifact(path, device)
+        runner = open_artifact(path, device)
+        if runner.spec.task == "detect":  # detectors answer with boxes: modelport.detect's runner
+            from modelport.detect.discover import as_detector
+
+            return as_detector(runner, device)
+        return runner
+    if path.suffix == ".pt":
+        from modelport.detect.discover import is_detector, open_detector
+
+        if is_detector(path):  # its own export names (yolo11n.nms.onnx) and priority order
+            return open_detector(path, format=format, device=device, allow_random=allow_random, verbose=verbose)
 
     if prefer not in ("priority", "fastest"):
         raise ModelportError(f"prefer must be 'priority' or 'fastest', not {prefer!r}")

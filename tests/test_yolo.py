@@ -284,3 +284,57 @@ def test_labels_txt_of_other_classes_is_never_overwritten(yolo_pt, tmp_path):
         export_detector(yolo_pt, "onnx", imgsz=IMGSZ, out=tmp_path, verify=False)
     assert (tmp_path / "labels.txt").read_text() == "cat\ndog\n"
     assert not (tmp_path / "yolo11n.onnx").exists()
+
+
+# --- modelport.load on detectors ----------------------------------------------------------------------------
+
+def test_modelport_load_gives_detector_runners_for_checkpoints_and_artifacts(exports, yolo_pt):
+    import modelport
+
+    runner = modelport.load(yolo_pt, verbose=False)
+    assert isinstance(runner, DetectRunner) and (runner.format, runner.track) == ("onnx", "e2e-portable")
+    frames = street_scenes(2, seed=3)
+    expected = runner.detect(frames)
+    assert sum(len(d) for d in expected) > 0
+    forced = modelport.load(yolo_pt, format="openvino", verbose=False)
+    assert (forced.format, forced.track) == ("openvino", "e2e-portable")
+    for key in (("onnx", "raw"), ("openvino", "raw")):
+        direct = modelport.load(exports[key].path)
+        assert isinstance(direct, DetectRunner) and (direct.format, direct.track) == (key[0], "raw")
+        direct.settings = NmsSettings(conf=CONF)  # the end-to-end graph's threshold
+        for ours, theirs in zip(direct.detect(frames), expected):
+            assert len(ours) == len(theirs)
+            np.testing.assert_allclose(ours.boxes, theirs.boxes, atol=0.5)
+
+
+def test_modelport_load_skips_unusable_detector_exports_then_falls_back_to_pytorch(exports, yolo_pt, tmp_path,
+                                                                                  monkeypatch):
+    import shutil
+
+    import modelport
+
+    monkeypatch.chdir(tmp_path)  # nothing in the working directory either
+    pt = Path(shutil.copy(yolo_pt, tmp_path / "yolo11n.pt"))
+    (tmp_path / "yolo11n.nms.onnx").write_bytes(b"not an onnx file")
+    shutil.copy(exports[("onnx", "raw")].path, tmp_path / "yolo11n.onnx")
+    runner = modelport.load(pt, verbose=False)
+    assert (runner.format, runner.track, runner.path) == ("onnx", "raw", tmp_path / "yolo11n.onnx")
+    (tmp_path / "yolo11n.onnx").unlink()
+    fallback = modelport.load(pt, verbose=False)
+    assert isinstance(fallback, DetectRunner) and fallback.format == "pytorch" and fallback.track == "raw"
+    assert fallback.spec.source.kind == "random"  # the test checkpoint is labelled untrained
+
+
+def test_missing_zoo_weights_load_only_with_allow_random(tmp_path, monkeypatch):
+    import modelport
+    from modelport.zoo import RandomWeightsWarning
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WeightsNotFoundError) as info:
+        modelport.load(tmp_path / "yolo11n.pt", verbose=False)
+    assert "yolo11n.pt" in info.value.message and "--allow-random" in info.value.hint
+    with pytest.warns(RandomWeightsWarning, match="seeded RANDOM weights"):
+        runner = modelport.load(tmp_path / "yolo11n.pt", allow_random=True, verbose=False)
+    assert isinstance(runner, DetectRunner) and runner.format == "pytorch"
+    assert runner.spec.source.kind == "random" and len(runner.spec.labels) == 80
+    assert not list(tmp_path.iterdir())  # the stand-in checkpoint was temporary

@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -58,11 +59,50 @@ def test_export_with_nms_then_verify_passes_and_other_weights_fail(pts, tmp_path
     assert bad.exit_code == 1
 
 
-def test_missing_weights_exit_with_a_message(tmp_path):
+def test_missing_weights_exit_with_a_message(tmp_path, monkeypatch):
     from modelport.errors import WeightsNotFoundError
 
     with pytest.raises(WeightsNotFoundError, match="yolo11s.pt"):
         invoke(["export", str(tmp_path / "yolo11s.pt")])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WeightsNotFoundError) as info:  # a bare zoo name stands for yolo11n.pt here
+        invoke(["export", "yolo11n", "--format", "onnx"])
+    assert "yolo11n.pt" in info.value.message
+    assert str(tmp_path / "yolo11n.pt") in info.value.hint and "--allow-random" in info.value.hint
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_zoo_name_with_allow_random_builds_seeded_random_weights(tmp_path, monkeypatch):
+    from modelport.formats import get_format
+    from modelport.zoo import RandomWeightsWarning
+
+    monkeypatch.chdir(tmp_path)
+    args = ["export", "yolo11n", "--allow-random", "--format", "onnx", "--nms", "--imgsz", str(IMGSZ),
+            "--conf", "0.01", "--json"]
+    with pytest.warns(RandomWeightsWarning, match="yolo11n.yaml with seeded RANDOM weights"):
+        result = invoke(args)
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output)[0]
+    assert row["ok"] and row["check"]["detections"] > 0  # verified against Ultralytics on the stand-in
+    spec = get_format("onnx").read_spec(tmp_path / "yolo11n.nms.onnx")
+    assert spec.source.kind == "random" and len(spec.labels) == 80
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.txt", "yolo11n.nms.onnx"]  # no .pt left behind
+    loaded = invoke(["load", "yolo11n.pt"])  # the weights are still missing: the export is found by name
+    assert loaded.exit_code == 0 and "track=e2e-portable" in loaded.output
+    with pytest.warns(RandomWeightsWarning):
+        assert invoke([*args, "--out", str(tmp_path / "again")]).exit_code == 0
+
+    def weights(path: Path) -> dict:
+        import onnx
+        from onnx import numpy_helper
+
+        return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+    # Seeded: the same weights again (BatchNorm statistics up to float summation order).
+    first, again = weights(tmp_path / "yolo11n.nms.onnx"), weights(tmp_path / "again" / "yolo11n.nms.onnx")
+    assert first.keys() == again.keys()
+    for name, value in first.items():
+        np.testing.assert_allclose(again[name], value, rtol=1e-2, atol=1e-3, err_msg=name)
 
 
 def test_bench_splits_latency_and_reports_fps(pts, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 from typing import List, Optional
 
@@ -19,37 +18,14 @@ ROUTED = ("export", "verify", "bench", "load")
 DETECT_FLAGS = ("--nms", "--nms-flavor", "--model", "--models", "--normalize-boxes")
 
 
-def _is_ultralytics_checkpoint(path: Path) -> bool:
-    """A torch zip whose pickle references Ultralytics' model classes (read without unpickling)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            pkl = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-            return pkl is not None and b"ultralytics.nn" in archive.read(pkl)
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
 def _is_detector(arg: str) -> bool:
+    from modelport.detect.discover import is_detector
     from modelport.zoo.yolo import SIZES
 
-    path = Path(arg)
-    name = path.name.lower()
-    if name.endswith(".pt"):
-        if path.is_file():
-            return _is_ultralytics_checkpoint(path)
-        return name.removesuffix(".pt") in {f"yolo11{s}" for s in SIZES}  # missing zoo weights: say where to put them
-    if name in {f"yolo11{s}" for s in SIZES}:
+    name = Path(arg).name.lower()
+    if name in {f"yolo11{s}" for s in SIZES} or name.endswith((".yaml", ".yml")):
         return True
-    if name.endswith((".yaml", ".yml")):
-        return True
-    if path.exists() and not name.endswith((".pth", ".tar")):
-        try:
-            from modelport.formats import format_of_path
-
-            return format_of_path(path).read_spec(path).task == "detect"
-        except Exception:  # not an artifact modelport can read: leave it to the ReID commands
-            return False
-    return False
+    return is_detector(arg)  # checkpoints, missing yolo11*.pt (so the error says where to put it), artifacts
 
 
 def route(argv: list[str]) -> list[str]:
@@ -91,6 +67,8 @@ def export_cmd(
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of images to verify on (default: synthetic scenes)."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip verification against Ultralytics' predict."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda for TensorRT engines."),
+    allow_random: bool = typer.Option(False, "--allow-random", help="A missing yolo11<size>.pt is built from "
+                                      "Ultralytics' YAML with seeded random weights (untrained: boxes mean nothing)."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
     """Export detectors (raw or with NMS inside), each verified against Ultralytics' own predictions."""
@@ -110,7 +88,7 @@ def export_cmd(
     if topk is not None:
         sources = [DetectorSource.of(s.pt_file, s.name, s.max_batch, topk, s.labels) for s in sources]
     kwargs = dict(nms=config, imgsz=imgsz, verify=not no_verify, verify_conf=conf, device=device,
-                  images=_image_files(images) if images else None)
+                  images=_image_files(images) if images else None, allow_random=allow_random)
     if len(sources) == 1 and not models:
         results = export_detector(sources[0], formats, out=out_dir, **kwargs)
     else:
@@ -229,12 +207,15 @@ def bench_cmd(
 @detect_app.command("load")
 def load_cmd(path: Path = typer.Argument(..., help="Ultralytics .pt or a detector artifact."),
              format: Optional[str] = typer.Option(None, "--format", help="Force one format."),
+             device: str = typer.Option("cpu", "--device"),
+             allow_random: bool = typer.Option(False, "--allow-random", help="No weights and no export of a "
+                                               "yolo11<size>.pt: use seeded random weights."),
              image: Optional[Path] = typer.Option(None, "--image", help="Run it on this image (default: a synthetic scene).")) -> None:
     """Show which runtime the loader picks and run it once."""
     from modelport.detect.discover import open_detector
     from modelport.detect.samples import street_scenes
 
-    runner = open_detector(path, format=format)
+    runner = open_detector(path, format=format, device=device, allow_random=allow_random)
     dets = runner.detect([image] if image else street_scenes(1, seed=0))[0]
     out.print(f"format={runner.format} track={runner.track} path={runner.path} classes={len(runner.spec.labels)} "
               f"detections={len(dets)}")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import sys
+import zipfile
 from pathlib import Path
 
 from modelport.detect.export import TAGS
-from modelport.detect.model import load_detector
+from modelport.detect.model import is_zoo_name, load_detector
 from modelport.detect.nms import NmsSettings
 from modelport.detect.runner import DetectRunner, load_runtime
-from modelport.errors import ModelportError
-from modelport.formats import format_of_path, get_format
+from modelport.errors import ModelportError, UnsupportedFormatError
+from modelport.formats import Runner, format_of_path, get_format
 from modelport.spec import sha256_file
 
 # End-to-end ONNX first (NMS inside, nothing left for Python), then raw tracks; TensorRT where it runs.
@@ -41,9 +42,56 @@ def candidates(pt_file: Path, name: str | None = None) -> list[Path]:
     return found
 
 
+def is_ultralytics_checkpoint(path: Path) -> bool:
+    """A torch zip whose pickle references Ultralytics' model classes (read without unpickling)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pkl = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            return pkl is not None and b"ultralytics.nn" in archive.read(pkl)
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def is_detector(path: str | Path) -> bool:
+    """Whether ``path`` names a detector: an Ultralytics detection checkpoint, a missing ``yolo11*.pt`` or a
+    missing ``.pt`` whose export found beside it is a detector, or a detector artifact."""
+    path = Path(path)
+    try:
+        fmt = format_of_path(path)
+    except UnsupportedFormatError:
+        return False
+    if fmt.id == "pytorch":
+        if path.is_file():
+            return path.suffix == ".pt" and is_ultralytics_checkpoint(path)
+        if is_zoo_name(path):
+            return True
+        found = candidates(path) if path.suffix == ".pt" else []
+        return bool(found) and _task_of(found[0]) == "detect"
+    return path.exists() and _task_of(path) == "detect"
+
+
+def _task_of(path: Path) -> str | None:
+    try:
+        return format_of_path(path).read_spec(path).task
+    except Exception:  # not an artifact modelport can read (or its runtime is missing): not ours to judge
+        return None
+
+
+def as_detector(runner: Runner, device: str = "cpu", settings: NmsSettings | None = None) -> DetectRunner:
+    """A DetectRunner around an opened detector artifact; ONNX is reopened with the detection tuning
+    (``load_runtime``: no spinning workers, one stream per core for batches)."""
+    if runner.format == "onnx" and runner.path is not None:
+        runner.close()
+        runner = load_runtime(get_format("onnx"), runner.path, device)
+    return DetectRunner(runner, settings or NmsSettings())
+
+
 def open_detector(path: str | Path, *, format: str | None = None, device: str = "cpu",
-                  settings: NmsSettings | None = None, verbose: bool = True) -> DetectRunner:
-    """A DetectRunner for an artifact, or for a ``.pt``: its best fresh export, else Ultralytics' model in PyTorch."""
+                  settings: NmsSettings | None = None, allow_random: bool = False,
+                  verbose: bool = True) -> DetectRunner:
+    """A DetectRunner for an artifact, or for a ``.pt``: its best fresh export (priority order, stale and
+    unusable ones skipped), else Ultralytics' model in PyTorch, else (``allow_random``, zoo names only) the
+    model built from Ultralytics' YAML with seeded random weights."""
     say = (lambda m: print(m, file=sys.stderr)) if verbose else (lambda m: None)
     path = Path(path)
     fmt = format_of_path(path)
@@ -77,6 +125,13 @@ def open_detector(path: str | Path, *, format: str | None = None, device: str = 
                              hint=f"create one with `modelport export {path} --format {format}`")
     from modelport.formats.pytorch import PyTorchRunner
 
+    if not path.is_file() and allow_random and is_zoo_name(path):
+        from modelport.detect.untrained import untrained_checkpoint
+
+        with untrained_checkpoint(path) as random_pt:
+            det = load_detector(random_pt)
+        say(f"→ No weights or exports found for {path.name}; using RANDOM weights (allowed by allow_random)")
+        return DetectRunner(PyTorchRunner(det.module, det.spec, None, device), settings)
     det = load_detector(path)  # names the missing file and where to put it
     say(f"→ No usable export found; using the PyTorch model: {path}")
     return DetectRunner(PyTorchRunner(det.module, det.spec, path, device), settings)

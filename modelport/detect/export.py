@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from modelport.detect.graph import FLAVORS, NmsConfig, add_nms
-from modelport.detect.model import CONF, IMGSZ, IOU, DetectorSource, LoadedDetector, e2e_spec, load_detector
+from modelport.detect.model import (CONF, IMGSZ, IOU, DetectorSource, LoadedDetector, e2e_spec, is_zoo_name,
+                                   load_detector)
 from modelport.detect.nms import NmsSettings
 from modelport.detect.runner import DetectRunner, UltralyticsReference, load_runtime
 from modelport.detect.samples import street_scenes
@@ -197,17 +198,26 @@ def parse_detect_formats(formats: str | Iterable[str] | None, nms: NmsConfig | N
 def export_detector(source: DetectorSource | str | Path, formats: str | Iterable[str] | None = None, *,
                     nms: NmsConfig | None = None, out: str | Path | None = None, imgsz: int = IMGSZ,
                     verify: bool = True, images: Sequence[ImageLike] | None = None, verify_conf: float | None = None,
-                    opset: int = 17, device: str = "cpu") -> list[DetectExportResult]:
+                    opset: int = 17, device: str = "cpu", allow_random: bool = False) -> list[DetectExportResult]:
     """Export one Ultralytics detector to ``formats`` (default: every format of the track usable here).
 
     ``nms`` None writes the raw track ([B, 4+C, anchors]); an NmsConfig writes the end-to-end track.
     Each artifact is verified against Ultralytics' ``predict`` on ``images`` (default: seeded synthetic
     street scenes) at ``verify_conf`` (raw track; default the NMS default 0.25) or the graph's own thresholds.
+    ``allow_random``: a missing ``yolo11<size>.pt`` is built from Ultralytics' YAML with seeded random weights
+    (with a warning; the artifacts' spec says ``source: random``).
     """
     if nms is not None and nms.flavor not in FLAVORS:
         raise ExportError(f"unknown NMS flavour {nms.flavor!r}", hint=f"choose from: {', '.join(FLAVORS)}")
     if not isinstance(source, DetectorSource):
         source = DetectorSource.of(source)
+    if allow_random and not source.pt_file.is_file() and is_zoo_name(source.pt_file):
+        from modelport.detect.untrained import untrained_checkpoint
+
+        out = out if out is not None else source.pt_file.parent
+        with untrained_checkpoint(source.pt_file, imgsz=imgsz) as random_pt:  # lives until the exports are verified
+            return export_detector(replace(source, pt_file=random_pt), formats, nms=nms, out=out, imgsz=imgsz,
+                                   verify=verify, images=images, verify_conf=verify_conf, opset=opset, device=device)
     if nms is not None:
         nms = replace(nms, topk=source.topk if nms.topk is None else nms.topk)
     chosen = parse_detect_formats(formats, nms, device)

@@ -116,11 +116,19 @@ class LoadedDetector:
         return self.spec.labels
 
 
+def is_zoo_name(pt_file: str | Path) -> bool:
+    """``yolo11n.pt`` ... ``yolo11x.pt``: Ultralytics' released detectors (the file itself may be missing)."""
+    pt_file = Path(pt_file)
+    return pt_file.suffix == ".pt" and default_max_batch(pt_file.name.removesuffix(".pt")) is not None
+
+
 def _missing(pt_file: Path) -> WeightsNotFoundError:
+    random = (f"; or pass --allow-random (allow_random=True) to build {pt_file.stem} from Ultralytics' YAML with "
+              "seeded random weights") if is_zoo_name(pt_file) else ""
     return WeightsNotFoundError(
         f"{pt_file}: weights file not found (weights cannot be downloaded here)",
         hint=f"put the Ultralytics checkpoint at {pt_file.resolve()} (e.g. {pt_file.name} from the Ultralytics "
-             "releases, or your own trained best.pt)",
+             f"releases, or your own trained best.pt){random}",
     )
 
 
@@ -217,4 +225,4 @@ def e2e_spec(raw: ModelSpec, *, flavor: str, topk: int, iou: float, conf: float,
 
 
 __all__ = ["CONF", "DEFAULT_MAX_BATCH", "LoadedDetector", "DetectorSource", "IOU", "TOPK", "detector_spec", "e2e_spec",
-           "load_detector", "load_ultralytics", "parse_model_arg", "prepare_module", "read_model_list"]
+           "is_zoo_name", "load_detector", "load_ultralytics", "parse_model_arg", "prepare_module", "read_model_list"]

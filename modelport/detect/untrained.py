@@ -3,8 +3,11 @@ calibrated on synthetic scenes (so outputs depend on the input), saved as Ultral
 
 from __future__ import annotations
 
+import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -50,3 +53,20 @@ def coco_names() -> dict[int, str]:
     from ultralytics.utils import ROOT, YAML
 
     return dict(YAML.load(ROOT / "cfg" / "datasets" / "coco.yaml")["names"])
+
+
+@contextmanager
+def untrained_checkpoint(missing: str | Path, *, imgsz: int = 640, seed: int = 0) -> Iterator[Path]:
+    """A temporary checkpoint standing in for the missing zoo file ``missing`` (``yolo11n.pt`` ...): Ultralytics'
+    YAML model with seeded random weights, announced with a RandomWeightsWarning. Removed on exit."""
+    from modelport.zoo import RandomWeightsWarning
+
+    missing = Path(missing)
+    name = missing.name.removesuffix(".pt")
+    warnings.warn(f"{missing}: not found; building {name} from Ultralytics' {name}.yaml with seeded RANDOM weights "
+                  "(allowed by --allow-random): its detections mean nothing", RandomWeightsWarning, stacklevel=3)
+    with tempfile.TemporaryDirectory(prefix="modelport-random-") as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Ultralytics' own chatter while building from YAML
+            path = save_untrained(Path(tmp) / missing.name, name, seed=seed, imgsz=imgsz)
+        yield path
