@@ -51,7 +51,7 @@ class Candidate:
     runner: Runner | None = None
 
 
-def _size_mb(path: Path | None) -> float | None:
+def size_mb(path: Path | None) -> float | None:
     if path is None or not path.exists():
         return None
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
@@ -155,7 +155,7 @@ def _open(cand: Candidate, built: BuiltModel, device: str, threads: int | None) 
     cand.settings = dict(cand.runner.settings)
 
 
-def _check_parity(cand: Candidate, reference: Runner, batch: np.ndarray) -> None:
+def check_parity(cand: Candidate, reference: Runner, batch: np.ndarray) -> None:
     expected = reference(batch)
     name = next(iter(expected))
     got = cand.runner(batch)[name]
@@ -167,7 +167,7 @@ def _check_parity(cand: Candidate, reference: Runner, batch: np.ndarray) -> None
         cand.status, cand.reason = "parity-failed", "; ".join(result.failures)
 
 
-def _time(cands: list[Candidate], batch: np.ndarray, seconds: float, rounds: int) -> dict[str, list[float]]:
+def time_interleaved(cands: list[Candidate], batch: np.ndarray, seconds: float, rounds: int) -> dict[str, list[float]]:
     """Interleave runtimes in rounds so that drift (thermal, other load) hits all of them alike."""
     lat: dict[str, list[float]] = {c.id: [] for c in cands}
     for c in cands:  # warm-up: first calls allocate, JIT-compile and fill caches
@@ -216,7 +216,7 @@ def run_benchmark(
     out_dir = Path(export_dir) if export_dir else cache_root() / "exports" / built.spec.source.sha256[:16]
     out_dir.mkdir(parents=True, exist_ok=True)
     format_ids = list(formats) if formats else [f for f in BY_ID if f != "pytorch"]
-    cands = [Candidate("pytorch", "pytorch", path=weights, size_mb=_size_mb(weights))]
+    cands = [Candidate("pytorch", "pytorch", path=weights, size_mb=size_mb(weights))]
     for fmt_id in format_ids:
         precisions = ["fp32"] + (["fp16"] if half else []) + (["int8"] if int8 else [])
         for precision in precisions:
@@ -229,20 +229,20 @@ def run_benchmark(
         if cand.status == "ok" or cand.status == "parity-failed" and cand.path is not None:
             say(f"loading {cand.id}")
             _open(cand, built, device, threads)
-        cand.size_mb = cand.size_mb or _size_mb(cand.path)
+        cand.size_mb = cand.size_mb or size_mb(cand.path)
     live = [c for c in cands if c.runner is not None]
     check = example_batch(built.spec.with_batch(None), count=PARITY_ROWS, seed=4321)
     reference = next(c for c in live if c.id == "pytorch").runner
     for cand in live:
         # INT8 is judged where its thresholds are defined: against fp32 on the calibration set.
         rows = calibration_batch(built.spec, calib).batch if cand.precision == "int8" else check
-        _check_parity(cand, reference, rows)
+        check_parity(cand, reference, rows)
 
     gflop = model_gflops(built)
     rows = []
     for b in batches:
         say(f"timing batch {b}")
-        lat = _time(live, example_batch(built.spec.with_batch(None), count=b, seed=b), seconds, rounds)
+        lat = time_interleaved(live, example_batch(built.spec.with_batch(None), count=b, seed=b), seconds, rounds)
         for cand in cands:
             row = {"runtime": cand.id, "format": cand.format, "precision": cand.precision, "batch": b,
                    "status": cand.status, "reason": cand.reason, "path": str(cand.path) if cand.path else None,

@@ -38,6 +38,9 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON in
         params = sum(p.numel() for p in entry.builder().parameters())
         rows.append({"name": name, "family": entry.family, "task": entry.task, "feature_dim": entry.feature_dim,
                      "input": [3, entry.height, entry.width], "params": params})
+    from modelport.zoo.clip import clip_rows
+
+    rows += clip_rows()  # MobileCLIPs, from open_clip's configs (building them would take ~20 s)
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -46,7 +49,7 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON in
         table.add_column(col)
     for r in rows:
         table.add_row(r["name"], r["family"], r["task"], str(r["feature_dim"]),
-                      "x".join(map(str, r["input"])), f"{r['params'] / 1e6:.2f} M")
+                      "x".join(map(str, r["input"])), f"{r['params'] / 1e6:.2f} M" if r["params"] else "-")
     out.print(table)
 
 
@@ -141,12 +144,14 @@ def verify_cmd(
     """Compare artifacts side by side on one seeded batch; exit 1 on any mismatch."""
     from modelport.discover import open_artifact
     from modelport.formats import format_of_path
+    from modelport.clip.verify import verify_runners
     from modelport.verify import verify
 
-    weights = [p for p in paths if format_of_path(p).id == "pytorch"]
+    clip = verify_runners(paths, device)  # CLIP encoders: open_clip's PyTorch model is the reference
+    weights = [] if clip else [p for p in paths if format_of_path(p).id == "pytorch"]
     reference_path = weights[0] if weights else paths[0]
-    reference = open_artifact(reference_path, device, arch=arch)
-    others = [open_artifact(p, device) for p in paths if p != reference_path]
+    reference = clip[0] if clip else open_artifact(reference_path, device, arch=arch)
+    others = clip[1] if clip else [open_artifact(p, device) for p in paths if p != reference_path]
     if not others:
         raise typer.BadParameter("give at least two things to compare (e.g. weights and an export)")
     report = verify(others, reference, count=batch, seed=seed)
@@ -217,7 +222,12 @@ def load_cmd(path: Path = typer.Argument(..., help="Weights file or artifact."),
 
     runner = load(path, format=format, device=device, allow_random=allow_random,
                   prefer="fastest" if fastest else "priority")
-    emb = runner.embed(person_crops(2, runner.spec.preprocess.height, runner.spec.preprocess.width))
+    if runner.spec.task == "embed_text":  # a CLIP text encoder: run it on captions
+        from modelport.clip.text import example_captions
+
+        emb = runner.embed_text(example_captions(2))
+    else:
+        emb = runner.embed(person_crops(2, runner.spec.preprocess.height, runner.spec.preprocess.width))
     out.print(f"model_type={runner.model_type} path={runner.path} batch={runner.max_batch or 'dynamic'} "
               f"embedding={emb.shape[1]}-d")
 
@@ -234,9 +244,11 @@ def _csv_ints(text: str) -> list[int]:
 
 @app.command("bench")
 def bench_cmd(
-    source: str = typer.Argument(..., help="Weights file, or a zoo name with --allow-random."),
+    source: str = typer.Argument(..., help="Weights file, or a zoo name with --allow-random; a MobileCLIP name, "
+                                 "open_clip checkpoint or encoder artifact benchmarks both encoders."),
     formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated formats (default: all)."),
-    batch: str = typer.Option("1,16,64", "--batch", help="Comma-separated batch sizes."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Comma-separated batch sizes (default 1,16,64; "
+                                        "MobileCLIP 1,16)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Threads per runtime (default: physical cores)."),
     seconds: float = typer.Option(3.0, "--seconds", help="Timed seconds per batch size, shared by all runtimes."),
@@ -249,11 +261,21 @@ def bench_cmd(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a throughput plot (PNG)."),
     allow_random: bool = typer.Option(False, "--allow-random"),
     arch: Optional[str] = typer.Option(None, "--arch"),
+    clip_weights: Optional[Path] = typer.Option(None, "--weights", help="open_clip checkpoint for a MobileCLIP name."),
 ) -> None:
     """Measure every runtime side by side: latency, throughput, parity, size, export and load time."""
     from modelport.bench import run_benchmark, write_plot
+    from modelport.clip.bench import is_clip_source
 
-    batches = _csv_ints(batch)
+    if is_clip_source(source, arch):  # two encoders, fp32 only: see modelport.clip.bench
+        from modelport.clip.cli import bench_command
+
+        bench_command(source, weights=clip_weights, arch=arch, formats=formats, batches=_csv_ints(batch) if batch
+                      else None, device=device, threads=threads, seconds=seconds, export_here=export_here,
+                      json_path=json_path, plot=plot, allow_random=allow_random, console=out, status=err,
+                      unsupported={"--half": half, "--int8": int8, "--calib": calib, "--baseline": baseline})
+        return
+    batches = _csv_ints(batch or "1,16,64")
     with err.status("benchmarking ...") as status:
         report = run_benchmark(
             source, formats=formats.split(",") if formats else None, batches=batches, device=device,

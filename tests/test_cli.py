@@ -28,6 +28,12 @@ def test_models_lists_the_zoo_with_dims_and_params():
     }
     assert rows["resnet50"]["params"] > rows["osnet_x0_25"]["params"] > 0
     assert {n for n, r in rows.items() if r["task"] == "detect"} == {f"yolo11{s}" for s in "nsmlx"}
+    # MobileCLIPs come from open_clip's configs (not built): both encoders' inputs, no parameter count
+    clip = {n: r for n, r in rows.items() if r["family"] == "clip"}
+    assert {"MobileCLIP2-S0", "MobileCLIP2-S2", "MobileCLIP2-L-14", "MobileCLIP-S1"} <= set(clip)
+    assert clip["MobileCLIP2-S0"] == {"name": "MobileCLIP2-S0", "family": "clip", "task": "embed+embed_text",
+                                      "feature_dim": 512, "input": [3, 256, 256], "text_input": [77], "params": None}
+    assert clip["MobileCLIP2-S4"]["feature_dim"] == 768 and clip["MobileCLIP2-B"]["input"] == [3, 224, 224]
 
 
 def test_export_info_verify_round_trip(tmp_path, osnet_model):

@@ -262,3 +262,148 @@ def test_tensorrt_engines_for_both_encoders(work, checkpoint_and_model):
     assert report.ok, [(r.format, r.error) for rs in report.results.values() for r in rs]
     runner = get_format("tensorrt").load(report.paths("text")["tensorrt"], "cuda")
     assert runner.embed_text(["a photo of a dog"]).shape == (1, 512)
+
+
+def get_format_of(path):
+    from modelport.formats import format_of_path
+
+    return format_of_path(path).id
+
+
+def _invoke(*args):
+    """The CLI in this process (no re-import of torch/open_clip); typed errors arrive as result.exception."""
+    from typer.testing import CliRunner
+
+    from modelport.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+def test_models_lists_every_mobileclip_from_configs_without_building():
+    from modelport.zoo.clip import clip_rows
+
+    rows = {r["name"]: r for r in clip_rows()}
+    assert set(rows) == set(clip_models())
+    assert rows[NAME] == {"name": NAME, "family": "clip", "task": "embed+embed_text", "feature_dim": 512,
+                          "input": [3, 256, 256], "text_input": [77], "params": None}
+    assert rows["MobileCLIP2-L-14"]["feature_dim"] == 768 and rows["MobileCLIP2-L-14"]["input"] == [3, 224, 224]
+
+
+def test_load_opens_either_encoder_and_each_refuses_the_other_modality(exported, images):
+    import modelport
+    from modelport.errors import ModelportError
+
+    for fmt_id in exported.paths("text"):
+        text = modelport.load(exported.paths("text")[fmt_id])
+        image = modelport.load(exported.paths("image")[fmt_id])
+        assert text.embed_text(["a photo of a dog"]).shape == (1, 512)
+        assert image.embed(images[:2]).shape == (2, 512)
+        with pytest.raises(ModelportError, match="text encoder embeds text"):
+            text.embed(images[:1])
+        with pytest.raises(ModelportError, match="not a text encoder"):
+            image.embed_text(["a photo of a dog"])
+
+
+@pytest.mark.parametrize("which", ["text", "image"])
+def test_cli_load_runs_every_encoder_artifact(exported, which):
+    for path in exported.paths(which).values():
+        result = _invoke("load", path)
+        assert result.exit_code == 0, (path, result.output, result.exception)
+        shown = " ".join(result.output.split())  # rich wraps at the test console's width
+        assert "embedding=512-d" in shown and f"model_type={get_format_of(path)}" in shown
+
+
+def test_cli_verify_takes_the_checkpoint_as_reference(exported, checkpoint_and_model, tmp_path):
+    path, _ = checkpoint_and_model
+    report = tmp_path / "verify.json"
+    result = _invoke("verify", path, *exported.paths("image").values(), "--json", report)
+    assert result.exit_code == 0, (result.output, result.exception)
+    data = json.loads(report.read_text())
+    assert data["passed"] and data["reference"] == f"pytorch {path}"
+    assert sorted(r["format"] for r in data["results"]) == sorted(exported.paths("image"))
+
+
+def test_verify_of_one_artifact_needs_the_checkpoint_its_spec_records(exported, checkpoint_and_model, tmp_path):
+    from modelport.clip.verify import recorded_weights
+    from modelport.errors import ModelportError
+    from modelport.spec import Source, sha256_file
+
+    text = exported.paths("text")["onnx"]  # exported from a model built in memory: no file recorded
+    result = _invoke("verify", text)
+    assert isinstance(result.exception, ModelportError) and "nothing to compare it with" in result.exception.message
+    spec = get_format("onnx").read_spec(text)
+    path = checkpoint_and_model[0]
+    recorded = dataclasses.replace(spec, source=Source(kind="weights", file=str(path), sha256=sha256_file(path)))
+    assert recorded_weights(recorded) == path
+    changed = dataclasses.replace(spec, source=Source(kind="weights", file=str(path), sha256="0" * 64))
+    assert recorded_weights(changed) is None  # a checkpoint that changed since the export is not the reference
+
+
+def test_cli_verify_refuses_to_compare_an_image_with_a_text_encoder(exported):
+    from modelport.errors import ModelportError
+
+    result = _invoke("verify", exported.paths("image")["onnx"], exported.paths("text")["onnx"])
+    assert isinstance(result.exception, ModelportError) and "different encoders" in result.exception.message
+
+
+def test_bench_sources_are_recognised(exported, checkpoint_and_model, tmp_path):
+    from modelport.clip.bench import is_clip_source, resolve_source
+    from modelport.errors import UnknownArchitectureError
+
+    path, _ = checkpoint_and_model
+    image = exported.paths("image")["onnx"]
+    assert is_clip_source(NAME) and is_clip_source(str(image)) and is_clip_source(str(path))
+    assert not is_clip_source("osnet_x0_25") and is_clip_source("weights.pt", arch=NAME)
+    src = resolve_source(str(image), weights=path)  # name from the artifact's spec, siblings beside it
+    assert (src.name, src.weights, src.folder, src.base) == (NAME, path, image.parent, f"{NAME}_random")
+    assert resolve_source(str(path)).name == NAME  # the name is in the checkpoint's file name
+    anonymous = tmp_path / "open_clip_model.safetensors"
+    anonymous.write_bytes(b"")
+    assert is_clip_source(str(anonymous))
+    with pytest.raises(UnknownArchitectureError, match="--arch|which MobileCLIP"):
+        resolve_source(str(anonymous))
+    assert resolve_source(str(anonymous), arch="MobileCLIP2-S2").name == "MobileCLIP2-S2"
+
+
+def test_cli_bench_times_both_encoders_in_every_runtime_with_parity(exported, checkpoint_and_model, tmp_path):
+    record = tmp_path / "benchmark.json"
+    path, _ = checkpoint_and_model
+    result = _invoke("bench", exported.paths("image")["onnx"], "--weights", path, "--batch", "2", "--seconds", "0.3",
+                     "--json", record)
+    assert result.exit_code == 0, (result.output, result.exception)
+    report = json.loads(record.read_text())
+    formats = sorted(exported.paths("image"))
+    assert report["model"]["family"] == "clip" and report["model"]["name"] == NAME
+    assert min(report["model"]["gflop_per_item"].values()) > 1  # S0: ~4.8 per image, ~5.8 per caption
+    for which in ("image", "text"):
+        rows = {r["runtime"]: r for r in report["rows"] if r["encoder"] == which and r["status"] == "ok"}
+        assert sorted(rows) == sorted(["pytorch", *formats])
+        for runtime, row in rows.items():
+            assert row["batch"] == 2 and row["throughput"] > 0 and row["latency_ms"]["n"] >= 1
+            assert row["parity"]["passed"] and row["parity"]["min_cosine"] > 0.9999
+            if runtime != "pytorch":  # the exports beside the artifact were reused, not re-exported
+                assert row["export_s"] is None and row["path"] == str(exported.paths(which)[runtime])
+    assert report["semantic"]["passed"] and sorted(r["runtime"] for r in report["semantic"]["results"]) == formats
+    assert "image rankings for 8 fixed queries identical" in " ".join(result.output.split())
+
+
+def test_bench_exports_what_is_missing_verified(checkpoint_and_model, tmp_path):
+    from modelport.clip.bench import run_clip_benchmark
+
+    path, model = checkpoint_and_model
+    report = run_clip_benchmark(NAME, weights=path, model=model, formats=["onnx"], batches=[1], seconds=0.1,
+                                rounds=1, export_dir=tmp_path)
+    onnx = {r["encoder"]: r for r in report["rows"] if r["runtime"] == "onnx"}
+    assert set(onnx) == {"image", "text"}
+    for which, row in onnx.items():
+        assert row["status"] == "ok" and row["export_s"] > 0
+        assert row["path"] == str(tmp_path / f"{NAME}_random_{which}.onnx")
+    assert report["settings"]["export_dir"] == str(tmp_path) and report["model"]["untrained"]
+
+
+def test_bench_refuses_precision_options_before_building():
+    from modelport.errors import ModelportError
+
+    result = _invoke("bench", NAME, "--allow-random", "--int8", "--baseline")
+    assert isinstance(result.exception, ModelportError)
+    assert "--int8, --baseline not supported" in result.exception.message

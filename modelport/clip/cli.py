@@ -1,4 +1,4 @@
-"""`modelport export MobileCLIP2-S2 [--weights FILE]`: both encoders, every format, with the CLIP checks."""
+"""`modelport export|bench MobileCLIP2-S2 [--weights FILE]`: both encoders, every format, with the CLIP checks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.table import Table
 
 from modelport.clip.export import ClipExport, export_clip
 from modelport.clip.model import IMAGE_MAX_BATCH, TEXT_MAX_BATCH
-from modelport.errors import ExportError
+from modelport.errors import ExportError, ModelportError
 
 
 def export_named(name: str, weights: Path | None, formats: str | None, *, out_dir: Path | None, opset: int,
@@ -64,3 +64,60 @@ def print_report(report: ClipExport, as_json: bool, console: Console) -> None:
         colour = "green" if semantic.passed else "red"
         console.print(f"[{colour}]semantic check ({len(semantic.queries)} queries x {semantic.images} images, "
                       f"vs PyTorch): {semantic.summary()}[/]")
+
+
+def bench_command(source: str, *, weights: Path | None, arch: str | None, formats: str | None,
+                  batches: list[int] | None, device: str, threads: int | None, seconds: float, export_here: bool,
+                  json_path: Path, plot: Path | None, allow_random: bool, console: Console, status: Console,
+                  unsupported: dict[str, object] | None = None) -> dict:
+    """`modelport bench` for a MobileCLIP: run, write the JSON record (and plot), print the table."""
+    from modelport.clip.bench import DEFAULT_BATCHES, run_clip_benchmark
+
+    given = [flag for flag, value in (unsupported or {}).items() if value]
+    if given:
+        raise ModelportError(f"{', '.join(given)} not supported for {source}: CLIP encoders are benchmarked in fp32",
+                             hint="leave the option out")
+    with status.status("benchmarking ...") as spinner:
+        report = run_clip_benchmark(
+            source, weights=weights, arch=arch, formats=formats.split(",") if formats else None,
+            batches=batches or DEFAULT_BATCHES, device=device, threads=threads, seconds=seconds,
+            export_here=export_here, allow_random=allow_random,
+            progress=lambda msg: spinner.update(f"benchmarking: {msg}"))
+    json_path.write_text(json.dumps(report, indent=1))
+    print_bench(report, console)
+    console.print(f"record: {json_path}")
+    if plot:
+        from modelport.bench import write_plot
+
+        # write_plot groups bars by runtime name: name them per encoder.
+        named = {**report, "rows": [{**r, "runtime": f"{r['encoder']} {r['runtime']}"} for r in report["rows"]]}
+        console.print(f"plot: {write_plot(named, plot)}")
+    return report
+
+
+def print_bench(report: dict, console: Console) -> None:
+    m = report["machine"]
+    table = Table(title=f"{report['model']['name']} encoders on {m['cpu']} ({m['physical_cores']} cores"
+                        f"{', ' + m['gpu'] if m['gpu'] else ''}), items/s = batch / mean latency")
+    for col in ("encoder", "runtime", "batch", "status", "p50 ms", "p90 ms", "items/s", "x pytorch", "max abs",
+                "min cos", "MB", "export s", "load s"):
+        table.add_column(col, justify="left" if col in ("encoder", "runtime", "status") else "right")
+    base = {(r["encoder"], r["batch"]): r["throughput"] for r in report["rows"] if r["runtime"] == "pytorch"}
+    for r in report["rows"]:
+        lat, par = r["latency_ms"] or {}, r["parity"] or {}
+        ratio = r["throughput"] / base[r["encoder"], r["batch"]] if r["throughput"] and base.get(
+            (r["encoder"], r["batch"])) else None
+        status = "[green]ok[/]" if r["status"] == "ok" else f"[red]{r['status']}[/] {r['reason'][:60]}"
+        num = [f"{v:.1f}" if v is not None else "-" for v in (lat.get("p50"), lat.get("p90"), r["throughput"])]
+        table.add_row(r["encoder"], r["runtime"], str(r["batch"]), status, *num, f"{ratio:.2f}x" if ratio else "-",
+                      f"{par['max_abs_diff']:.1e}" if par else "-", f"{par['min_cosine']:.5f}" if par else "-",
+                      f"{r['size_mb']:.1f}" if r["size_mb"] else "-",
+                      f"{r['export_s']:.1f}" if r["export_s"] is not None else "-",
+                      f"{r['load_s']:.2f}" if r["load_s"] is not None else "-")
+    console.print(table)
+    semantic = report.get("semantic")
+    if semantic:
+        colour = "green" if semantic["passed"] else "red"
+        shown = "; ".join(f"{r['runtime']} {r['identical']}/{r['queries']}" for r in semantic["results"])
+        console.print(f"[{colour}]image rankings for {len(semantic['queries'])} fixed queries identical to "
+                      f"PyTorch's: {shown}[/]")

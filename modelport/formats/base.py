@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from modelport.errors import MissingRuntimeError
+from modelport.errors import MissingRuntimeError, ModelportError
 from modelport.preprocess import ImageLike, prepare
 from modelport.spec import ModelSpec
 
@@ -212,6 +212,9 @@ class Runner:
 
         ``prepared``: ``items`` is already the model's input (``preprocess.prepare``'s output).
         """
+        if self.spec.task == "embed_text":
+            raise ModelportError(f"{self.describe()}: a CLIP text encoder embeds text, not images",
+                                 hint="use runner.embed_text([...]), or load the *_image artifact for images")
         batch = np.asarray(items) if prepared else prepare(items, self.spec.preprocess)
         feats = self(batch)[self.spec.outputs[0].name].reshape(len(batch), -1).astype(np.float32)
         norms = np.linalg.norm(feats, axis=1, keepdims=True)
