@@ -97,10 +97,24 @@ def session_options(threads: int | None = None, spin: bool = True):
     return opts
 
 
+STREAM_MIN_ROWS = 2  # rows per stream below which one multi-threaded run is the faster choice
+
+
 class OnnxRunner(Runner):
+    """ONNX Runtime session; on the CPU, large batches of a dynamic-batch model run as parallel streams.
+
+    Streams: the batch is split into one part per physical core, each run at the same time through a
+    single-threaded session (ORT sessions may be run concurrently). Every operator then runs whole on one
+    core, with no synchronisation between cores per operator, the way OpenVINO's THROUGHPUT hint uses
+    streams. Measured on the 2-core machine (benchmarks/RESULTS.md) this beat one two-threaded run of
+    the same batch, most of all when another process shares the CPU. Small batches keep the
+    multi-threaded session, which has the lower latency.
+    """
+
     format_id = "onnx"
 
-    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None, spin: bool = True) -> None:
+    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None, spin: bool = True,
+                 streams: int | None = None) -> None:
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]
@@ -122,16 +136,53 @@ class OnnxRunner(Runner):
             raise CorruptFileError(f"{path}: ONNX Runtime cannot load it ({exc})") from None
         super().__init__(_spec_from_meta(self.session.get_modelmeta().custom_metadata_map, path), path, device)
         self.providers = self.session.get_providers()
+        on_cpu = self.providers[0] == "CPUExecutionProvider"
+        if streams is None:
+            streams = opts.intra_op_num_threads if on_cpu and self.spec.max_batch is None else 1
+        if streams > 1 and (not on_cpu or self.spec.max_batch is not None):
+            raise ValueError(f"{path}: streams need a dynamic-batch model on the CPU")
+        self.streams = max(1, int(streams))
+        self._spin = spin
+        self._stream_session = None
+        self._pool = None
         self.settings = {"providers": self.providers, "graph_optimization_level": "ORT_ENABLE_ALL",
                          "intra_op_num_threads": opts.intra_op_num_threads, "execution_mode": "sequential",
-                         "allow_spinning": spin}
+                         "allow_spinning": spin, "streams": self.streams,
+                         "streams_from_batch": self.streams * STREAM_MIN_ROWS if self.streams > 1 else None}
         self._input = self.session.get_inputs()[0].name
         self._outputs = [o.name for o in self.session.get_outputs()]
 
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if self.streams > 1 and len(batch) >= self.streams * STREAM_MIN_ROWS:
+            return self._infer_streams(batch)
         values = self.session.run(self._outputs, {self._input: batch})
         return dict(zip(self._outputs, values))
 
+    def _infer_streams(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        import onnxruntime as ort
+        from concurrent.futures import ThreadPoolExecutor
 
-def load(path: Path, device: str = "cpu", threads: int | None = None, spin: bool = True) -> OnnxRunner:
-    return OnnxRunner(path, device, threads=threads, spin=spin)
+        if self._stream_session is None:  # made on first use: callers with small batches never pay for it
+            self._stream_session = ort.InferenceSession(str(self.path), session_options(1, self._spin),
+                                                        providers=["CPUExecutionProvider"])
+            self._pool = ThreadPoolExecutor(self.streams - 1, thread_name_prefix="ort-stream")
+        session = self._stream_session
+        parts = np.array_split(batch, self.streams)
+
+        def run(part: np.ndarray) -> list[np.ndarray]:
+            return session.run(self._outputs, {self._input: part})
+
+        futures = [self._pool.submit(run, p) for p in parts[1:]]
+        results = [run(parts[0])] + [f.result() for f in futures]  # the caller's thread is stream 0
+        return {name: np.concatenate([r[i] for r in results]) for i, name in enumerate(self._outputs)}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._stream_session = None
+
+
+def load(path: Path, device: str = "cpu", threads: int | None = None, spin: bool = True,
+         streams: int | None = None) -> OnnxRunner:
+    return OnnxRunner(path, device, threads=threads, spin=spin, streams=streams)
