@@ -1,13 +1,13 @@
 """Benchmark YOLO11n detection pipelines at 640 and write benchmarks/results/yolo11n.json + YOLO_RESULTS.md.
 
-    flock /tmp/modelport-bench.lock python benchmarks/yolo_bench.py            # batch 1 and 8, 40 s each
-    flock /tmp/modelport-bench.lock python benchmarks/yolo_bench.py --max-batch 16 --seconds 60
+    flock /tmp/modelport-bench.lock python benchmarks/yolo_bench.py              # batch 1 and 128 (yolo11n's max)
+    flock /tmp/modelport-bench.lock python benchmarks/yolo_bench.py --max-batch 8 --seconds 60
+    python benchmarks/yolo_bench.py --markdown-only                              # rewrite the table from the JSON
 
 The model is Ultralytics' yolo11n.yaml with seeded random weights, BatchNorm calibrated on synthetic
 street scenes (no weights can be downloaded here; speed does not depend on the weights, only the NMS
-share does, through the number of candidate boxes). The maximum batch is 8 here instead of yolo11n's
-default 128: on a 2-core CPU one batch of 128 frames at 640 takes over ten seconds per pipeline, and
-images/s no longer grows with the batch long before that.
+share does, through the number of candidate boxes). At the maximum batch every call takes many seconds
+on a 2-core CPU, so it runs fewer rounds (``--rounds-max``; each round times every pipeline at least once).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from modelport.detect.untrained import save_untrained  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--max-batch", type=int, default=None, help="default: the model's (yolo11n: 128)")
     parser.add_argument("--seconds", type=float, default=40.0, help="timed seconds per batch size, all pipelines")
+    parser.add_argument("--rounds-max", type=int, default=2, help="interleaved rounds at the maximum batch")
     parser.add_argument("--conf", type=float, default=0.25)
     parser.add_argument("--markdown-only", action="store_true", help="rewrite YOLO_RESULTS.md from the JSON record")
     args = parser.parse_args()
@@ -40,37 +41,46 @@ def main() -> None:
         pt = work / "yolo11n.pt"
         if not pt.exists():
             save_untrained(pt, "yolo11n", seed=0, imgsz=640)
+        from modelport.detect.model import DetectorSource
+
+        args.max_batch = args.max_batch or DetectorSource.of(pt).max_batch
         report = run_detect_benchmark(pt, batches=[1, args.max_batch], max_batch=args.max_batch, conf=args.conf,
-                                      seconds=args.seconds, export_dir=work / "exports", progress=print)
+                                      seconds=args.seconds, rounds={1: 4, args.max_batch: args.rounds_max},
+                                      export_dir=work / "exports", progress=print)
         record.parent.mkdir(exist_ok=True)
         record.write_text(json.dumps(report, indent=1))
-    rows = {(r["runtime"], r["batch"]): r for r in report["rows"]}
-    lines = []
-    for batch in (1, args.max_batch):
-        e2e, base = rows.get(("onnx-e2e", batch), {}), rows.get(("ultralytics-pytorch", batch), {})
-        if e2e.get("fps") and base.get("fps"):
-            lines.append(f"- batch {batch}: end-to-end portable ONNX {e2e['fps']:.1f} img/s vs Ultralytics PyTorch "
-                         f"{base['fps']:.1f} img/s = **{e2e['fps'] / base['fps']:.2f}x**")
-    ratios = [rows[("onnx-e2e", b)]["fps"] / rows[("ultralytics-pytorch", b)]["fps"] for b in (1, args.max_batch)
-              if rows.get(("onnx-e2e", b), {}).get("fps") and rows.get(("ultralytics-pytorch", b), {}).get("fps")]
-    if ratios and max(ratios) < 2.0:
-        lines.append(
-            f"- Target (end-to-end portable ONNX >= 2x Ultralytics' images/s): **not met** (best {max(ratios):.2f}x). "
-            "Inference is over 90% of every pipeline and the exported runtimes already run yolo11n at about the "
-            "machine's measured fp32 matmul peak (GFLOP/s column vs the peak above), so the remaining gap is "
-            "the speed of Ultralytics' own fused PyTorch model, not pre/post-processing or NMS (a few "
-            "milliseconds per image). Ratios move between runs on this shared 2-core machine; only ratios "
-            "from one run (this table) are comparable.")
-    m = report["machine"]
-    text = "\n".join([
+    (HERE / "YOLO_RESULTS.md").write_text(results_markdown(report, args.max_batch))
+    print((HERE / "YOLO_RESULTS.md").read_text())
+
+
+def results_markdown(report: dict, max_batch: int) -> str:
+    rows = [r for r in report["rows"] if r.get("fps")]
+    lines, ratios = [], []
+    for batch in (1, max_batch):
+        e2e = next((r for r in rows if r["runtime"] == "onnx-e2e" and r["batch"] == batch), None)
+        ultra = sorted((r for r in rows if r["format"] == "ultralytics" and r["batch"] == batch), key=lambda r: -r["fps"])
+        if not e2e or not ultra:
+            continue
+        ratios.append(e2e["fps"] / ultra[0]["fps"])
+        others = ", ".join(f"{r['runtime']} (torch threads: {r.get('torch_threads')}) {r['fps']:.1f} img/s"
+                           for r in ultra)
+        lines.append(f"- batch {batch}: end-to-end portable ONNX {e2e['fps']:.1f} img/s vs the faster Ultralytics "
+                     f"pipeline {ultra[0]['fps']:.1f} img/s = **{ratios[-1]:.2f}x** ({others})")
+    if ratios:
+        met = all(r >= 2.0 for r in ratios)
+        lines.append(f"- Target (end-to-end portable ONNX >= 2x Ultralytics' images/s, at batch 1 and the maximum "
+                     f"batch): **{'met' if met else 'not met'}** ({', '.join(f'{r:.2f}x' for r in ratios)}).")
+    m, st = report["machine"], report["settings"]
+    load = "; ".join(f"batch {b}: {v['loadavg_1min_before']:.1f} before, {v['loadavg_1min_after']:.1f} after "
+                     f"({v['rounds']} rounds)" for b, v in st.get("load", {}).items())
+    return "\n".join([
         "# YOLO11n detection pipelines (CPU)",
         "",
-        f"Machine: {m.get('cpu')} ({m.get('physical_cores')} physical cores). Input 640x640, conf "
-        f"{report['settings']['conf']}, IoU {report['settings']['iou']}, top-k {report['settings']['topk']}; "
-        f"{report['settings']['frames']}. All pipelines timed in interleaved rounds in one run "
-        "(`python benchmarks/yolo_bench.py`, record in `results/yolo11n.json`). "
-        f"yolo11n costs {report['model']['gflop_per_image']:.1f} GFLOP per 640x640 image; this machine's measured "
-        f"fp32 matmul peak is {report['peak_gflops']:.0f} GFLOP/s.",
+        f"Machine: {m.get('cpu')} ({m.get('physical_cores')} physical cores). Input 640x640, conf {st['conf']}, "
+        f"IoU {st['iou']}, top-k {st['topk']}; {st['frames']}. All pipelines timed in interleaved rounds in one "
+        "run (`python benchmarks/yolo_bench.py`, record in `results/yolo11n.json`). yolo11n costs "
+        f"{report['model']['gflop_per_image']:.1f} GFLOP per 640x640 image. The machine is shared: 1-minute "
+        f"load average {load}.",
         "",
         *lines,
         "",
@@ -81,13 +91,37 @@ def main() -> None:
         "its per-stage timer leaves out is booked here too), *NMS* = CPU NMS (`detect/nms.py` for raw tracks; "
         "Ultralytics' postprocess, NMS plus box scaling), *post* = scaling boxes back to the image. Every "
         "exported track was compared with Ultralytics' predictions on 8 frames before timing (status ok = all "
-        "boxes matched at IoU >= 0.99, same class, score diff <= 1e-3, same count).",
+        "boxes matched at IoU >= 0.99, same class, score diff <= 1e-3, same count). Ratios are against the "
+        "faster of the two Ultralytics rows at each batch.",
         "",
-        "Max batch is 8 here, not yolo11n's default 128: see the script's docstring.",
+        NOTES,
         "",
     ])
-    (HERE / "YOLO_RESULTS.md").write_text(text)
-    print(text)
+
+
+NOTES = """## Where the time goes
+
+- Inference is over 90% of every pipeline: letterboxing costs 2-9 ms per image, NMS 1-2 ms per image on the
+  CPU (or nothing visible inside the graph). The ratio is therefore the ratio of convolution speed on the same
+  two cores; pre/post-processing cannot buy 2x.
+- Ultralytics' defaults here: its predictor's `select_device("cpu")` sets torch to `cpu_count - 1` threads,
+  **one** thread on this 2-CPU machine, and `predict` letterboxes a batch of same-shape frames to the smallest
+  stride-32 rectangle (`rect=True`): the batch-1 frame (480x640) runs at 480x640, 75% of the 640x640 pixels the
+  exported graphs always compute (the GFLOP/s column counts 640x640 for every row). The 128-frame batch mixes
+  shapes and runs at 640x640 in both.
+- The exported runtimes use both cores, as their documentation advises (ONNX Runtime: all graph
+  optimisations, intra-op threads = physical cores, no spinning workers since pre/post-processing shares the
+  CPU; batches as one single-threaded session per core, like OpenVINO's THROUGHPUT hint with its
+  AsyncInferQueue; OpenVINO LATENCY hint for one image).
+- This run shared the 2 CPUs with other sessions' tests (load average 3-5). Under that contention a pipeline
+  that synchronises two threads per layer waits for whichever thread was descheduled: PyTorch on 2 threads fell
+  to 0.7 img/s at batch 1 and ONNX Runtime's 2-thread session to 5.7 img/s, while Ultralytics' 1-thread default
+  kept its share. The single-threaded-session batch track does not have that problem. In an earlier, quieter
+  run (batch 1 and 8, this file's git history) the same ONNX pipelines measured 14.9 img/s: 1.42x (batch 1) and
+  1.99x (batch 8) Ultralytics as shipped.
+- 2x at batch 1 would need convolutions twice as fast as PyTorch's on the same cores while computing a third
+  more pixels; neither runtime does that in fp32 here. Less work would: INT8, or dynamic-shape exports with
+  Ultralytics' rectangular letterbox. Neither is done: the exports keep the fixed 640x640 fp32 input."""
 
 
 if __name__ == "__main__":

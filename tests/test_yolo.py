@@ -223,6 +223,19 @@ def test_loader_prefers_the_end_to_end_onnx_export(exports, yolo_pt):
     assert len(dets) == 2 and all(d.boxes.shape[1] == 4 for d in dets)
 
 
+def test_runtimes_give_the_same_detections_after_releasing_memory(exports):
+    frames = street_scenes(4, seed=5)
+    for fmt in ("onnx", "openvino"):
+        runner = DetectRunner(load_runtime(get_format(fmt), exports[(fmt, "e2e-portable")].path))
+        before = runner.detect(frames)
+        runner.release_memory()  # what the benchmark does between pipelines at large batches
+        after = runner.detect(frames)
+        assert sum(len(d) for d in before) > 0
+        for b, a in zip(before, after):
+            np.testing.assert_array_equal(a.classes, b.classes)
+            np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+
+
 # --- TensorRT flavour ----------------------------------------------------------------------------------------
 
 def test_tensorrt_flavour_writes_an_efficientnms_plugin_node(yolo_pt, tmp_path):

@@ -121,6 +121,34 @@ class DetectRunner:
     def close(self) -> None:
         self.runner.close()
 
+    def release_memory(self) -> None:
+        """Hand the runtime's scratch memory back to the system while idle (see ``release_memory``)."""
+        release_memory(self.runner)
+
+
+def release_memory(runner: Runner) -> None:
+    """Free what a runtime keeps from its largest call, in each runtime's documented way, so several large-batch
+    pipelines fit in memory at once: ONNX Runtime shrinks its arena at the end of a one-image run with
+    ``memory.enable_memory_arena_shrinkage``; OpenVINO's ``CompiledModel.release_memory()``. PyTorch frees its
+    activations after every call anyway. At batch 128 at 640 an idle session otherwise holds 3-4 GB.
+    ONNX Runtime's batch streams are reopened instead: measured at batch 32, arena shrinkage returned only a
+    fifth of what they held."""
+    if isinstance(runner, OnnxStreams):
+        runner.reopen_streams()
+        return
+    session = getattr(runner, "session", None)
+    if session is not None:  # an ONNX Runtime session
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        feed = session.get_inputs()[0]
+        shape = [1, *(d if isinstance(d, int) else 1 for d in feed.shape[1:])]
+        session.run(None, {feed.name: np.zeros(shape, np.float32)}, options)
+        return
+    for compiled in getattr(runner, "_compiled", {}).values():  # OpenVINO: one compiled model per hint
+        compiled.release_memory()
+
 
 def load_runtime(fmt, path: str | Path, device: str = "cpu") -> Runner:
     """Open an artifact for detection. ONNX Runtime's workers do not busy-wait here: a detection pipeline
@@ -134,7 +162,13 @@ def load_runtime(fmt, path: str | Path, device: str = "cpu") -> Runner:
     cores = physical_cores()
     if runner.device != "cpu" or cores < 2:
         return runner
-    return OnnxStreams(runner, [fmt.load(Path(path), device, threads=1, spin=False) for _ in range(cores)])
+    return OnnxStreams(runner, _stream_sessions(Path(path), device, cores))
+
+
+def _stream_sessions(path: Path, device: str, count: int) -> list[Runner]:
+    from modelport.formats import get_format
+
+    return [get_format("onnx").load(path, device, threads=1, spin=False) for _ in range(count)]
 
 
 class OnnxStreams(Runner):
@@ -158,6 +192,14 @@ class OnnxStreams(Runner):
         parts = np.array_split(batch, min(len(self.streams), len(batch)))
         results = list(self.pool.map(lambda sp: sp[0]._infer(np.ascontiguousarray(sp[1])), zip(self.streams, parts)))
         return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
+
+    def reopen_streams(self) -> None:
+        """Fresh batch sessions: the only way to hand back all the memory a large batch left in them."""
+        count = len(self.streams)
+        for stream in self.streams:
+            stream.close()
+        self.streams = []  # drop the old sessions before the new ones allocate
+        self.streams = _stream_sessions(self.path, self.device, count)
 
     def close(self) -> None:
         self.pool.shutdown()
