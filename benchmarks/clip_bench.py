@@ -4,8 +4,9 @@
     flock /tmp/modelport-bench.lock python benchmarks/clip_bench.py --images 2000 --seconds 20
 
 Writes benchmarks/results/clip_mobileclip2_s0.json and benchmarks/CLIP_RESULTS.md. The model has seeded random
-weights (no weights can be downloaded here); speed does not depend on the weights. Runtimes are timed in
-interleaved rounds on the same inputs so that load from other processes hits them alike. The search part
+weights (no weights can be downloaded here); speed does not depend on the weights. The encoder part is what
+`modelport bench MobileCLIP2-S0` runs (modelport.clip.bench): every runtime timed in interleaved rounds on the
+same inputs, so that load from other processes hits them alike, with parity against PyTorch. The search part
 generates 320x240 JPEG scenes once (cached under benchmarks/work/clip/images), indexes them with the fastest
 image runtime measured above, and times text and image queries (exact cosine search in numpy).
 """
@@ -24,56 +25,25 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-
 from modelport.bench import percentiles  # noqa: E402
+from modelport.clip.bench import run_clip_benchmark  # noqa: E402
 from modelport.clip.check import QUERIES  # noqa: E402
-from modelport.clip.export import export_clip  # noqa: E402
 from modelport.clip.model import build_clip  # noqa: E402
 from modelport.clip.samples import scene_images, write_scenes  # noqa: E402
-from modelport.clip.text import example_tokens  # noqa: E402
-from modelport.formats import get_format  # noqa: E402
-from modelport.formats.pytorch import PyTorchRunner  # noqa: E402
-from modelport.machine import machine_info  # noqa: E402
 from modelport.preprocess import prepare  # noqa: E402
 from modelport.search import IndexStore, index_folder, open_encoders, search  # noqa: E402
 
 NAME = "MobileCLIP2-S0"
 
 
-def time_interleaved(runners: dict, batch: np.ndarray, seconds: float, rounds: int = 5) -> dict[str, list[float]]:
-    lat: dict[str, list[float]] = {k: [] for k in runners}
-    for r in runners.values():  # warm-up: allocation, JIT profiling, caches
-        for _ in range(2):
-            r(batch)
-    slot = seconds / (rounds * len(runners))
-    for _ in range(rounds):
-        for key, r in runners.items():
-            end = time.perf_counter() + slot
-            while True:
-                start = time.perf_counter()
-                r(batch)
-                now = time.perf_counter()
-                lat[key].append(now - start)
-                if now >= end:
-                    break
-    return lat
-
-
-def encoder_rows(which: str, runners: dict, inputs: dict[int, np.ndarray], seconds: float) -> list[dict]:
-    rows = []
-    for batch, data in inputs.items():
-        lat = time_interleaved(runners, data, seconds)
-        base = None
-        for key in runners:
-            p = percentiles(lat[key])
-            throughput = batch / (p["mean"] / 1000.0)
-            base = throughput if key == "pytorch" else base
-            rows.append({"encoder": which, "runtime": key, "batch": batch, "latency_ms": p,
-                         "throughput": throughput})
-        for row in rows[-len(runners):]:
-            row["x_pytorch"] = row["throughput"] / base if base else None
-    return rows
+def encoder_rows(record: dict) -> list[dict]:
+    """The measured rows of a `modelport bench` record, with the ratio to PyTorch at the same batch."""
+    rows = [r for r in record["rows"] if r["throughput"]]
+    base = {(r["encoder"], r["batch"]): r["throughput"] for r in rows if r["runtime"] == "pytorch"}
+    return [{"encoder": r["encoder"], "runtime": r["runtime"], "batch": r["batch"], "latency_ms": r["latency_ms"],
+             "throughput": r["throughput"], "x_pytorch": r["throughput"] / base[r["encoder"], r["batch"]],
+             "parity_max_abs": r["parity"]["max_abs_diff"], "parity_min_cosine": r["parity"]["min_cosine"]}
+            for r in rows]
 
 
 def calibrate(clip) -> None:
@@ -90,7 +60,7 @@ def calibrate(clip) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10000)
-    parser.add_argument("--seconds", type=float, default=30.0, help="timed seconds per encoder and batch size")
+    parser.add_argument("--seconds", type=float, default=30.0, help="timed seconds per encoder and batch size, shared by its runtimes")
     parser.add_argument("--index-batch", type=int, default=32)
     args = parser.parse_args()
     work = HERE / "work" / "clip"
@@ -100,28 +70,18 @@ def main() -> None:
         # Seeded and BN-calibrated (deterministic), so cached exports stay valid and search results mean
         # something: an uncalibrated random FastViT gives every image nearly the same embedding.
         model = build_clip(NAME, allow_random=True, prepare=calibrate)
-    if not (exports / f"{NAME}_untrained_text.torchscript").exists():
-        print("exporting ...")
-        report = export_clip(NAME, out=exports, model=model)
-        assert report.ok, "export failed"
-    formats = [f for f in ("onnx", "openvino", "torchscript") if get_format(f).unavailable_reason() is None]
-    image_runners = {"pytorch": PyTorchRunner(model.image, model.image_spec, None)}
-    text_runners = {"pytorch": PyTorchRunner(model.text, model.text_spec, None)}
-    for f in formats:
-        fmt = get_format(f)
-        image_runners[f] = fmt.load(fmt.artifact_path(exports, f"{NAME}_untrained_image"))
-        text_runners[f] = fmt.load(fmt.artifact_path(exports, f"{NAME}_untrained_text"))
-    pre = model.image_spec.preprocess
-    image_inputs = {b: prepare(scene_images(b, 256, 256, seed=b), pre) for b in (1, 16)}
-    text_inputs = {b: example_tokens(model.text_spec, b, seed=b) for b in (1, 16)}
-    print("timing image encoder ...")
-    rows = encoder_rows("image", image_runners, image_inputs, args.seconds)
-    print("timing text encoder ...")
-    rows += encoder_rows("text", text_runners, text_inputs, args.seconds)
+    # Missing exports are written (and verified) into `exports`; existing ones are reused.
+    record = run_clip_benchmark(NAME, model=model, batches=(1, 16), seconds=args.seconds, export_dir=exports,
+                                progress=lambda msg: print(f"  {msg}", flush=True))
+    bad = [f"{r['encoder']} {r['runtime']}: {r['reason']}" for r in record["rows"]
+           if r["status"] not in ("ok", "unavailable")]
+    assert not bad, bad
+    rows = encoder_rows(record)
 
     (HERE / "results").mkdir(exist_ok=True)
-    partial = {"model": NAME, "weights": "random (seeded, BN-calibrated)", "machine": machine_info(),
-               "encoders": rows, "seconds_per_case": args.seconds}
+    partial = {"model": NAME, "weights": "random (seeded, BN-calibrated)", "machine": record["machine"],
+               "encoders": rows, "seconds_per_case": args.seconds, "semantic": record["semantic"],
+               "gflop_per_item": record["model"]["gflop_per_item"], "benchmark": record}
     (HERE / "results" / "clip_mobileclip2_s0.json").write_text(json.dumps(partial, indent=1, default=str))
     fastest = max((r for r in rows if r["encoder"] == "image" and r["batch"] == 16 and r["runtime"] != "pytorch"),
                   key=lambda r: r["throughput"])["runtime"]
@@ -133,7 +93,7 @@ def main() -> None:
     generate_s = time.perf_counter() - start
     db = work / "index.db"
     db.unlink(missing_ok=True)
-    image_path = get_format(fastest).artifact_path(exports, f"{NAME}_untrained_image")
+    image_path = next(r["path"] for r in record["rows"] if r["encoder"] == "image" and r["runtime"] == fastest)
     encoders = open_encoders(str(image_path))
     subset = work / "subset"  # exactly --images files, by symlink, so a smaller run reuses the cache
     subset.mkdir(exist_ok=True)
@@ -190,14 +150,23 @@ def write_markdown(report: dict, path: Path) -> None:
              f"Machine: {m.get('cpu')} ({m.get('physical_cores')} physical cores), shared with other jobs; "
              f"runtimes interleaved in rounds, {report['seconds_per_case']:.0f} s per encoder and batch. "
              "Seeded random weights, BatchNorm-calibrated (speed does not depend on them). "
-             "Record: `benchmarks/results/clip_mobileclip2_s0.json` (`python benchmarks/clip_bench.py`).", "",
+             "Record: `benchmarks/results/clip_mobileclip2_s0.json` (`python benchmarks/clip_bench.py`; the "
+             "encoder part is what `modelport bench MobileCLIP2-S0 --allow-random --batch 1,16` runs). "
+             f"GFLOP per image {report['gflop_per_item']['image']:.2f}, per caption "
+             f"{report['gflop_per_item']['text']:.2f} (PyTorch's FLOP counter).", "",
              "items/s is batch / mean latency, so it counts the slow calls the p90 column shows: other jobs "
              "loaded this 2-core machine during the run; repeat before relying on a ratio.", "",
-             "| encoder | runtime | batch | p50 ms | p90 ms | items/s | x PyTorch |",
-             "|---|---|---|---|---|---|---|"]
+             "| encoder | runtime | batch | p50 ms | p90 ms | items/s | x PyTorch | min cosine vs PyTorch |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in report["encoders"]:
         lines.append(f"| {r['encoder']} | {r['runtime']} | {r['batch']} | {r['latency_ms']['p50']:.1f} | "
-                     f"{r['latency_ms']['p90']:.1f} | {r['throughput']:.1f} | {r['x_pytorch']:.2f}x |")
+                     f"{r['latency_ms']['p90']:.1f} | {r['throughput']:.1f} | {r['x_pytorch']:.2f}x | "
+                     f"{r['parity_min_cosine']:.6f} |")
+    sem = report.get("semantic")
+    if sem:
+        lines += ["", f"Image rankings for {len(sem['queries'])} fixed queries over {sem['images']} scenes identical "
+                      "to PyTorch's: " + ", ".join(f"{r['runtime']} {r['identical']}/{r['queries']}"
+                                                   for r in sem["results"]) + "."]
     lines += ["", f"## Index then query {s['images']:,} generated images (320x240 JPEG)", "",
               f"- index with {s['index_runtime']} (batch {s['index_batch']}, decode + centre crop + encode + "
               f"SQLite): **{s['index_s']:.1f} s** ({s['index_images_per_s']:.1f} img/s); index file "
