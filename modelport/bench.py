@@ -139,20 +139,27 @@ class _DefaultSessionRunner(Runner):
         return {self.spec.outputs[0].name: self.session.run(None, {self._input: batch})[0]}
 
 
-def _open(cand: Candidate, built: BuiltModel, device: str, threads: int | None) -> None:
+def open_candidate(cand: Candidate, make: Callable[[], Runner]) -> None:
+    """Open ``cand``'s runner with ``make``, recording its cold-start time and settings, or why it cannot run."""
     start = time.perf_counter()
     try:
-        if cand.id.startswith("onnx-baseline"):
-            cand.runner = _DefaultSessionRunner(cand.path, built.spec.with_batch(None))
-        elif cand.format == "pytorch":
-            cand.runner = PyTorchRunner(built.module, built.spec, cand.path, device)
-        else:
-            cand.runner = get_format(cand.format).load(cand.path, device, threads=threads)
+        cand.runner = make()
     except ModelportError as exc:
         cand.status, cand.reason = "unavailable", exc.message
         return
     cand.load_s = round(time.perf_counter() - start, 3)
     cand.settings = dict(cand.runner.settings)
+
+
+def _open(cand: Candidate, built: BuiltModel, device: str, threads: int | None) -> None:
+    def make() -> Runner:
+        if cand.id.startswith("onnx-baseline"):
+            return _DefaultSessionRunner(cand.path, built.spec.with_batch(None))
+        if cand.format == "pytorch":
+            return PyTorchRunner(built.module, built.spec, cand.path, device)
+        return get_format(cand.format).load(cand.path, device, threads=threads)
+
+    open_candidate(cand, make)
 
 
 def check_parity(cand: Candidate, reference: Runner, batch: np.ndarray) -> None:

@@ -13,8 +13,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from modelport import __version__
-from modelport.bench import (PARITY_ROWS, SCHEMA, Candidate, cache_root, check_parity, percentiles, size_mb,
-                             time_interleaved)
+from modelport.bench import (PARITY_ROWS, SCHEMA, Candidate, cache_root, check_parity, open_candidate, percentiles,
+                             size_mb, time_interleaved)
 from modelport.clip.model import ClipModel
 from modelport.clip.verify import ENCODERS, artifact_base, encoder_spec, is_checkpoint, recorded_weights
 from modelport.errors import ModelportError, UnknownArchitectureError, WeightsNotFoundError
@@ -137,18 +137,13 @@ def encoder_gflops(model: ClipModel, which: str) -> float:
 def _open(cand: Candidate, model: ClipModel, which: str, device: str, threads: int | None) -> None:
     from modelport.formats.pytorch import PyTorchRunner
 
-    start = time.perf_counter()
-    try:
+    def make():
         if cand.format == "pytorch":
             module, spec = (model.image, model.image_spec) if which == "image" else (model.text, model.text_spec)
-            cand.runner = PyTorchRunner(module, spec, cand.path, device)
-        else:
-            cand.runner = get_format(cand.format).load(cand.path, device, threads=threads)
-    except ModelportError as exc:
-        cand.status, cand.reason = "unavailable", exc.message
-        return
-    cand.load_s = round(time.perf_counter() - start, 3)
-    cand.settings = dict(cand.runner.settings)
+            return PyTorchRunner(module, spec, cand.path, device)
+        return get_format(cand.format).load(cand.path, device, threads=threads)
+
+    open_candidate(cand, make)
 
 
 def _prepare_candidates(src: ClipSource, model: ClipModel, format_ids: list[str], out_dir: Path, device: str,
