@@ -22,6 +22,12 @@ def test_streams_split_large_batches_and_agree_with_one_run(exported_dir):
     small = OnnxRunner(path, threads=2, streams=2)
     np.testing.assert_allclose(small(batch[:3])["embeddings"], want[:3], atol=1e-5)
     assert small._stream_session is None  # below streams_from_batch: one multi-threaded run
+    eager = OnnxRunner(path, threads=2, streams=2, split_from=2)  # how detectors open: any full split
+    np.testing.assert_allclose(eager(batch[:2])["embeddings"], want[:2], atol=1e-5)
+    assert eager._stream_session is not None and eager.settings["streams_from_batch"] == 2
+    eager.release_streams()  # idle: the stream session and its memory go; the next batch reopens it
+    assert eager._stream_session is None
+    np.testing.assert_allclose(eager(batch)["embeddings"], want, atol=1e-5)
     streamed.close()
 
 

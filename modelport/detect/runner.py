@@ -129,17 +129,14 @@ class DetectRunner:
 def release_memory(runner: Runner) -> None:
     """Free what a runtime keeps from its largest call, in each runtime's documented way, so several large-batch
     pipelines fit in memory at once: ONNX Runtime shrinks its arena at the end of a one-image run with
-    ``memory.enable_memory_arena_shrinkage``; OpenVINO's ``CompiledModel.release_memory()``. PyTorch frees its
-    activations after every call anyway. At batch 128 at 640 an idle session otherwise holds 3-4 GB.
-    ONNX Runtime's batch streams are reopened instead: measured at batch 32, arena shrinkage returned only a
-    fifth of what they held."""
-    if isinstance(runner, OnnxStreams):
-        runner.reopen_streams()
-        return
+    ``memory.enable_memory_arena_shrinkage`` and drops its batch streams (``OnnxRunner.release_streams``);
+    OpenVINO's ``CompiledModel.release_memory()``. PyTorch frees its activations after every call anyway.
+    At batch 128 at 640 an idle session otherwise holds 3-4 GB."""
     session = getattr(runner, "session", None)
     if session is not None:  # an ONNX Runtime session
         import onnxruntime as ort
 
+        runner.release_streams()
         options = ort.RunOptions()
         options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         feed = session.get_inputs()[0]
@@ -153,56 +150,13 @@ def release_memory(runner: Runner) -> None:
 def load_runtime(fmt, path: str | Path, device: str = "cpu") -> Runner:
     """Open an artifact for detection. ONNX Runtime's workers do not busy-wait here: a detection pipeline
     leaves the CPU to letterboxing and NMS between calls, and spinning threads would compete with them.
-    On the CPU, ONNX batches run as one single-threaded stream per core (see ``OnnxStreams``)."""
+    On the CPU every batch that fills the streams runs as one single-threaded session per core
+    (``OnnxRunner``), because a 640x640 image is work enough for a core on its own."""
     if fmt.id != "onnx":
         return fmt.load(Path(path), device)
-    runner = fmt.load(Path(path), device, spin=False)
     from modelport.machine import physical_cores
 
-    cores = physical_cores()
-    if runner.device != "cpu" or cores < 2:
-        return runner
-    return OnnxStreams(runner, _stream_sessions(Path(path), device, cores))
-
-
-def _stream_sessions(path: Path, device: str, count: int) -> list[Runner]:
-    from modelport.formats import get_format
-
-    return [get_format("onnx").load(path, device, threads=1, spin=False) for _ in range(count)]
-
-
-class OnnxStreams(Runner):
-    """ONNX Runtime tuned like OpenVINO's hints: one session using every core for a single image (latency),
-    and for batches one single-threaded session per core, each running a slice of the batch at once
-    (throughput). Convolutions of one image scale poorly across threads; separate images need no sync."""
-
-    format_id = "onnx"
-
-    def __init__(self, latency: Runner, streams: list[Runner]) -> None:
-        super().__init__(latency.spec, latency.path, latency.device)
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.latency, self.streams = latency, streams
-        self.pool = ThreadPoolExecutor(len(streams))  # ORT releases the GIL while it runs
-        self.settings = {**latency.settings, "batches": f"{len(streams)} single-threaded sessions in parallel"}
-
-    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        if len(batch) == 1:
-            return self.latency._infer(batch)
-        parts = np.array_split(batch, min(len(self.streams), len(batch)))
-        results = list(self.pool.map(lambda sp: sp[0]._infer(np.ascontiguousarray(sp[1])), zip(self.streams, parts)))
-        return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
-
-    def reopen_streams(self) -> None:
-        """Fresh batch sessions: the only way to hand back all the memory a large batch left in them."""
-        count = len(self.streams)
-        for stream in self.streams:
-            stream.close()
-        self.streams = []  # drop the old sessions before the new ones allocate
-        self.streams = _stream_sessions(self.path, self.device, count)
-
-    def close(self) -> None:
-        self.pool.shutdown()
+    return fmt.load(Path(path), device, spin=False, split_from=physical_cores())
 
 
 class UltralyticsReference:
