@@ -70,6 +70,12 @@ def _resized(item: ImageLike, pre: Preprocess) -> np.ndarray:
         # Resampling treats channels alike, so resize the BGR crop as it is and flip only the small result.
         import cv2
 
+        if item.shape[0] <= pre.height and item.shape[1] <= pre.width:
+            # Enlarging, Pillow's bilinear filter (what torchvision's Resize uses) and OpenCV's are the same
+            # interpolation, up to rounding (at most 1 grey level apart), and OpenCV's costs a ninth: 0.08 vs
+            # 0.68 ms for a 40x110 crop. Shrinking, Pillow widens its filter (antialiasing) and OpenCV does not.
+            small = cv2.resize(item, (pre.width, pre.height), interpolation=cv2.INTER_LINEAR)
+            return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
         small = Image.fromarray(np.ascontiguousarray(item)).resize((pre.width, pre.height), Image.BILINEAR)
         # cvtColor, not a [..., ::-1] view: stacking reversed-stride views cost 6 ms per batch of 16 crops.
         return cv2.cvtColor(np.asarray(small), cv2.COLOR_BGR2RGB)
@@ -95,13 +101,25 @@ def _center_crop(img: Image.Image, pre: Preprocess) -> Image.Image:
 
 def normalize(rgb: np.ndarray, pre: Preprocess) -> np.ndarray:
     """(N, H, W, 3) uint8 RGB -> (N, 3, H, W) float32 with the spec's scale, mean and std."""
-    if pre.channel_order == "BGR":
-        rgb = rgb[..., ::-1]
-    # Fold scale into the affine so each pixel costs one multiply-add.
+    return _planes(rgb, pre, flip=pre.channel_order == "BGR")
+
+
+def _planes(pixels: np.ndarray, pre: Preprocess, *, flip: bool) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32, channels reversed if ``flip``, scaled and normalised.
+
+    The layout change is done on the uint8 pixels, a quarter of the bytes of the float ones: transposing
+    the float batch instead cost 0.86 ms per 256x128 crop, this 0.10 ms (identical values).
+    """
+    if flip:
+        pixels = pixels[..., ::-1]
+    out = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)).astype(np.float32)
+    # Fold scale into the affine so each pixel costs one multiply-add, in place.
     mul = (pre.scale / np.asarray(pre.std, np.float32)).astype(np.float32)
     add = (-np.asarray(pre.mean, np.float32) / np.asarray(pre.std, np.float32)).astype(np.float32)
-    out = rgb.astype(np.float32) * mul + add
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    out *= mul[:, None, None]
+    if add.any():
+        out += add[:, None, None]
+    return out
 
 
 def prepare(items: Sequence[ImageLike] | np.ndarray, pre: Preprocess) -> np.ndarray:

@@ -36,6 +36,20 @@ def test_bgr_arrays_pil_images_and_paths_give_the_same_input(tmp_path):
     assert not np.allclose(a, prepare([Image.fromarray(bgr)], PRE))
 
 
+def test_enlarged_crops_stay_within_one_grey_level_of_pillow():
+    """Crops smaller than the model input are enlarged with OpenCV (the same bilinear interpolation as
+    Pillow's, cheaper); the pixels may differ by rounding only. Larger crops keep Pillow's antialiasing."""
+    small = person_crops(1, 110, 40, seed=2)[0]
+    pil = Image.fromarray(small[..., ::-1].copy())
+    a, b = resize_all([small], PRE).astype(int), resize_all([pil], PRE).astype(int)
+    assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.5
+    bgr_spec = Preprocess(height=256, width=128, mean=PRE.mean, std=PRE.std, channel_order="BGR")
+    rgb = resize_all([small], PRE)
+    bgr = rgb[..., ::-1] / 255.0  # a BGR-order model gets the planes reversed, then its own mean/std
+    expected = ((bgr - np.array(PRE.mean)) / np.array(PRE.std)).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(normalize(rgb, bgr_spec), expected, atol=1e-5)
+
+
 def test_single_items_and_float_batches():
     crop = person_crops(1, seed=1)[0]
     assert prepare(crop, PRE).shape == (1, 3, 256, 128)

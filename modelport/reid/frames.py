@@ -113,4 +113,5 @@ def sharpness(image: np.ndarray) -> float:
     import cv2
 
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    return float(cv2.Laplacian(grey, cv2.CV_32F).var())
+    _, std = cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_32F))  # a third of numpy's .var() here
+    return float(std[0, 0]) ** 2
