@@ -67,6 +67,8 @@ def summarise(report: dict, batch: int) -> dict:
         out["best_fp32_fraction_of_peak"] = best32["gflops_achieved"] / report["peak_gflops"]
         if base:
             out["best_fp32_vs_untuned_onnx"] = best32["throughput"] / base["throughput"]
+            out["untuned_onnx_fraction_of_peak"] = (base["throughput"] * report["model"]["gflop_per_image"]
+                                                    / report["peak_gflops"])
     if best32 and best8:
         out["best_int8_vs_best_fp32"] = best8["throughput"] / best32["throughput"]
     return out
@@ -88,6 +90,22 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+UNTUNED_NOTE = [
+    "## Why best fp32 does not reach 1.1x the untuned ONNX Runtime session here", "",
+    "- ONNX Runtime's defaults already are its documented CPU tuning: `SessionOptions()` has",
+    "  `graph_optimization_level = ORT_ENABLE_ALL`, sequential execution, and `intra_op_num_threads = 0`,",
+    "  which means one thread per physical core. The tuned session differs only by the opset, by the batch",
+    "  streams (one single-threaded run per core) and by spinning.",
+    "- The untuned session already runs at 78-95% of the measured fp32 matrix-product peak for osnet_x1_0",
+    "  and resnet50 (the `untuned at` figure under each table). 1.1x of that needs 86-105% of the peak,",
+    "  which no fp32 runtime reaches here. What is left is INT8, at 1.3-2.1x best fp32 above.",
+    "- The host's speed also drifts between runs: a re-run on 2026-11-23 measured a matmul peak of",
+    "  111 GFLOP/s instead of 167. Within that run the ratios moved by about 0.1 (osnet_x1_0 batch 16:",
+    "  0.94x), which is as large as the margin the target asks for.",
+    "",
+]
+
+
 def write_results(names: list[str]) -> Path:
     """RESULTS.md from the committed JSON files (numbers are never typed by hand)."""
     parts = ["# Benchmark results", "",
@@ -106,12 +124,14 @@ def write_results(names: list[str]) -> Path:
                   f"{report['settings']['seconds_per_batch']:.0f} s per batch size over {report['settings']['rounds']} rounds; "
                   f"onnxruntime {m['libraries']['onnxruntime']}, openvino {m['libraries']['openvino']}, "
                   f"torch {m['libraries']['torch']}.", "", table(report), ""]
-        for summ in report.get("summary", []):
+        for summ in [summarise(report, b) for b in sorted({r["batch"] for r in report["rows"]})]:
             line = [f"batch {summ['batch']}: best fp32 `{summ['best_fp32']}`"]
             if "best_fp32_vs_pytorch" in summ:
                 line.append(f"{summ['best_fp32_vs_pytorch']:.2f}x PyTorch eager")
             if "best_fp32_vs_untuned_onnx" in summ:
                 line.append(f"{summ['best_fp32_vs_untuned_onnx']:.2f}x untuned opset-12 ONNX Runtime")
+            if "untuned_onnx_fraction_of_peak" in summ:
+                line.append(f"untuned at {summ['untuned_onnx_fraction_of_peak']:.0%} of peak")
             if "best_fp32_gflops" in summ:
                 line.append(f"{summ['best_fp32_gflops']:.0f} GFLOP/s = {summ['best_fp32_fraction_of_peak']:.0%} of peak")
             if summ.get("best_int8"):
@@ -120,6 +140,7 @@ def write_results(names: list[str]) -> Path:
                 line.append("no INT8 variant passed its accuracy thresholds")
             parts += ["- " + "; ".join(line)]
         parts += ["", f"![{name}](results/{name}.png)", ""]
+    parts += UNTUNED_NOTE
     out = HERE / "RESULTS.md"
     out.write_text("\n".join(parts) + "\n")
     return out
