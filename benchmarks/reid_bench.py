@@ -102,7 +102,11 @@ def bench_extract(arch: str, work: Path, rounds: int, limit: int | None, batch: 
         rows.append({"arch": arch, "variant": v, "artifact": runner.path.name, "runtime": runner.model_type,
                      "batch": batch, "crops": crops, "rounds": rounds,
                      "extract_crops_per_s": round(pipeline, 1), "model_only_img_per_s": round(model, 1),
-                     "ratio": round(pipeline / model, 3), "extract_rounds": [round(x, 1) for x in e2e[v]],
+                     "ratio": round(pipeline / model, 3),
+                     # Each round's extract and model-only runs are back to back: their ratio is the least
+                     # exposed to the host's speed drifting between rounds.
+                     "paired_ratio_median": round(float(np.median(np.array(e2e[v]) / np.array(model_only[v]))), 3),
+                     "extract_rounds": [round(x, 1) for x in e2e[v]],
                      "model_rounds": [round(x, 1) for x in model_only[v]]})
     return rows
 
