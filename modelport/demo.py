@@ -10,20 +10,10 @@ from rich.table import Table
 
 def make_untrained_checkpoint(workdir: Path, arch: str = "osnet_x0_25", seed: int = 0) -> Path:
     """A random-weight checkpoint with calibrated BatchNorm, labelled ``random`` in everything made from it."""
-    import torch
+    from modelport.zoo import save_untrained
+    from modelport.zoo.calibrate import calibrated_untrained
 
-    from modelport.preprocess import prepare
-    from modelport.samples import person_crops
-    from modelport.zoo import build, save_untrained
-    from modelport.zoo.calibrate import calibrate_batchnorm
-
-    torch.manual_seed(seed)
-    built = build(arch=arch, allow_random=True)
-    pre = built.spec.preprocess
-    batches = [torch.from_numpy(prepare(person_crops(16, pre.height, pre.width, seed=seed + i), pre))
-               for i in range(4)]
-    calibrate_batchnorm(built.module, batches)
-    return save_untrained(built.module, workdir / f"{arch}_untrained.pt")
+    return save_untrained(calibrated_untrained(arch, seed), workdir / f"{arch}_untrained.pt")
 
 
 def run_demo(workdir: Path, arch: str, out: Console, err: Console) -> bool:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import calibrated_model, save_plain
+from conftest import save_plain
+
 from modelport.errors import CorruptFileError, ModelportError
 from modelport.reid import store
 from modelport.reid.config import ConfigError, load_config, setting
@@ -24,6 +25,7 @@ from modelport.reid.frames import crop, read_frames
 from modelport.reid.identify import run_cluster
 from modelport.reid.importer import import_mot, read_mot
 from modelport.reid.synth import write_demo_data
+from modelport.zoo.calibrate import calibrated_untrained
 
 
 def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -33,13 +35,14 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> tuple[Path, Path]:
-    """Two BatchNorm-calibrated random OSNets (different seeds) with ONNX exports beside them."""
+    """Two BatchNorm-calibrated random OSNets (different seeds) with ONNX exports beside them, calibrated as
+    `modelport demo` calibrates its model (64 crops), so the clustering scores are the demo's."""
     from modelport.export import export
 
     folder = tmp_path_factory.mktemp("reid_models")
     paths = []
     for seed, name in ((0, "osnet_x0_25_msmt17.pt"), (3, "osnet_x0_25_other.pt")):
-        weights = save_plain(calibrated_model("osnet_x0_25", seed=seed), folder / name, 512)
+        weights = save_plain(calibrated_untrained("osnet_x0_25", seed), folder / name, 512)
         export(weights, "onnx", verify=False)  # export parity is tested elsewhere; this is about the pipeline
         paths.append(weights)
     return paths[0], paths[1]
@@ -245,9 +248,10 @@ def test_clustering_scores_on_the_demo_scene(demo_db, tmp_path):
     scores = summary["scores"]
     print("\ndemo scene, calibrated random OSNet x0_25, --standardize --threshold auto:", json.dumps(scores))
     assert summary["threshold_mode"] == "auto" and summary["standardized"]
-    # Measured: ARI 0.856, rank-1 0.931 (27 of 29 tracks); the issue's rank-1 target is 0.95.
+    # The issue's targets. Measured with this model: ARI 0.961, rank-1 1.000 (29 tracks). Across model seeds
+    # 0-3 on this scene rank-1 was 0.90-1.00 and ARI 0.92-1.00 (benchmarks/reid_scores.py --recipe demo).
     assert scores["ari"] >= 0.8
-    assert scores["rank1"] >= 0.9
+    assert scores["rank1"] >= 0.95
     assert scores["people"] == 8 and 4 <= scores["identities"] <= 16
 
     out = tmp_path / "out"
