@@ -8,7 +8,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from modelport.spec import sha256_file
 from modelport.verify import TOLERANCES, compare_output
 from modelport.zoo import BuiltModel, build
 from modelport.zoo.checkpoints import weights_stem
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 SCHEMA = 1
 PARITY_ROWS = 16
@@ -174,24 +177,37 @@ def check_parity(cand: Candidate, reference: Runner, batch: np.ndarray) -> None:
         cand.status, cand.reason = "parity-failed", "; ".join(result.failures)
 
 
+def interleave(items: Sequence[T], measure: Callable[[T], R], seconds: float, rounds: int, *,
+               key: Callable[[T], str], after_turn: Callable[[T], None] | None = None) -> dict[str, list[R]]:
+    """Give each item ``rounds`` turns of an equal time slot, in turn, so that machine drift (thermal, other
+    load) hits all of them alike; ``measure(item)`` runs one timed call and returns its sample. Every turn
+    takes at least one sample. ``after_turn`` runs untimed at the end of each turn."""
+    samples: dict[str, list[R]] = {key(item): [] for item in items}
+    slot = seconds / (rounds * max(1, len(items)))
+    for _ in range(rounds):
+        for item in items:
+            end = time.perf_counter() + slot
+            while True:
+                samples[key(item)].append(measure(item))
+                if time.perf_counter() >= end:
+                    break
+            if after_turn is not None:
+                after_turn(item)
+    return samples
+
+
 def time_interleaved(cands: list[Candidate], batch: np.ndarray, seconds: float, rounds: int) -> dict[str, list[float]]:
-    """Interleave runtimes in rounds so that drift (thermal, other load) hits all of them alike."""
-    lat: dict[str, list[float]] = {c.id: [] for c in cands}
+    """Seconds per call of each runtime on ``batch``, interleaved in rounds (``interleave``)."""
     for c in cands:  # warm-up: first calls allocate, JIT-compile and fill caches
         for _ in range(2):
             c.runner(batch)
-    slot = seconds / (rounds * max(1, len(cands)))
-    for _ in range(rounds):
-        for c in cands:
-            end = time.perf_counter() + slot
-            while True:
-                start = time.perf_counter()
-                c.runner(batch)
-                now = time.perf_counter()
-                lat[c.id].append(now - start)
-                if now >= end:
-                    break
-    return lat
+
+    def measure(c: Candidate) -> float:
+        start = time.perf_counter()
+        c.runner(batch)
+        return time.perf_counter() - start
+
+    return interleave(cands, measure, seconds, rounds, key=lambda c: c.id)
 
 
 def run_benchmark(

@@ -138,3 +138,19 @@ def test_package_contains_artifact_benchmark_sample_and_spec(cache, weights, tmp
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(ExportError, match="already exists"):
         package(weights, out)
+
+
+def test_interleave_gives_every_item_its_turns_in_order():
+    from modelport.bench import interleave
+
+    calls: list[str] = []
+    after: list[str] = []
+
+    def measure(item: str) -> int:
+        calls.append(item)
+        return len(calls)
+
+    samples = interleave(["a", "b", "c"], measure, seconds=0.0, rounds=3, key=str.upper, after_turn=after.append)
+    assert set(samples) == {"A", "B", "C"}
+    assert calls == ["a", "b", "c"] * 3  # a zero slot still takes one sample per turn, round by round
+    assert after == calls and samples["B"] == [2, 5, 8]

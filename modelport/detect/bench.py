@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from modelport import __version__
+from modelport.bench import interleave
 from modelport.detect.export import artifact_path, export_detector
 from modelport.detect.graph import NmsConfig
 from modelport.detect.model import CONF, IMGSZ, IOU, DetectorSource, load_detector
@@ -72,29 +73,22 @@ def _time_round_robin(cands: list[Contender], images: list[np.ndarray], seconds:
                       release: bool = False) -> dict:
     """Interleave pipelines in rounds so that machine drift hits all of them alike. With ``release`` each
     exported runtime frees its scratch memory after its turn (untimed), as PyTorch does after every call."""
-    samples: dict[str, list[Timings]] = {c.id: [] for c in cands}
     for c in cands:  # warm-up: sessions allocate, Ultralytics sets its predictor up
         _call(c, images)
         if release:
             _release(c)
-    slot = seconds / (rounds * max(1, len(cands)))
-    for _ in range(rounds):
-        for c in cands:
-            end = time.perf_counter() + slot
-            while True:
-                start = time.perf_counter()
-                _call(c, images)
-                wall = time.perf_counter() - start
-                t = c.runner.last
-                if c.format == "ultralytics":
-                    # Ultralytics' per-stage split leaves out its own overhead; book that under inference.
-                    t = Timings(t.preprocess, max(wall - t.preprocess - t.nms, 0.0), t.nms, 0.0)
-                samples[c.id].append(t)
-                if time.perf_counter() >= end:
-                    break
-            if release:
-                _release(c)
-    return samples
+
+    def measure(c: Contender) -> Timings:
+        start = time.perf_counter()
+        _call(c, images)
+        wall = time.perf_counter() - start
+        t = c.runner.last
+        if c.format == "ultralytics":
+            # Ultralytics' per-stage split leaves out its own overhead; book that under inference.
+            t = Timings(t.preprocess, max(wall - t.preprocess - t.nms, 0.0), t.nms, 0.0)
+        return t
+
+    return interleave(cands, measure, seconds, rounds, key=lambda c: c.id, after_turn=_release if release else None)
 
 
 def run_detect_benchmark(pt_file: str | Path, *, batches: Sequence[int] | None = None, imgsz: int = IMGSZ,
