@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from conftest import save_plain
-
 from modelport.errors import CorruptFileError, ModelportError
 from modelport.reid import store
 from modelport.reid.config import ConfigError, load_config, setting

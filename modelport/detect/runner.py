@@ -154,9 +154,7 @@ def load_runtime(fmt, path: str | Path, device: str = "cpu") -> Runner:
     (``OnnxRunner``), because a 640x640 image is work enough for a core on its own."""
     if fmt.id != "onnx":
         return fmt.load(Path(path), device)
-    from modelport.machine import physical_cores
-
-    return fmt.load(Path(path), device, spin=False, split_from=physical_cores())
+    return fmt.load(Path(path), device, spin=False, split_from=1)  # raised to the stream count: one row each
 
 
 class UltralyticsReference:

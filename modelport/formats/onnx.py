@@ -99,7 +99,7 @@ def session_options(threads: int | None = None, spin: bool = True):
 
 # Rows per stream below which one multi-threaded run is the faster choice for a ReID-sized input: at
 # batch 2 OSNet x1_0 measured 58 img/s either way. A 640x640 detector gains from any split (yolo11n at batch 2:
-# 13.9 img/s split vs 8.8 in one run), so detectors pass ``split_from=streams``.
+# 13.9 img/s split vs 8.8 in one run), so detectors pass ``split_from=1``: split once every stream gets a row.
 STREAM_MIN_ROWS = 2
 
 
@@ -111,7 +111,8 @@ class OnnxRunner(Runner):
     core, with no synchronisation between cores per operator, the way OpenVINO's THROUGHPUT hint uses
     streams. Measured on the 2-core machine (benchmarks/RESULTS.md) this beat one two-threaded run of
     the same batch, most of all when another process shares the CPU. Small batches keep the
-    multi-threaded session, which has the lower latency.
+    multi-threaded session, which has the lower latency. ``split_from`` is the batch size from which the
+    streams take over: by default ``streams * STREAM_MIN_ROWS``, and never below ``streams``.
     """
 
     format_id = "onnx"
