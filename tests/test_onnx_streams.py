@@ -1,4 +1,5 @@
-"""ONNX Runtime streams: a large batch split over single-threaded runs gives exactly the one-run result."""
+"""ONNX Runtime streams: a large batch split into runs pulled by single-threaded streams gives exactly the
+one-run result."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ def test_streams_split_large_batches_and_agree_with_one_run(exported_dir):
     single = OnnxRunner(path, threads=2, streams=1)
     streamed = OnnxRunner(path, threads=2, streams=2)
     assert streamed.settings["streams"] == 2 and streamed.settings["streams_from_batch"] == 2 * STREAM_MIN_ROWS
-    batch = example_batch(single.spec.with_batch(None), count=9, seed=5)  # odd: unequal parts
+    batch = example_batch(single.spec.with_batch(None), count=21, seed=5)
+    assert streamed.stream_rows(batch.shape) == 8  # 3 runs (8, 8, 5) pulled by 2 streams
+    assert streamed.stream_rows(batch[:9].shape) == 5  # never more than an even share
+    assert streamed.stream_rows((4, 3, 640, 640)) == 1
     want = single(batch)["embeddings"]
     got = streamed(batch)["embeddings"]
     assert streamed._stream_session is not None  # the split path really ran

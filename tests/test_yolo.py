@@ -115,6 +115,50 @@ def test_nms_is_class_aware_and_keeps_each_boxs_best_class():
     np.testing.assert_allclose(out["det_scores"][0, :2], [0.9, 0.7])
 
 
+def _nms_graph(channels: int, anchors: int, config: NmsConfig):
+    """An ONNX Runtime session of add_nms on a graph whose raw head output is its input."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from modelport.detect.graph import add_nms
+
+    graph = helper.make_graph([helper.make_node("Identity", ["raw"], ["output0"])], "nms",
+                              [helper.make_tensor_value_info("raw", TensorProto.FLOAT, ["batch", channels, anchors])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT,
+                                                             ["batch", channels, anchors])])
+    model = add_nms(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), config, "output0",
+                    channels, anchors, (640, 640))
+    onnx.checker.check_model(model)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_in_graph_nms_is_class_aware_like_the_cpu_nms():
+    boxes = np.array([[100, 100, 50, 50], [101, 100, 50, 50], [102, 101, 50, 50], [400, 300, 80, 60]], np.float32)
+    scores = np.array([[0.9, 0.1], [0.8, 0.05], [0.3, 0.7], [0.2, 0.6]], np.float32)
+    raw = np.concatenate([boxes, scores], 1).T[None].repeat(2, axis=0)  # two images, same content
+    settings = NmsSettings(conf=0.25, iou=0.7, topk=3)
+    want = nms_raw(raw, settings)
+    session = _nms_graph(6, 4, NmsConfig(conf=0.25, iou=0.7, topk=3))
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"raw": raw})))
+    assert got["num_dets"].tolist() == [[3], [3]]  # box 1 suppressed by box 0; box 2 overlaps box 0, other class
+    for key in ("num_dets", "det_classes"):
+        np.testing.assert_array_equal(got[key], want[key])
+    np.testing.assert_allclose(got["det_scores"], want["det_scores"], atol=1e-6)
+    np.testing.assert_allclose(got["det_boxes"], want["det_boxes"], atol=1e-4)
+
+
+def test_last_axis_dfl_gives_ultralytics_dfl_values():
+    from ultralytics.nn.modules.block import DFL
+
+    from modelport.detect.model import LastAxisDFL
+
+    theirs = DFL(16).eval()
+    x = torch.randn(2, 64, 525, generator=torch.Generator().manual_seed(0)) * 4
+    with torch.no_grad():
+        torch.testing.assert_close(LastAxisDFL(theirs.conv.weight)(x), theirs(x), atol=1e-5, rtol=1e-5)
+
+
 # --- models -------------------------------------------------------------------------------------------------
 
 def test_missing_weights_name_the_file_and_where_to_put_it(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from pathlib import Path
 
@@ -101,15 +102,20 @@ def session_options(threads: int | None = None, spin: bool = True):
 # batch 2 OSNet x1_0 measured 58 img/s either way. A 640x640 detector gains from any split (yolo11n at batch 2:
 # 13.9 img/s split vs 8.8 in one run), so detectors pass ``split_from=1``: split once every stream gets a row.
 STREAM_MIN_ROWS = 2
+# Input values one stream feeds ONNX Runtime per run: a stream works through its share of a large batch in runs
+# this small (8 ReID crops of 3x256x128, one 3x640x640 image), so each run's activations stay near the cache. Measured on
+# two single-threaded streams against one run per stream (benchmarks/onnx_streams.py): osnet_x0_25 at batch 256
+# 459 vs 324 img/s, osnet_x1_0 at batch 128 51 vs 45, yolo11n at batch 64 14.5 vs 13.1.
+STREAM_RUN_VALUES = 8 * 3 * 256 * 128
 
 
 class OnnxRunner(Runner):
     """ONNX Runtime session; on the CPU, large batches of a dynamic-batch model run as parallel streams.
 
-    Streams: the batch is split into one part per physical core, each run at the same time through a
-    single-threaded session (ORT sessions may be run concurrently). Every operator then runs whole on one
-    core, with no synchronisation between cores per operator, the way OpenVINO's THROUGHPUT hint uses
-    streams. Measured on the 2-core machine (benchmarks/RESULTS.md) this beat one two-threaded run of
+    Streams: one worker per physical core, each pulling runs of at most ``STREAM_RUN_VALUES`` input values off the
+    batch and running them through a shared single-threaded session (ORT sessions may be run concurrently).
+    Every operator then runs whole on one core, with no synchronisation between cores per operator, the way
+    OpenVINO's THROUGHPUT hint uses streams; pulling keeps both cores busy when one is interrupted. Measured on the 2-core machine (benchmarks/RESULTS.md) this beat one two-threaded run of
     the same batch, most of all when another process shares the CPU. Small batches keep the
     multi-threaded session, which has the lower latency. ``split_from`` is the batch size from which the
     streams take over: by default ``streams * STREAM_MIN_ROWS``, and never below ``streams``.
@@ -172,14 +178,31 @@ class OnnxRunner(Runner):
                                                         providers=["CPUExecutionProvider"])
             self._pool = ThreadPoolExecutor(self.streams - 1, thread_name_prefix="ort-stream")
         session = self._stream_session
-        parts = np.array_split(batch, self.streams)
+        rows = self.stream_rows(batch.shape)
+        runs = [slice(start, start + rows) for start in range(0, len(batch), rows)]
+        results: list[list[np.ndarray] | None] = [None] * len(runs)
+        claim, lock = iter(range(len(runs))), threading.Lock()
 
-        def run(part: np.ndarray) -> list[np.ndarray]:
-            return session.run(self._outputs, {self._input: part})
+        def work() -> None:
+            while True:
+                with lock:
+                    i = next(claim, None)
+                if i is None:
+                    return
+                results[i] = session.run(self._outputs, {self._input: batch[runs[i]]})
 
-        futures = [self._pool.submit(run, p) for p in parts[1:]]
-        results = [run(parts[0])] + [f.result() for f in futures]  # the caller's thread is stream 0
+        futures = [self._pool.submit(work) for _ in range(self.streams - 1)]
+        work()  # the caller's thread is one of the streams
+        for f in futures:
+            f.result()
         return {name: np.concatenate([r[i] for r in results]) for i, name in enumerate(self._outputs)}
+
+    def stream_rows(self, shape: tuple[int, ...]) -> int:
+        """Rows per stream run for a batch of this shape: ``STREAM_RUN_VALUES`` worth, at least one, and no more
+        than an even share of the batch."""
+        values = int(np.prod(shape[1:]))
+        share = -(-shape[0] // self.streams)
+        return max(1, min(share, STREAM_RUN_VALUES // max(1, values)))
 
     def release_streams(self) -> None:
         """Drop the stream session; the next large batch opens a fresh one. Measured at batch 32, ORT's arena
