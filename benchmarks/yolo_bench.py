@@ -113,12 +113,25 @@ NOTES = """## Where the time goes
   optimisations, intra-op threads = physical cores, no spinning workers since pre/post-processing shares the
   CPU; batches as one single-threaded session per core, like OpenVINO's THROUGHPUT hint with its
   AsyncInferQueue; OpenVINO LATENCY hint for one image).
-- This run shared the 2 CPUs with other sessions' tests (load average 3-5). Under that contention a pipeline
-  that synchronises two threads per layer waits for whichever thread was descheduled: PyTorch on 2 threads fell
-  to 0.7 img/s at batch 1 and ONNX Runtime's 2-thread session to 5.7 img/s, while Ultralytics' 1-thread default
-  kept its share. The single-threaded-session batch track does not have that problem. In an earlier, quieter
-  run (batch 1 and 8, this file's git history) the same ONNX pipelines measured 14.9 img/s: 1.42x (batch 1) and
-  1.99x (batch 8) Ultralytics as shipped.
+- ONNX Runtime settings for the detector, model only (`python benchmarks/onnx_streams.py yolo11n.nms.onnx
+  640`, random inputs): batch 2 as two single-threaded streams 13.9 img/s, against 8.8 img/s as one two-threaded
+  run, so detectors split every batch that fills the streams; batch 1 with spinning workers 11.6 img/s against
+  10.6 without. The pipelines run without spinning, the documented choice when pre- and post-processing share
+  the CPU; spinning would buy about 9% at batch 1, not the 2x.
+- Graph and runtime changes behind the batch-128 ratio (2026-11-23; before them the same bench gave 1.71x):
+  - ONNX Runtime profile of the e2e graph, one image on one core: the DFL head's Softmax over axis 1 of
+    `[1,16,4,8400]` took 10.7 of 165 ms and the per-class NonMaxSuppression over a one-hot `[1,80,8400]` score
+    tensor 5.9 ms. The exports now compute the DFL softmax over the last axis (`detect.model.LastAxisDFL`, same
+    values: 1.2 ms) and run one NonMaxSuppression over class-offset boxes, Ultralytics' own device for
+    per-class NMS (0.4 ms). Single-threaded A/B on the same image: 143.9 -> 131.7 ms from the DFL alone.
+  - ONNX Runtime streams work through a large batch one 640x640 image per run instead of one 64-image run
+    per stream: yolo11n at batch 64, model only, 14.9 vs 12.7 img/s (`python benchmarks/onnx_streams.py
+    yolo11n.nms.onnx 640 640 --runs 64`); a 64-image run's activations (420 MB for the first layer alone)
+    stream through memory instead of cache.
+  - OpenVINO's batch-128 rows fell in this run (8.0 img/s, against 11.4 in the previous record) while its
+    batch-1 rows did not; the same export with and without the DFL change measured 78.5 vs 88.3 ms per image
+    at batch 8, model only, so the change is not the cause. The PyTorch rows at batch 128 fell as much (2t:
+    5.2 vs 7.0 img/s): this run's host, which is shared, had less memory bandwidth to give.
 - 2x at batch 1 would need convolutions twice as fast as PyTorch's on the same cores while computing a third
   more pixels; neither runtime does that in fp32 here. Less work would: INT8, or dynamic-shape exports with
   Ultralytics' rectangular letterbox. Neither is done: the exports keep the fixed 640x640 fp32 input."""
