@@ -55,21 +55,30 @@ def main() -> None:
 
 def results_markdown(report: dict, max_batch: int) -> str:
     rows = [r for r in report["rows"] if r.get("fps")]
-    lines, ratios = [], []
+    lines, best, shipped_best = [], [], []
     for batch in (1, max_batch):
-        e2e = next((r for r in rows if r["runtime"] == "onnx-e2e" and r["batch"] == batch), None)
-        ultra = sorted((r for r in rows if r["format"] == "ultralytics" and r["batch"] == batch), key=lambda r: -r["fps"])
+        at = {r["runtime"]: r for r in rows if r["batch"] == batch}
+        ultra = sorted((r for r in at.values() if r["format"] == "ultralytics"), key=lambda r: -r["fps"])
+        e2e = [at[k] for k in ("onnx-e2e", "onnx-e2e-rect") if k in at]
         if not e2e or not ultra:
             continue
-        ratios.append(e2e["fps"] / ultra[0]["fps"])
-        others = ", ".join(f"{r['runtime']} (torch threads: {r.get('torch_threads')}) {r['fps']:.1f} img/s"
+        shipped = at.get("ultralytics-pytorch", ultra[-1])
+        top = max(e2e, key=lambda r: r["fps"])
+        best.append(top["fps"] / ultra[0]["fps"])
+        shipped_best.append(top["fps"] / shipped["fps"])
+        ours = "; ".join(f"{'dynamic shape' if r['runtime'].endswith('rect') else 'fixed 640x640'} {r['fps']:.1f} "
+                         f"img/s = **{r['fps'] / ultra[0]['fps']:.2f}x** the faster, {r['fps'] / shipped['fps']:.2f}x "
+                         "as shipped" for r in e2e)
+        theirs = ", ".join(f"{r['runtime']} (torch threads: {r.get('torch_threads')}) {r['fps']:.1f} img/s"
                            for r in ultra)
-        lines.append(f"- batch {batch}: end-to-end portable ONNX {e2e['fps']:.1f} img/s vs the faster Ultralytics "
-                     f"pipeline {ultra[0]['fps']:.1f} img/s = **{ratios[-1]:.2f}x** ({others})")
-    if ratios:
-        met = all(r >= 2.0 for r in ratios)
-        lines.append(f"- Target (end-to-end portable ONNX >= 2x Ultralytics' images/s, at batch 1 and the maximum "
-                     f"batch): **{'met' if met else 'not met'}** ({', '.join(f'{r:.2f}x' for r in ratios)}).")
+        lines.append(f"- batch {batch}: end-to-end portable ONNX {ours} ({theirs})")
+    if best:
+        lines.append(
+            f"- Target (end-to-end portable ONNX >= 2x Ultralytics' images/s, at batch 1 and the maximum batch), "
+            f"against the faster Ultralytics configuration: **{'met' if min(best) >= 2 else 'not met'}** "
+            f"({', '.join(f'{r:.2f}x' for r in best)}); against Ultralytics as shipped (its predictor's torch "
+            f"threads): {'met' if min(shipped_best) >= 2 else 'not met'} "
+            f"({', '.join(f'{r:.2f}x' for r in shipped_best)}).")
     m, st = report["machine"], report["settings"]
     load = "; ".join(f"batch {b}: {v['loadavg_1min_before']:.1f} before, {v['loadavg_1min_after']:.1f} after "
                      f"({v['rounds']} rounds)" for b, v in st.get("load", {}).items())

@@ -169,8 +169,9 @@ def _to_bgr_array(item: ImageLike) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(_to_rgb_image(item))[..., ::-1])
 
 
-def letterbox(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Letterbox]:
-    """Scale ``image`` (BGR uint8) to fit (height, width) and centre it on grey padding.
+def letterbox(image: np.ndarray, height: int, width: int, stride: int = 0) -> tuple[np.ndarray, Letterbox]:
+    """Scale ``image`` (BGR uint8) to fit (height, width) and centre it on grey padding; with ``stride``, pad
+    only up to the next multiple of it (the smallest rectangle, Ultralytics' ``auto``).
 
     The rounding follows Ultralytics' LetterBox so that boxes match its predictions to the pixel.
     """
@@ -179,7 +180,10 @@ def letterbox(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, L
     h, w = image.shape[:2]
     r = min(height / h, width / w)
     new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
-    dw, dh = (width - new_w) / 2, (height - new_h) / 2
+    dw, dh = width - new_w, height - new_h
+    if stride:
+        dw, dh = dw % stride, dh % stride
+    dw, dh = dw / 2, dh / 2
     top, bottom = round(dh - 0.1), round(dh + 0.1)
     left, right = round(dw - 0.1), round(dw + 0.1)
     if (w, h) != (new_w, new_h):
@@ -189,16 +193,22 @@ def letterbox(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, L
 
 
 def prepare_letterboxed(items: Sequence[ImageLike], pre: Preprocess) -> tuple[np.ndarray, list[Letterbox]]:
-    """Detector input: (N, 3, H, W) float32 plus each image's letterbox, to map boxes back with."""
+    """Detector input: (N, 3, H, W) float32 plus each image's letterbox, to map boxes back with.
+
+    With ``pre.stride`` (a dynamic-shape model) a batch of same-sized images gets the smallest stride-multiple
+    rectangle, and a mixed batch the full size, exactly when Ultralytics' predictor makes the same choice.
+    """
     if isinstance(items, (np.ndarray, Image.Image, str, Path)):
         items = [items]
-    items = list(items)
-    out = np.empty((len(items), 3, pre.height, pre.width), np.float32)
+    arrays = [_to_bgr_array(item) for item in items]
+    stride = pre.stride if pre.stride and len({a.shape for a in arrays}) == 1 else 0
+    lettered = [letterbox(a, pre.height, pre.width, stride) for a in arrays]
+    height, width = lettered[0][0].shape[:2] if lettered else (pre.height, pre.width)
+    out = np.empty((len(arrays), 3, height, width), np.float32)
     boxes = []
     # Channel order is chosen by indexing planes: no strided copy of the whole batch.
     planes = (2, 1, 0) if pre.channel_order == "RGB" else (0, 1, 2)
-    for i, item in enumerate(items):
-        img, info = letterbox(_to_bgr_array(item), pre.height, pre.width)
+    for i, (img, info) in enumerate(lettered):
         for c, src in enumerate(planes):
             out[i, c] = img[..., src]  # uint8 -> float32 on assignment
         boxes.append(info)

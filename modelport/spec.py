@@ -44,6 +44,10 @@ class Preprocess:
     # True: the model takes (N, H, W, 3) uint8 RGB and does the cast, scale, mean/std and layout change
     # itself (``modelport export --uint8-input``), so preprocessing on the host only resizes.
     in_graph: bool = False
+    # Letterboxing detectors with a dynamic height and width: a batch of same-sized images is padded only to
+    # the next multiple of ``stride`` inside (height, width), as Ultralytics' rectangular inference does.
+    # 0: always the full (height, width).
+    stride: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,9 @@ def test_letterbox_and_box_scaling_match_ultralytics(shape):
     img = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
     ours, info = letterbox(img, IMGSZ, IMGSZ)
     np.testing.assert_array_equal(ours, LetterBox((IMGSZ, IMGSZ), auto=False)(image=img))
+    rect, rect_info = letterbox(img, IMGSZ, IMGSZ, stride=32)  # dynamic-shape models: the smallest rectangle
+    np.testing.assert_array_equal(rect, LetterBox((IMGSZ, IMGSZ), auto=True, stride=32)(image=img))
+    assert rect.shape[0] % 32 == 0 and rect.shape[1] % 32 == 0 and rect_info.resized == info.resized
     boxes = np.array([[10.3, 20.7, 200.2, 300.9], [0, 0, IMGSZ, IMGSZ]], np.float32)
     expected = ops.scale_boxes((IMGSZ, IMGSZ), torch.from_numpy(boxes.copy()), shape).numpy()
     np.testing.assert_allclose(scale_boxes(boxes, info), expected, atol=1e-3)
@@ -204,6 +207,27 @@ def test_every_track_matches_ultralytics_predict(exports, key):
     assert check.min_iou >= 0.99 and check.max_score_diff <= 1e-3
     assert (result.path.parent / "labels.txt").read_text().splitlines()[0] == "person" or \
         (result.path / "labels.txt").is_file()
+
+
+def test_dynamic_shape_exports_run_ultralytics_rectangles_and_match_its_predict(yolo_pt, tmp_path):
+    from modelport.preprocess import prepare_letterboxed
+
+    raw = export_detector(yolo_pt, "onnx", imgsz=IMGSZ, verify_conf=CONF, dynamic_hw=True, out=tmp_path / "raw")
+    e2e = export_detector(yolo_pt, "onnx,openvino", imgsz=IMGSZ, dynamic_hw=True, out=tmp_path / "e2e",
+                          nms=NmsConfig(conf=CONF, normalize=True))
+    for result in raw + e2e:  # verified batched (mixed sizes: full square) and image by image (rectangles)
+        assert result.ok, result.error
+        assert result.check.detections >= 40 and result.check.min_iou >= 0.99
+    runner = DetectRunner(load_runtime(get_format("onnx"), e2e[0].path))
+    assert runner.spec.inputs[0].shape == ("batch", 3, "height", "width") and runner.spec.preprocess.stride == 32
+    frame = street_scenes(1)[0]  # 480x640 -> 240x320 inside 320x320 -> padded to 256x320
+    batch, _ = prepare_letterboxed([frame], runner.spec.preprocess)
+    assert batch.shape == (1, 3, 256, 320)
+    assert prepare_letterboxed([frame, frame[:300]], runner.spec.preprocess)[0].shape == (2, 3, IMGSZ, IMGSZ)
+    tiny = runner.infer(np.zeros((1, 3, 32, 64), np.float32))  # 3 anchors: still topk rows, none real
+    assert tiny["det_boxes"].shape == (1, 300, 4) and tiny["num_dets"][0, 0] <= 3
+    with pytest.raises(ExportError, match="TorchScript"):
+        export_detector(yolo_pt, "torchscript", imgsz=IMGSZ, dynamic_hw=True, out=tmp_path / "ts")
 
 
 def test_end_to_end_outputs_are_padded_fixed_size_tensors(exports):

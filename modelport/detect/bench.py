@@ -25,9 +25,11 @@ from modelport.formats import get_format
 from modelport.machine import machine_info, peak_gflops, physical_cores
 
 SCHEMA = 1
-# (runtime id, format, NMS flavour or None for the raw track)
-TRACKS = (("onnx-e2e", "onnx", "portable"), ("onnx-raw", "onnx", None), ("openvino-e2e", "openvino", "portable"),
-          ("openvino-raw", "openvino", None), ("torchscript-raw", "torchscript", None))
+# (runtime id, format, NMS flavour or None for the raw track, dynamic input height and width)
+TRACKS = (("onnx-e2e", "onnx", "portable", False), ("onnx-e2e-rect", "onnx", "portable", True),
+          ("onnx-raw", "onnx", None, False), ("openvino-e2e", "openvino", "portable", False),
+          ("openvino-raw", "openvino", None, False), ("torchscript-raw", "torchscript", None, False))
+DYNAMIC_DIR = "dynamic_shape"  # dynamic-shape exports share their static siblings' names
 Progress = Callable[[str], None]
 # Above this batch every exported runtime frees its scratch memory after its turn: at 128 frames of 640 the idle
 # ONNX Runtime and OpenVINO sessions together held over 13 GB and the run was killed for memory.
@@ -120,7 +122,7 @@ def run_detect_benchmark(pt_file: str | Path, *, batches: Sequence[int] | None =
         cands.append(Contender(f"ultralytics-pytorch-{cores}t", "ultralytics", "ultralytics",
                                UltralyticsReference(source.pt_file, imgsz, settings, det.labels), source.pt_file,
                                threads=cores))
-    for tid, fmt_id, flavor in TRACKS:
+    for tid, fmt_id, flavor, dynamic in TRACKS:
         if tracks and tid not in tracks:
             continue
         cand = Contender(tid, fmt_id, f"e2e-{flavor}" if flavor else "raw")
@@ -131,7 +133,8 @@ def run_detect_benchmark(pt_file: str | Path, *, batches: Sequence[int] | None =
             cands.append(cand)
             continue
         nms = NmsConfig(flavor=flavor, topk=source.topk, iou=IOU, conf=conf) if flavor else None
-        path = artifact_path(fmt, out_dir, source.name, flavor)
+        folder = out_dir / DYNAMIC_DIR if dynamic else out_dir
+        path = artifact_path(fmt, folder, source.name, flavor)
         fresh = False
         if path.exists():
             try:
@@ -139,12 +142,14 @@ def run_detect_benchmark(pt_file: str | Path, *, batches: Sequence[int] | None =
                 fresh = spec.source.sha256 == det.spec.source.sha256 and spec.extra.get("nms") == (
                     None if nms is None else {"flavor": flavor, "topk": min(nms.topk, det.spec.outputs[0].shape[2]),
                                               "iou": nms.iou, "conf": nms.conf, "normalized": False}) \
-                    and spec.preprocess.height == imgsz and spec.extra.get("max_batch") == source.max_batch
+                    and spec.preprocess.height == imgsz and spec.extra.get("max_batch") == source.max_batch \
+                    and bool(spec.preprocess.stride) == dynamic
             except ModelportError:
                 fresh = False
         if not fresh:
             say(f"exporting {tid}")
-            result = export_detector(source, [fmt_id], nms=nms, out=out_dir, imgsz=imgsz, verify=False)[0]
+            result = export_detector(source, [fmt_id], nms=nms, out=folder, imgsz=imgsz, verify=False,
+                                     dynamic_hw=dynamic)[0]
             if not result.ok:
                 cand.status, cand.reason = "export-failed", result.error or ""
                 cands.append(cand)

@@ -15,7 +15,7 @@ detect_app = typer.Typer(add_completion=False, no_args_is_help=True,
 out = Console()
 err = Console(stderr=True)
 ROUTED = ("export", "verify", "bench", "load")
-DETECT_FLAGS = ("--nms", "--nms-flavor", "--model", "--models", "--normalize-boxes")
+DETECT_FLAGS = ("--nms", "--nms-flavor", "--model", "--models", "--normalize-boxes", "--dynamic-shape")
 
 
 def _is_detector(arg: str) -> bool:
@@ -63,6 +63,9 @@ def export_cmd(
     conf: float = typer.Option(0.25, "--conf", help="Confidence threshold (NMS in the graph; verification of raw tracks)."),
     normalize: bool = typer.Option(False, "--normalize-boxes", help="Boxes in [0,1] of the model input."),
     imgsz: int = typer.Option(640, "--imgsz", help="Square input size."),
+    dynamic_shape: bool = typer.Option(False, "--dynamic-shape", help="Any input height and width up to --imgsz: "
+                                       "same-sized images are letterboxed to the smallest stride-32 rectangle, as "
+                                       "Ultralytics' predict does (onnx, openvino, tensorrt)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: next to the weights)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of images to verify on (default: synthetic scenes)."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip verification against Ultralytics' predict."),
@@ -88,7 +91,8 @@ def export_cmd(
     if topk is not None:
         sources = [DetectorSource.of(s.pt_file, s.name, s.max_batch, topk, s.labels) for s in sources]
     kwargs = dict(nms=config, imgsz=imgsz, verify=not no_verify, verify_conf=conf, device=device,
-                  images=_image_files(images) if images else None, allow_random=allow_random)
+                  images=_image_files(images) if images else None, allow_random=allow_random,
+                  dynamic_hw=dynamic_shape)
     if len(sources) == 1 and not models:
         results = export_detector(sources[0], formats, out=out_dir, **kwargs)
     else:

@@ -71,7 +71,9 @@ def _write_e2e_onnx(det: LoadedDetector, spec: ModelSpec, config: NmsConfig, des
         model = onnx.load(str(raw))
     raw_out = det.spec.outputs[0]
     pre = det.spec.preprocess
-    add_nms(model, config, raw_out.name, int(raw_out.shape[1]), int(raw_out.shape[2]), (pre.height, pre.width))
+    anchors = raw_out.shape[2]  # a name when the input size is dynamic
+    add_nms(model, config, raw_out.name, int(raw_out.shape[1]), anchors if isinstance(anchors, str) else int(anchors),
+            None if pre.stride else (pre.height, pre.width))
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = SPEC_KEY, spec.to_json()
@@ -156,8 +158,12 @@ def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfi
             runner = DetectRunner(load_runtime(fmt, staged, options.device), settings)
             try:
                 reference.settings = settings
-                result.check = compare_detections(reference.detect(images), runner.detect(images), label=str(dest),
-                                                  format=fmt.id, track=track)
+                theirs, ours = reference.detect(images), runner.detect(images)
+                if spec.preprocess.stride:  # one image at a time: the rectangular letterbox path as well
+                    for image in images:
+                        theirs += reference.detect([image])
+                        ours += runner.detect([image])
+                result.check = compare_detections(theirs, ours, label=str(dest), format=fmt.id, track=track)
             except Exception as exc:  # a runtime failure is a verification failure
                 result.check = DetectionCheck(str(dest), fmt.id, track, error=f"{type(exc).__name__}: {exc}")
             finally:
@@ -198,14 +204,17 @@ def parse_detect_formats(formats: str | Iterable[str] | None, nms: NmsConfig | N
 def export_detector(source: DetectorSource | str | Path, formats: str | Iterable[str] | None = None, *,
                     nms: NmsConfig | None = None, out: str | Path | None = None, imgsz: int = IMGSZ,
                     verify: bool = True, images: Sequence[ImageLike] | None = None, verify_conf: float | None = None,
-                    opset: int = 17, device: str = "cpu", allow_random: bool = False) -> list[DetectExportResult]:
+                    opset: int = 17, device: str = "cpu", allow_random: bool = False,
+                    dynamic_hw: bool = False) -> list[DetectExportResult]:
     """Export one Ultralytics detector to ``formats`` (default: every format of the track usable here).
 
     ``nms`` None writes the raw track ([B, 4+C, anchors]); an NmsConfig writes the end-to-end track.
     Each artifact is verified against Ultralytics' ``predict`` on ``images`` (default: seeded synthetic
     street scenes) at ``verify_conf`` (raw track; default the NMS default 0.25) or the graph's own thresholds.
     ``allow_random``: a missing ``yolo11<size>.pt`` is built from Ultralytics' YAML with seeded random weights
-    (with a warning; the artifacts' spec says ``source: random``).
+    (with a warning; the artifacts' spec says ``source: random``). ``dynamic_hw``: inputs of any height and
+    width up to imgsz, letterboxed to the smallest stride-32 rectangle as Ultralytics' own predict does
+    (ONNX, OpenVINO and TensorRT; TorchScript traces keep a fixed size); verified batched and image by image.
     """
     if nms is not None and nms.flavor not in FLAVORS:
         raise ExportError(f"unknown NMS flavour {nms.flavor!r}", hint=f"choose from: {', '.join(FLAVORS)}")
@@ -217,11 +226,17 @@ def export_detector(source: DetectorSource | str | Path, formats: str | Iterable
         out = out if out is not None else source.pt_file.parent
         with untrained_checkpoint(source.pt_file, imgsz=imgsz) as random_pt:  # lives until the exports are verified
             return export_detector(replace(source, pt_file=random_pt), formats, nms=nms, out=out, imgsz=imgsz,
-                                   verify=verify, images=images, verify_conf=verify_conf, opset=opset, device=device)
+                                   verify=verify, images=images, verify_conf=verify_conf, opset=opset, device=device,
+                                   dynamic_hw=dynamic_hw)
     if nms is not None:
         nms = replace(nms, topk=source.topk if nms.topk is None else nms.topk)
     chosen = parse_detect_formats(formats, nms, device)
-    det = load_detector(source, imgsz)
+    if dynamic_hw and formats is None:
+        chosen = [f for f in chosen if f.id != "torchscript"]
+    if dynamic_hw and any(f.id == "torchscript" for f in chosen):
+        raise ExportError("a TorchScript trace keeps the input size it was traced at; dynamic height and width "
+                          "are for onnx, openvino and tensorrt", hint="drop torchscript from --formats")
+    det = load_detector(source, imgsz, dynamic_hw)
     out_dir = Path(out) if out is not None else source.pt_file.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     if any(not f.is_dir for f in chosen):

@@ -70,8 +70,13 @@ def _reduce_max(b: _Builder, x: str, axis: int, keepdims: int, opset: int) -> st
     return b.op("ReduceMax", [x], axes=[axis], keepdims=keepdims)
 
 
-def add_nms(model, config: NmsConfig, raw_output: str, channels: int, anchors: int, input_hw: tuple[int, int]):
-    """Replace ``raw_output`` ([B, channels = 4+C, anchors]) by the four end-to-end outputs, in place."""
+def add_nms(model, config: NmsConfig, raw_output: str, channels: int, anchors: int | str,
+            input_hw: tuple[int, int] | None):
+    """Replace ``raw_output`` ([B, channels = 4+C, anchors]) by the four end-to-end outputs, in place.
+
+    A dynamic-shape model has symbolic ``anchors`` and no ``input_hw``: boxes are normalised by the size of
+    the image the graph was given, and images with fewer than topk anchors still give topk rows.
+    """
     from onnx import TensorProto, helper
 
     graph = model.graph
@@ -79,7 +84,8 @@ def add_nms(model, config: NmsConfig, raw_output: str, channels: int, anchors: i
     # torch.onnx leaves the head's channel and anchor dims symbolic; stating them lets shape inference
     # give every NMS tensor (and TensorRT's plugin inputs) static trailing dims.
     graph.value_info.append(helper.make_tensor_value_info(raw_output, TensorProto.FLOAT, ["batch", channels, anchors]))
-    nc, k = channels - 4, min(config.topk, anchors)
+    nc = channels - 4
+    k = min(config.topk, anchors) if isinstance(anchors, int) else config.topk
     b = _Builder(graph)
     i64 = lambda v: np.array(v, np.int64)  # noqa: E731
 
@@ -105,9 +111,14 @@ def add_nms(model, config: NmsConfig, raw_output: str, channels: int, anchors: i
         raw_boxes, det_scores, det_classes, num = _tensorrt(b, config, boxes_cs, best_only, k)
     else:
         raise ValueError(f"unknown NMS flavour {config.flavor!r}; choose from {', '.join(FLAVORS)}")
-    if config.normalize:
+    if config.normalize and input_hw:
         h, w = input_hw
         raw_boxes = b.op("Div", [raw_boxes, b.const("wh", np.array([w, h, w, h], np.float32))])
+    elif config.normalize:
+        hw = b.op("Slice", [b.op("Shape", [graph.input[0].name]), b.const("s", i64([2])), b.const("e", i64([4])),
+                            b.const("ax", i64([0]))], "input_hw")
+        whwh = b.op("Gather", [b.op("Cast", [hw], to=1), b.const("order", i64([1, 0, 1, 0]))], "whwh", axis=0)
+        raw_boxes = b.op("Div", [raw_boxes, whwh])
     for src, dst in ((num, names["num"]), (raw_boxes, names["boxes"]), (det_scores, names["scores"]),
                      (det_classes, names["classes"])):
         b.op("Identity", [src], outputs=[dst])
@@ -135,11 +146,19 @@ def _portable(b: _Builder, config: NmsConfig, corners: str, best: str, best_cls:
                     "selected", center_point_box=0)  # [K,3] (batch, 0, box)
     pairs = b.op("Gather", [selected, b.const("cols", i64([0, 2]))], "pairs", axis=1)  # [K,2] (batch, box)
     kept = b.op("GatherND", [best, pairs], "kept_scores")  # [K]
-    # Scatter kept scores into a [B,A] grid filled with -1, then TopK pads every image to k rows.
-    grid = b.op("ConstantOfShape", [b.op("Shape", [best])], "grid",
-                value=_float_tensor(-1.0))
+    # Scatter kept scores into a [B, max(A, k)] grid filled with -1, then TopK pads every image to k rows
+    # (a small dynamic-shape input can have fewer than k anchors; the padding columns index no box).
+    shape = b.op("Shape", [best])  # [B, A]
+    width = b.op("Max", [b.op("Slice", [shape, b.const("s", i64([1])), b.const("e", i64([2])),
+                                        b.const("ax", i64([0]))]), b.const("k", i64([k]))])
+    grid = b.op("ConstantOfShape", [b.op("Concat", [b.op("Slice", [shape, b.const("s", i64([0])),
+                                                                    b.const("e", i64([1])), b.const("ax", i64([0]))]),
+                                                     width], axis=0)], "grid", value=_float_tensor(-1.0))
     dense = b.op("ScatterND", [grid, pairs, kept], "dense")
     top_scores, top_idx = b.op("TopK", [dense, b.const("k", i64([k]))], outputs=2, axis=1, largest=1, sorted=1)
+    last = b.op("Sub", [b.op("Slice", [shape, b.const("s", i64([1])), b.const("e", i64([2])),
+                                       b.const("ax", i64([0]))]), b.const("one", i64([1]))])
+    top_idx = b.op("Min", [top_idx, last], "top_idx")  # padding rows point at a real box, then masked
     valid = b.op("Greater", [top_scores, b.const("floor", np.array(-0.5, np.float32))], "valid")  # [B,k]
     num = b.op("ReduceSum", [b.op("Cast", [valid], to=6), b.const("ax", i64([1]))], "num", keepdims=1)
     det_scores = b.op("Where", [valid, top_scores, b.const("zero", np.array(0.0, np.float32))])

@@ -161,16 +161,17 @@ class LastAxisDFL(nn.Module):
     def __init__(self, weight) -> None:
         super().__init__()
         self.register_buffer("bins", weight.detach().reshape(-1, 1).float().clone())  # [bins, 1]
+        self.count = int(self.bins.shape[0])
 
     def forward(self, x):
         b, _, a = x.shape
-        probs = x.view(b, 4, len(self.bins), a).transpose(2, 3).softmax(-1)  # [B,4,A,bins]
+        probs = x.view(b, 4, self.count, a).transpose(2, 3).softmax(-1)  # [B,4,A,bins]
         return (probs @ self.bins).view(b, 4, a)
 
 
-def prepare_module(model: nn.Module) -> RawDetector:
+def prepare_module(model: nn.Module, dynamic_hw: bool = False) -> RawDetector:
     """Fuse Conv+BN as Ultralytics' exporter does, put the head in export mode (one output tensor) and give it
-    the last-axis DFL."""
+    the last-axis DFL; ``dynamic_hw`` makes the head compute its anchors from the input size in the graph."""
     from ultralytics.nn.modules.block import DFL
     from ultralytics.nn.modules.head import Detect
 
@@ -179,7 +180,7 @@ def prepare_module(model: nn.Module) -> RawDetector:
         model = model.fuse(verbose=False)
     for m in model.modules():
         if isinstance(m, Detect):
-            m.export, m.format, m.dynamic = True, "onnx", False
+            m.export, m.format, m.dynamic = True, "onnx", dynamic_hw
             if isinstance(getattr(m, "dfl", None), DFL):
                 m.dfl = LastAxisDFL(m.dfl.conv.weight)
     for p in model.parameters():
@@ -188,15 +189,17 @@ def prepare_module(model: nn.Module) -> RawDetector:
 
 
 def detector_spec(name: str, labels: tuple[str, ...], anchors: int, *, imgsz: int = IMGSZ, source: Source,
-                  max_batch: int, extra: dict | None = None) -> ModelSpec:
-    """The raw track's spec: ``images [B,3,imgsz,imgsz]`` -> ``output0 [B, 4+C, anchors]``."""
+                  max_batch: int, extra: dict | None = None, stride: int = 0) -> ModelSpec:
+    """The raw track's spec: ``images [B,3,imgsz,imgsz]`` -> ``output0 [B, 4+C, anchors]``; with ``stride``
+    (dynamic shape) ``images [B,3,height,width]`` up to imgsz, letterboxed to the smallest stride multiple."""
+    hw = ("height", "width") if stride else (imgsz, imgsz)
     return ModelSpec(
         name=name,
         task="detect",
-        inputs=(TensorSpec("images", "float32", ("batch", 3, imgsz, imgsz)),),
-        outputs=(TensorSpec(RAW_OUTPUT, "float32", ("batch", 4 + len(labels), anchors)),),
+        inputs=(TensorSpec("images", "float32", ("batch", 3, *hw)),),
+        outputs=(TensorSpec(RAW_OUTPUT, "float32", ("batch", 4 + len(labels), "anchors" if stride else anchors)),),
         preprocess=Preprocess(height=imgsz, width=imgsz, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                              channel_order="RGB", resize="letterbox"),
+                              channel_order="RGB", resize="letterbox", stride=stride),
         source=source,
         labels=labels,
         modelport_version=__version__,
@@ -209,8 +212,9 @@ def count_anchors(imgsz: int, strides=(8, 16, 32)) -> int:
     return sum((imgsz // s) ** 2 for s in strides)
 
 
-def load_detector(source: DetectorSource | str | Path, imgsz: int = IMGSZ) -> LoadedDetector:
-    """Load an Ultralytics ``.pt`` as a modelport Detector (class names from the model unless overridden)."""
+def load_detector(source: DetectorSource | str | Path, imgsz: int = IMGSZ, dynamic_hw: bool = False) -> LoadedDetector:
+    """Load an Ultralytics ``.pt`` as a modelport Detector (class names from the model unless overridden);
+    ``dynamic_hw``: any input height and width up to imgsz, for rectangular letterboxing."""
     if not isinstance(source, DetectorSource):
         source = DetectorSource.of(source)
     if imgsz % 32:
@@ -225,14 +229,15 @@ def load_detector(source: DetectorSource | str | Path, imgsz: int = IMGSZ) -> Lo
     kind = "random" if (ckpt.get("train_args") or {}).get(RANDOM_KEY) else "weights"
     src = Source(kind=kind, file=str(source.pt_file.resolve()), sha256=sha256_file(source.pt_file))
     spec = detector_spec(source.name, labels, count_anchors(imgsz, strides), imgsz=imgsz, source=src,
-                         max_batch=source.max_batch,
+                         max_batch=source.max_batch, stride=max(strides) if dynamic_hw else 0,
                          extra={"ultralytics_version": str(ckpt.get("version", "")), "topk": source.topk})
-    return LoadedDetector(prepare_module(model), spec, source)
+    return LoadedDetector(prepare_module(model, dynamic_hw), spec, source)
 
 
 def e2e_spec(raw: ModelSpec, *, flavor: str, topk: int, iou: float, conf: float, normalized: bool) -> ModelSpec:
     """The end-to-end track's spec: NMS in the graph, fixed-size padded outputs."""
-    k = min(topk, int(raw.outputs[0].shape[2]))
+    anchors = raw.outputs[0].shape[2]
+    k = min(topk, anchors) if isinstance(anchors, int) else topk
     outputs = (
         TensorSpec("num_dets", "int32", ("batch", 1)),
         TensorSpec("det_boxes", "float32", ("batch", k, 4)),

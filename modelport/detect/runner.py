@@ -106,13 +106,13 @@ class DetectRunner:
         self.last.preprocess = time.perf_counter() - start
         out = self.infer(batch)
         start = time.perf_counter()
-        pre = self.spec.preprocess
         normalized = bool(self.end_to_end and self.spec.extra["nms"].get("normalized"))
+        size = tuple(batch.shape[2:])  # the letterboxed size this batch ran at
         results = []
         for i, info in enumerate(boxes):
             n = int(out["num_dets"][i, 0])
             results.append(Detections(
-                scale_boxes(out["det_boxes"][i, :n], info, normalized=normalized, input_size=(pre.height, pre.width)),
+                scale_boxes(out["det_boxes"][i, :n], info, normalized=normalized, input_size=size),
                 out["det_scores"][i, :n].astype(np.float32), out["det_classes"][i, :n].astype(np.int64),
                 self.spec.labels))
         self.last.postprocess = time.perf_counter() - start

@@ -36,14 +36,21 @@ def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
 
 
 def write_onnx(module, spec: ModelSpec, dest: Path, *, opset: int, dynamic: bool | None = None) -> Path:
-    """Plain torch.onnx export with the spec's tensor names and (by default) its batch dimension."""
+    """Plain torch.onnx export with the spec's tensor names; its named dimensions (a detector's height and
+    width, say) stay dynamic, and so does the batch unless the spec fixes it (or ``dynamic`` says)."""
     import torch
 
     dynamic = spec.max_batch is None if dynamic is None else dynamic
     example = torch.from_numpy(example_batch(spec))
     names_in = [t.name for t in spec.inputs]
     names_out = [t.name for t in spec.outputs]
-    axes = {n: {0: "batch"} for n in names_in + names_out} if dynamic else None
+    axes = {}
+    for t in (*spec.inputs, *spec.outputs):
+        dims = {i: d for i, d in enumerate(t.shape) if isinstance(d, str) and i > 0}
+        if dynamic:
+            dims[0] = "batch"
+        if dims:
+            axes[t.name] = dims
     with warnings.catch_warnings():
         # The TorchScript-based exporter is the one that honours opsets below 18 (deprecated upstream).
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -52,7 +59,7 @@ def write_onnx(module, spec: ModelSpec, dest: Path, *, opset: int, dynamic: bool
             with torch.no_grad():
                 torch.onnx.export(
                     module, (example,), str(dest), dynamo=False, opset_version=opset,
-                    input_names=names_in, output_names=names_out, dynamic_axes=axes, do_constant_folding=True,
+                    input_names=names_in, output_names=names_out, dynamic_axes=axes or None, do_constant_folding=True,
                 )
         except Exception as exc:  # torch raises many unrelated types here
             raise ExportError(f"{dest}: torch.onnx.export failed: {exc}") from exc

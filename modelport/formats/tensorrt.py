@@ -54,7 +54,11 @@ def build_engine(onnx_path: Path, spec: ModelSpec, dest: Path, options: ExportOp
         tensor = network.get_input(i)
         rest = tuple(tensor.shape)[1:]
         low = max_batch if spec.max_batch else 1
-        profile.set_shape(tensor.name, (low, *rest), (max(low, max_batch // 2), *rest), (max_batch, *rest))
+        # A dynamic height/width (a detector with ``preprocess.stride``) spans one stride to the full size.
+        pre = spec.preprocess
+        full = tuple(d if d >= 0 else (pre.height if j == len(rest) - 2 else pre.width) for j, d in enumerate(rest))
+        least = tuple(d if d >= 0 else max(pre.stride, 1) for d in rest)
+        profile.set_shape(tensor.name, (low, *least), (max(low, max_batch // 2), *full), (max_batch, *full))
     config.add_optimization_profile(profile)
     engine = builder.build_serialized_network(network, config)
     if engine is None:

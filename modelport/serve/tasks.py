@@ -7,7 +7,7 @@ registers itself with ``register_image_task``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -58,7 +58,8 @@ register_image_task("embed", ImageTask(_embed_prepare, _embed_finish))
 def _detect_prepare(spec: ModelSpec, image: Image.Image) -> tuple[np.ndarray, Any]:
     from modelport.preprocess import prepare_letterboxed
 
-    batch, (box,) = prepare_letterboxed([image], spec.preprocess)
+    # Full size even for a dynamic-shape model: requests are batched together, so they must share one shape.
+    batch, (box,) = prepare_letterboxed([image], replace(spec.preprocess, stride=0))
     return batch, box
 
 
