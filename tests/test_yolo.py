@@ -226,6 +226,10 @@ def test_dynamic_shape_exports_run_ultralytics_rectangles_and_match_its_predict(
     assert prepare_letterboxed([frame, frame[:300]], runner.spec.preprocess)[0].shape == (2, 3, IMGSZ, IMGSZ)
     tiny = runner.infer(np.zeros((1, 3, 32, 64), np.float32))  # 3 anchors: still topk rows, none real
     assert tiny["det_boxes"].shape == (1, 300, 4) and tiny["num_dets"][0, 0] <= 3
+    want = runner.detect([frame])
+    runner.release_memory()  # its one-image shrink run must pick a size the model takes
+    again = runner.detect([frame])
+    assert len(again[0]) == len(want[0]) > 0 and np.allclose(again[0].boxes, want[0].boxes)
     with pytest.raises(ExportError, match="TorchScript"):
         export_detector(yolo_pt, "torchscript", imgsz=IMGSZ, dynamic_hw=True, out=tmp_path / "ts")
 
