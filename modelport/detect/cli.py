@@ -145,7 +145,7 @@ def verify_cmd(
     from modelport.detect.nms import NmsSettings
     from modelport.detect.runner import DetectRunner, UltralyticsReference, load_runtime
     from modelport.detect.samples import street_scenes
-    from modelport.detect.verify import compare_detections
+    from modelport.detect.verify import compare_detections, detect_both
     from modelport.formats import format_of_path
 
     pts = [p for p in paths if p.suffix == ".pt" and format_of_path(p).id == "pytorch"]
@@ -159,7 +159,7 @@ def verify_cmd(
     for path in artifacts:
         runner = DetectRunner(load_runtime(format_of_path(path), path), NmsSettings(conf, IOU, TOPK))
         ref = UltralyticsReference(pts[0], runner.spec.preprocess.height, runner.settings, runner.spec.labels)
-        checks.append(compare_detections(ref.detect(frames), runner.detect(frames), label=str(path),
+        checks.append(compare_detections(*detect_both(ref, runner, frames), label=str(path),
                                          format=runner.format, track=runner.track))
         runner.close()
     if as_json:

@@ -17,7 +17,7 @@ from modelport.detect.model import (CONF, IMGSZ, IOU, DetectorSource, LoadedDete
 from modelport.detect.nms import NmsSettings
 from modelport.detect.runner import DetectRunner, UltralyticsReference, load_runtime
 from modelport.detect.samples import street_scenes
-from modelport.detect.verify import DetectionCheck, compare_detections
+from modelport.detect.verify import DetectionCheck, compare_detections, detect_both
 from modelport.errors import ExportError, ModelportError
 from modelport.formats import ExportOptions, Format, get_format
 from modelport.preprocess import ImageLike
@@ -158,11 +158,7 @@ def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfi
             runner = DetectRunner(load_runtime(fmt, staged, options.device), settings)
             try:
                 reference.settings = settings
-                theirs, ours = reference.detect(images), runner.detect(images)
-                if spec.preprocess.stride:  # one image at a time: the rectangular letterbox path as well
-                    for image in images:
-                        theirs += reference.detect([image])
-                        ours += runner.detect([image])
+                theirs, ours = detect_both(reference, runner, images)
                 result.check = compare_detections(theirs, ours, label=str(dest), format=fmt.id, track=track)
             except Exception as exc:  # a runtime failure is a verification failure
                 result.check = DetectionCheck(str(dest), fmt.id, track, error=f"{type(exc).__name__}: {exc}")

@@ -131,3 +131,14 @@ def compare_detections(reference: Sequence[Detections], got: Sequence[Detections
         return check
     check.images = [compare_image(i, r, g, tol) for i, (r, g) in enumerate(zip(reference, got))]
     return check
+
+
+def detect_both(reference, runner, images: Sequence) -> tuple[list[Detections], list[Detections]]:
+    """Ultralytics' and the runner's detections of ``images``, as one batch and, for a dynamic-shape model,
+    also image by image: a lone image takes the rectangular letterbox path, a mixed batch the full size."""
+    theirs, ours = list(reference.detect(images)), list(runner.detect(images))
+    if runner.spec.preprocess.stride:
+        for image in images:
+            theirs += reference.detect([image])
+            ours += runner.detect([image])
+    return theirs, ours
