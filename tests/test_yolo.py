@@ -232,6 +232,13 @@ def test_dynamic_shape_exports_run_ultralytics_rectangles_and_match_its_predict(
     assert len(again[0]) == len(want[0]) > 0 and np.allclose(again[0].boxes, want[0].boxes)
     with pytest.raises(ExportError, match="TorchScript"):
         export_detector(yolo_pt, "torchscript", imgsz=IMGSZ, dynamic_hw=True, out=tmp_path / "ts")
+    from modelport.triton.build import ModelEntry, build_model
+    from modelport.triton.repo import validate_repository
+
+    built = build_model(ModelEntry(str(e2e[0].path), name="det"), tmp_path / "repo")
+    assert "dims: -1" in built.config.read_text()  # Triton takes any height and width
+    [checked] = validate_repository(tmp_path / "repo")  # its request must be a size the graph takes
+    assert checked.ok, checked
 
 
 def test_end_to_end_outputs_are_padded_fixed_size_tensors(exports):

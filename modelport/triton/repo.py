@@ -111,15 +111,19 @@ def request_for(config, spec) -> np.ndarray:
 
     first = config.input[0]
     dims = list(first.dims)
-    known = list(spec.inputs[0].shape[1:]) if config.max_batch_size > 0 else list(spec.inputs[0].shape)
-    shape = [d if d != -1 else (k if isinstance(k, int) else 1) for d, k in zip(dims, known + [1] * len(dims))]
-    if config.max_batch_size > 0:
-        shape = [1, *shape]
-    dtype = config_dtype(first.data_type)
+    batched = config.max_batch_size > 0
+    known = list(spec.inputs[0].shape[1:]) if batched else list(spec.inputs[0].shape)
     try:
-        sample = example_batch(spec.with_batch(None) if config.max_batch_size > 0 else spec, count=shape[0])
+        sample = example_batch(spec.with_batch(None) if batched else spec, count=1 if batched else None)
     except Exception:  # a spec whose preprocessing cannot make an example: zeros still exercise the model
         sample = None
+    # A named dimension (a detector's height and width) takes the example's size: 1 may be too small.
+    made = list(sample.shape[1:] if batched else sample.shape) if sample is not None else []
+    made += [1] * (len(dims) - len(made))
+    shape = [d if d != -1 else (k if isinstance(k, int) else m) for d, k, m in zip(dims, known + [1] * len(dims), made)]
+    if batched:
+        shape = [1, *shape]
+    dtype = config_dtype(first.data_type)
     if sample is not None and list(sample.shape) == shape and np.can_cast(sample.dtype, dtype, "same_kind"):
         return sample.astype(dtype)
     return np.zeros(shape, dtype)
