@@ -59,7 +59,8 @@ def write_onnx(module, spec: ModelSpec, dest: Path, *, opset: int, dynamic: bool
             with torch.no_grad():
                 torch.onnx.export(
                     module, (example,), str(dest), dynamo=False, opset_version=opset,
-                    input_names=names_in, output_names=names_out, dynamic_axes=axes or None, do_constant_folding=True,
+                    input_names=names_in, output_names=names_out, dynamic_axes=axes or None,
+                    do_constant_folding=True,
                 )
         except Exception as exc:  # torch raises many unrelated types here
             raise ExportError(f"{dest}: torch.onnx.export failed: {exc}") from exc
@@ -109,20 +110,22 @@ def session_options(threads: int | None = None, spin: bool = True):
 # batch 2 OSNet x1_0 measured 58 img/s either way. A 640x640 detector gains from any split (yolo11n at batch 2:
 # 13.9 img/s split vs 8.8 in one run), so detectors pass ``split_from=1``: split once every stream gets a row.
 STREAM_MIN_ROWS = 2
-# Input values one stream feeds ONNX Runtime per run: a stream works through its share of a large batch in runs
-# this small (8 ReID crops of 3x256x128, one 3x640x640 image), so each run's activations stay near the cache. Measured on
-# two single-threaded streams against one run per stream (benchmarks/onnx_streams.py): osnet_x0_25 at batch 256
-# 459 vs 324 img/s, osnet_x1_0 at batch 128 51 vs 45, yolo11n at batch 64 14.5 vs 13.1.
+# Input values one stream feeds ONNX Runtime per run: a stream works through its share of a large batch in
+# runs this small (8 ReID crops of 3x256x128, one 3x640x640 image), so each run's activations stay near the
+# cache. Two single-threaded streams, model only, against one run per stream (`benchmarks/onnx_streams.py
+# EXPORT H W --runs N`, medians of 3 rounds): osnet_x0_25 at batch 256 411 vs 377 img/s, osnet_x1_0 at batch
+# 128 49.5 vs 46.2, yolo11n at batch 64 14.9 vs 12.7.
 STREAM_RUN_VALUES = 8 * 3 * 256 * 128
 
 
 class OnnxRunner(Runner):
     """ONNX Runtime session; on the CPU, large batches of a dynamic-batch model run as parallel streams.
 
-    Streams: one worker per physical core, each pulling runs of at most ``STREAM_RUN_VALUES`` input values off the
-    batch and running them through a shared single-threaded session (ORT sessions may be run concurrently).
-    Every operator then runs whole on one core, with no synchronisation between cores per operator, the way
-    OpenVINO's THROUGHPUT hint uses streams; pulling keeps both cores busy when one is interrupted. Measured on the 2-core machine (benchmarks/RESULTS.md) this beat one two-threaded run of
+    Streams: one worker per physical core, each pulling runs of at most ``STREAM_RUN_VALUES`` input values
+    off the batch and running them through a shared single-threaded session (ORT sessions may be run
+    concurrently). Every operator then runs whole on one core, with no synchronisation between cores per
+    operator, the way OpenVINO's THROUGHPUT hint uses streams; pulling keeps both cores busy when one is
+    interrupted. Measured on the 2-core machine (benchmarks/RESULTS.md) this beat one two-threaded run of
     the same batch, most of all when another process shares the CPU. Small batches keep the
     multi-threaded session, which has the lower latency. ``split_from`` is the batch size from which the
     streams take over: by default ``streams * STREAM_MIN_ROWS``, and never below ``streams``.
