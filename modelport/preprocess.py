@@ -202,13 +202,15 @@ def prepare_letterboxed(items: Sequence[ImageLike], pre: Preprocess) -> tuple[np
         items = [items]
     arrays = [_to_bgr_array(item) for item in items]
     stride = pre.stride if pre.stride and len({a.shape for a in arrays}) == 1 else 0
-    lettered = [letterbox(a, pre.height, pre.width, stride) for a in arrays]
-    height, width = lettered[0][0].shape[:2] if lettered else (pre.height, pre.width)
-    out = np.empty((len(arrays), 3, height, width), np.float32)
+    # Same-sized images letterbox to the same rectangle, so the first one sizes the batch.
+    out = np.empty((len(arrays), 3, pre.height, pre.width), np.float32)
     boxes = []
     # Channel order is chosen by indexing planes: no strided copy of the whole batch.
     planes = (2, 1, 0) if pre.channel_order == "RGB" else (0, 1, 2)
-    for i, (img, info) in enumerate(lettered):
+    for i, array in enumerate(arrays):
+        img, info = letterbox(array, pre.height, pre.width, stride)
+        if i == 0 and img.shape[:2] != out.shape[2:]:
+            out = np.empty((len(arrays), 3, *img.shape[:2]), np.float32)
         for c, src in enumerate(planes):
             out[i, c] = img[..., src]  # uint8 -> float32 on assignment
         boxes.append(info)

@@ -15,7 +15,7 @@ from modelport import __version__
 from modelport.bench import interleave
 from modelport.detect.export import artifact_path, export_detector
 from modelport.detect.graph import NmsConfig
-from modelport.detect.model import CONF, IMGSZ, IOU, DetectorSource, load_detector
+from modelport.detect.model import CONF, IMGSZ, IOU, DetectorSource, e2e_spec, load_detector
 from modelport.detect.nms import NmsSettings
 from modelport.detect.runner import DetectRunner, Timings, UltralyticsReference, load_runtime
 from modelport.detect.samples import street_scenes
@@ -140,8 +140,8 @@ def run_detect_benchmark(pt_file: str | Path, *, batches: Sequence[int] | None =
             try:
                 spec = fmt.read_spec(path)
                 fresh = spec.source.sha256 == det.spec.source.sha256 and spec.extra.get("nms") == (
-                    None if nms is None else {"flavor": flavor, "topk": min(nms.topk, det.spec.outputs[0].shape[2]),
-                                              "iou": nms.iou, "conf": nms.conf, "normalized": False}) \
+                    None if nms is None else e2e_spec(det.spec, flavor=flavor, topk=nms.topk, iou=nms.iou,
+                                                      conf=nms.conf, normalized=False).extra["nms"]) \
                     and spec.preprocess.height == imgsz and spec.extra.get("max_batch") == source.max_batch \
                     and bool(spec.preprocess.stride) == dynamic
             except ModelportError:

@@ -71,8 +71,8 @@ def _write_e2e_onnx(det: LoadedDetector, spec: ModelSpec, config: NmsConfig, des
         model = onnx.load(str(raw))
     raw_out = det.spec.outputs[0]
     pre = det.spec.preprocess
-    anchors = raw_out.shape[2]  # a name when the input size is dynamic
-    add_nms(model, config, raw_out.name, int(raw_out.shape[1]), anchors if isinstance(anchors, str) else int(anchors),
+    # Anchors are a name, and the input size unknown, when the height and width are dynamic.
+    add_nms(model, config, raw_out.name, int(raw_out.shape[1]), raw_out.shape[2],
             None if pre.stride else (pre.height, pre.width))
     del model.metadata_props[:]
     entry = model.metadata_props.add()

@@ -149,15 +149,13 @@ def _portable(b: _Builder, config: NmsConfig, corners: str, best: str, best_cls:
     # Scatter kept scores into a [B, max(A, k)] grid filled with -1, then TopK pads every image to k rows
     # (a small dynamic-shape input can have fewer than k anchors; the padding columns index no box).
     shape = b.op("Shape", [best])  # [B, A]
-    width = b.op("Max", [b.op("Slice", [shape, b.const("s", i64([1])), b.const("e", i64([2])),
-                                        b.const("ax", i64([0]))]), b.const("k", i64([k]))])
-    grid = b.op("ConstantOfShape", [b.op("Concat", [b.op("Slice", [shape, b.const("s", i64([0])),
-                                                                    b.const("e", i64([1])), b.const("ax", i64([0]))]),
-                                                     width], axis=0)], "grid", value=_float_tensor(-1.0))
+    batch = b.op("Slice", [shape, b.const("s", i64([0])), b.const("e", i64([1])), b.const("ax", i64([0]))])
+    count = b.op("Slice", [shape, b.const("s", i64([1])), b.const("e", i64([2])), b.const("ax", i64([0]))])  # [A]
+    width = b.op("Max", [count, b.const("k", i64([k]))])
+    grid = b.op("ConstantOfShape", [b.op("Concat", [batch, width], axis=0)], "grid", value=_float_tensor(-1.0))
     dense = b.op("ScatterND", [grid, pairs, kept], "dense")
     top_scores, top_idx = b.op("TopK", [dense, b.const("k", i64([k]))], outputs=2, axis=1, largest=1, sorted=1)
-    last = b.op("Sub", [b.op("Slice", [shape, b.const("s", i64([1])), b.const("e", i64([2])),
-                                       b.const("ax", i64([0]))]), b.const("one", i64([1]))])
+    last = b.op("Sub", [count, b.const("one", i64([1]))])
     top_idx = b.op("Min", [top_idx, last], "top_idx")  # padding rows point at a real box, then masked
     valid = b.op("Greater", [top_scores, b.const("floor", np.array(-0.5, np.float32))], "valid")  # [B,k]
     num = b.op("ReduceSum", [b.op("Cast", [valid], to=6), b.const("ax", i64([1]))], "num", keepdims=1)

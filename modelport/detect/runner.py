@@ -142,8 +142,7 @@ def release_memory(runner: Runner) -> None:
         feed = session.get_inputs()[0]
         # One image, as small as the model takes: a dynamic height/width gets one stride.
         least = max(runner.spec.preprocess.stride, 1)
-        shape = [1, feed.shape[1] if isinstance(feed.shape[1], int) else 1,
-                 *(d if isinstance(d, int) else least for d in feed.shape[2:])]
+        shape = [1, *(d if isinstance(d, int) else least for d in feed.shape[1:])]
         session.run(None, {feed.name: np.zeros(shape, np.float32)}, options)
         return
     for compiled in getattr(runner, "_compiled", {}).values():  # OpenVINO: one compiled model per hint
