@@ -138,12 +138,12 @@ NOTES = """## Where the time goes
     per stream: yolo11n at batch 64, model only, 14.9 vs 12.7 img/s (`python benchmarks/onnx_streams.py
     yolo11n.nms.onnx 640 640 --runs 64`); a 64-image run's activations (420 MB for the first layer alone)
     stream through memory instead of cache.
-  - OpenVINO's batch-128 rows fell (8.4 img/s, against 11.4 in the record before these changes) while its
-    batch-1 rows did not; the same export with and without the DFL change measured 78.5 vs 88.3 ms per image
-    at batch 8, model only, so the change is not the cause. The PyTorch rows at batch 128 fell as much (2t:
-    5.3 vs 7.0 img/s): this run's host, which is shared, had less memory bandwidth to give. Splitting OpenVINO's
-    batch into one-image requests, as the ONNX streams now do, measured the same (12.8 vs 12.6 img/s at batch
-    32) and was not kept.
+  - In the run before this one OpenVINO's batch-128 rows fell to 8.4 img/s (11.4 in the record before these
+    changes) while its batch-1 rows did not, and PyTorch's batch-128 rows fell as much (2t: 5.3 vs 7.0). The
+    same export with and without the DFL change measured 78.5 vs 88.3 ms per image at batch 8, model only, and
+    in this run, on a faster host, OpenVINO is back at 12.3 img/s: the host, not the change. Splitting
+    OpenVINO's batch into one-image requests, as the ONNX streams now do, measured the same (12.8 vs 12.6 img/s
+    at batch 32) and was not kept.
 - Dynamic-shape export (`modelport export yolo11n.pt --nms --dynamic-shape`, the `onnx-e2e-rect` row): the
   same graph with a symbolic height and width, letterboxed to the smallest stride-32 rectangle exactly when
   Ultralytics' predictor does. At batch 1 it computes the pixels Ultralytics computes (480x640), so that row is
@@ -153,10 +153,12 @@ NOTES = """## Where the time goes
 - Which Ultralytics figure the 2x target is read against: the issue names "the Ultralytics PyTorch pipeline",
   which is `predict` as it ships; on this 2-CPU machine that pipeline runs torch on one thread. Against it the
   end-to-end ONNX track is above 2x at both batches. Against the same pipeline with torch given both cores
-  (`-2t`, a tuning Ultralytics does not do) it is above 2x at batch 128 and 1.5x at batch 1, where the work is
-  equal and both sides use both cores: ONNX Runtime's two-thread session then computes about 78 real GFLOP/s
-  (15.9 img/s x 6.5 GFLOP x 0.75) against PyTorch's 51, and 2x would take 102, more than any single-image
-  run reached on this host. Spinning workers would add about 9%."""
+  (`-2t`, a tuning Ultralytics does not do) it is above 2x at batch 128 and 1.4-1.5x at batch 1, where the
+  work is equal and both sides use both cores: in this run ONNX Runtime's two-thread session computes about
+  116 real GFLOP/s (23.7 img/s x 6.5 GFLOP x 0.75) against PyTorch's 82, and 2x would take 165, more than any
+  run of any runtime reached here (the best, ONNX Runtime's streams at batch 128, 130). Spinning workers would
+  add about 9%. (The run before this one, on a slower host: 15.9 img/s, 1.53x the 2-thread and 2.26x the
+  shipped pipeline.)"""
 
 
 if __name__ == "__main__":
