@@ -45,3 +45,56 @@ def test_streams_default_to_the_thread_count_and_refuse_fixed_batches(exported_d
     assert OnnxRunner(fixed, threads=2).streams == 1  # a fixed batch cannot be split
     with pytest.raises(ValueError, match="dynamic-batch"):
         OnnxRunner(fixed, threads=2, streams=2)
+
+
+def test_stream_runs_one_batch_ahead_and_returns_every_batch_in_order(exported_dir):
+    path = exported_dir / "osnet_x0_25_msmt17.onnx"
+    single = OnnxRunner(path, threads=2, streams=1)
+    streamed = OnnxRunner(path, threads=2, streams=2)
+    batch = example_batch(single.spec.with_batch(None), count=21, seed=6)
+    sizes = [16, 3, 0, 1, 21, 16]  # a partial batch, an empty one, uneven runs
+    starts = np.cumsum([0, *sizes])
+    parts = [np.concatenate([batch, batch])[s:s + n] for s, n in zip(starts, sizes)]
+    pulled: list[int] = []
+
+    def source():
+        for key, part in enumerate(parts):
+            pulled.append(key)
+            yield key, part
+
+    got = []
+    for key, vectors in streamed.embed_stream(source()):
+        # The next batch is already queued to the streams when a batch comes back.
+        assert pulled[-1] == min(key + 1, len(parts) - 1)
+        got.append((key, vectors))
+    assert [k for k, _ in got] == list(range(len(parts)))
+    for (_, vectors), part in zip(got, parts):
+        assert vectors.shape == (len(part), 512)
+        if len(part):
+            np.testing.assert_allclose(vectors, single.embed(part, prepared=True), rtol=0, atol=1e-5)
+    sequential = [v for _, v in single.embed_stream(enumerate(parts))]  # the base class: batch by batch
+    for a, (_, b) in zip(sequential, got):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    streamed.close()
+
+
+def test_stream_passes_the_sources_error_on_and_the_runner_stays_usable(exported_dir):
+    path = exported_dir / "osnet_x0_25_msmt17.onnx"
+    streamed = OnnxRunner(path, threads=2, streams=2)
+    batch = example_batch(streamed.spec.with_batch(None), count=16, seed=7)
+
+    def source():
+        yield 0, batch
+        yield 1, batch
+        raise OSError("video.mp4: cannot decode frame 12")
+
+    seen = []
+    with pytest.raises(OSError, match="frame 12"):
+        for key, _ in streamed.stream(source()):
+            seen.append(key)
+    assert seen == [0]  # batch 1 was in flight, not finished, when the source failed
+    with pytest.raises(ValueError, match="expected input shape"):  # each batch is checked like a call
+        list(streamed.stream([(0, batch[:, :, :128])]))
+    np.testing.assert_allclose(next(streamed.embed_stream([(0, batch)]))[1],
+                               streamed.embed(batch, prepared=True), rtol=0, atol=1e-6)
+    streamed.close()

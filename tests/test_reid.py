@@ -146,6 +146,15 @@ def test_import_from_an_image_folder(small_scene, tmp_path):
     assert result.frames == 160 and result.detections == small_scene.detection_count
 
 
+def test_single_threaded_decoding_gives_the_same_frames(small_scene):
+    wanted = [0, 1, 7, 40, 41, 159]
+    default = dict(read_frames(small_scene.video, wanted))
+    single = dict(read_frames(small_scene.video, wanted, threads=1))  # what extract uses beside CPU inference
+    assert list(single) == wanted
+    for index in wanted:
+        np.testing.assert_array_equal(single[index], default[index])
+
+
 # ---- extraction -----------------------------------------------------------------------------------
 
 def _embedding_rows(db: Path) -> list[tuple]:

@@ -8,7 +8,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from modelport.quantize import Calibration
+
+Key = TypeVar("Key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,20 +214,40 @@ class Runner:
 
         ``prepared``: ``items`` is already the model's input (``preprocess.prepare``'s output).
         """
+        self._check_image_encoder()
+        batch = np.asarray(items) if prepared else prepare(items, self.spec.preprocess)
+        return self._normalised(self(batch), len(batch))
+
+    def stream(self, batches: Iterable[tuple[Key, np.ndarray]]) -> Iterator[tuple[Key, dict[str, np.ndarray]]]:
+        """Outputs for a sequence of ``(key, batch)``, in order.
+
+        For callers that feed batch after batch (``reid extract``): runtimes that can overlap batches
+        override this so the next batch runs while the caller handles the last one's outputs.
+        """
+        for key, batch in batches:
+            yield key, self(batch)
+
+    def embed_stream(self, batches: Iterable[tuple[Key, np.ndarray]]) -> Iterator[tuple[Key, np.ndarray]]:
+        """``embed(batch, prepared=True)`` for a sequence of ``(key, batch)`` through ``stream``, in order."""
+        self._check_image_encoder()
+        for key, out in self.stream(batches):
+            yield key, self._normalised(out, len(out[self.spec.outputs[0].name]))
+
+    def _normalised(self, out: dict[str, np.ndarray], n: int) -> np.ndarray:
+        feats = out[self.spec.outputs[0].name]
+        feats = feats.reshape(n, int(np.prod(feats.shape[1:]))).astype(np.float32)  # -1 fails when n == 0
+        return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+
+    def _check_image_encoder(self) -> None:
         if self.spec.task == "embed_text":
             raise ModelportError(f"{self.describe()}: a CLIP text encoder embeds text, not images",
                                  hint="use runner.embed_text([...]), or load the *_image artifact for images")
-        batch = np.asarray(items) if prepared else prepare(items, self.spec.preprocess)
-        feats = self(batch)[self.spec.outputs[0].name].reshape(len(batch), -1).astype(np.float32)
-        norms = np.linalg.norm(feats, axis=1, keepdims=True)
-        return feats / np.maximum(norms, 1e-12)
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised (N, D) float32 embeddings of ``texts``, tokenised as the spec says (text encoders)."""
         from modelport.clip.text import tokenize
 
-        feats = self(tokenize(texts, self.spec))[self.spec.outputs[0].name].astype(np.float32)
-        return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+        return self._normalised(self(tokenize(texts, self.spec)), len(texts))
 
     def describe(self) -> str:
         where = f" {self.path}" if self.path else ""

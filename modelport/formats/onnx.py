@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections import deque
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from modelport.errors import CorruptFileError, ExportError
-from modelport.formats.base import ExportOptions, Runner, example_batch
+from modelport.formats.base import ExportOptions, Key, Runner, example_batch
 from modelport.spec import SPEC_KEY, ModelSpec
 
 
@@ -179,15 +181,21 @@ class OnnxRunner(Runner):
         values = self.session.run(self._outputs, {self._input: batch})
         return dict(zip(self._outputs, values))
 
-    def _infer_streams(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def _streams(self):
+        """The single-threaded session and the worker pool, made on first use: callers with small batches
+        never pay for them."""
         import onnxruntime as ort
         from concurrent.futures import ThreadPoolExecutor
 
-        if self._stream_session is None:  # made on first use: callers with small batches never pay for it
+        if self._stream_session is None:
             self._stream_session = ort.InferenceSession(str(self.path), session_options(1, self._spin),
                                                         providers=["CPUExecutionProvider"])
-            self._pool = ThreadPoolExecutor(self.streams - 1, thread_name_prefix="ort-stream")
-        session = self._stream_session
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.streams, thread_name_prefix="ort-stream")
+        return self._stream_session, self._pool
+
+    def _infer_streams(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        session, pool = self._streams()
         rows = self.stream_rows(batch.shape)
         runs = [slice(start, start + rows) for start in range(0, len(batch), rows)]
         results: list[list[np.ndarray] | None] = [None] * len(runs)
@@ -201,11 +209,47 @@ class OnnxRunner(Runner):
                     return
                 results[i] = session.run(self._outputs, {self._input: batch[runs[i]]})
 
-        futures = [self._pool.submit(work) for _ in range(self.streams - 1)]
+        futures = [pool.submit(work) for _ in range(self.streams - 1)]
         work()  # the caller's thread is one of the streams
         for f in futures:
             f.result()
         return {name: np.concatenate([r[i] for r in results]) for i, name in enumerate(self._outputs)}
+
+    def stream(self, batches: Iterable[tuple[Key, np.ndarray]]) -> Iterator[tuple[Key, dict[str, np.ndarray]]]:
+        """Batch after batch through the streams with no barrier between batches.
+
+        Each batch's runs are queued to the stream workers as soon as it arrives, one batch ahead of the
+        one being returned, so while the caller handles a batch's outputs (and while one stream finishes
+        its last run) the workers are already on the next batch. ``reid extract`` feeds batches this way.
+        """
+        if self.streams <= 1:
+            yield from super().stream(batches)
+            return
+        session, pool = self._streams()
+        in_flight: deque = deque()
+        try:
+            for key, batch in batches:
+                batch = self._check(batch)
+                if len(batch) == 0:  # the base call knows the output shapes of nothing
+                    in_flight.append((key, self(batch)))
+                else:
+                    rows = self.stream_rows(batch.shape)
+                    in_flight.append((key, [pool.submit(session.run, self._outputs, {self._input: batch[s:s + rows]})
+                                            for s in range(0, len(batch), rows)]))
+                if len(in_flight) > 1:
+                    yield self._gathered(*in_flight.popleft())
+            while in_flight:
+                yield self._gathered(*in_flight.popleft())
+        finally:
+            for _, futures in in_flight:
+                for f in futures if isinstance(futures, list) else ():
+                    f.cancel()
+
+    def _gathered(self, key, futures) -> tuple:
+        if isinstance(futures, dict):
+            return key, futures
+        results = [f.result() for f in futures]
+        return key, {name: np.concatenate([r[i] for r in results]) for i, name in enumerate(self._outputs)}
 
     def stream_rows(self, shape: tuple[int, ...]) -> int:
         """Rows per stream run for a batch of this shape: ``STREAM_RUN_VALUES`` worth, at least one, and no more

@@ -88,7 +88,7 @@ def load_model(model: str | Path, *, allow_random: bool = False, device: str = "
     return runner
 
 
-def _batches(rows: list[tuple], pre, batch: int) -> Iterator[Batch]:
+def _batches(rows: list[tuple], pre, batch: int, decode_threads: int | None = None) -> Iterator[Batch]:
     """Crops of ``rows`` (sorted by video and frame) in preprocessed batches of ``batch``."""
     ids: list[int] = []
     crops: list[np.ndarray] = []
@@ -98,7 +98,7 @@ def _batches(rows: list[tuple], pre, batch: int) -> Iterator[Batch]:
         by_frame: dict[int, list[tuple]] = {}
         for r in group:
             by_frame.setdefault(r[2], []).append(r)
-        for index, frame in read_frames(video, by_frame):
+        for index, frame in read_frames(video, by_frame, decode_threads):
             h, w = frame.shape[:2]
             for det_id, _, _, x1, y1, x2, y2 in by_frame[index]:
                 # Clamp into the frame and keep at least 2x2 pixels: every detection gets an embedding.
@@ -168,8 +168,12 @@ def extract(db: str | Path, runner: Runner, *, batch: int = 16, class_name: str 
         if progress:
             progress(0, len(todo))
         committed = time.perf_counter()
-        for item in _prefetch(_batches(todo, runner.spec.preprocess, batch)):
-            vectors = runner.embed(item.inputs, prepared=True)
+        # Inference on the CPU already keeps every core busy: the decoder's extra threads would only add
+        # their synchronisation (0.61 vs 0.43 ms of CPU per 640x360 frame measured here).
+        decode_threads = 1 if runner.device == "cpu" else None
+        reader = _prefetch(_batches(todo, runner.spec.preprocess, batch, decode_threads))
+        batches = ((item, item.inputs) for item in reader)
+        for item, vectors in runner.embed_stream(batches):
             store.write_embeddings(conn, record.key, item.ids, vectors, item.sharpness, is_default, commit=False)
             done += len(item.ids)
             if time.perf_counter() - committed >= COMMIT_EVERY_S:

@@ -55,11 +55,23 @@ def probe(path: str | Path, fps: float | None = None) -> MediaInfo:
         cap.release()
 
 
-def read_frames(path: str | Path, wanted: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
+def _open_video(path: Path, threads: int | None):
+    import cv2
+
+    if threads:
+        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, int(threads)])
+        if cap.isOpened():
+            return cap
+    return cv2.VideoCapture(str(path))
+
+
+def read_frames(path: str | Path, wanted: Iterable[int],
+                threads: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(frame_index, BGR frame)`` for the wanted 0-based indices, in increasing order.
 
     Videos are read sequentially; frames in between are only grabbed (not decoded to pixels), which is
-    far cheaper than seeking for the dense, sorted requests detections make.
+    far cheaper than seeking for the dense, sorted requests detections make. ``threads``: decoder threads
+    (FFmpeg backend; None lets it choose, one per core).
     """
     import cv2
 
@@ -79,7 +91,7 @@ def read_frames(path: str | Path, wanted: Iterable[int]) -> Iterator[tuple[int, 
         return
     if not path.is_file():
         raise WeightsNotFoundError(f"{path}: video not found")
-    cap = cv2.VideoCapture(str(path))
+    cap = _open_video(path, threads)
     try:
         # No seeking: OpenCV's seek is keyframe-approximate for many codecs, and a wrong frame would
         # silently pair boxes with the wrong pixels.
