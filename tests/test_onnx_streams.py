@@ -98,3 +98,4 @@ def test_stream_passes_the_sources_error_on_and_the_runner_stays_usable(exported
     np.testing.assert_allclose(next(streamed.embed_stream([(0, batch)]))[1],
                                streamed.embed(batch, prepared=True), rtol=0, atol=1e-6)
     streamed.close()
+

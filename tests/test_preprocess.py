@@ -22,6 +22,7 @@ def test_normalize_matches_the_textbook_formula():
     got = normalize(rgb, PRE)
     assert got.dtype == np.float32 and got.shape == (2, 3, 256, 128)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert normalize(rgb[:0], PRE).shape == (0, 3, 256, 128)
 
 
 def test_bgr_arrays_pil_images_and_paths_give_the_same_input(tmp_path):
