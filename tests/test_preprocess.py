@@ -108,3 +108,30 @@ def test_public_api_names_are_functions_even_after_submodule_imports():
 
     assert callable(modelport.export) and callable(modelport.verify) and callable(modelport.load)
     assert callable(modelport.benchmark)
+
+
+@pytest.mark.parametrize("variant", ["float RGB", "float BGR", "in-graph uint8", "centre crop"])
+def test_crop_batch_is_exactly_prepare_crop_by_crop(variant):
+    from dataclasses import replace
+
+    from modelport.preprocess import CropBatch
+
+    pre = {"float RGB": PRE, "float BGR": replace(PRE, channel_order="BGR"),
+           "in-graph uint8": replace(PRE, in_graph=True), "centre crop": replace(PRE, resize="center_crop")}[variant]
+    rng = np.random.default_rng(3)
+    # Enlarged crops (OpenCV), shrunk ones (Pillow's antialiasing), one of exactly the input size, one strided view.
+    crops = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in
+             [(110, 40, 3), (300, 180, 3), (256, 128, 3), (90, 200, 3)]]
+    crops.append(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)[20:150, 30:90])
+    batch = CropBatch(8, pre)
+    for c in crops:
+        batch.add(c)
+    got, want = batch.finish(), prepare(crops, pre)
+    assert got.dtype == want.dtype and got.shape == want.shape == (
+        (5, 256, 128, 3) if pre.in_graph else (5, 3, 256, 128))
+    np.testing.assert_array_equal(got, want)
+    full = CropBatch(1, pre)
+    full.add(crops[0])
+    with pytest.raises(ValueError, match="already holds 1"):
+        full.add(crops[1])
+    assert CropBatch(4, pre).finish().shape[0] == 0

@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from modelport.formats import Runner
-from modelport.preprocess import prepare
+from modelport.preprocess import CropBatch
 from modelport.reid import store
 from modelport.reid.frames import crop, read_frames, sharpness
 from modelport.spec import sha256_file
@@ -92,7 +92,7 @@ def load_model(model: str | Path, *, allow_random: bool = False, device: str = "
 def _batches(rows: list[tuple], pre, batch: int, decode_threads: int | None = None) -> Iterator[Batch]:
     """Crops of ``rows`` (sorted by video and frame) in preprocessed batches of ``batch``."""
     ids: list[int] = []
-    crops: list[np.ndarray] = []
+    pixels = CropBatch(batch, pre)
     sharp: list[float] = []
     for video, group in groupby(rows, key=lambda r: r[1]):
         group = list(group)
@@ -107,13 +107,13 @@ def _batches(rows: list[tuple], pre, batch: int, decode_threads: int | None = No
                 y1, y2 = min(max(y1, 0), h - 2), min(max(y2, y1 + 2), h)
                 piece = crop(frame, (x1, y1, x2, y2))
                 ids.append(det_id)
-                crops.append(piece)
+                pixels.add(piece)
                 sharp.append(sharpness(piece))
                 if len(ids) == batch:
-                    yield Batch(ids, prepare(crops, pre), sharp)
-                    ids, crops, sharp = [], [], []
+                    yield Batch(ids, pixels.finish(), sharp)
+                    ids, pixels, sharp = [], CropBatch(batch, pre), []
     if ids:
-        yield Batch(ids, prepare(crops, pre), sharp)
+        yield Batch(ids, pixels.finish(), sharp)
 
 
 def _prefetch(source: Iterator[Batch], depth: int = 4) -> Iterator[Batch]:
