@@ -117,11 +117,14 @@ def normalize(rgb: np.ndarray, pre: Preprocess) -> np.ndarray:
     return _affine(rgb, pre, bgr=False)
 
 
-def _affine(pixels: np.ndarray, pre: Preprocess, *, bgr: bool) -> np.ndarray:
+def _affine(pixels: np.ndarray, pre: Preprocess, *, bgr: bool, out: np.ndarray | None = None) -> np.ndarray:
     import cv2
 
     n, h, w, _ = pixels.shape
-    out = np.empty((n, 3, h, w), np.float32)
+    if out is None:
+        out = np.empty((n, 3, h, w), np.float32)
+    elif out.shape != (n, 3, h, w) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {(n, 3, h, w)}, got {out.dtype} {out.shape}")
     if n == 0:
         return out
     # Scale folded into the affine, one pass per channel plane from uint8 straight into the output's plane
@@ -172,10 +175,21 @@ class CropBatch:
             cv2.cvtColor(_resize_bgr(crop, self.pre), cv2.COLOR_BGR2RGB, dst=dst)
         self.count += 1
 
-    def finish(self) -> np.ndarray:
-        """The model input for the crops added so far."""
+    def finish(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The model input for the crops added so far; a float input is written into ``out`` when given (a
+        C-contiguous float32 array with room for them, reused by ``reid extract``)."""
         pixels = self.pixels[: self.count]
-        return _affine(pixels, self.pre, bgr=True) if self._bgr else pixels
+        if not self._bgr:
+            return pixels
+        return _affine(pixels, self.pre, bgr=True, out=None if out is None else out[: self.count])
+
+    def empty(self) -> "CropBatch":
+        """An empty batch of the same size: this one, its pixel buffer reused, when the finished input is a
+        separate float array; a new one when the input is the pixel buffer itself."""
+        if not self._bgr:
+            return CropBatch(len(self.pixels), self.pre)
+        self.count = 0
+        return self
 
 
 def prepare(items: Sequence[ImageLike] | np.ndarray, pre: Preprocess) -> np.ndarray:

@@ -130,6 +130,16 @@ def test_crop_batch_is_exactly_prepare_crop_by_crop(variant):
     assert got.dtype == want.dtype and got.shape == want.shape == (
         (5, 256, 128, 3) if pre.in_graph else (5, 3, 256, 128))
     np.testing.assert_array_equal(got, want)
+    if not pre.in_graph:  # float inputs: into a given array, and the pixel buffer is reused
+        out = np.full((8, 3, 256, 128), np.nan, np.float32)
+        assert np.shares_memory(batch.finish(out), out)
+        np.testing.assert_array_equal(out[:5], want)
+        with pytest.raises(ValueError, match="C-contiguous float32"):
+            batch.finish(np.empty((8, 256, 128, 3), np.float32))
+        assert batch.empty() is batch and len(batch) == 0
+    else:  # the input is the pixel buffer itself: the next batch needs its own
+        again = batch.empty()
+        assert again is not batch and not np.shares_memory(again.pixels, got) and len(batch) == 5
     full = CropBatch(1, pre)
     full.add(crops[0])
     with pytest.raises(ValueError, match="already holds 1"):

@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 import warnings
+from collections import deque
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -89,8 +90,10 @@ def load_model(model: str | Path, *, allow_random: bool = False, device: str = "
     return runner
 
 
-def _batches(rows: list[tuple], pre, batch: int, decode_threads: int | None = None) -> Iterator[Batch]:
-    """Crops of ``rows`` (sorted by video and frame) in preprocessed batches of ``batch``."""
+def _batches(rows: list[tuple], pre, batch: int, decode_threads: int | None = None,
+             spare: deque | None = None) -> Iterator[Batch]:
+    """Crops of ``rows`` (sorted by video and frame) in preprocessed batches of ``batch``; float inputs are
+    written into arrays taken from ``spare`` while it has any."""
     ids: list[int] = []
     pixels = CropBatch(batch, pre)
     sharp: list[float] = []
@@ -110,8 +113,8 @@ def _batches(rows: list[tuple], pre, batch: int, decode_threads: int | None = No
                 pixels.add(piece)
                 sharp.append(sharpness(piece))
                 if len(ids) == batch:
-                    yield Batch(ids, pixels.finish(), sharp)
-                    ids, pixels, sharp = [], CropBatch(batch, pre), []
+                    yield Batch(ids, pixels.finish(spare.pop() if spare else None), sharp)
+                    ids, pixels, sharp = [], pixels.empty(), []
     if ids:
         yield Batch(ids, pixels.finish(), sharp)
 
@@ -172,10 +175,15 @@ def extract(db: str | Path, runner: Runner, *, batch: int = 16, class_name: str 
         # Inference on the CPU already keeps every core busy: the decoder's extra threads would only add
         # their synchronisation (0.61 vs 0.43 ms of CPU per 640x360 frame measured here).
         decode_threads = 1 if runner.device == "cpu" else None
-        reader = _prefetch(_batches(todo, runner.spec.preprocess, batch, decode_threads))
+        # Float inputs the runner is done with go back to the reader, which refills them: fresh 6 MB
+        # batches cost page faults on the cores the model needs (extract 0.853 vs 0.847 of model-only).
+        spare: deque = deque(maxlen=8)
+        reader = _prefetch(_batches(todo, runner.spec.preprocess, batch, decode_threads, spare))
         batches = ((item, item.inputs) for item in reader)
         for item, vectors in runner.embed_stream(batches):
             store.write_embeddings(conn, record.key, item.ids, vectors, item.sharpness, is_default, commit=False)
+            if item.inputs.dtype == np.float32 and len(item.inputs) == batch:  # stream returns it when done
+                spare.append(item.inputs)
             done += len(item.ids)
             if time.perf_counter() - committed >= COMMIT_EVERY_S:
                 conn.commit()
