@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import warnings
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,11 +222,41 @@ class Runner:
     def stream(self, batches: Iterable[tuple[Key, np.ndarray]]) -> Iterator[tuple[Key, dict[str, np.ndarray]]]:
         """Outputs for a sequence of ``(key, batch)``, in order.
 
-        For callers that feed batch after batch (``reid extract``): runtimes that can overlap batches
-        override this so the next batch runs while the caller handles the last one's outputs.
+        For callers that feed batch after batch (``reid extract``). A runtime that can overlap batches
+        (``_overlaps``) has each batch started as it arrives, one batch ahead of the one being returned, so
+        the next batch runs while the caller handles the last one's outputs; others run batch by batch.
         """
-        for key, batch in batches:
-            yield key, self(batch)
+        if not self._overlaps:
+            for key, batch in batches:
+                yield key, self(batch)
+            return
+        in_flight: deque = deque()
+        try:
+            for key, batch in batches:
+                in_flight.append((key, self._start(self._check(batch))))
+                if len(in_flight) > 1:
+                    key, started = in_flight.popleft()
+                    yield key, self._finished(started)
+            while in_flight:
+                key, started = in_flight.popleft()
+                yield key, self._finished(started)
+        finally:
+            for _, started in in_flight:
+                self._abandon(started)
+
+    # Overlapping runtimes set ``_overlaps`` and give the three steps ``stream`` takes each batch through.
+    _overlaps = False
+
+    def _start(self, batch: np.ndarray) -> Any:
+        """Start a checked batch without waiting; a dict of outputs when it was simply run."""
+        return self(batch)
+
+    def _finished(self, started: Any) -> dict[str, np.ndarray]:
+        """Wait for a started batch and return its outputs."""
+        return started
+
+    def _abandon(self, started: Any) -> None:
+        """Stop or wait out a started batch the caller no longer wants (it left the loop early)."""
 
     def embed_stream(self, batches: Iterable[tuple[Key, np.ndarray]]) -> Iterator[tuple[Key, np.ndarray]]:
         """``embed(batch, prepared=True)`` for a sequence of ``(key, batch)`` through ``stream``, in order."""

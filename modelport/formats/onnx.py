@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections import deque
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
 from modelport.errors import CorruptFileError, ExportError
-from modelport.formats.base import ExportOptions, Key, Runner, example_batch
+from modelport.formats.base import ExportOptions, Runner, example_batch
 from modelport.spec import SPEC_KEY, ModelSpec
 
 
@@ -215,41 +213,30 @@ class OnnxRunner(Runner):
             f.result()
         return {name: np.concatenate([r[i] for r in results]) for i, name in enumerate(self._outputs)}
 
-    def stream(self, batches: Iterable[tuple[Key, np.ndarray]]) -> Iterator[tuple[Key, dict[str, np.ndarray]]]:
-        """Batch after batch through the streams with no barrier between batches.
+    @property
+    def _overlaps(self) -> bool:
+        # Batch after batch (``stream``): each batch's runs are queued to the stream workers as it arrives,
+        # so while the caller handles a batch's outputs, and while one stream finishes its last run, the
+        # workers are already on the next batch; no batch ends on a barrier.
+        return self.streams > 1
 
-        Each batch's runs are queued to the stream workers as soon as it arrives, one batch ahead of the
-        one being returned, so while the caller handles a batch's outputs (and while one stream finishes
-        its last run) the workers are already on the next batch. ``reid extract`` feeds batches this way.
-        """
-        if self.streams <= 1:
-            yield from super().stream(batches)
-            return
+    def _start(self, batch: np.ndarray):
+        if len(batch) == 0:  # the plain call knows the output shapes of nothing
+            return self(batch)
         session, pool = self._streams()
-        in_flight: deque = deque()
-        try:
-            for key, batch in batches:
-                batch = self._check(batch)
-                if len(batch) == 0:  # the base call knows the output shapes of nothing
-                    in_flight.append((key, self(batch)))
-                else:
-                    rows = self.stream_rows(batch.shape)
-                    in_flight.append((key, [pool.submit(session.run, self._outputs, {self._input: batch[s:s + rows]})
-                                            for s in range(0, len(batch), rows)]))
-                if len(in_flight) > 1:
-                    yield self._gathered(*in_flight.popleft())
-            while in_flight:
-                yield self._gathered(*in_flight.popleft())
-        finally:
-            for _, futures in in_flight:
-                for f in futures if isinstance(futures, list) else ():
-                    f.cancel()
+        rows = self.stream_rows(batch.shape)
+        return [pool.submit(session.run, self._outputs, {self._input: batch[s:s + rows]})
+                for s in range(0, len(batch), rows)]
 
-    def _gathered(self, key, futures) -> tuple:
-        if isinstance(futures, dict):
-            return key, futures
-        results = [f.result() for f in futures]
-        return key, {name: np.concatenate([r[i] for r in results]) for i, name in enumerate(self._outputs)}
+    def _finished(self, started) -> dict[str, np.ndarray]:
+        if isinstance(started, dict):
+            return started
+        results = [f.result() for f in started]
+        return {name: np.concatenate([r[i] for r in results]) for i, name in enumerate(self._outputs)}
+
+    def _abandon(self, started) -> None:
+        for f in started if isinstance(started, list) else ():
+            f.cancel()
 
     def stream_rows(self, shape: tuple[int, ...]) -> int:
         """Rows per stream run for a batch of this shape: ``STREAM_RUN_VALUES`` worth, at least one, and no more

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
 from modelport.errors import CorruptFileError, ExportError
-from modelport.formats.base import ExportOptions, Key, Runner
+from modelport.formats.base import ExportOptions, Runner
 from modelport.spec import ModelSpec
 
 METADATA = "metadata.json"
@@ -107,75 +105,60 @@ class OpenVinoRunner(Runner):
         return self._infer_async(batch)
 
     def _async_queue(self):
+        """The THROUGHPUT queue, made on first use; its callback files each part's outputs in its ``_Job``."""
         import openvino as ov
 
-        compiled = self._compile("THROUGHPUT")
         if not hasattr(self, "_queue"):
+            compiled = self._compile("THROUGHPUT")
             self._queue = ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        return compiled, self._queue
+            outputs = list(compiled.outputs)
+            lock = threading.Lock()
+
+            def done(request, tag: tuple[_Job, int]) -> None:
+                job, index = tag
+                out = {o.get_any_name(): request.get_tensor(o).data.copy() for o in outputs}
+                with lock:  # callbacks of different requests may run at once
+                    job.results[index] = out
+                    job.left -= 1
+                    if job.left == 0:
+                        job.finished.set()
+
+            self._queue.set_callback(done)
+        return self._queue
 
     def _infer_async(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        compiled, queue = self._async_queue()
+        return self._finished(self._start(batch))
+
+    # Batch after batch (``stream``): the next batch's requests start as the current one's finish, before
+    # the current one is returned, so the queue never drains between batches.
+    @property
+    def _overlaps(self) -> bool:
+        return self.max_batch is None
+
+    def _start(self, batch: np.ndarray):
+        if len(batch) < 2:  # nothing to spread over the requests
+            return self(batch)
+        queue = self._async_queue()
         parts = np.array_split(batch, min(len(queue), len(batch)))
-        results: list[dict[str, np.ndarray] | None] = [None] * len(parts)
+        job = _Job([None] * len(parts), len(parts), threading.Event())
+        for index, part in enumerate(parts):  # waits for an idle request
+            queue.start_async({0: np.ascontiguousarray(part)}, (job, index))
+        return job
 
-        def done(request, index: int) -> None:
-            results[index] = {o.get_any_name(): request.get_tensor(o).data.copy() for o in compiled.outputs}
+    def _finished(self, started) -> dict[str, np.ndarray]:
+        if isinstance(started, dict):
+            return started
+        started.finished.wait()
+        return {name: np.concatenate([r[name] for r in started.results]) for _, name in self._outputs}
 
-        queue.set_callback(done)
-        for index, part in enumerate(parts):
-            queue.start_async({0: np.ascontiguousarray(part)}, index)
-        queue.wait_all()
-        return {name: np.concatenate([r[name] for r in results]) for _, name in self._outputs}
-
-    def stream(self, batches: Iterable[tuple[Key, np.ndarray]]) -> Iterator[tuple[Key, dict[str, np.ndarray]]]:
-        """Batch after batch on the THROUGHPUT queue with no barrier between batches: the next batch's
-        requests start as the current one's finish, before the current one is returned."""
-        if self.max_batch is not None:
-            yield from super().stream(batches)
-            return
-        compiled, queue = self._async_queue()
-        lock = threading.Lock()
-
-        def done(request, tag: tuple[_Job, int]) -> None:
-            job, index = tag
-            out = {o.get_any_name(): request.get_tensor(o).data.copy() for o in compiled.outputs}
-            with lock:  # callbacks of different requests may run at once
-                job.results[index] = out
-                job.left -= 1
-                if job.left == 0:
-                    job.finished.set()
-
-        queue.set_callback(done)
-        in_flight: deque = deque()
-        try:
-            for key, batch in batches:
-                batch = self._check(batch)
-                if len(batch) < 2:  # nothing to spread over the requests
-                    in_flight.append((key, self(batch)))
-                else:
-                    parts = np.array_split(batch, min(len(queue), len(batch)))
-                    job = _Job([None] * len(parts), len(parts), threading.Event())
-                    for index, part in enumerate(parts):  # waits for an idle request
-                        queue.start_async({0: np.ascontiguousarray(part)}, (job, index))
-                    in_flight.append((key, job))
-                if len(in_flight) > 1:
-                    yield self._collected(*in_flight.popleft())
-            while in_flight:
-                yield self._collected(*in_flight.popleft())
-        finally:
-            queue.wait_all()  # leave no request running on buffers the caller may reuse
-
-    def _collected(self, key, job) -> tuple:
-        if isinstance(job, dict):
-            return key, job
-        job.finished.wait()
-        return key, {name: np.concatenate([r[name] for r in job.results]) for _, name in self._outputs}
+    def _abandon(self, started) -> None:
+        if isinstance(started, _Job):
+            self._queue.wait_all()  # leave no request running on buffers the caller may reuse
 
 
 @dataclass(slots=True)
 class _Job:
-    """One streamed batch: its parts' outputs, how many are still running, and when all are done."""
+    """One batch on the THROUGHPUT queue: its parts' outputs, how many still run, and when all are done."""
 
     results: list
     left: int
