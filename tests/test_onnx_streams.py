@@ -1,13 +1,13 @@
 """ONNX Runtime streams: a large batch split into runs pulled by single-threaded streams gives exactly the
 one-run result. Streaming batch after batch (ONNX Runtime streams, OpenVINO's THROUGHPUT queue) keeps the
-next batch running while one is returned, and returns each exactly as a call would."""
+next batches running while one is returned, and returns each exactly as a call would."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from modelport.formats.base import example_batch
+from modelport.formats.base import STREAM_AHEAD, example_batch
 from modelport.formats.onnx import STREAM_MIN_ROWS, OnnxRunner
 
 
@@ -49,7 +49,7 @@ def test_streams_default_to_the_thread_count_and_refuse_fixed_batches(exported_d
 
 
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
-def test_stream_runs_one_batch_ahead_and_returns_every_batch_in_order(exported_dir, runtime):
+def test_stream_runs_batches_ahead_and_returns_every_batch_in_order(exported_dir, runtime):
     from modelport.formats.openvino import OpenVinoRunner
 
     if runtime == "onnx":
@@ -71,8 +71,8 @@ def test_stream_runs_one_batch_ahead_and_returns_every_batch_in_order(exported_d
 
     got = []
     for key, vectors in streamed.embed_stream(source()):
-        # The next batch is already queued to the streams when a batch comes back.
-        assert pulled[-1] == min(key + 1, len(parts) - 1)
+        # The next STREAM_AHEAD batches are already queued to the runtime when a batch comes back.
+        assert pulled[-1] == min(key + STREAM_AHEAD, len(parts) - 1)
         got.append((key, vectors))
     assert [k for k, _ in got] == list(range(len(parts)))
     for (_, vectors), part in zip(got, parts):
@@ -92,15 +92,15 @@ def test_stream_passes_the_sources_error_on_and_the_runner_stays_usable(exported
     batch = example_batch(streamed.spec.with_batch(None), count=16, seed=7)
 
     def source():
-        yield 0, batch
-        yield 1, batch
+        for key in range(STREAM_AHEAD + 1):
+            yield key, batch
         raise OSError("video.mp4: cannot decode frame 12")
 
     seen = []
     with pytest.raises(OSError, match="frame 12"):
         for key, _ in streamed.stream(source()):
             seen.append(key)
-    assert seen == [0]  # batch 1 was in flight, not finished, when the source failed
+    assert seen == [0]  # the later batches were in flight, not finished, when the source failed
     with pytest.raises(ValueError, match="expected input shape"):  # each batch is checked like a call
         list(streamed.stream([(0, batch[:, :, :128])]))
     np.testing.assert_allclose(next(streamed.embed_stream([(0, batch)]))[1],

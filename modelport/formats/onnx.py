@@ -217,7 +217,7 @@ class OnnxRunner(Runner):
     def _overlaps(self) -> bool:
         # Batch after batch (``stream``): each batch's runs are queued to the stream workers as it arrives,
         # so while the caller handles a batch's outputs, and while one stream finishes its last run, the
-        # workers are already on the next batch; no batch ends on a barrier.
+        # workers are already on the next batches; no batch ends on a barrier.
         return self.streams > 1
 
     def _start(self, batch: np.ndarray):

@@ -129,7 +129,7 @@ class OpenVinoRunner(Runner):
     def _infer_async(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return self._finished(self._start(batch))
 
-    # Batch after batch (``stream``): the next batch's requests start as the current one's finish, before
+    # Batch after batch (``stream``): the next batches' requests start as the current one's finish, before
     # the current one is returned, so the queue never drains between batches.
     @property
     def _overlaps(self) -> bool:

@@ -1,10 +1,10 @@
 """`reid extract`: embeddings for every detection that lacks one for a model, batched and resumable.
 
 A reader thread decodes frames, crops and preprocesses while the model runs batch after batch through
-``Runner.embed_stream`` (ONNX Runtime and OpenVINO start the next batch while the main thread stores the
-last), so the runtime rarely waits for pixels or for the database. Batches are stored in transactions
-committed every half second, so a killed run loses at most that much work and a rerun picks up exactly the
-detections still missing.
+``Runner.embed_stream`` (ONNX Runtime and OpenVINO keep the next two batches started while the main thread
+stores the last), so the runtime rarely waits for pixels or for the database. Batches are stored in
+transactions committed every half second, so a killed run loses at most that much work and a rerun picks
+up exactly the detections still missing.
 """
 
 from __future__ import annotations
