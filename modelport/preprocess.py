@@ -117,7 +117,11 @@ def normalize(rgb: np.ndarray, pre: Preprocess) -> np.ndarray:
     return _affine(rgb, pre, bgr=False)
 
 
-def _affine(pixels: np.ndarray, pre: Preprocess, *, bgr: bool, out: np.ndarray | None = None) -> np.ndarray:
+def _affine(pixels: np.ndarray, pre: Preprocess, *, bgr: bool, out: np.ndarray | None = None,
+            planes: list[np.ndarray] | None = None) -> np.ndarray:
+    """``pixels`` (N, H, W, 3) uint8 -> (N, 3, H, W) float32 normalised, into ``out`` when given; ``planes``:
+    three uint8 (N*H, W) arrays to split the channels into, reused by callers that normalise batch after
+    batch (a fresh 1.5 MB split of 16 crops costs 2.3 ms in page faults, into warm planes 0.06 ms)."""
     import cv2
 
     n, h, w, _ = pixels.shape
@@ -133,7 +137,8 @@ def _affine(pixels: np.ndarray, pre: Preprocess, *, bgr: bool, out: np.ndarray |
     # order, so a flip between BGR and RGB costs nothing here.
     mul = pre.scale / np.asarray(pre.std, np.float64)
     add = -np.asarray(pre.mean, np.float64) / np.asarray(pre.std, np.float64)
-    planes = cv2.split(np.ascontiguousarray(pixels).reshape(n * h, w, 3))
+    interleaved = np.ascontiguousarray(pixels).reshape(n * h, w, 3)
+    planes = cv2.split(interleaved) if planes is None else cv2.split(interleaved, [p[: n * h] for p in planes])
     flat = out.reshape(n, 3, h * w)
     for c, source in enumerate((2, 1, 0) if bgr != (pre.channel_order == "BGR") else (0, 1, 2)):
         plane = planes[source].reshape(n, h * w)
@@ -152,6 +157,7 @@ class CropBatch:
         self.pre = pre
         self.pixels = np.empty((size, pre.height, pre.width, 3), np.uint8)
         self.count = 0
+        self._planes: list[np.ndarray] | None = None
         # For a float input the pixels stay BGR and normalising takes the planes in the model's order; a
         # model with preprocessing in its graph takes RGB pixels, flipped crop by crop.
         self._bgr = not pre.in_graph
@@ -181,7 +187,11 @@ class CropBatch:
         pixels = self.pixels[: self.count]
         if not self._bgr:
             return pixels
-        return _affine(pixels, self.pre, bgr=True, out=None if out is None else out[: self.count])
+        if self._planes is None:
+            self._planes = [np.empty((len(self.pixels) * self.pre.height, self.pre.width), np.uint8)
+                            for _ in range(3)]
+        return _affine(pixels, self.pre, bgr=True, out=None if out is None else out[: self.count],
+                       planes=self._planes)
 
     def empty(self) -> "CropBatch":
         """An empty batch of the same size: this one, its pixel buffer reused, when the finished input is a

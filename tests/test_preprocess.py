@@ -137,6 +137,9 @@ def test_crop_batch_is_exactly_prepare_crop_by_crop(variant):
         with pytest.raises(ValueError, match="C-contiguous float32"):
             batch.finish(np.empty((8, 256, 128, 3), np.float32))
         assert batch.empty() is batch and len(batch) == 0
+        for c in crops[3:]:  # a shorter batch through the same pixel buffer and channel planes
+            batch.add(c)
+        np.testing.assert_array_equal(batch.finish(), prepare(crops[3:], pre))
     else:  # the input is the pixel buffer itself: the next batch needs its own
         again = batch.empty()
         assert again is not batch and not np.shares_memory(again.pixels, got) and len(batch) == 5

@@ -155,6 +155,27 @@ def test_single_threaded_decoding_gives_the_same_frames(small_scene):
         np.testing.assert_array_equal(single[index], default[index])
 
 
+def test_sharpness_is_the_variance_of_the_laplacian():
+    import cv2
+
+    from modelport.reid.frames import sharpness
+
+    def reference(image):  # 4-neighbour Laplacian, borders reflected as OpenCV's default does
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float64)
+        p = np.pad(grey, 1, mode="reflect")
+        return float((p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * grey).var())
+
+    rng = np.random.default_rng(4)
+    board = np.zeros((1080, 1920, 3), np.uint8)  # the largest Laplacian everywhere: sums far past int32
+    board[::2, ::2] = board[1::2, 1::2] = 255
+    noisy = rng.integers(0, 256, (176, 69, 3), dtype=np.uint8)
+    blurred = cv2.GaussianBlur(noisy, (7, 7), 3)
+    for image in (noisy, blurred, board, rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)[10:90, 20:60]):
+        assert sharpness(image) == pytest.approx(reference(image), rel=1e-12)
+    assert sharpness(np.full((40, 20, 3), 90, np.uint8)) == 0.0
+    assert sharpness(blurred) < sharpness(noisy) / 10
+
+
 # ---- extraction -----------------------------------------------------------------------------------
 
 def _embedding_rows(db: Path) -> list[tuple]:

@@ -124,6 +124,8 @@ def sharpness(image: np.ndarray) -> float:
     """Variance of the Laplacian of the grey image: low for blurred or flat crops."""
     import cv2
 
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    _, std = cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_32F))  # a third of numpy's .var() here
-    return float(std[0, 0]) ** 2
+    lap = cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_16S)
+    # E[x^2] - E[x]^2 from two vectorised reductions: 27 vs 39 us per 69x176 crop with cv2.meanStdDev (the
+    # same value to 1e-15); the int16 Laplacian is exact (|x| <= 1020) and its squares sum in float64.
+    mean = cv2.sumElems(lap)[0] / lap.size
+    return max(0.0, cv2.norm(lap, cv2.NORM_L2SQR) / lap.size - mean * mean)
