@@ -27,7 +27,8 @@ Key = TypeVar("Key")
 # Batches a stream keeps started beyond the one being returned. With one, the two ONNX Runtime streams sat
 # idle 40-50 ms per 2.4 s ReID extract run: whenever the caller was late back (a commit's fsyncs, 11-15 ms)
 # or one stream ran a run behind the other (preempted by the decoder), the work queue was empty. With two,
-# those gaps vanished and extract went from 0.844 to 0.858 of model-only (6 paired rounds, osnet_x0_25).
+# those gaps vanished and extract went from 0.844 to 0.858 of model-only (6 paired rounds, osnet_x0_25;
+# 0.853 in the 8-round record after it, 0.852 in the one before).
 STREAM_AHEAD = 2
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import warnings
 from pathlib import Path
 
@@ -193,25 +192,7 @@ class OnnxRunner(Runner):
         return self._stream_session, self._pool
 
     def _infer_streams(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        session, pool = self._streams()
-        rows = self.stream_rows(batch.shape)
-        runs = [slice(start, start + rows) for start in range(0, len(batch), rows)]
-        results: list[list[np.ndarray] | None] = [None] * len(runs)
-        claim, lock = iter(range(len(runs))), threading.Lock()
-
-        def work() -> None:
-            while True:
-                with lock:
-                    i = next(claim, None)
-                if i is None:
-                    return
-                results[i] = session.run(self._outputs, {self._input: batch[runs[i]]})
-
-        futures = [pool.submit(work) for _ in range(self.streams - 1)]
-        work()  # the caller's thread is one of the streams
-        for f in futures:
-            f.result()
-        return {name: np.concatenate([r[i] for r in results]) for i, name in enumerate(self._outputs)}
+        return self._finished(self._start(batch))
 
     @property
     def _overlaps(self) -> bool:
