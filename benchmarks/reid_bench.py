@@ -78,8 +78,8 @@ def bench_extract(arch: str, work: Path, rounds: int, limit: int | None, batch: 
     """Both ONNX variants of ``arch``: extract end to end and model-only, all interleaved per round.
 
     Model-only is timed two ways on the same prepared batches: one ``embed`` call per batch (what a user
-    looping over batches gets) and ``embed_stream`` (the scheduling extract uses, next batch queued while
-    the last is returned). The target ratio is taken against the faster of the two.
+    looping over batches gets) and ``embed_stream`` (the scheduling extract uses, the next batches queued
+    while the last is returned). The target ratio is taken against the faster of the two.
     """
     from modelport import load
     from modelport.reid.extract import extract
