@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from modelport.cli_options import TRUST_CHECKPOINT, apply_trust
 from modelport.errors import ModelportError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, verify and load vision models.")
@@ -83,8 +84,10 @@ def export_cmd(
                                          "--int8 with (default: synthetic crops, with a warning)."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
     clip_weights: Optional[Path] = typer.Option(None, "--weights", help="open_clip checkpoint for a MobileCLIP name."),
+    trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Export weights to ONNX / TorchScript / OpenVINO / TensorRT, verifying each against PyTorch."""
+    apply_trust(trust)
     from modelport.export import export_all
 
     if weights.startswith("MobileCLIP") and not Path(weights).exists():  # two encoders: see modelport.clip
@@ -140,8 +143,10 @@ def verify_cmd(
     device: str = typer.Option("cpu", "--device"),
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of the weights file, if its name does not say."),
     as_json: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON to this file ('-' for stdout)."),
+    trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Compare artifacts side by side on one seeded batch; exit 1 on any mismatch."""
+    apply_trust(trust)
     from modelport.discover import open_artifact
     from modelport.formats import format_of_path
     from modelport.clip.verify import verify_runners
@@ -180,15 +185,24 @@ def verify_cmd(
 
 @app.command("info")
 def info_cmd(artifact: Path = typer.Argument(..., help="An exported artifact (or a weights file)."),
-             as_json: bool = typer.Option(False, "--json")) -> None:
+             as_json: bool = typer.Option(False, "--json"),
+             trust: bool = TRUST_CHECKPOINT) -> None:
     """Print the model spec embedded in an artifact."""
+    apply_trust(trust)
     from modelport.errors import WeightsNotFoundError
     from modelport.formats import format_of_path
 
     fmt = format_of_path(artifact)
     if not artifact.exists():
         raise WeightsNotFoundError(f"{artifact}: not found")
-    spec = fmt.read_spec(artifact)
+    from modelport.detect.safe_load import is_ultralytics_checkpoint
+
+    if fmt.id == "pytorch" and is_ultralytics_checkpoint(artifact):  # a detector: read through the allow-list
+        from modelport.detect.model import load_detector
+
+        spec = load_detector(artifact).spec
+    else:
+        spec = fmt.read_spec(artifact)
     if as_json:
         out.print_json(spec.to_json())
         return
@@ -215,8 +229,10 @@ def load_cmd(path: Path = typer.Argument(..., help="Weights file or artifact."),
              format: Optional[str] = typer.Option(None, "--format", help="Force one format."),
              device: str = typer.Option("cpu", "--device"),
              fastest: bool = typer.Option(False, "--fastest", help="Pick what this machine's benchmark measured fastest."),
-             allow_random: bool = typer.Option(False, "--allow-random")) -> None:
+             allow_random: bool = typer.Option(False, "--allow-random"),
+             trust: bool = TRUST_CHECKPOINT) -> None:
     """Show which runtime the loader picks for PATH, and run it once."""
+    apply_trust(trust)
     from modelport import load
     from modelport.samples import person_crops
 
@@ -262,8 +278,10 @@ def bench_cmd(
     allow_random: bool = typer.Option(False, "--allow-random"),
     arch: Optional[str] = typer.Option(None, "--arch"),
     clip_weights: Optional[Path] = typer.Option(None, "--weights", help="open_clip checkpoint for a MobileCLIP name."),
+    trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Measure every runtime side by side: latency, throughput, parity, size, export and load time."""
+    apply_trust(trust)
     from modelport.bench import run_benchmark, write_plot
     from modelport.clip.bench import is_clip_source
 
@@ -320,8 +338,10 @@ def package_cmd(
     source: Path = typer.Argument(..., help="Weights file (packages its fastest verified export) or an artifact."),
     out_path: Path = typer.Option(..., "--out", help="The .tar.gz to write."),
     force: bool = typer.Option(False, "--force", help="Replace an existing package."),
+    trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Bundle an artifact with its benchmark, a sample input and expected output, and its spec."""
+    apply_trust(trust)
     from modelport.package import package
 
     path = package(source, out_path, force=force)
@@ -356,7 +376,34 @@ from modelport.reid.cli import reid_app  # noqa: E402
 app.add_typer(reid_app, name="reid")
 
 
+INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: a bug in modelport, not a problem with the user's input
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _crash_log(exc: BaseException) -> Path | None:
+    """Write the traceback of an unexpected exception to a log file and return its path."""
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    folder = Path(os.environ.get("MODELPORT_LOG_DIR") or Path(tempfile.gettempdir()) / "modelport-logs")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"crash-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+        path.write_text(f"modelport {' '.join(sys.argv[1:])}\n\n"
+                        + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        return path
+    except OSError:
+        return None
+
+
 def main() -> None:
+    """Run the CLI: typed errors print one line (and a hint) and exit with their code; anything unexpected
+    prints one line naming a log file with the traceback and exits with INTERNAL_ERROR_EXIT."""
     from modelport.zoo import RandomWeightsWarning
 
     warnings.showwarning = _show_warning
@@ -367,13 +414,15 @@ def main() -> None:
         code = app(args=route_detection(sys.argv[1:]), standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except ModelportError as exc:
-        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(_one_line(exc.message))}", highlight=False, soft_wrap=True)
         if exc.hint:
-            err.print(f"  [dim]hint:[/] {exc.hint}", highlight=False)
+            err.print(f"  [dim]hint:[/] {escape(_one_line(exc.hint))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
@@ -382,7 +431,11 @@ def main() -> None:
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        raise
+        log = _crash_log(exc)
+        where = f"traceback written to {log}" if log else "the traceback could not be written"
+        err.print(f"internal error: {type(exc).__name__}: {_one_line(exc)[:200]} ({where}); please report it",
+                  highlight=False, soft_wrap=True, markup=False)
+        sys.exit(INTERNAL_ERROR_EXIT)
 
 
 if __name__ == "__main__":

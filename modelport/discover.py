@@ -86,6 +86,7 @@ def load(
     prefer: str = "priority",
     batch: int | None = None,
     verbose: bool = True,
+    trust_checkpoint: bool = False,
 ) -> Runner:
     """A Runner for ``path``.
 
@@ -95,8 +96,15 @@ def load(
     ``prefer="fastest"`` takes the verified runtime that this machine's latest benchmark of these
     weights measured fastest (at ``batch``, default its largest batch), else the priority order.
     Detectors (Ultralytics ``.pt``, detector artifacts) get ``modelport.detect``'s DetectRunner, found in its
-    own priority order (``prefer`` does not apply).
+    own priority order (``prefer`` does not apply). ``trust_checkpoint`` unpickles a detector checkpoint in full
+    (it can run code): only for files you made; otherwise only its allow-listed model classes are read.
     """
+    if trust_checkpoint:
+        from modelport.trust import trusted_checkpoints
+
+        with trusted_checkpoints():
+            return load(path, format, device, arch=arch, allow_random=allow_random, prefer=prefer, batch=batch,
+                        verbose=verbose)
     path = Path(path)
     say = _say if verbose else (lambda _msg: None)
     source_fmt = format_of_path(path)

@@ -61,3 +61,7 @@ class RandomWeightsNotAllowedError(ModelportError, ValueError):
 
 class CalibrationError(ModelportError, ValueError):
     """INT8 calibration data is missing, empty or unreadable."""
+
+
+class UnsafeCheckpointError(NotACheckpointError):
+    """A checkpoint's pickle names a Python global that a file of its kind does not legitimately hold."""

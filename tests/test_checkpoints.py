@@ -10,6 +10,7 @@ import torch
 
 from modelport.errors import (
     CorruptFileError,
+    UnsafeCheckpointError,
     NotACheckpointError,
     RandomWeightsNotAllowedError,
     UnknownArchitectureError,
@@ -134,7 +135,7 @@ class Arbitrary:
 def test_pickle_of_python_objects_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "osnet_x0_25_object.pt"
     torch.save({"model": Arbitrary()}, path)
-    with pytest.raises(NotACheckpointError, match="Python objects"):
+    with pytest.raises(UnsafeCheckpointError, match=r"refers to test_checkpoints\.Arbitrary"):
         build(path)
     raw = tmp_path / "osnet_x0_25_rawpickle.pt"
     raw.write_bytes(pickle.dumps(Arbitrary()))

@@ -92,7 +92,7 @@ def test_user_errors_get_one_line_and_a_hint(tmp_path, osnet_model):
     _assert_user_error(run("export", str(truncated)), "truncated or corrupted")
     objects = tmp_path / "osnet_x0_25_objects.pt"
     torch.save({"model": torch.nn.Linear(2, 2)}, objects)
-    _assert_user_error(run("export", str(objects)), "Python objects")
+    _assert_user_error(run("export", str(objects)), "refers to torch.nn.modules.linear.Linear")
     _assert_user_error(run("export", str(good), "--arch", "resnet50"), "do not fit", "resnet50")
     _assert_user_error(run("export", str(good), "--arch", "osnet_x0_25", "--format", "tensorrt"),
                        "TensorRT is unavailable", "pip install")

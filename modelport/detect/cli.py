@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from modelport.cli_options import TRUST_CHECKPOINT, apply_trust
+
 detect_app = typer.Typer(add_completion=False, no_args_is_help=True,
                          help="YOLO detectors (Ultralytics .pt): export with or without NMS, verify, bench, load.")
 out = Console()
@@ -73,8 +75,10 @@ def export_cmd(
     allow_random: bool = typer.Option(False, "--allow-random", help="A missing yolo11<size>.pt is built from "
                                       "Ultralytics' YAML with seeded random weights (untrained: boxes mean nothing)."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+    trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Export detectors (raw or with NMS inside), each verified against Ultralytics' own predictions."""
+    apply_trust(trust)
     from modelport.detect.export import export_detector, export_models
     from modelport.detect.model import DetectorSource, parse_model_arg, read_model_list
 
@@ -138,8 +142,10 @@ def verify_cmd(
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of images (default: synthetic scenes)."),
     count: int = typer.Option(8, "--count", help="Synthetic scenes when no --images."),
     as_json: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON to this file ('-' for stdout)."),
+    trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Compare every artifact's detections with Ultralytics' predict; a table per format, exit 1 on mismatch."""
+    apply_trust(trust)
     from modelport.detect.discover import candidates
     from modelport.detect.model import IOU, TOPK
     from modelport.detect.nms import NmsSettings
@@ -194,8 +200,10 @@ def bench_cmd(
     seconds: float = typer.Option(20.0, "--seconds", help="Timed seconds per batch size, shared by all pipelines."),
     tracks: Optional[str] = typer.Option(None, "--tracks", help="Comma-separated, e.g. onnx-e2e,onnx-raw."),
     json_path: Path = typer.Option(Path("benchmark.json"), "--json", help="Where to write the JSON record."),
+    trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Ultralytics' pipeline vs each track: preprocess / inference / NMS latency and images/s."""
+    apply_trust(trust)
     from modelport.detect.bench import markdown_table, run_detect_benchmark
 
     batches = [int(b) for b in batch.split(",")] if batch else None
@@ -214,8 +222,10 @@ def load_cmd(path: Path = typer.Argument(..., help="Ultralytics .pt or a detecto
              device: str = typer.Option("cpu", "--device"),
              allow_random: bool = typer.Option(False, "--allow-random", help="No weights and no export of a "
                                                "yolo11<size>.pt: use seeded random weights."),
-             image: Optional[Path] = typer.Option(None, "--image", help="Run it on this image (default: a synthetic scene).")) -> None:
+             image: Optional[Path] = typer.Option(None, "--image", help="Run it on this image (default: a synthetic scene)."),
+             trust: bool = TRUST_CHECKPOINT) -> None:
     """Show which runtime the loader picks and run it once."""
+    apply_trust(trust)
     from modelport.detect.discover import open_detector
     from modelport.detect.samples import street_scenes
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-import zipfile
 from pathlib import Path
 
 from modelport.detect.export import TAGS
 from modelport.detect.model import is_zoo_name, load_detector
 from modelport.detect.nms import NmsSettings
 from modelport.detect.runner import DetectRunner, load_runtime
+from modelport.detect.safe_load import is_ultralytics_checkpoint
 from modelport.errors import ModelportError, UnsupportedFormatError
 from modelport.formats import Runner, format_of_path, get_format
 from modelport.spec import sha256_file
@@ -40,16 +40,6 @@ def candidates(pt_file: Path, name: str | None = None) -> list[Path]:
             if path.exists():
                 found.append(path)
     return found
-
-
-def is_ultralytics_checkpoint(path: Path) -> bool:
-    """A torch zip whose pickle references Ultralytics' model classes (read without unpickling)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            pkl = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-            return pkl is not None and b"ultralytics.nn" in archive.read(pkl)
-    except (OSError, zipfile.BadZipFile):
-        return False
 
 
 def is_detector(path: str | Path) -> bool:

@@ -133,19 +133,17 @@ def _missing(pt_file: Path) -> WeightsNotFoundError:
 
 
 def load_ultralytics(pt_file: str | Path) -> tuple[nn.Module, dict]:
-    """Ultralytics' own loader (fp32, eval); a typed error when the file is missing or not a detector."""
+    """The fp32 eval model and its checkpoint dict, read safely (``detect.safe_load``); a typed error when the
+    file is missing, unsafe, corrupt or not a detector."""
+    from modelport.detect.safe_load import model_from_checkpoint, read_detector_checkpoint
+
     pt_file = Path(pt_file)
     if not pt_file.is_file():
         raise _missing(pt_file)
-    from ultralytics.nn.tasks import load_checkpoint
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model, ckpt = load_checkpoint(pt_file, device="cpu", fuse=False)
-    except Exception as exc:  # torch/pickle raise many types for foreign files
-        raise CorruptFileError(f"{pt_file}: not a loadable Ultralytics checkpoint ({str(exc).splitlines()[0]})",
-                               hint="give a .pt saved by Ultralytics (YOLO(...).save or training)") from None
+    ckpt = read_detector_checkpoint(pt_file)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = model_from_checkpoint(pt_file, ckpt)
     task = getattr(model, "task", None)
     if task != "detect":
         raise UnknownArchitectureError(f"{pt_file}: an Ultralytics {task!r} model, not a detector",

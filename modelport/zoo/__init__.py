@@ -75,6 +75,8 @@ def build(
     batch: int | None = None,
 ) -> BuiltModel:
     """Build a zoo model in eval mode from ``weights``, or with random weights when allowed."""
+    # Read first: a missing, corrupt or unsafe file says so before its name is judged.
+    state_dict, extras = read_checkpoint(weights) if weights is not None else ({}, {})
     entry = resolve_architecture(weights, arch)
     module = entry.builder().eval()
     if weights is None:
@@ -86,7 +88,6 @@ def build(
         warn_random(entry.name)
         return BuiltModel(module, spec_for(entry, Source(kind="random"), batch), entry)
 
-    state_dict, extras = read_checkpoint(weights)
     load_into(module, state_dict, origin=weights, arch=entry.name, ignored_prefixes=entry.ignored_prefixes)
     kind = "random" if extras.get(RANDOM_MARKER) == "random" else "weights"
     if kind == "random":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -10,7 +11,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from modelport.errors import CorruptFileError, NotACheckpointError, WeightsMismatchError, WeightsNotFoundError
+from modelport.errors import (CorruptFileError, NotACheckpointError, UnsafeCheckpointError, WeightsMismatchError,
+                             WeightsNotFoundError)
+from modelport.pickle_scan import checkpoint_pickle, pickle_globals
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar", ".bin")
 # Trainer checkpoints keep the weights under one of these keys (torchreid uses "state_dict").
@@ -45,8 +48,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         # "Unsupported global" means a well-formed pickle that references Python classes; anything
         # else from the weights-only unpickler means the bytes are not a valid pickle at all.
         if "unsupported global" in str(exc).lower():
-            raise NotACheckpointError(
-                f"{path}: the pickle holds Python objects, not a checkpoint of tensors",
+            raise UnsafeCheckpointError(
+                f"{path}: the pickle refers to {_offending_global(path, exc)}, not only tensors; refused without "
+                "running it",
                 hint="save the model's state_dict (torch.save(model.state_dict(), path)); "
                 "modelport never unpickles arbitrary objects",
             ) from None
@@ -54,12 +58,35 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             f"{path}: truncated or corrupted checkpoint (not a valid PyTorch pickle)",
             hint="the file is incomplete or not a PyTorch file; copy it again",
         ) from None
-    except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError) as exc:
+    except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError, TypeError, KeyError,
+            IndexError, AttributeError, MemoryError, OverflowError) as exc:
+        size = path.stat().st_size
+        detail = "empty file" if size == 0 else f"{type(exc).__name__}: {_first_line(exc)}"
         raise CorruptFileError(
-            f"{path}: truncated or corrupted checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+            f"{path}: truncated or corrupted checkpoint ({detail})",
             hint="the file is incomplete or not a PyTorch file; copy it again",
         ) from None
     return _split_state_dict(obj, path)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:120] if lines else "no details"
+
+
+def _offending_global(path: Path, exc: Exception) -> str:
+    """The first global outside torch's weights-only set, read statically from the pickle when possible."""
+    try:
+        data = checkpoint_pickle(path)
+        if data is not None:
+            allowed = set(torch._weights_only_unpickler._get_allowed_globals())
+            foreign = sorted(g for g in pickle_globals(data)[0] if g not in allowed)
+            if foreign:
+                return foreign[0] + (f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else "")
+    except CorruptFileError:
+        pass
+    match = re.search(r"GLOBAL (\S+)", str(exc))
+    return match.group(1) if match else "a Python global"
 
 
 def _split_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -1,0 +1,16 @@
+"""Options shared by several CLI command groups."""
+
+from __future__ import annotations
+
+import typer
+
+TRUST_CHECKPOINT = typer.Option(
+    False, "--trust-checkpoint",
+    help="Unpickle detector checkpoints in full, which runs any code they hold: only for files you made yourself.")
+
+
+def apply_trust(trust: bool) -> None:
+    if trust:
+        from modelport.trust import trust_for_this_command
+
+        trust_for_this_command()
