@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from modelport.triton.repo import CleanResult
 
 triton_app = typer.Typer(no_args_is_help=True, help="Triton model repositories: build, status, validate, clean.")
 out = Console()
@@ -127,16 +130,38 @@ def validate_cmd(repo: Path = typer.Argument(..., help="The model repository fol
 def clean_cmd(repo: Path = typer.Argument(..., help="The model repository folder."),
               model: Optional[List[str]] = typer.Option(None, "--model", help="Only these models (repeatable)."),
               backup: Optional[Path] = typer.Option(None, "--backup", help="Where configs are copied first."),
+              dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be removed and what left "
+                                                                    "alone; change nothing."),
               yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> None:
-    """Remove the exports (version folders) after backing every config.pbtxt and labels.txt up."""
+    """Remove the exports (version folders) after backing every config.pbtxt and labels.txt up.
+
+    Only model folders holding a config.pbtxt are touched; symlinks and files modelport did not write are
+    left alone and listed.
+    """
     from modelport.triton import clean_repository
 
-    if not yes:
-        typer.confirm(f"remove the exports in {repo}{' for ' + ', '.join(model) if model else ''}?", abort=True)
-    result = clean_repository(repo, model or None, backup)
-    out.print(f"configs backed up to {result.backup}; removed {len(result.removed)} folders")
+    if not yes and not dry_run:
+        plan = clean_repository(repo, model or None, backup, dry_run=True)
+        _print_clean(plan)
+        if not plan.removed:
+            return
+        typer.confirm(f"remove the {len(plan.removed)} paths above from {repo}?", abort=True)
+    _print_clean(clean_repository(repo, model or None, backup, dry_run=dry_run))
+
+
+def _print_clean(result: "CleanResult") -> None:
+    would = "would be " if result.dry_run else ""
+    if result.removed:
+        out.print(f"configs {would}backed up to {result.backup}; {len(result.removed)} paths {would}removed:",
+                  highlight=False, markup=False)
+    else:
+        out.print("nothing to remove")
     for path in result.removed:
-        out.print(f"  removed {path}")
+        out.print(f"  {'would remove' if result.dry_run else 'removed'} {path}", highlight=False, markup=False)
+    if result.left_alone:
+        out.print(f"left alone ({len(result.left_alone)}):")
+    for kept in result.left_alone:
+        out.print(f"  {kept.path}: {kept.reason}", highlight=False, markup=False)
 
 
 def serve_cmd(

@@ -3,6 +3,7 @@ version with modelport's runners), clean (remove the exports, configs backed up 
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -176,21 +177,98 @@ def validate_repository(repo: str | Path, device: str = "cpu") -> list[Validatio
     return results
 
 
+WRITTEN = frozenset({"model.onnx", "model.plan", "model.pt", "model.xml", "model.bin", "metadata.json"})
+
+
+@dataclass(frozen=True, slots=True)
+class LeftAlone:
+    path: Path
+    reason: str
+
+
 @dataclass(slots=True)
 class CleanResult:
-    backup: Path
-    removed: list[Path]
+    backup: Path  # where configs were (or, in a dry run, would be) copied
+    removed: list[Path]  # version folders, configs and emptied model folders (in a dry run: would be)
+    left_alone: list[LeftAlone] = field(default_factory=list)
+    dry_run: bool = False
+    backed_up: list[Path] = field(default_factory=list)  # the files copied to ``backup``
 
 
-def clean_repository(repo: str | Path, models: list[str] | None = None,
-                     backup: str | Path | None = None) -> CleanResult:
-    """Remove the version folders (the exports) of ``models`` (default all), after copying every
-    config.pbtxt and labels.txt to ``backup`` (default ``REPO-configs-<UTC time>`` beside the repository).
+def _link_reason(path: Path, root: Path) -> str:
+    target = Path(os.readlink(path))
+    # realpath, unlike Path.resolve, does not raise on a link loop.
+    where = "inside" if Path(os.path.realpath(path)).is_relative_to(root) else "outside"
+    return f"a symlink to {target} ({where} the repository); clean never follows links"
 
-    Files modelport did not write are left alone, so a model folder holding them is kept.
+
+def _config_files(model_dir: Path) -> list[Path]:
+    """config.pbtxt, labels.txt and the backups modelport made of them."""
+    names = [CONFIG_FILE, LABELS_FILE, *(p.name for p in model_dir.glob(f"{CONFIG_FILE}.*.bak")),
+             *(p.name for p in model_dir.glob(f"{LABELS_FILE}.*.bak"))]
+    return [model_dir / n for n in dict.fromkeys(names) if (model_dir / n).exists() or (model_dir / n).is_symlink()]
+
+
+def _plan_model(model_dir: Path, root: Path, result: CleanResult) -> list[Path]:
+    """Add what cleaning one model folder removes and leaves alone to ``result``; returns the files to back up."""
+    if model_dir.is_symlink():
+        result.left_alone.append(LeftAlone(model_dir, _link_reason(model_dir, root)))
+        return []
+    config = model_dir / CONFIG_FILE
+    if config.is_symlink():
+        result.left_alone.append(LeftAlone(model_dir, f"its {CONFIG_FILE} is {_link_reason(config, root)}"))
+        return []
+    if not config.is_file():
+        result.left_alone.append(LeftAlone(model_dir, f"no {CONFIG_FILE}: not a Triton model folder"))
+        return []
+    configs = _config_files(model_dir)
+    versions_kept, kept = False, 0
+    for entry in sorted(model_dir.iterdir()):
+        if entry in configs:
+            continue
+        if entry.is_symlink():
+            result.left_alone.append(LeftAlone(entry, _link_reason(entry, root)))
+        elif entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0:
+            foreign = [p for p in sorted(entry.iterdir()) if p.is_symlink() or not p.is_file() or p.name not in WRITTEN]
+            if not foreign:
+                result.removed.append(entry)
+                continue
+            what = ", ".join(f"{p.name} ({_link_reason(p, root)})" if p.is_symlink() else p.name for p in foreign)
+            result.left_alone.append(LeftAlone(entry, f"holds what modelport did not write: {what}; "
+                                                      "the version is kept whole"))
+            versions_kept = True
+        else:
+            result.left_alone.append(LeftAlone(entry, "not a version folder or config modelport wrote"))
+        kept += 1
+    if versions_kept:
+        # A version that stays needs its config to be served, so the model's configs stay with it.
+        result.left_alone += [LeftAlone(p, "kept for the version(s) left in place") for p in configs]
+        return []
+    backed = []
+    for path in configs:
+        if path.is_symlink() or not path.is_file():
+            result.left_alone.append(LeftAlone(path, _link_reason(path, root) if path.is_symlink()
+                                               else "not a file"))
+            kept += 1
+        else:
+            result.removed.append(path)
+            backed.append(path)
+    if not kept:
+        result.removed.append(model_dir)
+    return backed
+
+
+def clean_repository(repo: str | Path, models: list[str] | None = None, backup: str | Path | None = None,
+                     *, dry_run: bool = False) -> CleanResult:
+    """Remove the exports of ``models`` (default all), after copying their config.pbtxt and labels.txt to
+    ``backup`` (default ``REPO-configs-<UTC time>`` beside the repository).
+
+    Only model folders holding a config.pbtxt are touched. Symlinks are never followed or removed, and
+    anything modelport did not write stays (a version folder holding such a file is kept whole); both are
+    listed in ``left_alone`` with the reason. ``dry_run`` returns the plan and changes nothing.
     """
-    repo = Path(repo)
-    dirs = model_dirs(repo)
+    root = Path(repo).resolve()
+    dirs = model_dirs(Path(repo))  # symlinked folders too: they are reported, not followed
     if models:
         unknown = sorted(set(models) - {d.name for d in dirs})
         if unknown:
@@ -198,32 +276,27 @@ def clean_repository(repo: str | Path, models: list[str] | None = None,
                                  hint=f"models here: {', '.join(d.name for d in dirs) or 'none'}")
         dirs = [d for d in dirs if d.name in models]
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    target = Path(backup) if backup else repo.resolve().parent / f"{repo.resolve().name}-configs-{stamp}"
+    target = Path(backup) if backup else root.parent / f"{root.name}-configs-{stamp}"
     if target.exists() and any(target.iterdir()):
         raise ModelportError(f"{target}: backup folder exists and is not empty", hint="choose another --backup")
+    result = CleanResult(target, [], dry_run=dry_run)
+    for d in dirs:
+        result.backed_up += _plan_model(d, root, result)
+    if dry_run:
+        return result
     # Back everything up before deleting anything: a failed copy leaves the repository untouched.
-    for d in dirs:
-        for name in [CONFIG_FILE, LABELS_FILE, *(p.name for p in d.glob(f"{CONFIG_FILE}.*.bak"))]:
-            if (d / name).is_file():
-                (target / d.name).mkdir(parents=True, exist_ok=True)
-                shutil.copy2(d / name, target / d.name / name)
-    target.mkdir(parents=True, exist_ok=True)
-    removed: list[Path] = []
-    written = {"model.onnx", "model.plan", "model.pt", "model.xml", "model.bin", "metadata.json"}
-    for d in dirs:
-        for v in versions(d):
-            vdir = d / str(v)
-            if {p.name for p in vdir.iterdir()} <= written:
-                shutil.rmtree(vdir)
-                removed.append(vdir)
-        for name in [CONFIG_FILE, LABELS_FILE, *(p.name for p in d.glob(f"{CONFIG_FILE}.*.bak"))]:
-            if (d / name).is_file():
-                (d / name).unlink()
-        if not any(d.iterdir()):
-            d.rmdir()
-            removed.append(d)
-    return CleanResult(target, removed)
+    for path in result.backed_up:
+        (target / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target / path.parent.name / path.name)
+    for path in result.removed:
+        if path in dirs:
+            path.rmdir()  # a model folder: empty by now, or something new appeared in it and it stays (error)
+        elif path.is_dir():
+            shutil.rmtree(path)  # a version folder of regular files modelport wrote
+        else:
+            path.unlink()
+    return result
 
 
-__all__ = ["CleanResult", "ModelStatus", "ValidationResult", "VersionStatus", "clean_repository",
+__all__ = ["CleanResult", "LeftAlone", "ModelStatus", "ValidationResult", "VersionStatus", "clean_repository",
            "model_status", "repository_status", "request_for", "validate_repository", "validate_version"]
