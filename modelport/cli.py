@@ -401,6 +401,14 @@ def _crash_log(exc: BaseException) -> Path | None:
         return None
 
 
+def _click_errors() -> tuple[type, ...]:
+    """Usage errors: click's own, and typer's vendored copy of click's (typer >= 0.20 raises those)."""
+    import click
+
+    vendored = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    return click.ClickException, vendored
+
+
 def main() -> None:
     """Run the CLI: typed errors print one line (and a hint) and exit with their code; anything unexpected
     prints one line naming a log file with the traceback and exits with INTERNAL_ERROR_EXIT."""
@@ -426,9 +434,7 @@ def main() -> None:
         err.print("aborted")
         sys.exit(130)
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, _click_errors()):
             exc.show()
             sys.exit(exc.exit_code)
         log = _crash_log(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickletools
 import zipfile
 from pathlib import Path
@@ -33,7 +34,29 @@ def checkpoint_pickle(path: str | Path) -> bytes | None:
                                hint="the file is incomplete or not a PyTorch file; copy it again") from None
 
 
-def pickle_globals(data: bytes) -> tuple[set[str], set[str]]:
+def checkpoint_globals(path: str | Path) -> tuple[set[str], set[str]]:
+    """``pickle_globals`` of a checkpoint in either layout: the zip's ``data.pkl``, or the leading pickles of a
+    legacy ``torch.save`` file or a bare pickle (magic number, protocol, system info, then the object)."""
+    data = checkpoint_pickle(path)
+    if data is not None:
+        return pickle_globals(data)
+    with open(path, "rb") as f:
+        stream = io.BytesIO(f.read(MAX_PICKLE_BYTES))
+    named: set[str] = set()
+    called: set[str] = set()
+    for _ in range(4):
+        if stream.tell() >= len(stream.getbuffer()):
+            break
+        try:
+            more_named, more_called = pickle_globals(stream)
+        except CorruptFileError:
+            break  # raw tensor bytes follow the last pickle of a legacy file
+        named |= more_named
+        called |= more_called
+    return named, called
+
+
+def pickle_globals(data: bytes | io.BytesIO) -> tuple[set[str], set[str]]:
     """``(named, called)``: every global the pickle names, and those it would call with REDUCE.
 
     Legitimate checkpoints create module objects with NEWOBJ (``cls.__new__``, no ``__init__``); a class
@@ -42,22 +65,22 @@ def pickle_globals(data: bytes) -> tuple[set[str], set[str]]:
     """
     named: set[str] = set()
     called: set[str] = set()
-    stack: list[str | None] = []
+    # Symbolic stack: ("g", "module.name") for a global, ("s", text) for a string, None for anything else.
+    stack: list[tuple[str, str] | None] = []
     marks: list[int] = []
-    memo: dict[int, str | None] = {}
+    memo: dict[int, tuple[str, str] | None] = {}
     try:
         for op, arg, _pos in pickletools.genops(data):
             name = op.name
             if name == "GLOBAL":
-                ref = str(arg).replace(" ", ".", 1)
-                if ref.startswith("__builtin__."):  # protocol 2 spells builtins the Python 2 way
-                    ref = "builtins." + ref.removeprefix("__builtin__.")
-                named.add(ref)
-                stack.append(ref)
+                stack.append(("g", _global(*str(arg).split(" ", 1))))
             elif name == "STACK_GLOBAL":
+                module, attr = (stack[-2], stack[-1]) if len(stack) >= 2 else (None, None)
                 del stack[-2:]
-                named.add("<STACK_GLOBAL>")  # torch's weights-only reader refuses it; so do we
-                stack.append("<STACK_GLOBAL>")
+                known = module and attr and module[0] == attr[0] == "s"
+                stack.append(("g", _global(module[1], attr[1]) if known else "<computed global>"))
+            elif isinstance(arg, str) and op.stack_after == [pickletools.pyunicode]:
+                stack.append(("s", arg))
             elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
                 memo[int(arg)] = stack[-1] if stack else None
             elif name == "MEMOIZE":
@@ -68,15 +91,23 @@ def pickle_globals(data: bytes) -> tuple[set[str], set[str]]:
                 marks.append(len(stack))
             elif name == "REDUCE":
                 func = stack[-2] if len(stack) >= 2 else None
-                if func:
-                    called.add(func)
+                if func and func[0] == "g":
+                    called.add(func[1])
                 del stack[-2:]
                 stack.append(None)
             else:
                 _generic(op, stack, marks)
+            if stack and stack[-1] and stack[-1][0] == "g":
+                named.add(stack[-1][1])
     except (ValueError, IndexError, KeyError) as exc:
         raise CorruptFileError(f"not a valid pickle ({type(exc).__name__}: {exc})"[:200]) from None
     return named, called
+
+
+def _global(module: str, name: str) -> str:
+    if module == "__builtin__":  # protocol 2 spells builtins the Python 2 way
+        module = "builtins"
+    return f"{module}.{name}"
 
 
 def _generic(op: pickletools.OpcodeInfo, stack: list, marks: list[int]) -> None:

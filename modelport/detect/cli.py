@@ -157,6 +157,9 @@ def verify_cmd(
     pts = [p for p in paths if p.suffix == ".pt" and format_of_path(p).id == "pytorch"]
     if len(pts) != 1:
         raise typer.BadParameter("give exactly one Ultralytics .pt as the reference")
+    from modelport.detect.model import load_ultralytics
+
+    load_ultralytics(pts[0])  # a missing, corrupt or unsafe reference says so before its exports are looked for
     artifacts = [p for p in paths if p not in pts] or candidates(pts[0])
     if not artifacts:
         raise typer.BadParameter(f"no exports of {pts[0]} found; give artifact paths or run `modelport export` first")

@@ -87,10 +87,11 @@ class Format:
             return "no CUDA device available"
         return None
 
-    def require(self, device: str = "cpu") -> None:
+    def require(self, device: str = "cpu", origin: Path | None = None) -> None:
         reason = self.unavailable_reason(device)
         if reason:
-            raise MissingRuntimeError(f"{self.name} is unavailable: {reason}", hint=f"pip install {self.install}")
+            where = f"{origin}: " if origin else ""
+            raise MissingRuntimeError(f"{where}{self.name} is unavailable: {reason}", hint=f"pip install {self.install}")
 
     def _module(self) -> Any:
         return importlib.import_module(self.impl)
@@ -100,7 +101,7 @@ class Format:
 
     def load(self, path: Path, device: str = "cpu", **options: Any) -> "Runner":
         """Open an artifact; ``options`` are runtime settings (e.g. ``threads``) the format understands."""
-        self.require(device)
+        self.require(device, Path(path))
         return self._module().load(Path(path), device, **options)
 
     def read_spec(self, path: Path) -> ModelSpec:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -13,7 +14,7 @@ from torch import nn
 
 from modelport.errors import (CorruptFileError, NotACheckpointError, UnsafeCheckpointError, WeightsMismatchError,
                              WeightsNotFoundError)
-from modelport.pickle_scan import checkpoint_pickle, pickle_globals
+from modelport.pickle_scan import checkpoint_globals
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar", ".bin")
 # Trainer checkpoints keep the weights under one of these keys (torchreid uses "state_dict").
@@ -42,18 +43,19 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             f"{path}: weights file not found",
             hint="check the path; pretrained weights cannot be downloaded here, so place the file there yourself",
         )
+    foreign = _foreign_globals(path)
+    if foreign:
+        raise _unsafe(path, foreign[0] + (f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols are not the user's concern
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # "Unsupported global" means a well-formed pickle that references Python classes; anything
-        # else from the weights-only unpickler means the bytes are not a valid pickle at all.
+        # "Unsupported global" means a well-formed pickle that references Python classes (one the static scan
+        # could not reach); anything else from the weights-only unpickler means the bytes are not a valid pickle.
+        match = re.search(r"GLOBAL (\S+)", str(exc))
         if "unsupported global" in str(exc).lower():
-            raise UnsafeCheckpointError(
-                f"{path}: the pickle refers to {_offending_global(path, exc)}, not only tensors; refused without "
-                "running it",
-                hint="save the model's state_dict (torch.save(model.state_dict(), path)); "
-                "modelport never unpickles arbitrary objects",
-            ) from None
+            raise _unsafe(path, match.group(1) if match else "a Python global") from None
         raise CorruptFileError(
             f"{path}: truncated or corrupted checkpoint (not a valid PyTorch pickle)",
             hint="the file is incomplete or not a PyTorch file; copy it again",
@@ -74,19 +76,22 @@ def _first_line(exc: BaseException) -> str:
     return lines[0][:120] if lines else "no details"
 
 
-def _offending_global(path: Path, exc: Exception) -> str:
-    """The first global outside torch's weights-only set, read statically from the pickle when possible."""
+def _foreign_globals(path: Path) -> list[str]:
+    """Globals outside torch's weights-only set, read statically (nothing is unpickled)."""
     try:
-        data = checkpoint_pickle(path)
-        if data is not None:
-            allowed = set(torch._weights_only_unpickler._get_allowed_globals())
-            foreign = sorted(g for g in pickle_globals(data)[0] if g not in allowed)
-            if foreign:
-                return foreign[0] + (f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else "")
-    except CorruptFileError:
-        pass
-    match = re.search(r"GLOBAL (\S+)", str(exc))
-    return match.group(1) if match else "a Python global"
+        named, _called = checkpoint_globals(path)
+    except (CorruptFileError, OSError):
+        return []  # torch.load below gives the precise error
+    allowed = set(torch._weights_only_unpickler._get_allowed_globals())
+    return sorted(g for g in named if g not in allowed)
+
+
+def _unsafe(path: Path, what: str) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(
+        f"{path}: the pickle refers to {what}, not only tensors; refused without running it",
+        hint="save the model's state_dict (torch.save(model.state_dict(), path)); "
+        "modelport never unpickles arbitrary objects",
+    )
 
 
 def _split_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
