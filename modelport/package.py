@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modelport.atomic import atomic_file, refuse_existing
 from modelport.errors import ExportError
 from modelport.formats import Runner, format_of_path
 
@@ -53,9 +54,8 @@ def build_package(runner: Runner, report: dict, out: Path, *, force: bool = Fals
     from modelport.preprocess import prepare
     from modelport.samples import person_crops
 
-    out = Path(out)
-    if out.exists() and not force:
-        raise ExportError(f"{out}: already exists", hint="choose another --out or pass --force to replace it")
+    hint = "choose another --out or pass --force to replace it"
+    out = refuse_existing(out, force, hint)  # before the work below
     if runner.path is None:
         raise ExportError("the model has no file to package (random weights?)", hint="export it first")
     spec = runner.spec
@@ -76,16 +76,13 @@ def build_package(runner: Runner, report: dict, out: Path, *, force: bool = Fals
         sha=spec.source.sha256, cpu=report["machine"]["cpu"], cores=report["machine"]["physical_cores"],
         version=report["modelport"], rows=_bench_rows(report, runtime),
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    with tarfile.open(tmp, "w:gz") as tar:
+    with atomic_file(out, force=force, hint=hint) as tmp, tarfile.open(tmp, "w:gz") as tar:
         tar.add(runner.path, arcname=runner.path.name)
         _add_bytes(tar, "model.json", spec.to_json().encode())
         _add_bytes(tar, "benchmark.json", json.dumps(report, indent=1).encode())
         _add_bytes(tar, "sample.png", png.getvalue())
         _add_bytes(tar, "sample_output.npy", npy.getvalue())
         _add_bytes(tar, "README.md", readme.encode())
-    tmp.replace(out)
     return out
 
 

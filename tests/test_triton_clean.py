@@ -83,7 +83,8 @@ def test_dry_run_shows_the_plan_and_changes_nothing(tmp_path, repo):
     assert plan.dry_run and plan.backup == tmp_path / "backup"
     assert set(plan.removed) == {repo / "osnet" / "1", repo / "osnet" / "config.pbtxt", repo / "osnet"}
     assert plan.backed_up == [repo / "osnet" / "config.pbtxt"]
-    assert set(reasons(plan)) == {str(repo / "scratch"), str(repo / "other" / "1"), str(repo / "other" / "config.pbtxt")}
+    assert set(reasons(plan)) == {str(repo / "scratch"), str(repo / "other" / "1"),
+                                  str(repo / "other" / "config.pbtxt")}
     # The plan is what a real run then does.
     done = clean_repository(repo, backup=tmp_path / "backup")
     assert (done.removed, done.left_alone) == (plan.removed, plan.left_alone)

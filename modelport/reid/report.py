@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from modelport.atomic import atomic_write_text, refuse_existing
 from modelport.errors import ModelportError
 from modelport.reid import crops, pages, store
 from modelport.reid.frames import probe
 
 GAP_S = 1.0  # appearances closer than this are drawn as one segment
+OUTPUT_HINT = "choose another --output, or pass --force to replace it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +86,9 @@ def build_report(db: str | Path, *, use_reid: bool = False, model: str | None = 
 
 
 def write_report(db: str | Path, output: str | Path, *, force: bool = False, **options) -> ReportResult:
-    output = Path(output)
-    _refuse_overwrite(output, force)
+    output = refuse_existing(output, force, OUTPUT_HINT)  # before the report is built
     data = build_report(db, **options)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(pages.timeline(data))
+    atomic_write_text(output, pages.timeline(data), force=force, hint=OUTPUT_HINT)
     return ReportResult(output, sum(len(v["rows"]) for v in data["videos"]), len(data["videos"]),
                         data["use_reid"], data["model"])
 
@@ -97,8 +97,7 @@ def compare_reports(left: str | Path, right: str | Path, output: str | Path, for
     """Two report pages side by side, with the agreement of their groupings on shared detections."""
     from sklearn.metrics import adjusted_rand_score
 
-    output = Path(output)
-    _refuse_overwrite(output, force)
+    output = refuse_existing(output, force, OUTPUT_HINT)
     a, b = pages.read_report(left), pages.read_report(right)
 
     def assignment(data: dict) -> dict[int, str]:
@@ -108,11 +107,5 @@ def compare_reports(left: str | Path, right: str | Path, output: str | Path, for
     la, lb = assignment(a), assignment(b)
     shared = sorted(set(la) & set(lb))
     agreement = float(adjusted_rand_score([la[d] for d in shared], [lb[d] for d in shared])) if shared else None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(pages.comparison(a, b, agreement))
+    atomic_write_text(output, pages.comparison(a, b, agreement), force=force, hint=OUTPUT_HINT)
     return output
-
-
-def _refuse_overwrite(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise ModelportError(f"{path} already exists", hint="choose another --output, or pass --force")

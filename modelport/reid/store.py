@@ -15,7 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from modelport.errors import ModelportError, WeightsNotFoundError
+from modelport.atomic import create_sqlite, is_sqlite
+from modelport.errors import ExportError, ModelportError, WeightsNotFoundError
 
 DEFAULT_DB = Path("data/db/detections.db")
 REQUIRED_COLUMNS = ("id", "video", "frame_index", "timestamp", "class_name", "confidence",
@@ -89,7 +90,17 @@ def connect(path: str | Path, create: bool = False) -> sqlite3.Connection:
         if not create:
             raise WeightsNotFoundError(f"{path}: detections database not found",
                                        hint="create one with `modelport reid import` or `modelport reid demo-data`")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # A new database appears with its tables, and never over a file that appeared meanwhile.
+        try:
+            create_sqlite(path, DETECTIONS_DDL + MODELPORT_DDL, hint="pass another --db")
+        except ExportError:
+            pass  # another process made it first: checked below like any existing file
+        except (sqlite3.Error, OSError) as exc:
+            raise DatabaseError(f"{path}: could not create the database ({exc})") from None
+    if not is_sqlite(path):
+        # SQLite would refuse it too, once opened; checking first says what to do and opens nothing.
+        raise DatabaseError(f"{path}: exists and is not a SQLite database",
+                            hint="pass another --db; this file is left untouched")
     conn = sqlite3.connect(str(path), timeout=30.0)
     try:
         conn.executescript("BEGIN;" + (DETECTIONS_DDL if create else "") + MODELPORT_DDL + "COMMIT;")

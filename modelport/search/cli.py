@@ -58,16 +58,20 @@ def query_cmd(
     device: str = typer.Option("cpu", "--device"),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
     html_path: Optional[Path] = typer.Option(None, "--html", help="Also write a page of thumbnails."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --html file."),
 ) -> None:
     """Exact cosine search: the indexed images closest to a text or an image."""
+    from modelport.atomic import refuse_existing
     from modelport.search import open_encoders, search
-    from modelport.search.html import write_html
+    from modelport.search.html import HTML_HINT, write_html
 
+    if html_path:
+        refuse_existing(html_path, force, HTML_HINT)  # before the encoders load and the search runs
     encoders = open_encoders(model, weights=weights, allow_random=allow_random, device=device) if model else None
     hits = search(db, text=text, image=image, top=top, encoders=encoders)
     label = text if text is not None else f"image {image}"
     if html_path:
-        write_html(hits, label, html_path)
+        write_html(hits, label, html_path, force=force)
     if as_json:
         out.print_json(json.dumps({"query": label, "db": str(db),
                                    "results": [{"rank": h.rank, "path": h.path, "score": h.score} for h in hits]}))

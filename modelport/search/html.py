@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 from typing import Sequence
 
+from modelport.atomic import atomic_write_text, refuse_existing
 from modelport.errors import CorruptFileError
 from modelport.preprocess import open_image
 
@@ -45,14 +46,18 @@ def _thumbnail(path: str) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def write_html(hits: Sequence[Hit], query: str, path: str | Path, note: str = "") -> Path:
+HTML_HINT = "choose another --html, or pass --force to replace it"
+
+
+def write_html(hits: Sequence[Hit], query: str, path: str | Path, note: str = "", *, force: bool = False) -> Path:
+    """Write the results page atomically; an existing file is only replaced with ``force``."""
+    path = refuse_existing(path, force, HTML_HINT)  # before the thumbnails are made
     figures = []
     for hit in hits:
         src = _thumbnail(hit.path)
         img = f'<img src="{src}" alt="{html.escape(Path(hit.path).name)}">' if src else "<p>(missing)</p>"
         figures.append(f'<figure data-rank="{hit.rank}">{img}<figcaption><span class="score">#{hit.rank} '
                        f'{hit.score:.4f}</span> {html.escape(hit.path)}</figcaption></figure>')
-    path = Path(path)
-    path.write_text(_PAGE.format(title=html.escape(f"search: {query}"), thumb=THUMB, count=len(hits),
-                                 note=html.escape(note), figures="\n".join(figures)), encoding="utf-8")
-    return path
+    page = _PAGE.format(title=html.escape(f"search: {query}"), thumb=THUMB, count=len(hits),
+                        note=html.escape(note), figures="\n".join(figures))
+    return atomic_write_text(path, page, force=force, hint=HTML_HINT)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.errors import CorruptFileError, ModelportError, WeightsNotFoundError
+from modelport.atomic import create_sqlite, is_sqlite
+from modelport.errors import CorruptFileError, ExportError, ModelportError, WeightsNotFoundError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,11 +60,23 @@ class IndexStore:
         if not create and not self.path.is_file():
             raise WeightsNotFoundError(f"{self.path}: index database not found",
                                        hint="build it with `modelport search index DIR --model ... --db FILE`")
+        if create and not self.path.exists():
+            # A new index appears with its tables, and never over a file that appeared meanwhile.
+            try:
+                create_sqlite(self.path, _SCHEMA, hint="pass another --db file")
+            except ExportError:
+                pass  # another process made it first: checked below like any existing file
+            except (sqlite3.Error, OSError) as exc:
+                raise CorruptFileError(f"{self.path}: could not create the index ({exc})") from None
+        if not is_sqlite(self.path):
+            raise CorruptFileError(f"{self.path}: not a modelport search index (not a SQLite database)",
+                                   hint="pass another --db file; this one is left untouched")
+        self.conn = sqlite3.connect(self.path)
         try:
-            self.conn = sqlite3.connect(self.path)
             with self.conn:
                 self.conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
+            self.conn.close()
             raise CorruptFileError(f"{self.path}: not a modelport search index ({exc})",
                                    hint="pass another --db file; this one is left untouched") from None
 

@@ -3,13 +3,14 @@ exports, or from a YAML file listing several models."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from modelport.atomic import atomic_dir, atomic_write_bytes, atomic_write_text, refuse_existing
 from modelport.errors import CorruptFileError, ExportError, ModelportError, VerificationError, WeightsNotFoundError
 from modelport.formats import Format, format_of_path, get_format
 from modelport.spec import ModelSpec
@@ -138,8 +139,7 @@ def _artifact(entry: ModelEntry, tmp: Path, device: str) -> tuple[Path, Format, 
 
 
 def _place(artifact: Path, fmt: Format, dest: Path) -> None:
-    """Copy an artifact into a version folder under the file names Triton looks for."""
-    dest.mkdir(parents=True)
+    """Copy an artifact into a (staged, empty) version folder under the file names Triton looks for."""
     if fmt.id == "openvino":
         from modelport.formats.openvino import METADATA, xml_in
 
@@ -149,16 +149,26 @@ def _place(artifact: Path, fmt: Format, dest: Path) -> None:
         shutil.copy2(artifact / METADATA, dest / SPEC_FILE)
     elif fmt.id == "tensorrt":
         spec, plan = split_engine(artifact)  # Triton loads a bare engine; the spec goes beside it
-        (dest / "model.plan").write_bytes(plan)
+        (dest / "model.plan").write_bytes(plan)  # dest is a staged folder: atomic as a whole
         (dest / SPEC_FILE).write_text(spec.to_json())
     else:
         shutil.copy2(artifact, dest / TRITON_FORMATS[fmt.id][2])
 
 
-def _backup(config: Path) -> Path:
+def _backup(path: Path) -> Path:
+    """Copy ``path`` to ``<name>.<UTC time>.bak``; a second one in the same second is ``-2``, never over the first."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    backup = config.with_name(f"{CONFIG_FILE}.{stamp}.bak")
-    shutil.copy2(config, backup)
+    data = path.read_bytes()
+    for n in itertools.count(1):
+        backup = path.with_name(f"{path.name}.{stamp}{'' if n == 1 else f'-{n}'}.bak")
+        if not backup.exists():
+            return atomic_write_bytes(backup, data)
+
+
+def _replace_kept(path: Path, text: str) -> Path | None:
+    """Write ``text`` to ``path`` atomically; a previous file that differs is backed up first (returned)."""
+    backup = _backup(path) if path.is_file() and path.read_text() != text else None
+    atomic_write_text(path, text, force=True)
     return backup
 
 
@@ -166,7 +176,8 @@ def build_model(entry: ModelEntry, repo: str | Path, *, force: bool = False, dev
     """Add one version of one model to ``repo``; its config is rebuilt from the artifact.
 
     Nothing is overwritten silently: an existing version folder needs ``force``, and a replaced
-    config.pbtxt that differs is kept as ``config.pbtxt.<UTC time>.bak``.
+    config.pbtxt (or labels.txt) that differs is kept as ``config.pbtxt.<UTC time>.bak``. The version
+    folder and each file appear whole (staged beside them, then renamed).
     """
     repo = Path(repo)
     name = check_name(entry.name or default_name(entry.source))
@@ -176,9 +187,8 @@ def build_model(entry: ModelEntry, repo: str | Path, *, force: bool = False, dev
     if version < 1:
         raise ModelportError(f"model versions are positive integers, got {version}")
     vdir = model_dir / str(version)
-    if vdir.exists() and not force:
-        raise ExportError(f"{vdir} already exists",
-                          hint="omit --version to add the next version, or pass --force to replace it")
+    hint = "omit --version to add the next version, or pass --force to replace it"
+    refuse_existing(vdir, force, hint)  # before the export, which can take minutes
     old = read_config(model_dir / CONFIG_FILE) if (model_dir / CONFIG_FILE).exists() else None
     with tempfile.TemporaryDirectory(prefix="modelport-triton-") as tmp:
         artifact, fmt, spec = _artifact(entry, Path(tmp), device)
@@ -186,25 +196,18 @@ def build_model(entry: ModelEntry, repo: str | Path, *, force: bool = False, dev
             raise ExportError(f"{model_dir}: model {name!r} is served as {format_of_config(old)}; one model has "
                               f"one backend, so a {fmt.id} version cannot join it",
                               hint="pass --name to add it as another model")
-        staging = model_dir / f".staging-{uuid.uuid4().hex[:8]}"
-        try:
+        # The version folder appears whole under its number, or not at all.
+        with atomic_dir(vdir, force=force, hint=hint) as staging:
             _place(artifact, fmt, staging)
             model_path = staging / TRITON_FORMATS[fmt.id][2]
             config = make_config(name, fmt.id, read_signature(fmt.id, model_path, spec), spec, entry.options)
             _check_siblings(config, model_dir, fmt.id, [v for v in present if v != version])
-            backup = None
-            config_file = model_dir / CONFIG_FILE
             text = config_text(config)
-            if config_file.exists() and config_file.read_text() != text:
-                backup = _backup(config_file)
-            if vdir.exists():
-                shutil.rmtree(vdir)
-            staging.rename(vdir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    # config.pbtxt and labels.txt are rebuilt for every version; one that differs is kept as a .bak.
     if spec.labels:
-        (model_dir / LABELS_FILE).write_text("\n".join(spec.labels) + "\n")
-    config_file.write_text(text)
+        _replace_kept(model_dir / LABELS_FILE, "\n".join(spec.labels) + "\n")
+    config_file = model_dir / CONFIG_FILE
+    backup = _replace_kept(config_file, text)
     return BuiltVersion(name, version, fmt.id, vdir, config_file, backup)
 
 
