@@ -1,7 +1,8 @@
 """The HTTP server: KServe v2 inference protocol (as Triton speaks it over HTTP) plus ``/predict/{model}``.
 
 Every error is JSON ``{"error": message}`` with a 4xx status, which is what tritonclient reads; one bad
-request never stops the server.
+request never stops the server. Limits: ``max_body`` bytes per body (after inflating gzip/deflate, 413),
+``max_queue`` waiting requests per model version (429), ``timeout_s`` per inference request (504).
 """
 
 from __future__ import annotations
@@ -19,44 +20,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from modelport import __version__
 from modelport.errors import CorruptFileError
 from modelport.preprocess import open_image
+from modelport.serve.limits import DEFAULT_MAX_BODY, DEFAULT_TIMEOUT_S, BodyLimit, deadline
 from modelport.serve.models import ModelRepository, ServedModel
 from modelport.serve.protocol import HEADER_LENGTH, ProtocolError, encode_response, parse_request
 from modelport.serve.tasks import image_task
 
 log = logging.getLogger("modelport.serve")
-DEFAULT_MAX_BODY = 64 << 20
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-class BodyLimit:
-    """ASGI middleware: refuse bodies over ``limit`` bytes, by Content-Length or as they stream in."""
-
-    def __init__(self, app, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            response = _error(413, f"request body of {int(length)} bytes exceeds the limit of {self.limit} bytes")
-            return await response(scope, receive, send)
-        seen = 0
-
-        async def limited():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise BodyTooLarge(f"request body exceeds the limit of {self.limit} bytes")
-            return message
-
-        await self.app(scope, limited, send)
+MAX_IMAGE_PIXELS = 40_000_000  # an 8K frame is 33 MP; 40 MP decode to 120 MB as RGB
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -64,8 +35,11 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(repo: str | Path, *, device: str = "cpu", max_body: int = DEFAULT_MAX_BODY,
-               threads: int | None = None) -> FastAPI:
-    models = ModelRepository(repo, device, threads)
+               threads: int | None = None, max_queue: int | None = None,
+               timeout_s: float | None = DEFAULT_TIMEOUT_S) -> FastAPI:
+    """The server app; ``max_queue`` None leaves each model's queue bound to its config's queue policy or
+    a few full batches, ``timeout_s`` None lets requests wait forever."""
+    models = ModelRepository(repo, device, threads, max_queue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -80,10 +54,6 @@ def create_app(repo: str | Path, *, device: str = "cpu", max_body: int = DEFAULT
     @app.exception_handler(ProtocolError)
     async def protocol_error(request: Request, exc: ProtocolError):
         return _error(exc.status, exc.message)
-
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(request: Request, exc: BodyTooLarge):
-        return _error(413, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -173,10 +143,12 @@ def create_app(repo: str | Path, *, device: str = "cpu", max_body: int = DEFAULT
     async def infer(name: str, request: Request, version: str | None = None):
         model = _configured(models.get(name))
         model.version(version)  # unknown / unready versions fail before the body is read
-        body = await request.body()
-        req = parse_request(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding"))
-        array = model.check_input(req.inputs)
-        served, outputs = await model.infer(array, version)
+        async with deadline(timeout_s):
+            body = await _body(request)
+            req = parse_request(body, request.headers.get(HEADER_LENGTH), model.input_specs, name)
+            del body  # the tensors are copies; the body need not wait in the queue with them
+            array = model.check_input(req.inputs)
+            served, outputs = await model.infer(array, version)
         payload, headers = encode_response(name, str(served), req, outputs)
         return Response(payload, headers=headers)
 
@@ -189,11 +161,12 @@ def create_app(repo: str | Path, *, device: str = "cpu", max_body: int = DEFAULT
         model = _configured(models.get(name))
         served = model.version(None)
         task = image_task(served.spec, name)
-        data = await _image_bytes(request)
-        image = _decode(data)
-        batch, context = task.prepare(served.spec, image)
-        array = model.check_input({model.config.input[0].name: batch})
-        version, outputs = await model.infer(array)
+        async with deadline(timeout_s):
+            data = await _image_bytes(request)
+            image = _decode(data)
+            batch, context = task.prepare(served.spec, image)
+            array = model.check_input({model.config.input[0].name: batch})
+            version, outputs = await model.infer(array)
         by_spec = {s.name: outputs[c.name] for s, c in zip(served.spec.outputs, model.config.output)}
         result = task.finish(served.spec, by_spec, context)
         return {"model_name": name, "model_version": str(version), "task": served.spec.task, **result}
@@ -207,6 +180,11 @@ def _configured(model: ServedModel) -> ServedModel:
     return model
 
 
+async def _body(request: Request) -> bytes:
+    """The body, without the copy ``request.body()`` keeps for the request's lifetime."""
+    return b"".join([chunk async for chunk in request.stream()])
+
+
 async def _image_bytes(request: Request) -> bytes:
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
@@ -215,13 +193,14 @@ async def _image_bytes(request: Request) -> bytes:
         if upload is None or isinstance(upload, str):
             raise ProtocolError("upload the image as a multipart file field named 'image' (or 'file')")
         return await upload.read()
-    data = await request.body()
+    data = await _body(request)
     if not data:
         raise ProtocolError("no image: send it as multipart field 'image' or as the raw request body")
     return data
 
 
 def _decode(data: bytes) -> Image.Image:
+    _check_pixels(data)
     try:
         return open_image(data, f"the uploaded image ({len(data)} bytes)")
     except CorruptFileError as exc:
@@ -229,12 +208,33 @@ def _decode(data: bytes) -> Image.Image:
                             "reads") from None
 
 
+def _check_pixels(data: bytes) -> None:
+    """Refuse an image too big to decode before decoding it: a few kilobytes of PNG can declare a
+    gigapixel canvas, and Pillow's own guard only stops at 179 MP (0.5 GB as RGB)."""
+    import io
+
+    from modelport.preprocess import _pil_open  # Pillow's Image.open even where Ultralytics wrapped it
+
+    try:
+        with _pil_open()(io.BytesIO(data)) as probe:  # reads the header only
+            width, height = probe.size
+    except Image.DecompressionBombError as exc:
+        raise ProtocolError(f"the uploaded image is too big to decode ({exc})", 413) from None
+    except Exception:  # noqa: BLE001 - not an image Pillow knows; open_image says so below
+        return
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ProtocolError(f"the uploaded image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS} pixels",
+                            413)
+
+
 def serve(repo: str | Path, host: str = "127.0.0.1", port: int = 8000, *, device: str = "cpu",
-          max_body: int = DEFAULT_MAX_BODY, threads: int | None = None, log_level: str = "info") -> None:
+          max_body: int = DEFAULT_MAX_BODY, threads: int | None = None, log_level: str = "info",
+          max_queue: int | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> None:
     """Run the server until interrupted."""
     import uvicorn
 
-    app = create_app(repo, device=device, max_body=max_body, threads=threads)
+    app = create_app(repo, device=device, max_body=max_body, threads=threads, max_queue=max_queue,
+                     timeout_s=timeout_s)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 

@@ -12,7 +12,19 @@ from typing import Callable
 
 import numpy as np
 
+from modelport.serve.protocol import ProtocolError
+
 Infer = Callable[[np.ndarray], dict[str, np.ndarray]]
+QUEUE_BATCHES = 4  # default queue bound: this many full batches (of at least 8 requests) per instance
+
+
+class QueueFull(ProtocolError):
+    def __init__(self, name: str, size: int) -> None:
+        super().__init__(f"model {name!r} has {size} requests waiting, its queue's limit; try again later", 429)
+
+
+def default_queue_size(max_batch: int, instances: int) -> int:
+    return QUEUE_BATCHES * max(max_batch, 8) * max(instances, 1)
 
 
 @dataclass(slots=True)
@@ -38,12 +50,16 @@ class DynamicBatcher:
 
     ``max_batch`` 0 means the model takes no batching (fixed-shape requests run one by one).
     A batch is sent as soon as it reaches the largest preferred size, or reaches any preferred size with
-    nothing else waiting, or when the oldest request has waited ``delay_s``.
+    nothing else waiting, or when the oldest request has waited ``delay_s``. At most ``max_queue`` requests
+    wait (default: ``default_queue_size``); past that, ``submit`` raises ``QueueFull`` at once, so a flood
+    costs a bounded amount of memory.
     """
 
     def __init__(self, instances: list[Infer], *, max_batch: int, preferred: tuple[int, ...] = (),
-                 delay_s: float = 0.0, enabled: bool = True) -> None:
+                 delay_s: float = 0.0, enabled: bool = True, max_queue: int | None = None, name: str = "") -> None:
         self.instances = instances
+        self.name = name
+        self.max_queue = max_queue or default_queue_size(max_batch, len(instances))
         self.max_batch = max_batch
         self.enabled = enabled and max_batch > 0
         self.preferred = tuple(sorted(p for p in preferred if p <= max_batch)) if max_batch else ()
@@ -56,7 +72,7 @@ class DynamicBatcher:
         self._executor: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue()
+        self._queue = asyncio.Queue(maxsize=self.max_queue)
         self._executor = ThreadPoolExecutor(max_workers=len(self.instances), thread_name_prefix="modelport-infer")
         self._workers = [asyncio.create_task(self._work(infer)) for infer in self.instances]
 
@@ -72,7 +88,11 @@ class DynamicBatcher:
         if self._queue is None:
             raise RuntimeError("the batcher is not running")
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Item(batch, future))
+        try:
+            self._queue.put_nowait(_Item(batch, future))
+        except asyncio.QueueFull:
+            raise QueueFull(self.name, self.max_queue) from None
+        # a caller that gives up (a deadline) cancels the future; the worker then skips the request
         return await future
 
     async def _next(self, timeout: float | None) -> _Item | None:

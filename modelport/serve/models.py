@@ -12,8 +12,8 @@ import numpy as np
 from modelport.errors import ModelportError
 from modelport.formats import Runner
 from modelport.serve.batcher import DynamicBatcher
-from modelport.serve.protocol import ProtocolError
-from modelport.triton.config import CONFIG_FILE, config_dtype, config_problems, format_of_config, read_config
+from modelport.serve.protocol import InputSpec, ProtocolError, check_inputs, datatype_of
+from modelport.triton.config import CONFIG_FILE, config_problems, format_of_config, read_config
 from modelport.triton.layout import model_dirs, open_version, outputs_by_config, served_versions, versions
 from modelport.triton.repo import version_signature
 
@@ -61,32 +61,17 @@ class ServedModel:
         return [{"name": t.name, "datatype": config_dtype_name(t.data_type), "shape": [*batch, *t.dims]}
                 for t in tensors]
 
+    @property
+    def input_specs(self) -> dict[str, InputSpec]:
+        """What requests must declare, from the config: checked before any tensor is allocated."""
+        return {t.name: InputSpec(t.name, config_dtype_name(t.data_type), tuple(t.dims), self.config.max_batch_size)
+                for t in self.config.input}
+
     def check_input(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """The one input array, after checking name, datatype and shape against the config."""
-        config = self.config
-        declared = {t.name: t for t in config.input}
-        unknown = sorted(set(inputs) - set(declared))
-        missing = sorted(set(declared) - set(inputs))
-        if unknown or missing:
-            raise ProtocolError(f"model {self.name!r} takes inputs {sorted(declared)}; "
-                                f"got unknown {unknown}, missing {missing}")
-        (name, array), = inputs.items()  # every servable model has one input (see load_model)
-        want = declared[name]
-        dtype = config_dtype(want.data_type)
-        if array.dtype != dtype:
-            raise ProtocolError(f"model {self.name!r} input {name!r} is {config_dtype_name(want.data_type)}, "
-                                f"got {config_dtype_name_np(array.dtype)}")
-        dims = list(want.dims)
-        shape = list(array.shape)
-        if config.max_batch_size > 0:
-            expected = ["batch (1.." + str(config.max_batch_size) + ")", *dims]
-            ok = len(shape) == len(dims) + 1 and 1 <= shape[0] <= config.max_batch_size
-            rest = shape[1:]
-        else:
-            expected, ok, rest = dims, len(shape) == len(dims), shape
-        ok = ok and all(d in (-1, s) for d, s in zip(dims, rest))
-        if not ok:
-            raise ProtocolError(f"model {self.name!r} input {name!r} has shape {shape}; expected [{', '.join(map(str, expected))}]")
+        check_inputs(self.name, self.input_specs, {n: (datatype_of(a) or str(a.dtype), a.shape)
+                                                   for n, a in inputs.items()})
+        (array,) = inputs.values()  # every servable model has one input (see load_model)
         return array
 
     async def infer(self, array: np.ndarray, version: str | None = None) -> tuple[int, dict[str, np.ndarray]]:
@@ -101,12 +86,6 @@ def config_dtype_name(data_type: int) -> str:
     return "BYTES" if name == "STRING" else name
 
 
-def config_dtype_name_np(dtype: np.dtype) -> str:
-    from tritonclient.utils import np_to_triton_dtype
-
-    return np_to_triton_dtype(dtype) or str(dtype)
-
-
 def _infer_fn(config, runner: Runner):
     def infer(batch: np.ndarray) -> dict[str, np.ndarray]:
         return outputs_by_config(config, runner, runner(batch))
@@ -114,8 +93,18 @@ def _infer_fn(config, runner: Runner):
     return infer
 
 
-def load_model(model_dir: Path, device: str = "cpu", threads: int | None = None) -> ServedModel:
-    """Load the versions a model's policy names; a broken model is reported, never fatal for the server."""
+def queue_size(config, default: int | None) -> int | None:
+    """The config's ``default_queue_policy.max_queue_size`` when set, else the server's default."""
+    policy = config.dynamic_batching.default_queue_policy
+    return policy.max_queue_size or default
+
+
+def load_model(model_dir: Path, device: str = "cpu", threads: int | None = None,
+               max_queue: int | None = None) -> ServedModel:
+    """Load the versions a model's policy names; a broken model is reported, never fatal for the server.
+
+    ``max_queue`` bounds each version's queue unless the config's queue policy does (None: the batcher's
+    default, a few full batches)."""
     try:
         config = read_config(model_dir / CONFIG_FILE)
         format_of_config(config)
@@ -144,7 +133,8 @@ def load_model(model_dir: Path, device: str = "cpu", threads: int | None = None)
         batcher = DynamicBatcher(
             [_infer_fn(config, r) for r in runners], max_batch=config.max_batch_size,
             preferred=tuple(batching.preferred_batch_size), delay_s=batching.max_queue_delay_microseconds / 1e6,
-            enabled=config.HasField("dynamic_batching"))
+            enabled=config.HasField("dynamic_batching"), max_queue=queue_size(config, max_queue),
+            name=model.name)
         model.versions[v] = ServedVersion(v, runners, batcher)
     return model
 
@@ -152,15 +142,17 @@ def load_model(model_dir: Path, device: str = "cpu", threads: int | None = None)
 class ModelRepository:
     """Every model of a repository as the server holds it."""
 
-    def __init__(self, root: str | Path, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, root: str | Path, device: str = "cpu", threads: int | None = None,
+                 max_queue: int | None = None) -> None:
         self.root = Path(root)
         self.device = device
         self.threads = threads
+        self.max_queue = max_queue
         self.models: dict[str, ServedModel] = {}
 
     async def load(self) -> None:
         for model_dir in model_dirs(self.root):
-            model = load_model(model_dir, self.device, self.threads)
+            model = load_model(model_dir, self.device, self.threads, self.max_queue)
             if model.error:
                 log.warning("model %s is not ready: %s", model.name, model.error)
             for served in model.versions.values():

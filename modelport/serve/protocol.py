@@ -2,16 +2,23 @@
 
 A body is a JSON header optionally followed by raw tensor bytes; ``Inference-Header-Content-Length``
 gives the header's length, and each binary tensor says its size in ``parameters.binary_data_size``.
+Every declared name, datatype and shape is checked against the data and the model before a tensor is
+allocated. Bodies arrive here inflated (see ``limits``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import numpy as np
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+MAX_DIMS = 32  # numpy's own limit before 2.0; no vision model comes near it
+# Commas a JSON header may hold beside tensor values (shapes, parameters, requested outputs).
+JSON_SLACK = 4096
 
 
 class ProtocolError(Exception):
@@ -26,9 +33,9 @@ class ProtocolError(Exception):
 def numpy_dtype(datatype: str) -> np.dtype:
     from tritonclient.utils import triton_to_np_dtype
 
-    dtype = triton_to_np_dtype(datatype) if datatype != "BYTES" else None
+    dtype = triton_to_np_dtype(datatype) if isinstance(datatype, str) and datatype != "BYTES" else None
     if dtype is None:
-        raise ProtocolError(f"unsupported datatype {datatype!r}")
+        raise ProtocolError(f"unsupported datatype {str(datatype)[:40]!r}")
     return np.dtype(dtype)
 
 
@@ -36,6 +43,50 @@ def datatype_of(array: np.ndarray) -> str:
     from tritonclient.utils import np_to_triton_dtype
 
     return np_to_triton_dtype(array.dtype)
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """One model input as a request must declare it."""
+
+    name: str
+    datatype: str  # KServe name: FP32, UINT8, ...
+    dims: tuple[int, ...]  # without the batch dimension; -1: any size
+    max_batch: int = 0  # 0: no batch dimension; else a leading batch dimension of 1..max_batch
+
+    @property
+    def max_values(self) -> int | None:
+        """The most values one request may hold for this input (None when a dimension is variable)."""
+        return None if -1 in self.dims else max(self.max_batch, 1) * math.prod(self.dims)
+
+    def expected(self) -> str:
+        batch = [f"batch (1..{self.max_batch})"] if self.max_batch > 0 else []
+        return f"[{', '.join([*batch, *map(str, self.dims)])}]"
+
+    def accepts(self, shape: Sequence[int]) -> bool:
+        if self.max_batch > 0:
+            if len(shape) != len(self.dims) + 1 or not 1 <= shape[0] <= self.max_batch:
+                return False
+            shape = shape[1:]
+        elif len(shape) != len(self.dims):
+            return False
+        # a variable dimension still needs a size: an empty image is no input
+        return all(s == d if d != -1 else s >= 1 for d, s in zip(self.dims, shape))
+
+
+def check_inputs(model: str, specs: Mapping[str, InputSpec], declared: Mapping[str, tuple[str, Sequence[int]]]
+                 ) -> None:
+    """Raise ``ProtocolError`` unless ``declared`` (name -> datatype, shape) is what the model takes."""
+    unknown = sorted(set(declared) - set(specs))
+    missing = sorted(set(specs) - set(declared))
+    if unknown or missing:
+        raise ProtocolError(f"model {model!r} takes inputs {sorted(specs)}; got unknown {unknown}, missing {missing}")
+    for name, (datatype, shape) in declared.items():
+        spec = specs[name]
+        if datatype != spec.datatype:
+            raise ProtocolError(f"model {model!r} input {name!r} is {spec.datatype}, got {datatype}")
+        if not spec.accepts(shape):
+            raise ProtocolError(f"model {model!r} input {name!r} has shape {list(shape)}; expected {spec.expected()}")
 
 
 @dataclass(slots=True)
@@ -47,86 +98,159 @@ class InferRequest:
     parameters: dict = field(default_factory=dict)
 
 
-def _decompress(body: bytes, encoding: str | None) -> bytes:
-    import gzip
-    import zlib
+@dataclass(slots=True)
+class _Declared:
+    """An input as its header entry declares it, checked but not yet allocated."""
 
-    try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, zlib.error) as exc:
-        raise ProtocolError(f"body is not valid {encoding} data ({exc})") from None
-    if encoding not in (None, "", "identity"):
-        raise ProtocolError(f"unsupported Content-Encoding {encoding!r}", status=415)
-    return body
+    name: str
+    datatype: str
+    dtype: np.dtype
+    shape: list[int]
+    count: int  # values, exact (a Python int cannot overflow)
+    binary_size: int | None  # bytes after the header; None: the values are in ``data``
+    data: list | None = None
+    offset: int = 0
 
 
-def parse_request(body: bytes, header_length: str | None, encoding: str | None = None) -> InferRequest:
-    body = _decompress(body, encoding)
-    if header_length is not None:
-        try:
-            size = int(header_length)
-        except ValueError:
-            raise ProtocolError(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
-        if not 0 < size <= len(body):
-            raise ProtocolError(f"{HEADER_LENGTH} {size} is outside the body's {len(body)} bytes")
-    else:
-        size = len(body)
-    try:
-        header = json.loads(body[:size])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"the inference header is not valid JSON ({exc})") from None
-    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or not header["inputs"]:
-        raise ProtocolError("the request needs a non-empty 'inputs' list")
+def parse_request(body: bytes, header_length: str | None, specs: Mapping[str, InputSpec] | None = None,
+                  model: str = "") -> InferRequest:
+    """A request checked throughout (and against ``specs``, the model's inputs, when given) before any
+    tensor is allocated; ``ProtocolError`` (400, or 413 for a header too big for the model) otherwise."""
+    size = _header_size(body, header_length)
+    if specs:
+        _check_json_size(body, size, specs, model)
+    header = _json(body, size)
+    declared = [_declare(item) for item in header["inputs"]]
+    names = [d.name for d in declared]
+    if len(set(names)) != len(names):
+        raise ProtocolError(f"each input may appear once; got {sorted({n for n in names if names.count(n) > 1})} "
+                            "more than once")
+    if specs is not None:
+        check_inputs(model, specs, {d.name: (d.datatype, d.shape) for d in declared})
+    params = _dict(header, "parameters", "the request")
+    binary_default = bool(params.get("binary_data_output", False))
+    outputs = _outputs(header, binary_default)
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ProtocolError(f"'id' must be a string, got {type(request_id).__name__}")
     offset = size
-    inputs: dict[str, np.ndarray] = {}
-    for item in header["inputs"]:
-        array, offset = _tensor(item, body, offset)
-        inputs[item["name"]] = array
+    for d in declared:
+        if d.binary_size is not None:
+            if offset + d.binary_size > len(body):
+                raise ProtocolError(f"input {d.name!r}: binary_data_size {d.binary_size} runs past the end of the body")
+            d.offset, offset = offset, offset + d.binary_size
     if offset != len(body):
         raise ProtocolError(f"{len(body) - offset} bytes of binary data follow the inputs unclaimed")
-    params = header.get("parameters") or {}
-    binary_default = bool(params.get("binary_data_output", False))
+    inputs = {d.name: _allocate(d, body) for d in declared}
+    return InferRequest(request_id, inputs, outputs, binary_default, params)
+
+
+def _outputs(header: dict, binary_default: bool) -> dict[str, bool]:
+    """Requested output -> binary?"""
+    requested = header.get("outputs") or []
+    if not isinstance(requested, list):
+        raise ProtocolError(f"'outputs' must be a list, got {type(requested).__name__}")
     outputs = {}
-    for out in header.get("outputs") or []:
-        if not isinstance(out, dict) or "name" not in out:
-            raise ProtocolError("each requested output needs a 'name'")
-        out_params = out.get("parameters") or {}
+    for out in requested:
+        if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+            raise ProtocolError("each requested output needs a 'name' string")
+        out_params = _dict(out, "parameters", f"output {out['name']!r}")
         if "classification" in out_params:
             raise ProtocolError(f"output {out['name']!r}: the classification extension is not supported; "
                                 "request the raw output and take the top classes client-side")
         outputs[out["name"]] = bool(out_params.get("binary_data", binary_default))
-    return InferRequest(header.get("id"), inputs, outputs, binary_default, params)
+    return outputs
 
 
-def _tensor(item: dict, body: bytes, offset: int) -> tuple[np.ndarray, int]:
+def _header_size(body: bytes, header_length: str | None) -> int:
+    if header_length is None:
+        return len(body)
+    text = header_length.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # int() refuses 4300+ digits
+        raise ProtocolError(f"{HEADER_LENGTH} must be a non-negative integer, got {header_length[:40]!r}")
+    size = int(text)
+    if not 0 < size <= len(body):
+        raise ProtocolError(f"{HEADER_LENGTH} {size} is outside the body's {len(body)} bytes")
+    return size
+
+
+def _check_json_size(body: bytes, size: int, specs: Mapping[str, InputSpec], model: str) -> None:
+    """Refuse a header with more values than the model could take, before parsing it: parsed JSON
+    costs 8-60 bytes of Python objects per value, so a body within the byte limit could still take
+    gigabytes. Every value after a container's first needs a comma; counting them is cheap."""
+    limits = [s.max_values for s in specs.values()]
+    if None in limits:
+        return
+    most = sum(limits)
+    commas = body.count(b",", 0, size)
+    if commas > most + JSON_SLACK:
+        raise ProtocolError(f"the JSON header holds about {commas} values; model {model!r} takes at most {most} "
+                            "per request", 413)
+
+
+def _json(body: bytes, size: int) -> dict:
+    try:
+        header = json.loads(body[:size])
+    except (ValueError, RecursionError) as exc:  # ValueError covers bad JSON, bad UTF-8 and 4300+ digit ints
+        raise ProtocolError(f"the inference header is not valid JSON ({type(exc).__name__}: {str(exc)[:200]})"
+                            ) from None
+    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or not header["inputs"]:
+        raise ProtocolError("the request needs a non-empty 'inputs' list")
+    return header
+
+
+def _dict(entry: dict, key: str, owner: str) -> dict:
+    value = entry.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{owner}: '{key}' must be an object, got {type(value).__name__}")
+    return value
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _declare(item) -> _Declared:
     if not isinstance(item, dict) or not {"name", "shape", "datatype"} <= set(item):
         raise ProtocolError("each input needs 'name', 'shape' and 'datatype'")
-    name, shape = item["name"], item["shape"]
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise ProtocolError(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
-    dtype = numpy_dtype(item["datatype"])
-    count = int(np.prod(shape)) if shape else 1
-    size = (item.get("parameters") or {}).get("binary_data_size")
+    name, shape, datatype = item["name"], item["shape"], item["datatype"]
+    if not isinstance(name, str):
+        raise ProtocolError(f"an input's 'name' must be a string, got {type(name).__name__}")
+    if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(_is_int(d) and d >= 0 for d in shape):
+        raise ProtocolError(f"input {name!r}: shape must be a list of at most {MAX_DIMS} non-negative integers, "
+                            f"got {str(shape)[:200]}")
+    dtype = numpy_dtype(datatype)
+    count = math.prod(shape)
+    params = _dict(item, "parameters", f"input {name!r}")
+    size = params.get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size < 0 or offset + size > len(body):
-            raise ProtocolError(f"input {name!r}: binary_data_size {size!r} runs past the end of the body")
+        if not _is_int(size) or size < 0:
+            raise ProtocolError(f"input {name!r}: binary_data_size must be a non-negative integer, got {size!r}")
         if size != count * dtype.itemsize:
-            raise ProtocolError(f"input {name!r}: {size} bytes of binary data for shape {shape} "
-                                f"{item['datatype']} (expected {count * dtype.itemsize})")
+            raise ProtocolError(f"input {name!r}: {size} bytes of binary data for shape {shape} {datatype} "
+                                f"(expected {count * dtype.itemsize})")
+        return _Declared(name, datatype, dtype, shape, count, size)
+    data = item.get("data")
+    if not isinstance(data, list):
+        raise ProtocolError(f"input {name!r} needs 'data' (a JSON array) or parameters.binary_data_size")
+    if not any(isinstance(v, list) for v in data[:1]) and len(data) != count:  # flat: compare before numpy
+        raise ProtocolError(f"input {name!r}: {len(data)} values for shape {shape}")
+    return _Declared(name, datatype, dtype, shape, count, None, data)
+
+
+def _allocate(d: _Declared, body: bytes) -> np.ndarray:
+    if d.binary_size is not None:
         # A copy: frombuffer views are read-only, and runtimes (torch) may want to own their input.
-        return np.frombuffer(body, dtype, count, offset).reshape(shape).copy(), offset + size
-    if "data" not in item:
-        raise ProtocolError(f"input {name!r} has neither 'data' nor binary_data_size")
+        return np.frombuffer(body, d.dtype, d.count, d.offset).reshape(d.shape).copy()
     try:
-        array = np.asarray(item["data"], dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"input {name!r}: data is not {item['datatype']} ({exc})") from None
-    if array.size != count:
-        raise ProtocolError(f"input {name!r}: {array.size} values for shape {shape}")
-    return array.reshape(shape), offset
+        array = np.asarray(d.data, dtype=d.dtype)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(f"input {d.name!r}: data is not {d.datatype} ({str(exc)[:200]})") from None
+    if array.size != d.count:
+        raise ProtocolError(f"input {d.name!r}: {array.size} values for shape {d.shape}")
+    return array.reshape(d.shape)
 
 
 def encode_response(model: str, version: str, request: InferRequest, outputs: dict[str, np.ndarray]
