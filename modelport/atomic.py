@@ -137,6 +137,17 @@ def _publish_dir(tmp: Path, path: Path, force: bool, hint: str) -> None:
             old.unlink()
 
 
+def publish(staged: str | Path, path: str | Path, *, force: bool = False, hint: str = FORCE_HINT) -> Path:
+    """Move a finished file or folder ``staged`` (beside ``path``) to ``path`` in one rename; an existing
+    ``path`` is only replaced with ``force``."""
+    staged, path = Path(staged), Path(path)
+    if staged.is_dir():
+        _publish_dir(staged, path, force, hint)
+    else:
+        _publish_file(staged, path, force, hint)
+    return path
+
+
 def is_sqlite(path: str | Path) -> bool:
     """Whether ``path`` is a file SQLite opens as a database (an empty file is one, to SQLite)."""
     path = Path(path)
@@ -159,4 +170,4 @@ def create_sqlite(path: str | Path, schema: str, *, hint: str = "pass another --
 
 
 __all__ = ["FORCE_HINT", "atomic_dir", "atomic_file", "atomic_write_bytes", "atomic_write_text", "create_sqlite",
-           "is_sqlite", "refuse_existing"]
+           "is_sqlite", "publish", "refuse_existing"]

@@ -84,6 +84,7 @@ def export_cmd(
                                          "--int8 with (default: synthetic crops, with a warning)."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
     clip_weights: Optional[Path] = typer.Option(None, "--weights", help="open_clip checkpoint for a MobileCLIP name."),
+    force: bool = typer.Option(False, "--force", help="Replace files at the destination that are not modelport exports."),
     trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Export weights to ONNX / TorchScript / OpenVINO / TensorRT, verifying each against PyTorch."""
@@ -109,7 +110,7 @@ def export_cmd(
     path, arch = _source(weights, arch)
     results = export_all(path, formats, arch=arch, out=out_dir, batch=batch, opset=opset, simplify=simplify,
                          allow_random=allow_random, device=device, verify=not no_verify, precision=precision,
-                         calib=calib, uint8_input=uint8_input)
+                         calib=calib, uint8_input=uint8_input, force=force)
     _print_exports(results, as_json)
     if not all(r.ok for r in results):
         raise typer.Exit(1)

@@ -90,6 +90,7 @@ def export_one(built: BuiltModel, fmt: Format, dest: Path, options: ExportOption
     if source is not None and dest.resolve() == source.resolve():
         raise ExportError(f"{dest}: refusing to overwrite the source file with an export", hint="use --out DIR")
     fmt.require(options.device)
+    fmt.check_replaceable(dest, options.force)  # before the costly part, and again when publishing
     # Staging in a hidden sibling folder keeps the final file name (OpenVINO names its xml after it)
     # and means a crash mid-export never leaves a file the loader would pick up.
     staging = dest.parent / f".modelport-staging-{uuid.uuid4().hex[:8]}"
@@ -113,8 +114,7 @@ def export_one(built: BuiltModel, fmt: Format, dest: Path, options: ExportOption
             if not check.passed:
                 return ExportResult(fmt.id, None, time.perf_counter() - start, check=check,
                                     error=f"verification failed: {check.summary()}")
-        _remove(dest)
-        staged.rename(dest)
+        fmt.publish(staged, dest, options.force)
         return ExportResult(fmt.id, dest, time.perf_counter() - start, check=check)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -137,13 +137,15 @@ def export_all(
     calib: str | Path | None = None,
     calib_count: int = MAX_CALIBRATION,
     uint8_input: bool = False,
+    force: bool = False,
 ) -> list[ExportResult]:
     """Export to every requested format; one result per format, failures included.
 
     ``precision`` fp16 / int8 writes tagged variants (``x.int8.onnx``, ``x_int8_openvino_model/``) of
     ONNX and OpenVINO; int8 is calibrated on the crops under ``calib`` (synthetic ones when None; other
     precisions ignore it). ``uint8_input`` folds the cast and mean/std into the graph (``modelport.fold``)
-    and tags the files ``x.uint8in.onnx``, ``x_uint8in_openvino_model/``.
+    and tags the files ``x.uint8in.onnx``, ``x_uint8in_openvino_model/``. An earlier modelport export at a
+    destination is replaced; any other file there only with ``force``.
     """
     if batch is not None and batch < 1:
         raise ExportError(f"batch must be a positive integer, got {batch}")
@@ -168,7 +170,7 @@ def export_all(
         spec = calibration.record(spec)
     built = BuiltModel(built.module, spec, built.entry)
     options = ExportOptions(opset=opset, simplify=simplify, device=device, calib=Path(calib) if calib else None,
-                            calib_count=calib_count, calibration=calibration)
+                            calib_count=calib_count, calibration=calibration, force=force)
     tag = FOLD_TAG if uint8_input else "" if precision == "fp32" else precision
     return [
         export_one(built, fmt, fmt.artifact_path(out_dir, stem, tag), options, verify=verify, source=source)

@@ -273,3 +273,22 @@ def test_pickle_scanner_reads_globals_without_running_anything():
     pickle.dump({"a": [1, 2], "b": Payload(Path("/nonexistent"))}, buffer, protocol=2)
     named, called = pickle_globals(buffer.getvalue())
     assert named == {"posix.system"} and called == {"posix.system"}
+
+
+def test_export_replaces_its_own_artifact_but_not_a_users_file(exported, monkeypatch, capsys):
+    """Re-exporting refreshes an earlier modelport export; a foreign file under the same name needs --force."""
+    onnx = exported.with_suffix(".onnx")
+    onnx.write_bytes(b"my own notes, not a model")
+    code, stderr = run_cli(["export", str(exported), "--format", "onnx"], monkeypatch, capsys)
+    assert code == 2 and "is not a modelport ONNX export" in stderr and "--force" in stderr, stderr
+    assert onnx.read_bytes() == b"my own notes, not a model"
+    assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")], "staging left behind"
+    code, stderr = run_cli(["export", str(exported), "--format", "onnx", "--force"], monkeypatch, capsys)
+    assert code == 0, stderr
+    first = onnx.stat().st_ino
+    code, stderr = run_cli(["export", str(exported), "--format", "onnx"], monkeypatch, capsys)
+    assert code == 0, stderr  # its own export: replaced without --force, in one rename
+    assert onnx.stat().st_ino != first
+    from modelport.formats import get_format
+
+    assert get_format("onnx").read_spec(onnx).name == "osnet_x0_25"

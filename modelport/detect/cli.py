@@ -75,6 +75,7 @@ def export_cmd(
     allow_random: bool = typer.Option(False, "--allow-random", help="A missing yolo11<size>.pt is built from "
                                       "Ultralytics' YAML with seeded random weights (untrained: boxes mean nothing)."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+    force: bool = typer.Option(False, "--force", help="Replace files at the destination that are not modelport exports."),
     trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Export detectors (raw or with NMS inside), each verified against Ultralytics' own predictions."""
@@ -96,7 +97,7 @@ def export_cmd(
         sources = [DetectorSource.of(s.pt_file, s.name, s.max_batch, topk, s.labels) for s in sources]
     kwargs = dict(nms=config, imgsz=imgsz, verify=not no_verify, verify_conf=conf, device=device,
                   images=_image_files(images) if images else None, allow_random=allow_random,
-                  dynamic_hw=dynamic_shape)
+                  dynamic_hw=dynamic_shape, force=force)
     if len(sources) == 1 and not models:
         results = export_detector(sources[0], formats, out=out_dir, **kwargs)
     else:

@@ -110,13 +110,6 @@ def _write_e2e(det: LoadedDetector, fmt: Format, spec: ModelSpec, config: NmsCon
                       hint=f"formats with NMS inside: {', '.join(E2E_FORMATS[config.flavor])}")
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        path.unlink()
-
-
 def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfig | None, options: ExportOptions,
                reference: UltralyticsReference | None, images: Sequence[ImageLike], verify_conf: float) -> DetectExportResult:
     """Write one artifact to a hidden staging folder, verify it, then move it into place."""
@@ -132,6 +125,11 @@ def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfi
     try:
         if runnable or fmt.id != "onnx":
             fmt.require(options.device)
+    except ModelportError as exc:
+        result.error, result.seconds = exc.message, time.perf_counter() - start
+        return result
+    try:
+        fmt.check_replaceable(dest, options.force)
     except ModelportError as exc:
         result.error, result.seconds = exc.message, time.perf_counter() - start
         return result
@@ -171,8 +169,7 @@ def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfi
             result.note = "graph checked (onnx.checker); runs only in TensorRT: build an engine to verify it"
         if fmt.is_dir:
             write_labels(staged, spec.labels)
-        _remove(dest)
-        staged.rename(dest)
+        fmt.publish(staged, dest, options.force)
         result.path = dest
         if not fmt.is_dir:
             write_labels(out_dir, spec.labels)
@@ -201,7 +198,7 @@ def export_detector(source: DetectorSource | str | Path, formats: str | Iterable
                     nms: NmsConfig | None = None, out: str | Path | None = None, imgsz: int = IMGSZ,
                     verify: bool = True, images: Sequence[ImageLike] | None = None, verify_conf: float | None = None,
                     opset: int = 17, device: str = "cpu", allow_random: bool = False,
-                    dynamic_hw: bool = False) -> list[DetectExportResult]:
+                    dynamic_hw: bool = False, force: bool = False) -> list[DetectExportResult]:
     """Export one Ultralytics detector to ``formats`` (default: every format of the track usable here).
 
     ``nms`` None writes the raw track ([B, 4+C, anchors]); an NmsConfig writes the end-to-end track.
@@ -223,7 +220,7 @@ def export_detector(source: DetectorSource | str | Path, formats: str | Iterable
         with untrained_checkpoint(source.pt_file, imgsz=imgsz) as random_pt:  # lives until the exports are verified
             return export_detector(replace(source, pt_file=random_pt), formats, nms=nms, out=out, imgsz=imgsz,
                                    verify=verify, images=images, verify_conf=verify_conf, opset=opset, device=device,
-                                   dynamic_hw=dynamic_hw)
+                                   dynamic_hw=dynamic_hw, force=force)
     if nms is not None:
         nms = replace(nms, topk=source.topk if nms.topk is None else nms.topk)
     chosen = parse_detect_formats(formats, nms, device)
@@ -240,7 +237,7 @@ def export_detector(source: DetectorSource | str | Path, formats: str | Iterable
     conf = verify_conf if verify_conf is not None else CONF
     reference = UltralyticsReference(source.pt_file, imgsz, labels=det.labels) if verify else None
     images = list(images) if images is not None else street_scenes(VERIFY_IMAGES, seed=1234)
-    options = ExportOptions(opset=opset, device=device)
+    options = ExportOptions(opset=opset, device=device, force=force)
     return [export_one(det, fmt, out_dir, nms=nms, options=options, reference=reference, images=images,
                        verify_conf=conf) for fmt in chosen]
 

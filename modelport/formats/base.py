@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
-from modelport.errors import MissingRuntimeError, ModelportError
+from modelport.errors import ExportError, MissingRuntimeError, ModelportError
 from modelport.preprocess import ImageLike, prepare
 from modelport.spec import ModelSpec
 
@@ -39,6 +39,7 @@ class ExportOptions:
     device: str = "cpu"
     calib: Path | None = None  # folder of crops for INT8 calibration; None: synthetic crops, with a warning
     calib_count: int = 300  # at most this many calibration images
+    force: bool = False  # replace a file at the destination that is not a modelport export
     # Prepared once by export_all so every format calibrates and verifies on the same rows.
     calibration: "Calibration | None" = field(default=None, compare=False, repr=False)
 
@@ -106,6 +107,24 @@ class Format:
 
     def read_spec(self, path: Path) -> ModelSpec:
         return self._module().read_spec(Path(path))
+
+    def check_replaceable(self, dest: Path, force: bool = False) -> None:
+        """ExportError unless ``dest`` is free, an earlier modelport export, or ``force`` is given."""
+        if force or not (dest.exists() or dest.is_symlink()):
+            return
+        try:
+            self.read_spec(dest)
+        except Exception:  # noqa: BLE001 - anything unreadable as our artifact is the user's file
+            raise ExportError(f"{dest}: exists and is not a modelport {self.name} export; not replaced",
+                              hint="choose another --out, or pass --force to replace it") from None
+
+    def publish(self, staged: Path, dest: Path, force: bool = False) -> Path:
+        """Move a verified artifact into place in one rename, replacing only an earlier modelport export
+        (or anything, with ``force``)."""
+        from modelport.atomic import publish
+
+        self.check_replaceable(dest, force)
+        return publish(staged, dest, force=True)
 
 
 def cuda_available() -> bool:

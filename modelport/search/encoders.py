@@ -87,7 +87,8 @@ def open_encoders(model: str, *, weights: str | Path | None = None, allow_random
     from modelport.formats.pytorch import PyTorchRunner
 
     if not is_clip_model(model):
-        raise WeightsNotFoundError(f"{model}: neither an encoder artifact nor a MobileCLIP model name",
+        what = "file not found" if Path(model).suffix or "/" in model else "not a MobileCLIP model name"
+        raise WeightsNotFoundError(f"{model}: {what}; expected an encoder artifact or a MobileCLIP model name",
                                    hint="give an exported *_image artifact, or a name such as MobileCLIP2-S0")
     built = build_clip(model, weights, allow_random=allow_random)
     info = IndexModel(model, model, int(built.image_spec.outputs[0].shape[-1]), built.image_spec.source.sha256,

@@ -241,5 +241,22 @@ def build_repository(entries: list[ModelEntry], repo: str | Path, *, force: bool
         elif entry.source not in list_models():
             raise WeightsNotFoundError(f"{entry.source}: model source not found",
                                        hint="give weights, an export, or a zoo name with --allow-random")
-    Path(repo).mkdir(parents=True, exist_ok=True)
-    return [build_model(e, repo, force=force, device=device) for e in entries]
+    repo = Path(repo)
+    before = {p for p in repo.rglob("*") if p.is_dir()} if repo.is_dir() else set()
+    created = not repo.exists()
+    repo.mkdir(parents=True, exist_ok=True)
+    try:
+        return [build_model(e, repo, force=force, device=device) for e in entries]
+    except BaseException:
+        _remove_new_empty_dirs(repo, before, created)
+        raise
+
+
+def _remove_new_empty_dirs(repo: Path, before: set[Path], created: bool) -> None:
+    """After a failed build, drop the folders it made that stayed empty (a failed run leaves nothing behind)."""
+    for d in sorted((p for p in repo.rglob("*") if p.is_dir() and not p.is_symlink() and p not in before),
+                    key=lambda p: len(p.parts), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()
+    if created and not any(repo.iterdir()):
+        repo.rmdir()
