@@ -17,7 +17,7 @@ detect_app = typer.Typer(add_completion=False, no_args_is_help=True,
 out = Console()
 err = Console(stderr=True)
 ROUTED = ("export", "verify", "bench", "load")
-DETECT_FLAGS = ("--nms", "--nms-flavor", "--model", "--models", "--normalize-boxes", "--dynamic-shape")
+DETECT_FLAGS = ("--nms", "--nms-flavor", "--model", "--models", "--normalize-boxes", "--dynamic-shape", "--allow-empty")
 
 
 def _is_detector(arg: str) -> bool:
@@ -76,6 +76,8 @@ def export_cmd(
                                       "Ultralytics' YAML with seeded random weights (untrained: boxes mean nothing)."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
     force: bool = typer.Option(False, "--force", help="Replace files at the destination that are not modelport exports."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Pass verification (with a warning) when the "
+                                     "reference finds no box."),
     trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Export detectors (raw or with NMS inside), each verified against Ultralytics' own predictions."""
@@ -97,7 +99,7 @@ def export_cmd(
         sources = [DetectorSource.of(s.pt_file, s.name, s.max_batch, topk, s.labels) for s in sources]
     kwargs = dict(nms=config, imgsz=imgsz, verify=not no_verify, verify_conf=conf, device=device,
                   images=_image_files(images) if images else None, allow_random=allow_random,
-                  dynamic_hw=dynamic_shape, force=force)
+                  dynamic_hw=dynamic_shape, force=force, allow_empty=allow_empty)
     if len(sources) == 1 and not models:
         results = export_detector(sources[0], formats, out=out_dir, **kwargs)
     else:
@@ -130,10 +132,14 @@ def _print_exports(results, as_json: bool) -> None:
     for r in results:
         c = r.check
         status = "[green]ok[/]" if r.ok and c else "[yellow]unverified[/]" if r.ok else "[red]failed[/]"
-        table.add_row(r.model, r.format, r.track, status, str(c.detections) if c else "-",
+        boxes = f"{c.detections}" + (f" ({c.ties} ties)" if c.ties else "") if c else "-"
+        table.add_row(r.model, r.format, r.track, status, boxes,
                       f"{c.min_iou:.4f}" if c else "-", f"{c.max_score_diff:.1e}" if c else "-", f"{r.seconds:.1f}",
                       str(r.path) + (f" ({r.note})" if r.note else "") if r.ok else (r.error or ""))
     out.print(table)
+    for r in results:
+        for w in r.check.warnings if r.check else ():
+            err.print(f"[bold yellow]warning:[/] {r.model} {r.format}: {w}", highlight=False)
 
 
 @detect_app.command("verify")
@@ -143,6 +149,7 @@ def verify_cmd(
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of images (default: synthetic scenes)."),
     count: int = typer.Option(8, "--count", help="Synthetic scenes when no --images."),
     as_json: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON to this file ('-' for stdout)."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Pass (with a warning) when the reference finds no box."),
     trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Compare every artifact's detections with Ultralytics' predict; a table per format, exit 1 on mismatch."""
@@ -152,7 +159,7 @@ def verify_cmd(
     from modelport.detect.nms import NmsSettings
     from modelport.detect.runner import DetectRunner, UltralyticsReference, load_runtime
     from modelport.detect.samples import street_scenes
-    from modelport.detect.verify import compare_detections, detect_both
+    from modelport.detect.verify import DetTolerance, compare_detections, detect_both, verification_conf
     from modelport.formats import format_of_path
 
     pts = [p for p in paths if p.suffix == ".pt" and format_of_path(p).id == "pytorch"]
@@ -169,8 +176,11 @@ def verify_cmd(
     for path in artifacts:
         runner = DetectRunner(load_runtime(format_of_path(path), path), NmsSettings(conf, IOU, TOPK))
         ref = UltralyticsReference(pts[0], runner.spec.preprocess.height, runner.settings, runner.spec.labels)
+        if runner.track == "raw":  # a verification-only threshold at which the reference finds boxes
+            runner.settings = ref.settings = NmsSettings(verification_conf(ref, frames, conf), IOU, TOPK)
+        tol = DetTolerance(nms_iou=runner.settings.iou, conf=runner.settings.conf, allow_empty=allow_empty)
         checks.append(compare_detections(*detect_both(ref, runner, frames), label=str(path),
-                                         format=runner.format, track=runner.track))
+                                         format=runner.format, track=runner.track, tol=tol))
         runner.close()
     if as_json:
         text = json.dumps([c.to_dict() for c in checks], indent=2, default=str)
@@ -180,16 +190,19 @@ def verify_cmd(
             Path(as_json).write_text(text)
     if as_json != "-":
         for c in checks:
-            table = Table(title=f"{c.label} ({c.format}, {c.track}) vs Ultralytics predict")
-            for col in ("image", "reference boxes", "boxes", "matched", "min IoU", "max score diff", "result"):
+            table = Table(title=f"{c.label} ({c.format}, {c.track}) vs Ultralytics predict at conf {c.conf:g}: "
+                                f"{c.detections} reference boxes compared, {c.ties} NMS ties")
+            for col in ("image", "reference boxes", "boxes", "matched", "ties", "min IoU", "max score diff", "result"):
                 table.add_column(col)
             for i in c.images:
                 verdict = "[green]pass[/]" if i.passed else f"[red]{'; '.join(i.failures)}[/]"
-                table.add_row(str(i.image), str(i.ref_count), str(i.count), str(i.matched), f"{i.min_iou:.4f}",
-                              f"{i.max_score_diff:.1e}", verdict)
+                table.add_row(str(i.image), str(i.ref_count), str(i.count), str(i.matched), str(len(i.ties)),
+                              f"{i.min_iou:.4f}", f"{i.max_score_diff:.1e}", verdict)
             if c.error:
-                table.add_row("-", "-", "-", "-", "-", "-", f"[red]{c.error}[/]")
+                table.add_row("-", "-", "-", "-", "-", "-", "-", f"[red]{c.error}[/]")
             out.print(table)
+            for w in c.warnings:
+                err.print(f"[bold yellow]warning:[/] {w}", highlight=False)
     if not all(c.passed for c in checks):
         raise typer.Exit(1)
 

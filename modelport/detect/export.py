@@ -17,7 +17,7 @@ from modelport.detect.model import (CONF, IMGSZ, IOU, DetectorSource, LoadedDete
 from modelport.detect.nms import NmsSettings
 from modelport.detect.runner import DetectRunner, UltralyticsReference, load_runtime
 from modelport.detect.samples import street_scenes
-from modelport.detect.verify import DetectionCheck, compare_detections, detect_both
+from modelport.detect.verify import DetTolerance, DetectionCheck, compare_detections, detect_both, verification_conf
 from modelport.errors import ExportError, ModelportError
 from modelport.formats import ExportOptions, Format, get_format
 from modelport.preprocess import ImageLike
@@ -111,7 +111,8 @@ def _write_e2e(det: LoadedDetector, fmt: Format, spec: ModelSpec, config: NmsCon
 
 
 def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfig | None, options: ExportOptions,
-               reference: UltralyticsReference | None, images: Sequence[ImageLike], verify_conf: float) -> DetectExportResult:
+               reference: UltralyticsReference | None, images: Sequence[ImageLike], verify_conf: float,
+               allow_empty: bool = False) -> DetectExportResult:
     """Write one artifact to a hidden staging folder, verify it, then move it into place."""
     start = time.perf_counter()
     flavor = nms.flavor if nms else None
@@ -157,7 +158,8 @@ def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfi
             try:
                 reference.settings = settings
                 theirs, ours = detect_both(reference, runner, images)
-                result.check = compare_detections(theirs, ours, label=str(dest), format=fmt.id, track=track)
+                tol = DetTolerance(nms_iou=settings.iou, conf=settings.conf, allow_empty=allow_empty)
+                result.check = compare_detections(theirs, ours, label=str(dest), format=fmt.id, track=track, tol=tol)
             except Exception as exc:  # a runtime failure is a verification failure
                 result.check = DetectionCheck(str(dest), fmt.id, track, error=f"{type(exc).__name__}: {exc}")
             finally:
@@ -198,7 +200,8 @@ def export_detector(source: DetectorSource | str | Path, formats: str | Iterable
                     nms: NmsConfig | None = None, out: str | Path | None = None, imgsz: int = IMGSZ,
                     verify: bool = True, images: Sequence[ImageLike] | None = None, verify_conf: float | None = None,
                     opset: int = 17, device: str = "cpu", allow_random: bool = False,
-                    dynamic_hw: bool = False, force: bool = False) -> list[DetectExportResult]:
+                    dynamic_hw: bool = False, force: bool = False,
+                    allow_empty: bool = False) -> list[DetectExportResult]:
     """Export one Ultralytics detector to ``formats`` (default: every format of the track usable here).
 
     ``nms`` None writes the raw track ([B, 4+C, anchors]); an NmsConfig writes the end-to-end track.
@@ -220,7 +223,7 @@ def export_detector(source: DetectorSource | str | Path, formats: str | Iterable
         with untrained_checkpoint(source.pt_file, imgsz=imgsz) as random_pt:  # lives until the exports are verified
             return export_detector(replace(source, pt_file=random_pt), formats, nms=nms, out=out, imgsz=imgsz,
                                    verify=verify, images=images, verify_conf=verify_conf, opset=opset, device=device,
-                                   dynamic_hw=dynamic_hw, force=force)
+                                   dynamic_hw=dynamic_hw, force=force, allow_empty=allow_empty)
     if nms is not None:
         nms = replace(nms, topk=source.topk if nms.topk is None else nms.topk)
     chosen = parse_detect_formats(formats, nms, device)
@@ -237,9 +240,11 @@ def export_detector(source: DetectorSource | str | Path, formats: str | Iterable
     conf = verify_conf if verify_conf is not None else CONF
     reference = UltralyticsReference(source.pt_file, imgsz, labels=det.labels) if verify else None
     images = list(images) if images is not None else street_scenes(VERIFY_IMAGES, seed=1234)
+    if reference is not None and chosen and nms is None:
+        conf = verification_conf(reference, images, conf)  # raw tracks: a threshold at which boxes exist
     options = ExportOptions(opset=opset, device=device, force=force)
     return [export_one(det, fmt, out_dir, nms=nms, options=options, reference=reference, images=images,
-                       verify_conf=conf) for fmt in chosen]
+                       verify_conf=conf, allow_empty=allow_empty) for fmt in chosen]
 
 
 def write_labels_check(directory: Path, labels: Sequence[str]) -> None:
