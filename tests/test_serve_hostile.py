@@ -9,6 +9,7 @@ import gzip
 import json
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -65,6 +66,7 @@ def hostile_repo(tmp_path_factory, exports) -> Path:
 class Served:
     url: str
     pid: int
+    log: Path  # the server's stdout and stderr
 
     def alive(self) -> bool:
         return httpx.get(f"{self.url}/v2/health/live", timeout=10).status_code == 200
@@ -90,7 +92,7 @@ def served(hostile_repo, tmp_path_factory):
                 pass
             assert time.time() < deadline, "modelport serve did not become ready"
             time.sleep(0.2)
-        yield Served(url, proc.pid)
+        yield Served(url, proc.pid, log)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -265,6 +267,17 @@ def test_the_server_still_serves_after_malformed_requests(served):
     for body, headers in [(json.dumps(tiny_json()).encode(), {}), tiny_binary()]:
         response = httpx.post(f"{served.url}/v2/models/tiny/infer", content=body, headers=headers, timeout=30)
         assert response.status_code == 200, response.text
+
+
+def test_a_client_that_leaves_mid_body_is_no_error_and_no_traceback(served):
+    host, port = served.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+                     + b"[" * 1000)
+        time.sleep(0.2)
+    time.sleep(0.3)
+    assert served.alive()
+    assert "Traceback" not in served.log.read_text()
 
 
 def test_32_concurrent_requests_through_the_official_client_are_all_right(served, exports):

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from modelport import __version__
 from modelport.errors import CorruptFileError
@@ -54,6 +55,11 @@ def create_app(repo: str | Path, *, device: str = "cpu", max_body: int = DEFAULT
     @app.exception_handler(ProtocolError)
     async def protocol_error(request: Request, exc: ProtocolError):
         return _error(exc.status, exc.message)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect):
+        # nobody reads this answer; without it every dropped upload would log a traceback
+        return _error(400, "the client disconnected before sending the whole body")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

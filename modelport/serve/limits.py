@@ -43,10 +43,13 @@ async def deadline(seconds: float | None) -> AsyncIterator[None]:
     if seconds is None:
         yield
         return
+    timer = asyncio.timeout(seconds)
     try:
-        async with asyncio.timeout(seconds):
+        async with timer:
             yield
     except TimeoutError:
+        if not timer.expired():  # a TimeoutError of the block's own
+            raise
         raise RequestTimeout(seconds) from None
 
 
