@@ -178,7 +178,10 @@ def test_serve_refuses_a_repository_holding_a_corrupt_artifact(bad, tmp_path):
     repo = tmp_path / "repo"
     (repo / "broken" / "1").mkdir(parents=True)
     (repo / "broken" / "1" / "model.onnx").write_bytes(bad["corrupt.onnx"].read_bytes())
-    (repo / "broken" / "config.pbtxt").write_text('name: "broken"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n')
+    (repo / "broken" / "config.pbtxt").write_text(
+        'name: "broken"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
+        'input [{ name: "images" data_type: TYPE_FP32 dims: [3, 256, 128] }]\n'
+        'output [{ name: "embeddings" data_type: TYPE_FP32 dims: [512] }]\n')
     result = subprocess.run([sys.executable, "-m", "modelport.cli", "serve", str(repo), "--port", "0"],
                             capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]

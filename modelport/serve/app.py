@@ -37,10 +37,11 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def create_app(repo: str | Path, *, device: str = "cpu", max_body: int = DEFAULT_MAX_BODY,
                threads: int | None = None, max_queue: int | None = None,
-               timeout_s: float | None = DEFAULT_TIMEOUT_S) -> FastAPI:
+               timeout_s: float | None = DEFAULT_TIMEOUT_S, models: ModelRepository | None = None) -> FastAPI:
     """The server app; ``max_queue`` None leaves each model's queue bound to its config's queue policy or
-    a few full batches, ``timeout_s`` None lets requests wait forever."""
-    models = ModelRepository(repo, device, threads, max_queue)
+    a few full batches, ``timeout_s`` None lets requests wait forever. ``models``: a repository already
+    opened (``serve`` opens it first, so a model that cannot load stops the server before it listens)."""
+    models = models or ModelRepository(repo, device, threads, max_queue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -235,12 +236,16 @@ def _check_pixels(data: bytes) -> None:
 
 def serve(repo: str | Path, host: str = "127.0.0.1", port: int = 8000, *, device: str = "cpu",
           max_body: int = DEFAULT_MAX_BODY, threads: int | None = None, log_level: str = "info",
-          max_queue: int | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> None:
-    """Run the server until interrupted."""
+          max_queue: int | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S,
+          keep_going: bool = False) -> None:
+    """Run the server until interrupted. Like Triton (``--exit-on-error``), a model that cannot be served stops
+    it with a typed error before it listens; ``keep_going`` serves the others and marks that one not ready."""
     import uvicorn
 
+    models = ModelRepository(repo, device, threads, max_queue)
+    models.open(strict=not keep_going)
     app = create_app(repo, device=device, max_body=max_body, threads=threads, max_queue=max_queue,
-                     timeout_s=timeout_s)
+                     timeout_s=timeout_s, models=models)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 

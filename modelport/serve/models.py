@@ -150,19 +150,36 @@ class ModelRepository:
         self.max_queue = max_queue
         self.models: dict[str, ServedModel] = {}
 
-    async def load(self) -> None:
+    def open(self, *, strict: bool = False) -> None:
+        """Open every model's runners; ``strict`` (Triton's exit-on-error) raises on the first model that cannot
+        be served, after closing what was opened, instead of marking it not ready."""
         for model_dir in model_dirs(self.root):
             model = load_model(model_dir, self.device, self.threads, self.max_queue)
+            self.models[model.name] = model
+            if model.error and strict:
+                self._close_runners()
+                raise ModelportError(f"{model_dir}: cannot be served: {model.error}",
+                                     hint="fix or remove the model, or pass --keep-going to serve the others")
             if model.error:
                 log.warning("model %s is not ready: %s", model.name, model.error)
+
+    async def load(self) -> None:
+        """Open the models (unless ``open`` already did) and start their batchers."""
+        if not self.models:
+            self.open()
+        for model in self.models.values():
             for served in model.versions.values():
                 await served.batcher.start()
-            self.models[model.name] = model
 
     async def close(self) -> None:
         for model in self.models.values():
             for served in model.versions.values():
                 await served.batcher.stop()
+        self._close_runners()
+
+    def _close_runners(self) -> None:
+        for model in self.models.values():
+            for served in model.versions.values():
                 for runner in served.runners:
                     runner.close()
 

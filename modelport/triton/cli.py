@@ -173,6 +173,11 @@ def serve_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads per model instance "
                                           "(ONNX Runtime, OpenVINO); default: physical cores."),
     log_level: str = typer.Option("info", "--log-level"),
+    max_queue: Optional[int] = typer.Option(None, "--max-queue", help="Requests waiting per model before 429 "
+                                            "(default: the config's queue policy, else a few full batches)."),
+    timeout_s: float = typer.Option(60.0, "--timeout-s", help="Longest a request may take before 504 (0: no limit)."),
+    keep_going: bool = typer.Option(False, "--keep-going", help="Serve the other models when one cannot load "
+                                    "(it is marked not ready) instead of stopping, as Triton's --exit-on-error=false."),
 ) -> None:
     """Serve a model repository over the KServe v2 HTTP protocol (the one Triton speaks), plus /predict."""
     from modelport.discover import resolve_device
@@ -182,4 +187,4 @@ def serve_cmd(
     if not repo.is_dir():
         raise WeightsNotFoundError(f"{repo}: model repository not found", hint="build one with `modelport triton build`")
     serve(repo, host, port, device=resolve_device(device), max_body=int(max_body_mb * (1 << 20)), threads=threads,
-          log_level=log_level)
+          log_level=log_level, max_queue=max_queue, timeout_s=timeout_s or None, keep_going=keep_going)
