@@ -153,6 +153,8 @@ def verify_cmd(
     from modelport.clip.verify import verify_runners
     from modelport.verify import verify
 
+    if len(paths) == 1 and paths[0].name.endswith(".tar.gz"):  # an edge package: its golden outputs
+        return _verify_package(paths[0], device, as_json)
     clip = verify_runners(paths, device)  # CLIP encoders: open_clip's PyTorch model is the reference
     weights = [] if clip else [p for p in paths if format_of_path(p).id == "pytorch"]
     reference_path = weights[0] if weights else paths[0]
@@ -181,6 +183,25 @@ def verify_cmd(
                               f"{o.nn_agreement:.2f}", verdict)
         out.print(table)
     if not report.passed:
+        raise typer.Exit(1)
+
+
+def _verify_package(package: Path, device: str, as_json: Optional[str]) -> None:
+    from dataclasses import asdict
+
+    from modelport.golden import verify_package
+
+    result = verify_package(package, device)
+    if as_json:
+        text = json.dumps({**asdict(result), "passed": result.passed}, indent=2, default=str)
+        out.print_json(text) if as_json == "-" else Path(as_json).write_text(text)
+    if as_json != "-":
+        for o in result.outputs:
+            out.print(f"{result.label} {o.output}: max abs {_fmt(o.max_abs)}, min cosine {_fmt(o.min_cosine, '.6f')}"
+                      f", NN agreement {o.nn_agreement:.2f}")
+        verdict = "[green]pass[/]" if result.passed else f"[red]FAIL[/]: {result.summary()}"
+        out.print(f"{result.label} against its golden outputs: {verdict}")
+    if not result.passed:
         raise typer.Exit(1)
 
 

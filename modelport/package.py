@@ -24,6 +24,10 @@ README = """# {name} — modelport edge package
 `sample.png` is a test input; `sample_output.npy` is what this artifact returned for it (after the
 preprocessing above) on the packaging machine: compare your deployment's output with it.
 
+`golden/` holds {golden_rows} seeded inputs and the {golden_ref} outputs for them. On the target machine,
+`modelport verify {package}` re-runs the artifact with the runtime installed there (no PyTorch needed) and
+says pass or fail.
+
 ## Measured on {cpu} ({cores} cores), modelport {version}
 | runtime | batch | p50 ms | img/s | min cosine vs PyTorch |
 | --- | --- | --- | --- | --- |
@@ -47,8 +51,12 @@ def _bench_rows(report: dict, runtime: str) -> str:
     return "\n".join(lines) or "| (no measurements) | | | | |"
 
 
-def build_package(runner: Runner, report: dict, out: Path, *, force: bool = False) -> Path:
-    """Write ``out`` (.tar.gz) atomically; an existing file is only replaced with ``force``."""
+def build_package(runner: Runner, report: dict, out: Path, *, force: bool = False,
+                  reference: Runner | None = None) -> Path:
+    """Write ``out`` (.tar.gz) atomically; an existing file is only replaced with ``force``. Its golden outputs
+    come from ``reference`` (the PyTorch model) when given, else from the artifact itself."""
+    from modelport.golden import make_golden
+
     from PIL import Image
 
     from modelport.preprocess import prepare
@@ -66,6 +74,7 @@ def build_package(runner: Runner, report: dict, out: Path, *, force: bool = Fals
     expected = runner(prepare([crop], pre))
     npy = io.BytesIO()
     np.save(npy, expected[spec.outputs[0].name])
+    golden = make_golden(runner, reference)
     runtime = runner.format if spec.precision == "fp32" else f"{runner.format}.{spec.precision}"
     readme = README.format(
         name=spec.name, artifact=runner.path.name, format=runner.format, precision=spec.precision,
@@ -74,7 +83,8 @@ def build_package(runner: Runner, report: dict, out: Path, *, force: bool = Fals
         outputs=", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in spec.outputs),
         h=pre.height, w=pre.width, order=pre.channel_order, scale=pre.scale, mean=pre.mean, std=pre.std,
         sha=spec.source.sha256, cpu=report["machine"]["cpu"], cores=report["machine"]["physical_cores"],
-        version=report["modelport"], rows=_bench_rows(report, runtime),
+        version=report["modelport"], rows=_bench_rows(report, runtime), package=out.name, golden_rows=len(golden.inputs),
+        golden_ref="PyTorch model's" if golden.reference == "pytorch" else "artifact's own (no weights to compare with)",
     )
     with atomic_file(out, force=force, hint=hint) as tmp, tarfile.open(tmp, "w:gz") as tar:
         tar.add(runner.path, arcname=runner.path.name)
@@ -83,6 +93,8 @@ def build_package(runner: Runner, report: dict, out: Path, *, force: bool = Fals
         _add_bytes(tar, "sample.png", png.getvalue())
         _add_bytes(tar, "sample_output.npy", npy.getvalue())
         _add_bytes(tar, "README.md", readme.encode())
+        for name, data in golden.files().items():
+            _add_bytes(tar, name, data)
     return out
 
 
@@ -111,4 +123,5 @@ def package(source: Path, out: Path, *, force: bool = False, seconds: float = 2.
                               hint="run `modelport bench WEIGHTS` where the weights are")
         report = run_benchmark(weights, formats=[runner.format] if runner.format != "pytorch" else [],
                                batches=(1, 16), seconds=seconds)
-    return build_package(runner, report, out, force=force)
+    reference = open_artifact(weights) if weights is not None and weights.exists() else None
+    return build_package(runner, report, out, force=force, reference=reference)

@@ -11,6 +11,7 @@ import numpy as np
 from modelport.formats.base import Runner, example_batch
 from modelport.preprocess import finish, resize_all
 from modelport.samples import person_crops
+from modelport.spec import ModelSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,16 +172,28 @@ def verify(
     ref = reference if isinstance(reference, Runner) or reference is None else open_artifact(reference)
     if ref is None:
         ref, opened = opened[0], opened[1:]
-    pixels = None
-    if batch is None and ref.spec.inputs[0].dtype != "int64":
-        # Same crops for all, each prepared for its own runner: an export with preprocessing in its graph
-        # (uint8 input) is compared with a float-input reference on identical pixels.
-        pre = ref.spec.preprocess
+    inputs = SeededInputs.of(ref.spec, count, seed) if batch is None else SeededInputs(None, batch)
+    expected = ref(inputs.for_spec(ref.spec))
+    results = [compare_runner(expected, r, inputs.for_spec(r.spec), tolerance) for r in opened]
+    return VerifyReport(ref.describe(), len(inputs.batch), seed, tolerance, results)
+
+
+@dataclass(frozen=True)
+class SeededInputs:
+    """Seeded verification inputs: person crops as resized pixels (each runner gets them prepared its own way,
+    so a uint8-input export is compared with a float-input reference on identical pixels), or, for models
+    that take token ids, an example batch."""
+
+    pixels: np.ndarray | None
+    batch: np.ndarray
+
+    @classmethod
+    def of(cls, spec: ModelSpec, count: int = 8, seed: int = 0) -> "SeededInputs":
+        if spec.inputs[0].dtype == "int64":
+            return cls(None, example_batch(spec.with_batch(None), count=count, seed=seed))
+        pre = spec.preprocess
         pixels = resize_all(person_crops(count, pre.height, pre.width, seed=seed), pre)
-        batch = finish(pixels, pre)
-    elif batch is None:
-        batch = example_batch(ref.spec.with_batch(None), count=count, seed=seed)
-    expected = ref(batch)
-    results = [compare_runner(expected, r, batch if pixels is None else finish(pixels, r.spec.preprocess), tolerance)
-               for r in opened]
-    return VerifyReport(ref.describe(), len(batch), seed, tolerance, results)
+        return cls(pixels, finish(pixels, pre))
+
+    def for_spec(self, spec: ModelSpec) -> np.ndarray:
+        return self.batch if self.pixels is None else finish(self.pixels, spec.preprocess)

@@ -1,0 +1,111 @@
+"""Golden outputs that travel with an artifact: seeded inputs and the reference's outputs for them, so the
+target machine can re-check the artifact with its own runtime, without PyTorch."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modelport.errors import CorruptFileError, WeightsNotFoundError
+from modelport.formats.base import Runner
+from modelport.verify import TOLERANCES, RunnerResult, SeededInputs, compare_runner
+
+GOLDEN_DIR = "golden"
+GOLDEN_ROWS = 8
+# A package is the artifact plus a few small files; this bounds what extraction may write.
+MAX_PACKAGE_BYTES = 16 << 30
+MAX_PACKAGE_MEMBERS = 10_000
+
+
+@dataclass(frozen=True)
+class Golden:
+    """Inputs prepared for the artifact, the reference's outputs on the same pixels, and what produced them."""
+
+    inputs: np.ndarray
+    outputs: dict[str, np.ndarray]
+    reference: str  # "pytorch" (verified against the source model) or "artifact" (its own outputs here)
+    precision: str
+
+    def files(self) -> dict[str, bytes]:
+        """``golden/`` members: inputs.npy, outputs.npz and golden.json."""
+        inputs, outputs = io.BytesIO(), io.BytesIO()
+        np.save(inputs, self.inputs, allow_pickle=False)
+        np.savez(outputs, **self.outputs)
+        meta = {"reference": self.reference, "precision": self.precision, "rows": int(len(self.inputs)),
+                "outputs": sorted(self.outputs)}
+        return {f"{GOLDEN_DIR}/inputs.npy": inputs.getvalue(), f"{GOLDEN_DIR}/outputs.npz": outputs.getvalue(),
+                f"{GOLDEN_DIR}/golden.json": json.dumps(meta, indent=1).encode()}
+
+
+def make_golden(runner: Runner, reference: Runner | None = None, *, count: int = GOLDEN_ROWS,
+                seed: int = 7) -> Golden:
+    """Seeded inputs for ``runner`` and ``reference``'s outputs on them (``runner``'s own without one)."""
+    seeded = SeededInputs.of(runner.spec, count, seed)
+    source = reference or runner
+    expected = source(seeded.for_spec(source.spec))
+    return Golden(seeded.for_spec(runner.spec), {k: np.asarray(v) for k, v in expected.items()},
+                  "pytorch" if reference is not None else "artifact", runner.spec.precision)
+
+
+def read_golden(folder: Path) -> Golden:
+    """The golden set stored under ``folder/golden``; typed errors for a missing or malformed one."""
+    base = folder / GOLDEN_DIR
+    if not (base / "golden.json").is_file():
+        raise CorruptFileError(f"{folder}: holds no golden outputs ({GOLDEN_DIR}/golden.json)",
+                               hint="rebuild the package with this modelport version")
+    try:
+        meta = json.loads((base / "golden.json").read_text())
+        inputs = np.load(base / "inputs.npy", allow_pickle=False)
+        with np.load(base / "outputs.npz", allow_pickle=False) as npz:
+            outputs = {k: npz[k] for k in npz.files}
+        return Golden(inputs, outputs, str(meta["reference"]), str(meta["precision"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptFileError(f"{folder}: unreadable golden outputs ({type(exc).__name__}: {exc})") from None
+
+
+def check_golden(runner: Runner, golden: Golden, label: str | None = None) -> RunnerResult:
+    """Re-run the artifact on the golden inputs: the precision's tolerance against PyTorch's outputs, fp32's
+    against the artifact's own (then only the runtime differs)."""
+    tolerance = TOLERANCES[golden.precision if golden.reference == "pytorch" else "fp32"]
+    return compare_runner(golden.outputs, runner, golden.inputs, tolerance, label=label)
+
+
+def extract_package(package: Path, into: Path) -> Path:
+    """Extract a ``.tar.gz`` package safely (no links, nothing outside ``into``, bounded size and count)."""
+    if not package.is_file():
+        raise WeightsNotFoundError(f"{package}: package not found")
+    try:
+        with tarfile.open(package, "r:gz") as tar:
+            members = tar.getmembers()
+            if len(members) > MAX_PACKAGE_MEMBERS or sum(m.size for m in members) > MAX_PACKAGE_BYTES:
+                raise CorruptFileError(f"{package}: more members or bytes than a modelport package holds")
+            tar.extractall(into, members=members, filter="data")  # refuses links, absolute and ../ paths
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise CorruptFileError(f"{package}: not a readable package ({type(exc).__name__}: {exc})",
+                               hint="copy the .tar.gz again") from None
+    return into
+
+
+def verify_package(package: str | Path, device: str = "cpu") -> RunnerResult:
+    """Open a package's artifact with the runtime installed here and compare it with its golden outputs."""
+    from modelport.formats import FORMATS, format_of_path
+
+    package = Path(package)
+    with tempfile.TemporaryDirectory(prefix="modelport-package-") as tmp:
+        folder = extract_package(package, Path(tmp))
+        golden = read_golden(folder)
+        artifacts = [p for p in folder.iterdir() if p.name != GOLDEN_DIR and any(f.matches(p) for f in FORMATS)
+                     and format_of_path(p).id != "pytorch"]
+        if len(artifacts) != 1:
+            raise CorruptFileError(f"{package}: expected one artifact, found {[p.name for p in artifacts]}")
+        runner = format_of_path(artifacts[0]).load(artifacts[0], device)
+        try:
+            return check_golden(runner, golden, label=f"{package.name}:{artifacts[0].name}")
+        finally:
+            runner.close()

@@ -1,0 +1,87 @@
+"""Golden outputs travel with packages: the target machine re-checks the artifact, and a changed one fails."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from modelport.golden import verify_package
+from modelport.package import build_package
+
+BENCH = {"machine": {"cpu": "test cpu", "physical_cores": 2}, "modelport": "test", "rows": []}
+
+
+@pytest.fixture(scope="module")
+def package_file(exported_dir, tmp_path_factory) -> Path:
+    from modelport.discover import open_artifact
+
+    runner = open_artifact(exported_dir / "osnet_x0_25_msmt17.onnx")
+    reference = open_artifact(exported_dir / "osnet_x0_25_msmt17.pt")
+    return build_package(runner, BENCH, tmp_path_factory.mktemp("pkg") / "osnet_edge.tar.gz", reference=reference)
+
+
+def test_a_package_carries_pytorch_golden_outputs_and_passes_on_the_target(package_file):
+    with tarfile.open(package_file) as tar:
+        names = set(tar.getnames())
+        meta = tar.extractfile("golden/golden.json").read().decode()
+    assert {"golden/inputs.npy", "golden/outputs.npz", "golden/golden.json"} <= names
+    assert '"reference": "pytorch"' in meta
+    result = verify_package(package_file)
+    assert result.passed, result.summary()
+    assert result.outputs[0].min_cosine > 0.9999 and result.outputs[0].max_abs < 1e-3
+
+
+def _rewrite(package: Path, out: Path, change) -> Path:
+    """A copy of ``package`` whose members pass through ``change(name, data) -> data``."""
+    with tarfile.open(package) as src, tarfile.open(out, "w:gz") as dst:
+        for member in src.getmembers():
+            data = change(member.name, src.extractfile(member).read())
+            member.size = len(data)
+            dst.addfile(member, io.BytesIO(data))
+    return out
+
+
+def test_a_changed_artifact_fails_against_its_golden_outputs(package_file, tmp_path):
+    def break_last_conv(name: str, data: bytes) -> bytes:
+        if not name.endswith(".onnx"):
+            return data
+        model = onnx.load_from_string(data)
+        conv = [n for n in model.graph.node if n.op_type == "Conv"][-1]
+        weight = next(i for i in model.graph.initializer if i.name == conv.input[1])
+        values = onnx.numpy_helper.to_array(weight) * 1.05  # 5 % off in one layer
+        weight.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float32), weight.name))
+        return model.SerializeToString()
+
+    broken = _rewrite(package_file, tmp_path / "broken.tar.gz", break_last_conv)
+    result = verify_package(broken)
+    assert not result.passed and "max abs diff" in result.summary()
+
+
+def test_the_cli_verifies_a_package_and_exits_non_zero_when_it_fails(package_file, tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "modelport.cli", "verify", str(package_file)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "pass" in ok.stdout, ok.stdout + ok.stderr
+    drop = _rewrite(package_file, tmp_path / "nogolden.tar.gz",
+                    lambda name, data: b"{}" if name == "golden/golden.json" else data)
+    bad = subprocess.run([sys.executable, "-m", "modelport.cli", "verify", str(drop)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unreadable golden outputs" in bad.stderr, bad.stderr
+
+
+def test_a_package_with_a_path_outside_its_folder_is_refused(package_file, tmp_path):
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    from modelport.errors import CorruptFileError
+
+    with pytest.raises(CorruptFileError, match="evil.tar.gz"):
+        verify_package(evil)
+    assert not (tmp_path.parent / "escaped.txt").exists()
