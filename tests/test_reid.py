@@ -238,6 +238,28 @@ def test_embeddings_of_two_models_coexist_and_the_default_fills_the_shared_colum
     conn.close()
 
 
+def test_the_model_file_given_to_extract_names_its_embeddings_in_every_command(small_db, models, tmp_path):
+    from modelport.reid.report import compare_reports, write_report
+
+    weights, other = models
+    extracted = extract(small_db, _runner(weights))  # runs the .onnx export beside the weights
+    clustered = cli("cluster", "--db", str(small_db), "--model", str(weights), "--out", str(tmp_path / "ids"),
+                    "--threshold", "0.5", "--json")
+    assert clustered.returncode == 0, clustered.stderr
+    assert json.loads(clustered.stdout)["model"] == extracted.model.key
+    onnx = weights.with_suffix(".onnx")  # an export finds its source's embeddings through its spec's sha256
+    assert write_report(small_db, tmp_path / "r.html", use_reid=True, model=str(onnx)).model == extracted.model.key
+    page = compare_reports(weights, onnx, tmp_path / "c.html", db=small_db)  # two names for one model
+    assert "<b>1.000</b>" in page.read_text()
+    missing = cli("cluster", "--db", str(small_db), "--model", str(other), "--out", str(tmp_path / "x"))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    message = " ".join(missing.stderr.split())
+    assert "no embeddings of the weights of" in message and extracted.model.key in message
+    with pytest.raises(store.ModelNotInDatabaseError, match="not in this database"):
+        run_cluster(small_db, tmp_path / "y", model="resnet50")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 def test_random_weights_are_refused_unless_allowed_and_then_labelled(small_scene, tmp_path):
     # A few detections only: random weights run in eager PyTorch.
     few = tmp_path / "det.txt"

@@ -16,6 +16,8 @@ reid_app = typer.Typer(no_args_is_help=True, help="ReID application: detections 
 out = Console()
 err = Console(stderr=True)
 CONFIG = typer.Option(None, "--config", help="YAML config (see `modelport reid config-keys`); flags override it.")
+MODEL_HELP = ("the weights file or export given to extract (matched by sha256), or a model key or name "
+              "(default: the database's default model).")
 
 
 @reid_app.command("config-keys")
@@ -117,7 +119,7 @@ def extract_cmd(db: Optional[Path] = typer.Option(None, "--db"),
 @reid_app.command("cluster")
 def cluster_cmd(db: Optional[Path] = typer.Option(None, "--db"),
                 out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder."),
-                model: Optional[str] = typer.Option(None, "--model", help="Model key or name (default: the default)."),
+                model: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
                 threshold: Optional[str] = typer.Option(None, "--threshold", help="Cosine similarity or 'auto'."),
                 max_persons: Optional[int] = typer.Option(None, "--max-persons"),
                 standardize: Optional[bool] = typer.Option(None, "--standardize/--no-standardize"),
@@ -182,7 +184,8 @@ def print_cluster(report, console: Console | None = None) -> None:
 def report_cmd(db: Optional[Path] = typer.Option(None, "--db"),
                output: Optional[Path] = typer.Option(None, "--output"),
                use_reid: Optional[bool] = typer.Option(None, "--use-reid/--no-reid"),
-               model: Optional[str] = typer.Option(None, "--model", help="Whose identities (with --use-reid)."),
+               model: Optional[str] = typer.Option(None, "--model",
+                                                   help="Whose identities (with --use-reid): " + MODEL_HELP),
                class_name: Optional[str] = typer.Option(None, "--class"),
                title: Optional[str] = typer.Option(None, "--title"),
                force: bool = typer.Option(False, "--force", help="Replace an existing file."),
@@ -199,11 +202,17 @@ def report_cmd(db: Optional[Path] = typer.Option(None, "--db"),
 
 
 @reid_app.command("compare")
-def compare_cmd(left: Path = typer.Argument(..., help="A report page."),
-                right: Path = typer.Argument(..., help="Another report page."),
+def compare_cmd(left: str = typer.Argument(..., help="A report page, or with --db a model (as for --model)."),
+                right: str = typer.Argument(..., help="Another report page, or with --db another model."),
+                db: Optional[Path] = typer.Option(None, "--db", help="Compare two models' identities in this DB."),
                 output: Path = typer.Option(Path("report/compare.html"), "--output"),
-                force: bool = typer.Option(False, "--force")) -> None:
-    """Put two reports (e.g. made with two models) side by side."""
+                class_name: Optional[str] = typer.Option(None, "--class"),
+                force: bool = typer.Option(False, "--force"),
+                config: Optional[Path] = CONFIG) -> None:
+    """Put two reports (e.g. made with two models) side by side; with --db, two models' identities."""
     from modelport.reid.report import compare_reports
 
-    out.print(f"comparison: {compare_reports(left, right, output, force=force)}")
+    cfg = load_config(config)
+    path = compare_reports(left, right, output, force=force, db=db,
+                           class_name=setting(cfg, "", "class_name", class_name))
+    out.print(f"comparison: {path}")

@@ -48,7 +48,8 @@ KEYS: dict[str, dict[str, tuple[Any, str]]] = {
     },
     "cluster": {
         "out": ("reid_output", "output folder"),
-        "model": (None, "which stored embeddings to cluster (model key or name; default: the default model)"),
+        "model": (None, "which stored embeddings to cluster: the weights file or export given to extract (matched "
+                         "by sha256), a model key or name; default: the top-level model, else the default model"),
         "threshold": (0.70, "cosine similarity needed to merge (number) or 'auto' (best silhouette)"),
         "max_persons": (None, "at most this many identities"),
         "standardize": (False, "standardise embedding dimensions with the dataset's mean and std first"),
@@ -58,7 +59,7 @@ KEYS: dict[str, dict[str, tuple[Any, str]]] = {
     "report": {
         "output": ("report/timeline.html", "HTML file to write"),
         "use_reid": (False, "rows are identities (from `reid cluster`) instead of tracks"),
-        "model": (None, "whose identities to show with use_reid (default: the default model)"),
+        "model": (None, "whose identities to show with use_reid (as cluster.model)"),
     },
 }
 

@@ -14,6 +14,7 @@ from modelport.errors import ModelportError
 from modelport.reid import crops, pages, store
 from modelport.reid.cluster import (DEFAULT_THRESHOLD, Standardizer, cluster_tracks, co_occurring, group_tracks,
                                     l2_normalize, quality)
+from modelport.reid.models import resolve_model
 from modelport.reid.scores import Scores, score
 
 MAX_JSON_MATRIX = 1000  # larger similarity matrices go to the .npy only
@@ -47,7 +48,7 @@ def run_cluster(db: str | Path, out: str | Path, *, model: str | None = None,
                              hint="choose another --out folder, or pass --force to replace it")
     conn = store.connect(db)
     try:
-        record = store.get_model(conn, model)
+        record = resolve_model(conn, model)
         if record.model_type == "random":
             warnings.warn(f"{record.key}: clustering embeddings of a RANDOM, UNTRAINED model (model_type: random)",
                           UserWarning, stacklevel=2)

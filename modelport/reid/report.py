@@ -11,6 +11,7 @@ from modelport.atomic import atomic_write_text, refuse_existing
 from modelport.errors import ModelportError
 from modelport.reid import crops, pages, store
 from modelport.reid.frames import probe
+from modelport.reid.models import resolve_model
 
 GAP_S = 1.0  # appearances closer than this are drawn as one segment
 OUTPUT_HINT = "choose another --output, or pass --force to replace it"
@@ -39,7 +40,7 @@ def build_report(db: str | Path, *, use_reid: bool = False, model: str | None = 
     conn = store.connect(db)
     try:
         det, _, _ = store.load_detections(conn, class_name)
-        record = store.get_model(conn, model) if use_reid else None
+        record = resolve_model(conn, model) if use_reid else None
         assigned = store.identities(conn, record.key) if record else {}
     finally:
         conn.close()
@@ -93,12 +94,20 @@ def write_report(db: str | Path, output: str | Path, *, force: bool = False, **o
                         data["use_reid"], data["model"])
 
 
-def compare_reports(left: str | Path, right: str | Path, output: str | Path, force: bool = False) -> Path:
-    """Two report pages side by side, with the agreement of their groupings on shared detections."""
+def compare_reports(left: str | Path, right: str | Path, output: str | Path, force: bool = False, *,
+                    db: str | Path | None = None, class_name: str | None = "person") -> Path:
+    """Two report pages side by side, with the agreement of their groupings on shared detections.
+
+    With ``db``, ``left`` and ``right`` are models instead (weights files or exports, matched by sha256, or
+    model keys) and their identity timelines are built from the database's `reid cluster` results.
+    """
     from sklearn.metrics import adjusted_rand_score
 
     output = refuse_existing(output, force, OUTPUT_HINT)
-    a, b = pages.read_report(left), pages.read_report(right)
+    if db is None:
+        a, b = pages.read_report(left), pages.read_report(right)
+    else:
+        a, b = (build_report(db, use_reid=True, model=str(m), class_name=class_name) for m in (left, right))
 
     def assignment(data: dict) -> dict[int, str]:
         return {d: f"{v['video']}#{r['key']}" if not data["use_reid"] else str(r["key"])

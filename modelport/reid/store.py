@@ -57,6 +57,10 @@ class DatabaseError(ModelportError, ValueError):
     """A detections database is missing, unreadable or lacks a required column."""
 
 
+class ModelNotInDatabaseError(DatabaseError):
+    """A ``--model`` value matches none (or several) of the models whose embeddings the database holds."""
+
+
 @dataclass(frozen=True, slots=True)
 class ModelRecord:
     key: str  # "<name>@<sha256 prefix>": one per model and weights
@@ -170,16 +174,25 @@ def models(conn: sqlite3.Connection) -> list[ModelRecord]:
 
 
 def get_model(conn: sqlite3.Connection, key: str | None) -> ModelRecord:
-    """A model by key, name or key prefix; the default model when ``key`` is None."""
+    """A model by key, name or key prefix; the default model when ``key`` is None.
+
+    A weights file or export is matched by sha256 instead: see ``modelport.reid.models.resolve_model``.
+    """
     known = models(conn)
     key = key or default_model_key(conn)
     if key is None or not known:
         raise DatabaseError("no embeddings in this database yet", hint="run `modelport reid extract` first")
     hits = [m for m in known if m.key == key] or [m for m in known if m.name == key or m.key.startswith(key)]
     if len(hits) != 1:
-        raise DatabaseError(f"model {key!r} is {'ambiguous' if hits else 'not'} in this database",
-                            hint="known models: " + ", ".join(m.key for m in known))
+        raise ModelNotInDatabaseError(f"model {key!r} is {'ambiguous' if hits else 'not'} in this database",
+                                      hint=known_models_hint(hits or known))
     return hits[0]
+
+
+def known_models_hint(known: Sequence[ModelRecord]) -> str:
+    """The models a user can name, with what each key stands for."""
+    return "models in this database: " + "; ".join(
+        f"{m.key} ({m.model_type}, {m.dim}-d{', from ' + m.path if m.path else ''})" for m in known)
 
 
 def pending(conn: sqlite3.Connection, model_key: str, class_name: str | None) -> list[tuple]:
