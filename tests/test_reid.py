@@ -318,6 +318,10 @@ def test_clustering_scores_on_the_demo_scene(demo_db, tmp_path):
     assert np.load(out / "embeddings.npy").shape == (summary["tracks"], 512)
     from PIL import Image
 
+    # Identities count from 0, as the OSNet notes' outputs do: person_0.webp onwards.
+    count = len(identities["identities"])
+    assert [i["person"] for i in identities["identities"]] == list(range(count))
+    assert sorted(p.name for p in (out / "webp").iterdir()) == sorted(f"person_{i}.webp" for i in range(count))
     for ident in identities["identities"]:
         with Image.open(out / "webp" / f"person_{ident['person']}.webp") as img:
             assert img.n_frames == min(16, ident["detections"])

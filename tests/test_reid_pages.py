@@ -112,6 +112,9 @@ def test_timeline_renders_rows_with_thumbnails_and_segments(browser, pages, whic
         assert width > 0
         label = rows.first.get_attribute("data-label")
         assert label.startswith("person " if which == "reid" else "track ")
+        if which == "reid":  # identities count from 0, as identities.json and person_0.webp do
+            labels = [rows.nth(i).get_attribute("data-label") for i in range(rows.count())]
+            assert "person 0" in labels and "unassigned" not in labels
         assert all(u.startswith(("file:", "data:")) for u in requests)
     finally:
         context.close()

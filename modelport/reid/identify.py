@@ -66,7 +66,7 @@ def run_cluster(db: str | Path, out: str | Path, *, model: str | None = None,
         result = cluster_tracks(tracks.embeddings, first_seen, threshold, max_persons, links)
         del links
         det_labels = result.labels[tracks.index]
-        store.write_identities(conn, record.key, list(zip(det.ids.tolist(), (det_labels + 1).tolist())))
+        store.write_identities(conn, record.key, list(zip(det.ids.tolist(), det_labels.tolist())))
         scores = None
         if truth_map:
             truth = np.array([truth_map.get(int(i), -1) for i in det.ids])
@@ -84,8 +84,8 @@ def run_cluster(db: str | Path, out: str | Path, *, model: str | None = None,
     _write_json(out / "identities.json", {
         **meta, "silhouette": result.silhouette, "scores": scores.to_dict() if scores else None,
         "identities": identities,
-        "tracks": {k: int(result.labels[i]) + 1 for i, k in enumerate(tracks.keys)},
-        "detections": {str(i): int(p) + 1 for i, p in zip(det.ids.tolist(), det_labels.tolist())}})
+        "tracks": {k: int(result.labels[i]) for i, k in enumerate(tracks.keys)},
+        "detections": {str(i): int(p) for i, p in zip(det.ids.tolist(), det_labels.tolist())}})
     np.save(out / "similarity_matrix.npy", result.similarity.astype(np.float32))
     small = len(tracks.keys) <= MAX_JSON_MATRIX
     _write_json(out / "similarity_matrix.json", {
@@ -120,7 +120,7 @@ def _identities(det, tracks, labels: np.ndarray) -> list[dict]:
     for person in range(int(labels.max()) + 1):
         mask = det_labels == person
         members = [k for i, k in enumerate(tracks.keys) if labels[i] == person]
-        rows.append({"person": person + 1, "tracks": members, "detections": int(mask.sum()),
+        rows.append({"person": person, "tracks": members, "detections": int(mask.sum()),
                      "videos": sorted({str(v) for v in det.video[mask]}),
                      "first_seen": round(float(det.timestamp[mask].min()), 3),
                      "last_seen": round(float(det.timestamp[mask].max()), 3)})
@@ -128,12 +128,13 @@ def _identities(det, tracks, labels: np.ndarray) -> list[dict]:
 
 
 def _webps(det, tracks, labels: np.ndarray, folder: Path) -> dict[int, str]:
-    """person_N.webp with up to 16 best crops of each identity; returns their data URIs by person."""
+    """person_N.webp (N from 0, as in identities.json) with up to 16 best crops of each identity; returns
+    their data URIs by person."""
     chosen: dict[int, list[int]] = {}
     for person in range(int(labels.max()) + 1):
         groups = [tracks.best[i] for i in np.flatnonzero(labels == person)]
         groups.sort(key=lambda g: -len(g))
-        chosen[person + 1] = crops.spread(groups, WEBP_CROPS)
+        chosen[person] = crops.spread(groups, WEBP_CROPS)
     thumbs = crops.fetch_crops(det, [r for rows in chosen.values() for r in rows])
     uris = {}
     for person, rows in chosen.items():

@@ -50,8 +50,8 @@ def build_report(db: str | Path, *, use_reid: bool = False, model: str | None = 
         if not assigned:
             raise ModelportError(f"{db}: no identities for {record.key}",
                                  hint=f"run `modelport reid cluster --db {db} --model {record.key}` first")
-        group = np.array([assigned.get(int(i), 0) for i in det.ids])
-        names = {g: f"person {g}" if g > 0 else "unassigned" for g in np.unique(group)}
+        group = np.array([assigned.get(int(i), -1) for i in det.ids])  # persons count from 0
+        names = {g: f"person {g}" if g >= 0 else "unassigned" for g in np.unique(group)}
     else:
         group = det.track.copy()
         names = {g: f"track {g}" if g >= 0 else "no track" for g in np.unique(group)}
