@@ -27,7 +27,7 @@ def run_demo(workdir: Path, arch: str, out: Console, err: Console) -> bool:
     workdir.mkdir(parents=True, exist_ok=True)
     out.rule(f"modelport demo: {arch}")
     out.print("[bold yellow]This model is UNTRAINED (random weights, BatchNorm calibrated on synthetic crops).[/] "
-              "It shows the export and loading machinery; its embeddings do not identify anyone.")
+              "It shows the export and loading machinery; its embeddings would not identify real people.")
     weights = make_untrained_checkpoint(workdir, arch)
     out.print(f"weights: {weights}")
     usable = {f.id for f in available_formats()}
@@ -93,6 +93,10 @@ def run_reid_demo(folder: Path, weights: Path, out: Console) -> bool:
             # Untrained features need standardising and a threshold chosen from the data (TESTING.md).
             clustered = run_cluster(db, folder / "identities", threshold="auto", standardize=True, force=True)
     print_cluster(clustered, out)
+    if clustered.scores:
+        out.print("[yellow]Why an untrained model scores this high:[/] the synthetic people differ by far-apart "
+                  "clothing colours, which even random filters separate once the features are standardised. "
+                  "Real people differ far more subtly: on real footage these weights identify no one.")
     tracks_page = write_report(db, folder / "report" / "timeline_tracks.html", force=True)
     reid_page = write_report(db, folder / "report" / "timeline_reid.html", use_reid=True, force=True)
     out.print(f"pages: {clustered.out / 'person_selection.html'}\n       {tracks_page.path}\n       {reid_page.path}")

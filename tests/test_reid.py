@@ -368,3 +368,22 @@ def test_config_interpolates_variables_and_cli_flags_override(tmp_path, monkeypa
     config.write_text("model: ${nowhere}/x.onnx\n")
     with pytest.raises(ConfigError, match="nowhere"):
         load_config(config)
+
+
+# ---- the demo -------------------------------------------------------------------------------------
+
+def test_demo_explains_its_scores_next_to_them(models, tmp_path, monkeypatch):
+    from functools import partial
+
+    from rich.console import Console
+
+    from modelport import demo
+    from modelport.reid import synth
+
+    monkeypatch.setattr(synth, "write_demo_data", partial(synth.write_demo_data, people=4, frames=160, seed=2))
+    console = Console(record=True, width=200)
+    assert demo.run_reid_demo(tmp_path, models[0], console)
+    text = console.export_text()
+    table, why = text.index("cross-track rank-1"), text.index("Why an untrained model scores this high")
+    assert table < why < text.index("pages:")
+    assert "far-apart clothing colours" in text
