@@ -6,13 +6,14 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from modelport.cli_options import TRUST_CHECKPOINT, apply_trust
+from modelport.cli_options import fmt_number as _fmt
 from modelport.errors import ModelportError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, verify and load vision models.")
@@ -23,9 +24,6 @@ err = Console(stderr=True)
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     err.print(f"[bold yellow]warning:[/] {message}", highlight=False)
 
-
-def _fmt(value: float, spec: str = ".2e") -> str:
-    return format(value, spec) if value == value else "-"
 
 
 @app.command("models")
@@ -134,75 +132,6 @@ def _print_exports(results, as_json: bool) -> None:
                       _fmt(first.min_cosine, ".6f") if first else "-", f"{r.seconds:.1f}",
                       str(r.path) if r.ok else (r.error or ""))
     out.print(table)
-
-
-@app.command("verify")
-def verify_cmd(
-    paths: List[Path] = typer.Argument(..., help="Artifacts and/or a weights file; the weights (or the first) is the reference."),
-    batch: int = typer.Option(8, "--batch", help="Rows in the seeded test batch."),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device"),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of the weights file, if its name does not say."),
-    as_json: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON to this file ('-' for stdout)."),
-    trust: bool = TRUST_CHECKPOINT,
-) -> None:
-    """Compare artifacts side by side on one seeded batch; exit 1 on any mismatch."""
-    apply_trust(trust)
-    from modelport.discover import open_artifact
-    from modelport.formats import format_of_path
-    from modelport.clip.verify import verify_runners
-    from modelport.verify import verify
-
-    if len(paths) == 1 and paths[0].name.endswith(".tar.gz"):  # an edge package: its golden outputs
-        return _verify_package(paths[0], device, as_json)
-    clip = verify_runners(paths, device)  # CLIP encoders: open_clip's PyTorch model is the reference
-    weights = [] if clip else [p for p in paths if format_of_path(p).id == "pytorch"]
-    reference_path = weights[0] if weights else paths[0]
-    reference = clip[0] if clip else open_artifact(reference_path, device, arch=arch)
-    others = clip[1] if clip else [open_artifact(p, device) for p in paths if p != reference_path]
-    if not others:
-        raise typer.BadParameter("give at least two things to compare (e.g. weights and an export)")
-    report = verify(others, reference, count=batch, seed=seed)
-    if as_json:
-        text = json.dumps(report.to_dict(), indent=2, default=str)
-        if as_json == "-":
-            out.print_json(text)
-        else:
-            Path(as_json).write_text(text)
-    if as_json != "-":
-        table = Table(title=f"verify vs {report.reference} (batch {report.batch}, seed {report.seed})")
-        for col in ("artifact", "format", "output", "max abs", "rel max", "min cos", "centred cos", "NN agree", "result"):
-            table.add_column(col)
-        for res in report.results:
-            if res.error:
-                table.add_row(res.label, res.format, "-", "-", "-", "-", "-", "-", f"[red]{res.error}[/]")
-            for o in res.outputs:
-                verdict = "[green]pass[/]" if o.passed else f"[red]{'; '.join(o.failures)}[/]"
-                table.add_row(res.label, res.format, o.output, _fmt(o.max_abs), _fmt(o.rel_max),
-                              _fmt(o.min_cosine, ".6f"), _fmt(o.min_centered_cosine, ".6f"),
-                              f"{o.nn_agreement:.2f}", verdict)
-        out.print(table)
-    if not report.passed:
-        raise typer.Exit(1)
-
-
-def _verify_package(package: Path, device: str, as_json: Optional[str]) -> None:
-    from dataclasses import asdict
-
-    from modelport.golden import verify_package
-
-    result = verify_package(package, device)
-    if as_json:
-        text = json.dumps({**asdict(result), "passed": result.passed}, indent=2, default=str)
-        out.print_json(text) if as_json == "-" else Path(as_json).write_text(text)
-    if as_json != "-":
-        for o in result.outputs:
-            out.print(f"{result.label} {o.output}: max abs {_fmt(o.max_abs)}, min cosine {_fmt(o.min_cosine, '.6f')}"
-                      f", NN agreement {o.nn_agreement:.2f}")
-        verdict = "[green]pass[/]" if result.passed else f"[red]FAIL[/]: {result.summary()}"
-        out.print(f"{result.label} against its golden outputs: {verdict}")
-    if not result.passed:
-        raise typer.Exit(1)
 
 
 @app.command("info")
@@ -379,6 +308,10 @@ def demo_cmd(workdir: Path = typer.Option(Path("modelport_demo"), "--workdir", h
     if not run_demo(workdir, arch, out, err):
         raise typer.Exit(1)
 
+
+from modelport.cli_verify import verify_cmd  # noqa: E402
+
+app.command("verify")(verify_cmd)
 
 from modelport.triton.cli import serve_cmd, triton_app  # noqa: E402
 

@@ -14,3 +14,8 @@ def apply_trust(trust: bool) -> None:
         from modelport.trust import trust_for_this_command
 
         trust_for_this_command()
+
+
+def fmt_number(value: float, spec: str = ".2e") -> str:
+    """A number for a table; NaN (not measured) as '-'."""
+    return format(value, spec) if value == value else "-"

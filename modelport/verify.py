@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -47,6 +47,8 @@ class OutputComparison:
     min_centered_cosine: float  # cosine after removing the reference batch mean (see TESTING.md)
     nn_agreement: float  # share of rows whose nearest other row is the same under both
     failures: tuple[str, ...]
+    p50_abs: float = 0.0  # quantiles of the absolute difference: one bad value vs a general drift
+    p99_abs: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -77,7 +79,7 @@ class VerifyReport:
     reference: str
     batch: int
     seed: int
-    tolerance: Tolerance
+    tolerance: Tolerance | Mapping[str, Tolerance]
     results: list[RunnerResult]
 
     @property
@@ -111,7 +113,7 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance =
     """Compare one output tensor; the failure list names each threshold that was missed."""
     if ref.shape != got.shape:
         return OutputComparison(name, np.inf, np.inf, np.inf, -1.0, -1.0, 0.0,
-                                (f"shape {got.shape} != reference {ref.shape}",))
+                                (f"shape {got.shape} != reference {ref.shape}",), np.inf, np.inf)
     a = ref.reshape(len(ref), -1).astype(np.float64)
     b = got.reshape(len(got), -1).astype(np.float64)
     diff = np.abs(a - b)
@@ -132,12 +134,15 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance =
     if tol.min_nn_agreement is not None and not nn >= tol.min_nn_agreement:
         failures.append(f"nearest-neighbour agreement {nn:.3f} < {tol.min_nn_agreement:g}")
     mean_abs = float(diff.mean()) if diff.size else 0.0
+    p50, p99 = (float(q) for q in np.quantile(diff, (0.5, 0.99))) if diff.size else (0.0, 0.0)
     return OutputComparison(name, max_abs, mean_abs, max_abs / scale if scale else max_abs, cos, ccos, nn,
-                            tuple(failures))
+                            tuple(failures), p50, p99)
 
 
 def compare_runner(reference: dict[str, np.ndarray], runner: Runner, batch: np.ndarray,
-                   tol: Tolerance = FP32, label: str | None = None) -> RunnerResult:
+                   tol: Tolerance | Mapping[str, Tolerance] = FP32, label: str | None = None) -> RunnerResult:
+    """Compare every output of ``runner`` on ``batch`` with ``reference``; ``tol`` may be one Tolerance or one
+    per output name (outputs it does not name get FP32)."""
     result = RunnerResult(label or runner.describe(), runner.format, str(runner.path) if runner.path else None)
     try:
         got = runner(batch)
@@ -148,7 +153,8 @@ def compare_runner(reference: dict[str, np.ndarray], runner: Runner, batch: np.n
         if name not in got:
             result.error = f"output {name!r} missing (has {', '.join(got)})"
             return result
-        result.outputs.append(compare_output(name, ref, got[name], tol))
+        one = tol.get(name, FP32) if isinstance(tol, Mapping) else tol
+        result.outputs.append(compare_output(name, ref, got[name], one))
     return result
 
 
@@ -159,7 +165,7 @@ def verify(
     batch: np.ndarray | None = None,
     count: int = 8,
     seed: int = 0,
-    tolerance: Tolerance = FP32,
+    tolerance: Tolerance | Mapping[str, Tolerance] = FP32,
 ) -> VerifyReport:
     """Run every runner on one seeded batch and compare each with ``reference`` (default: the first).
 

@@ -1,0 +1,142 @@
+"""``modelport verify``: artifacts side by side, edge packages against their golden outputs, and why a
+failing export fails (per-output tolerances, an error plot, the first departing graph node)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modelport.cli_options import TRUST_CHECKPOINT, apply_trust, fmt_number as _fmt
+from modelport.errors import ModelportError
+
+out = Console()
+
+
+def verify_cmd(
+    paths: List[Path] = typer.Argument(..., help="Artifacts and/or a weights file; the weights (or the first) is the reference."),
+    batch: int = typer.Option(8, "--batch", help="Rows in the seeded test batch."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of the weights file, if its name does not say."),
+    as_json: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON to this file ('-' for stdout)."),
+    tol: Optional[List[str]] = typer.Option(None, "--tol", help="Per-output tolerance, OUTPUT:KEY=VALUE (keys: "
+                                            "max_abs, min_cosine, min_nn_agreement; 'none' disables), repeatable."),
+    localize: bool = typer.Option(False, "--localize", help="For a failing ONNX or OpenVINO export, name the first "
+                                  "graph node whose output departs from the PyTorch model's."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="On failure, write an error-vs-magnitude plot (PNG)."),
+    trust: bool = TRUST_CHECKPOINT,
+) -> None:
+    """Compare artifacts side by side on one seeded batch; exit 1 on any mismatch."""
+    apply_trust(trust)
+    from modelport.discover import open_artifact
+    from modelport.formats import format_of_path
+    from modelport.clip.verify import verify_runners
+    from modelport.verify import verify
+
+    if len(paths) == 1 and paths[0].name.endswith(".tar.gz"):  # an edge package: its golden outputs
+        return _verify_package(paths[0], device, as_json)
+    clip = verify_runners(paths, device)  # CLIP encoders: open_clip's PyTorch model is the reference
+    weights = [] if clip else [p for p in paths if format_of_path(p).id == "pytorch"]
+    reference_path = weights[0] if weights else paths[0]
+    reference = clip[0] if clip else open_artifact(reference_path, device, arch=arch)
+    others = clip[1] if clip else [open_artifact(p, device) for p in paths if p != reference_path]
+    if not others:
+        raise typer.BadParameter("give at least two things to compare (e.g. weights and an export)")
+    report = verify(others, reference, count=batch, seed=seed, tolerance=_tolerances(tol or []))
+    if not report.passed and (localize or plot):
+        _explain_failures(report, reference, others, batch, seed, localize, plot)
+    if as_json:
+        text = json.dumps(report.to_dict(), indent=2, default=str)
+        if as_json == "-":
+            out.print_json(text)
+        else:
+            Path(as_json).write_text(text)
+    if as_json != "-":
+        table = Table(title=f"verify vs {report.reference} (batch {report.batch}, seed {report.seed})")
+        for col in ("artifact", "format", "output", "max abs", "p99 abs", "rel max", "min cos", "centred cos",
+                    "NN agree", "result"):
+            table.add_column(col)
+        for res in report.results:
+            if res.error:
+                table.add_row(res.label, res.format, "-", "-", "-", "-", "-", "-", "-", f"[red]{res.error}[/]")
+            for o in res.outputs:
+                verdict = "[green]pass[/]" if o.passed else f"[red]{'; '.join(o.failures)}[/]"
+                table.add_row(res.label, res.format, o.output, _fmt(o.max_abs), _fmt(o.p99_abs), _fmt(o.rel_max),
+                              _fmt(o.min_cosine, ".6f"), _fmt(o.min_centered_cosine, ".6f"),
+                              f"{o.nn_agreement:.2f}", verdict)
+        out.print(table)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _tolerances(items: list[str]):
+    """``--tol embeddings:max_abs=1e-3`` -> {"embeddings": Tolerance(max_abs=1e-3, ...)} on top of FP32."""
+    from dataclasses import fields, replace
+
+    from modelport.verify import FP32
+
+    keys = {f.name for f in fields(FP32)}
+    per: dict = {}
+    for item in items:
+        output, _, setting = item.partition(":")
+        key, _, value = setting.partition("=")
+        if not output or key not in keys or not value:
+            raise typer.BadParameter(f"--tol {item!r}: expected OUTPUT:KEY=VALUE with KEY one of {', '.join(sorted(keys))}")
+        try:
+            number = None if value.lower() == "none" else float(value)
+        except ValueError:
+            raise typer.BadParameter(f"--tol {item!r}: {value!r} is not a number or 'none'") from None
+        per[output] = replace(per.get(output, FP32), **{key: number})
+    return per or FP32
+
+
+def _explain_failures(report, reference, others, count: int, seed: int, localize: bool, plot: Optional[Path]) -> None:
+    """What the failing artifacts' numbers look like (--plot) and where their graphs depart (--localize)."""
+    from modelport.verify import SeededInputs
+
+    inputs = SeededInputs.of(reference.spec, count, seed)
+    failing = [(res, r) for res, r in zip(report.results, others) if not res.passed]
+    if plot:
+        from modelport.verify_plot import error_plot
+
+        expected = reference(inputs.for_spec(reference.spec))
+        error_plot(expected, {res.label: r(inputs.for_spec(r.spec)) for res, r in failing}, plot)
+        out.print(f"error-vs-magnitude plot: {plot}")
+    if localize:
+        from modelport.localize import localize as find_departure
+
+        module = getattr(reference, "module", None)
+        if module is None:
+            raise ModelportError("--localize needs the PyTorch model as the reference",
+                                 hint="pass the weights file first, then the failing export")
+        for res, r in failing:
+            if r.path is not None and r.format in ("onnx", "openvino"):
+                where = find_departure(r.path, module, inputs.for_spec(reference.spec),
+                                       artifact_batch=inputs.for_spec(r.spec))
+                out.print(where.summary(), highlight=False)
+            else:
+                out.print(f"{res.label}: --localize reads ONNX and OpenVINO graphs, not {r.format}")
+
+
+def _verify_package(package: Path, device: str, as_json: Optional[str]) -> None:
+    from dataclasses import asdict
+
+    from modelport.golden import verify_package
+
+    result = verify_package(package, device)
+    if as_json:
+        text = json.dumps({**asdict(result), "passed": result.passed}, indent=2, default=str)
+        out.print_json(text) if as_json == "-" else Path(as_json).write_text(text)
+    if as_json != "-":
+        for o in result.outputs:
+            out.print(f"{result.label} {o.output}: max abs {_fmt(o.max_abs)}, min cosine {_fmt(o.min_cosine, '.6f')}"
+                      f", NN agreement {o.nn_agreement:.2f}")
+        verdict = "[green]pass[/]" if result.passed else f"[red]FAIL[/]: {result.summary()}"
+        out.print(f"{result.label} against its golden outputs: {verdict}")
+    if not result.passed:
+        raise typer.Exit(1)
