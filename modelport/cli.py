@@ -34,7 +34,7 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON in
     rows = []
     for name in list_models():
         entry = get_entry(name)
-        params = sum(p.numel() for p in entry.builder().parameters())
+        params = entry.parameter_count()
         rows.append({"name": name, "family": entry.family, "task": entry.task, "feature_dim": entry.feature_dim,
                      "input": [3, entry.height, entry.width], "params": params})
     from modelport.zoo.clip import clip_rows

@@ -134,3 +134,13 @@ def test_eval_output_matches_torchreid_with_synthetic_weights(name: str) -> None
     # Outputs are O(1); a scale-relative atol absorbs BLAS summation-order differences across CPUs.
     atol = 1e-5 * max(1.0, float(expected.abs().max()))
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=atol)
+
+
+@pytest.mark.parametrize("name", ["osnet_x0_25", "resnet50", "yolo11n"])
+def test_parameter_counts_on_the_meta_device_equal_the_built_models(name):
+    """`modelport models` counts parameters without building weights; the counts must be the real ones."""
+    from modelport.zoo import create_model, get_entry, list_models
+
+    if name not in list_models():
+        pytest.skip(f"{name} needs an optional extra that is not installed")
+    assert get_entry(name).parameter_count() == sum(p.numel() for p in create_model(name).parameters())

@@ -28,6 +28,16 @@ class ZooEntry:
     task: str = "embed"
     # State-dict key prefixes that belong to training heads and are ignored when loading.
     ignored_prefixes: tuple[str, ...] = ("classifier.",)
+    # Builds the same layers without running them (parameter counts on the meta device); default: ``builder``.
+    layers: Callable[[], nn.Module] | None = None
+
+    def parameter_count(self) -> int:
+        """Parameters of the architecture, counted on the meta device: no weights allocated or initialised."""
+        import torch
+
+        with torch.device("meta"):
+            module = (self.layers or self.builder)()
+        return sum(p.numel() for p in module.parameters())
 
 
 _REGISTRY: dict[str, ZooEntry] = {}

@@ -32,6 +32,16 @@ def build_untrained(name: str, nc: int = COCO_CLASSES) -> nn.Module:
     return DetectionModel(yolo_yaml(name), nc=nc, verbose=False).eval()
 
 
+def build_layers(name: str, nc: int = COCO_CLASSES) -> nn.Module:
+    """The layers of ``name`` as Ultralytics parses its YAML, without the forward pass its DetectionModel runs
+    to find the strides (which the meta device cannot run)."""
+    from ultralytics.nn.tasks import parse_model, yaml_model_load
+
+    cfg = {**yaml_model_load(yolo_yaml(name)), "nc": nc}
+    layers, _save = parse_model(cfg, ch=3, verbose=False)
+    return layers
+
+
 def default_max_batch(name: str) -> int | None:
     """n 128, s 64, m 32, l 16, x 8 for ``yolo11<size>`` names (a custom model name gives None)."""
     size = name[-1:] if name.startswith("yolo11") and len(name) == len("yolo11") + 1 else ""
@@ -44,7 +54,8 @@ def _register() -> None:
         builder = partial(build_untrained, name)
         builder.__name__ = name  # register_model names entries after their builder
         register_model(family="yolo11", feature_dim=4 + COCO_CLASSES, height=IMGSZ, width=IMGSZ,
-                       mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), task="detect", ignored_prefixes=())(builder)
+                       mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), task="detect", ignored_prefixes=(),
+                       layers=partial(build_layers, name))(builder)
 
 
 # Ultralytics is an optional extra (modelport[yolo]): without it the detectors are simply not in the zoo.
