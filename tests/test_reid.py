@@ -341,6 +341,70 @@ def test_threshold_and_max_persons_control_the_number_of_identities(demo_db, tmp
         run_cluster(demo_db, tmp_path / "c", threshold=1.5)
 
 
+def _hidden(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_clustering_output_appears_whole_and_replaces_only_an_earlier_clustering(demo_db, tmp_path, monkeypatch):
+    from modelport.reid import pages
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    for force in (False, True):  # a folder of other files is never replaced, not even with --force
+        with pytest.raises(ModelportError, match="not a `reid cluster` output"):
+            run_cluster(demo_db, theirs, force=force, webp=False)
+    assert [p.name for p in theirs.iterdir()] == ["notes.txt"]
+
+    out = tmp_path / "ids"
+    out.mkdir()  # an empty folder is free
+    many = run_cluster(demo_db, out, threshold=0.99, standardize=True)
+    assert len(list((out / "webp").iterdir())) == many.identities > 3
+    with pytest.raises(ModelportError, match="already holds"):
+        run_cluster(demo_db, out, webp=False)
+    conn = store.connect(demo_db)
+    before = store.identities(conn, many.model.key)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(pages, "person_selection", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_cluster(demo_db, out, threshold=0.99, standardize=True, max_persons=3, force=True)
+    assert len(list((out / "webp").iterdir())) == many.identities  # the earlier clustering, untouched
+    assert store.identities(conn, many.model.key) == before and not _hidden(tmp_path)
+    monkeypatch.undo()
+    few = run_cluster(demo_db, out, threshold=0.99, standardize=True, max_persons=3, force=True)
+    # Replaced as a whole: no person_N.webp of the earlier, larger clustering is left behind.
+    assert sorted(p.name for p in (out / "webp").iterdir()) == [f"person_{i}.webp" for i in range(few.identities)]
+    assert set(store.identities(conn, few.model.key).values()) == {0, 1, 2} and not _hidden(tmp_path)
+    conn.close()
+
+
+def test_demo_data_files_are_refused_unless_forced_and_appear_whole(tmp_path, monkeypatch):
+    from modelport.reid import synth
+
+    folder = tmp_path / "scene"
+    folder.mkdir()
+    (folder / "gt.txt").write_text("mine")  # any one of the three files is enough to refuse
+    with pytest.raises(ModelportError, match=r"gt\.txt: already exists"):
+        write_demo_data(folder, people=2, frames=30)
+    assert [p.name for p in folder.iterdir()] == ["gt.txt"]
+
+    def broken(video, *args):
+        video.write_bytes(b"half a video")
+        raise RuntimeError("encoder crashed")
+
+    monkeypatch.setattr(synth, "_render", broken)
+    with pytest.raises(RuntimeError, match="encoder crashed"):
+        write_demo_data(folder, people=2, frames=30, force=True)
+    assert [p.name for p in folder.iterdir()] == ["gt.txt"] and (folder / "gt.txt").read_text() == "mine"
+    monkeypatch.undo()
+    data = write_demo_data(folder, people=2, frames=30, force=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["det.txt", "gt.txt", "video.mp4"]
+    assert data.ground_truth.read_text() != "mine"
+
+
 # ---- configuration --------------------------------------------------------------------------------
 
 def test_config_interpolates_variables_and_cli_flags_override(tmp_path, monkeypatch, small_scene):

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from modelport.atomic import atomic_write_bytes
 from modelport.reid.frames import crop, read_frames
 from modelport.reid.store import DetectionTable
 
@@ -43,16 +44,17 @@ def spread(groups: Sequence[Sequence[int]], limit: int) -> list[int]:
     return picked
 
 
-def animated_webp(images: Sequence[Image.Image], path: Path | None = None, duration_ms: int = 300) -> bytes:
-    """An animated WebP (a still one for a single image); written to ``path`` when given."""
+def animated_webp(images: Sequence[Image.Image], path: Path | None = None, duration_ms: int = 300, *,
+                  force: bool = False) -> bytes:
+    """An animated WebP (a still one for a single image); written to ``path`` when given (atomically, and over
+    an existing file only with ``force``)."""
     buf = io.BytesIO()
     first, rest = images[0], list(images[1:])
     first.save(buf, format="WEBP", save_all=bool(rest), append_images=rest, duration=duration_ms, loop=0,
                quality=80)
     data = buf.getvalue()
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        atomic_write_bytes(path, data, force=force)
     return data
 
 

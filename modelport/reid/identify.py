@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.errors import ModelportError
+from modelport.atomic import atomic_dir
+from modelport.errors import ExportError, ModelportError
 from modelport.reid import crops, pages, store
 from modelport.reid.cluster import (DEFAULT_THRESHOLD, Standardizer, cluster_tracks, co_occurring, group_tracks,
                                     l2_normalize, quality)
@@ -19,6 +21,7 @@ from modelport.reid.scores import Scores, score
 
 MAX_JSON_MATRIX = 1000  # larger similarity matrices go to the .npy only
 WEBP_CROPS = 16
+OUT_HINT = "choose another --out folder, or pass --force to replace the earlier clustering"
 
 
 @dataclass
@@ -40,12 +43,14 @@ def run_cluster(db: str | Path, out: str | Path, *, model: str | None = None,
                 threshold: float | str = DEFAULT_THRESHOLD, max_persons: int | None = None,
                 standardize: bool = False, class_name: str | None = "person", per_track: int = 16,
                 cooccurrence: bool = True, webp: bool = True, force: bool = False) -> ClusterReport:
-    """Cluster the detections of ``db`` by ``model``'s embeddings (the default model when None)."""
+    """Cluster the detections of ``db`` by ``model``'s embeddings (the default model when None).
+
+    Every file is written into a hidden folder beside ``out`` that replaces it in one rename, so readers see
+    the old clustering or the new one, never a mix; ``out`` is only replaced with ``force`` (see check_out).
+    """
     start = time.perf_counter()
     out = Path(out)
-    if (out / "identities.json").exists() and not force:
-        raise ModelportError(f"{out} already holds a clustering (identities.json)",
-                             hint="choose another --out folder, or pass --force to replace it")
+    check_out(out, force)  # before the costly work
     conn = store.connect(db)
     try:
         record = resolve_model(conn, model)
@@ -66,46 +71,62 @@ def run_cluster(db: str | Path, out: str | Path, *, model: str | None = None,
         result = cluster_tracks(tracks.embeddings, first_seen, threshold, max_persons, links)
         del links
         det_labels = result.labels[tracks.index]
-        store.write_identities(conn, record.key, list(zip(det.ids.tolist(), det_labels.tolist())))
         scores = None
         if truth_map:
             truth = np.array([truth_map.get(int(i), -1) for i in det.ids])
             if (truth >= 0).any():
                 scores = score(truth, tracks.index, result.labels, result.similarity)
+
+        meta = {"model": record.key, "model_name": record.name, "model_sha256": record.sha256,
+                "model_type": record.model_type, "threshold": round(result.threshold, 4),
+                "threshold_mode": result.mode, "standardized": standardize, "cooccurrence": cooccurrence,
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        identities = _identities(det, tracks, result.labels)
+        if out.is_dir() and not force:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # an empty folder holds nothing to replace; rmdir refuses one that filled meanwhile
+        with atomic_dir(out, force=force, hint=OUT_HINT) as staged:
+            _write_json(staged / "identities.json", {
+                **meta, "silhouette": result.silhouette, "scores": scores.to_dict() if scores else None,
+                "identities": identities,
+                "tracks": {k: int(result.labels[i]) for i, k in enumerate(tracks.keys)},
+                "detections": {str(i): int(p) for i, p in zip(det.ids.tolist(), det_labels.tolist())}})
+            np.save(staged / "similarity_matrix.npy", result.similarity.astype(np.float32))
+            small = len(tracks.keys) <= MAX_JSON_MATRIX
+            _write_json(staged / "similarity_matrix.json", {
+                **meta, "tracks": tracks.keys, "candidates": result.candidates,
+                "matrix": np.round(result.similarity, 4).tolist() if small else None,
+                "note": None if small else f"{len(tracks.keys)} tracks: see similarity_matrix.npy"})
+            np.save(staged / "embeddings.npy", tracks.embeddings)
+            _write_json(staged / "embeddings.json", {
+                **meta, "feature_dim": int(tracks.embeddings.shape[1]), "rows": tracks.keys,
+                "aggregation": f"mean of up to {per_track} best crops per track (confidence, sharpness), L2-normalised",
+                "standardization": {"mean": stats.mean.tolist(), "std": stats.std.tolist()} if stats else None})
+            if webp:
+                images = _webps(det, tracks, result.labels, staged / "webp")
+                summary = (f"{len(identities)} identities from {len(tracks.keys)} tracks and {len(det)} detections; "
+                           f"model {record.key} ({record.model_type}), threshold {result.threshold:.3f} "
+                           f"({result.mode})" + (", standardised embeddings" if standardize else ""))
+                (staged / "person_selection.html").write_text(pages.person_selection(
+                    identities, images, model=record.key, model_type=record.model_type, summary=summary))
+            # Last, so that a failure before leaves the database's identities as they were.
+            store.write_identities(conn, record.key, list(zip(det.ids.tolist(), det_labels.tolist())))
     finally:
         conn.close()
-
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"model": record.key, "model_name": record.name, "model_sha256": record.sha256,
-            "model_type": record.model_type, "threshold": round(result.threshold, 4),
-            "threshold_mode": result.mode, "standardized": standardize, "cooccurrence": cooccurrence,
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    identities = _identities(det, tracks, result.labels)
-    _write_json(out / "identities.json", {
-        **meta, "silhouette": result.silhouette, "scores": scores.to_dict() if scores else None,
-        "identities": identities,
-        "tracks": {k: int(result.labels[i]) for i, k in enumerate(tracks.keys)},
-        "detections": {str(i): int(p) for i, p in zip(det.ids.tolist(), det_labels.tolist())}})
-    np.save(out / "similarity_matrix.npy", result.similarity.astype(np.float32))
-    small = len(tracks.keys) <= MAX_JSON_MATRIX
-    _write_json(out / "similarity_matrix.json", {
-        **meta, "tracks": tracks.keys, "candidates": result.candidates,
-        "matrix": np.round(result.similarity, 4).tolist() if small else None,
-        "note": None if small else f"{len(tracks.keys)} tracks: see similarity_matrix.npy"})
-    np.save(out / "embeddings.npy", tracks.embeddings)
-    _write_json(out / "embeddings.json", {
-        **meta, "feature_dim": int(tracks.embeddings.shape[1]), "rows": tracks.keys,
-        "aggregation": f"mean of up to {per_track} best crops per track (confidence, sharpness), L2-normalised",
-        "standardization": {"mean": stats.mean.tolist(), "std": stats.std.tolist()} if stats else None})
-    if webp:
-        images = _webps(det, tracks, result.labels, out / "webp")
-        summary = (f"{len(identities)} identities from {len(tracks.keys)} tracks and {len(det)} detections; "
-                   f"model {record.key} ({record.model_type}), threshold {result.threshold:.3f} ({result.mode})"
-                   + (", standardised embeddings" if standardize else ""))
-        (out / "person_selection.html").write_text(pages.person_selection(
-            identities, images, model=record.key, model_type=record.model_type, summary=summary))
     return ClusterReport(out, record, result.threshold, result.mode, standardize, len(tracks.keys),
                          len(identities), len(det), result.silhouette, scores, time.perf_counter() - start)
+
+
+def check_out(out: Path, force: bool) -> None:
+    """ExportError unless ``out`` is free (missing or an empty folder), or ``force`` is given and ``out`` holds
+    an earlier clustering. Even ``force`` never replaces a folder of other files: the whole folder is replaced."""
+    if not (out.exists() or out.is_symlink()) or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not (out / "identities.json").is_file() or out.is_symlink():
+        raise ExportError(f"{out}: exists and is not a `reid cluster` output folder (no identities.json); "
+                          "not replaced, even with --force", hint="choose another --out folder")
+    if not force:
+        raise ExportError(f"{out} already holds a clustering (identities.json)", hint=OUT_HINT)
 
 
 def _first_seen(timestamp: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
@@ -145,6 +166,4 @@ def _webps(det, tracks, labels: np.ndarray, folder: Path) -> dict[int, str]:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)  # readers never see half a file
+    path.write_text(json.dumps(data, indent=1))  # into the staged folder, published whole

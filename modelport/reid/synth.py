@@ -4,11 +4,14 @@ track breaks) and ground-truth identities."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from modelport.atomic import atomic_write_text, publish, refuse_existing
 from modelport.errors import ModelportError
 
 # Clothing palette (BGR): far apart so that identities differ by colour, as real outfits mostly do.
@@ -19,6 +22,7 @@ BOTTOMS = [(120, 70, 30), (30, 30, 30), (110, 160, 190), (110, 110, 110), (210, 
 SKIN = [(140, 170, 220), (100, 130, 180), (60, 90, 140), (170, 190, 230)]
 HAIR = [(20, 20, 20), (30, 60, 110), (80, 150, 200), (120, 120, 120)]
 PATTERNS = ("solid", "hstripes", "vstripes", "checks", "twotone")
+DEMO_HINT = "choose another --out folder, or pass --force to replace the demo files"
 MIN_HITS = 3  # consecutive detections before the simulated tracker reports a track (SORT's min_hits)
 
 
@@ -167,16 +171,33 @@ def _draw_person(canvas: np.ndarray, label: np.ndarray, pid: int, look: Appearan
 
 def write_demo_data(out: str | Path, *, people: int = 8, frames: int = 450, width: int = 640, height: int = 360,
                     fps: float = 15.0, seed: int = 0, force: bool = False) -> DemoData:
-    """Render the scene to ``out/video.mp4`` with ``det.txt`` and ``gt.txt`` beside it."""
-    import cv2
-
+    """Render the scene to ``out/video.mp4`` with ``det.txt`` and ``gt.txt`` beside it (each appears whole,
+    and replaces an existing file only with ``force``)."""
     out = Path(out)
-    video = out / "video.mp4"
-    if video.exists() and not force:
-        raise ModelportError(f"{video} already exists", hint="choose another --out folder, or pass --force")
+    video, det_path, gt_path = out / "video.mp4", out / "det.txt", out / "gt.txt"
+    for path in (video, det_path, gt_path):  # before rendering; each is published atomically at the end
+        refuse_existing(path, force, DEMO_HINT)
     if people < 2 or frames < 30:
         raise ModelportError(f"need at least 2 people and 30 frames (got {people}, {frames})")
     out.mkdir(parents=True, exist_ok=True)
+    # The video is written under its own name (OpenCV picks the container by suffix) in a hidden folder beside
+    # its destination, then moved there in one rename.
+    staging = Path(tempfile.mkdtemp(prefix=".video.", dir=out))
+    try:
+        det_lines, gt_lines, tracks = _render(staging / video.name, people, frames, width, height, fps, seed)
+        atomic_write_text(det_path, "\n".join(det_lines) + "\n", force=force, hint=DEMO_HINT)
+        atomic_write_text(gt_path, "\n".join(gt_lines) + "\n", force=force, hint=DEMO_HINT)
+        publish(staging / video.name, video, force=force, hint=DEMO_HINT)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return DemoData(video, det_path, gt_path, people, frames, fps, len(det_lines), tracks)
+
+
+def _render(video: Path, people: int, frames: int, width: int, height: int, fps: float,
+            seed: int) -> tuple[list[str], list[str], int]:
+    """Write the scene's video to ``video``; returns the det.txt and gt.txt lines and the number of tracks."""
+    import cv2
+
     rng = np.random.default_rng(seed)
     looks = _appearances(people, rng)
     plans = [_visits(frames, width, height, rng) for _ in range(people)]
@@ -239,9 +260,7 @@ def write_demo_data(out: str | Path, *, people: int = 8, frames: int = 450, widt
             conf = float(np.clip(0.4 + 0.55 * score + rng.normal(0, 0.03), 0.05, 0.99))
             det_lines.append(f"{t + 1},{track},{bx1:.1f},{by1:.1f},{bx2 - bx1:.1f},{by2 - by1:.1f},{conf:.3f},-1,-1,-1")
     writer.release()
-    (out / "det.txt").write_text("\n".join(det_lines) + "\n")
-    (out / "gt.txt").write_text("\n".join(gt_lines) + "\n")
-    return DemoData(video, out / "det.txt", out / "gt.txt", people, frames, fps, len(det_lines), next_track - 1)
+    return det_lines, gt_lines, next_track - 1
 
 
 _AREA_CACHE: dict[tuple, float] = {}
