@@ -1,6 +1,6 @@
 """Clustering scores of the demo pipeline across scene and model seeds (how robust the demo's figures are).
 
-Each BatchNorm-calibrated random OSNet x0_25 (see ../shared/TESTING.md) embeds each synthetic scene
+Each BatchNorm-calibrated random OSNet x0_25 (see docs/testing.md) embeds each synthetic scene
 (`reid demo-data --seed S`); `reid cluster --standardize --threshold auto` then reports ARI and
 cross-track rank-1 against the ground truth. Scene seed 0 with model seed 0 is what the tests and
 `modelport demo` use.

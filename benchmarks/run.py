@@ -3,7 +3,7 @@
     python benchmarks/run.py                       # osnet_x1_0, osnet_x0_25, resnet50
     python benchmarks/run.py --models osnet_x1_0 --seconds 10
 
-Untrained models (random weights, BatchNorm calibrated on synthetic crops, see shared TESTING.md) are
+Untrained models (random weights, BatchNorm calibrated on synthetic crops, see docs/testing.md) are
 used because no pretrained weights can be downloaded here; speed does not depend on the weights. INT8
 accuracy is judged against fp32 on the calibration crops. BN-calibrated random OSNets amplify
 quantisation noise through their residual stacks (INT8 min cosine 0.77-0.84 on osnet_x1_0, measured),

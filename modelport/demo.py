@@ -90,7 +90,7 @@ def run_reid_demo(folder: Path, weights: Path, out: Console) -> bool:
         out.print(f"embeddings: {extracted.computed} new with {extracted.model.key} "
                   f"({extracted.model.model_type}) at {extracted.crops_per_s:.0f} crops/s")
         with out.status("clustering tracks into identities ..."):
-            # Untrained features need standardising and a threshold chosen from the data (TESTING.md).
+            # Untrained features need standardising and a threshold chosen from the data (docs/testing.md).
             clustered = run_cluster(db, folder / "identities", threshold="auto", standardize=True, force=True)
     print_cluster(clustered, out)
     if clustered.scores:

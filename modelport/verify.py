@@ -44,7 +44,7 @@ class OutputComparison:
     mean_abs: float
     rel_max: float  # max abs diff relative to the reference's largest magnitude
     min_cosine: float
-    min_centered_cosine: float  # cosine after removing the reference batch mean (see TESTING.md)
+    min_centered_cosine: float  # cosine after removing the reference batch mean (see docs/testing.md)
     nn_agreement: float  # share of rows whose nearest other row is the same under both
     failures: tuple[str, ...]
     p50_abs: float = 0.0  # quantiles of the absolute difference: one bad value vs a general drift

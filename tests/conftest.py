@@ -1,4 +1,4 @@
-"""Shared fixtures: BatchNorm-calibrated random models (see TESTING.md) and checkpoints in real layouts."""
+"""Shared fixtures: BatchNorm-calibrated random models (see docs/testing.md) and checkpoints in real layouts."""
 
 from __future__ import annotations
 

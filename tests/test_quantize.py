@@ -1,6 +1,6 @@
 """FP16 and INT8 variants: names, embedded precision, float32 I/O, their own thresholds, calibration data.
 
-INT8 needs a model whose accuracy under quantisation means something (TESTING.md). A BatchNorm-
+INT8 needs a model whose accuracy under quantisation means something (docs/testing.md). A BatchNorm-
 calibrated random OSNet is input-dependent but chaotic: 8-bit noise grows layer after layer (signal
 to quantisation noise fell from 36 dB after the stem to 5 dB by conv4), so no post-training
 quantisation reaches cosine 0.99 on it (0.73-0.84 across ONNX Runtime and NNCF settings, x0_25 and

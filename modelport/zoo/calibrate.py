@@ -1,4 +1,4 @@
-"""BatchNorm calibration for untrained models (see TESTING.md: random nets otherwise ignore their input)."""
+"""BatchNorm calibration for untrained models (see docs/testing.md: random nets otherwise ignore their input)."""
 
 from __future__ import annotations
 
