@@ -14,9 +14,9 @@ from modelport.atomic import atomic_dir, atomic_write_bytes, atomic_write_text, 
 from modelport.errors import CorruptFileError, ExportError, ModelportError, VerificationError, WeightsNotFoundError
 from modelport.formats import Format, format_of_path, get_format
 from modelport.spec import ModelSpec
-from modelport.triton.config import (CONFIG_FILE, LABELS_FILE, SPEC_FILE, TRITON_FORMATS, ConfigOptions,
-                                     config_problems, config_text, format_of_config, make_config, read_config,
-                                     read_signature)
+from modelport.triton.config import (CONFIG_FILE, LABELS_FILE, PYTHON_MODEL_FILE, SPEC_FILE, TRITON_FORMATS,
+                                     ConfigOptions, config_problems, config_text, format_of_config, make_config,
+                                     read_config, read_signature)
 from modelport.triton.layout import check_name, split_engine, versions
 from modelport.zoo.checkpoints import weights_stem
 
@@ -138,8 +138,13 @@ def _artifact(entry: ModelEntry, tmp: Path, device: str) -> tuple[Path, Format, 
     return result.path, target, target.read_spec(result.path)
 
 
-def _place(artifact: Path, fmt: Format, dest: Path) -> None:
-    """Copy an artifact into a (staged, empty) version folder under the file names Triton looks for."""
+def _place(artifact: Path, fmt: Format, dest: Path, backend: str = "native") -> None:
+    """Copy an artifact into a (staged, empty) version folder under the file names Triton looks for; a
+    Python-backend model also gets modelport's ``model.py`` beside it."""
+    if backend == "python":
+        from modelport.triton.python_backend import model_py
+
+        (dest / PYTHON_MODEL_FILE).write_text(model_py())
     if fmt.id == "openvino":
         from modelport.formats.openvino import METADATA, xml_in
 
@@ -192,13 +197,15 @@ def build_model(entry: ModelEntry, repo: str | Path, *, force: bool = False, dev
     old = read_config(model_dir / CONFIG_FILE) if (model_dir / CONFIG_FILE).exists() else None
     with tempfile.TemporaryDirectory(prefix="modelport-triton-") as tmp:
         artifact, fmt, spec = _artifact(entry, Path(tmp), device)
-        if old is not None and format_of_config(old) != fmt.id:
-            raise ExportError(f"{model_dir}: model {name!r} is served as {format_of_config(old)}; one model has "
-                              f"one backend, so a {fmt.id} version cannot join it",
+        if old is not None and (format_of_config(old) != fmt.id or
+                                (old.backend == "python") != (entry.options.backend == "python")):
+            raise ExportError(f"{model_dir}: model {name!r} is served as {format_of_config(old)} by the "
+                              f"{old.backend} backend; one model has one backend, so a {fmt.id} version for the "
+                              f"{entry.options.backend} backend cannot join it",
                               hint="pass --name to add it as another model")
         # The version folder appears whole under its number, or not at all.
         with atomic_dir(vdir, force=force, hint=hint) as staging:
-            _place(artifact, fmt, staging)
+            _place(artifact, fmt, staging, entry.options.backend)
             model_path = staging / TRITON_FORMATS[fmt.id][2]
             config = make_config(name, fmt.id, read_signature(fmt.id, model_path, spec), spec, entry.options)
             _check_siblings(config, model_dir, fmt.id, [v for v in present if v != version])

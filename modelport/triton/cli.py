@@ -43,6 +43,9 @@ def build_cmd(
     instances: int = typer.Option(1, "--instances", help="Instance count."),
     kind: str = typer.Option("auto", "--kind", help="cpu | gpu | auto (gpu for TensorRT)."),
     version_policy: str = typer.Option("latest:1", "--version-policy", help="latest:N | all | specific:1,2"),
+    backend: str = typer.Option("native", "--backend", help="native: Triton's backend for the format "
+                                "(onnxruntime, openvino, ...; the Triton container); python: modelport's "
+                                "model.py runs the artifact in Triton's Python backend (the pip tritonserver)."),
     arch: Optional[str] = typer.Option(None, "--arch"),
     allow_random: bool = typer.Option(False, "--allow-random", help="Allow untrained models."),
     device: str = typer.Option("cpu", "--device", help="Where exports are made and verified."),
@@ -54,7 +57,7 @@ def build_cmd(
 
     options = ConfigOptions(max_batch_size=max_batch_size, preferred_batch_sizes=_ints(preferred),
                             max_queue_delay_us=delay_us, dynamic_batching=not no_batching, instances=instances,
-                            kind=kind, version_policy=version_policy)
+                            kind=kind, version_policy=version_policy, backend=backend)
     sources = sources or []
     if not sources and config is None:
         raise typer.BadParameter("give SOURCE files or --config models.yaml")
@@ -167,9 +170,14 @@ def _print_clean(result: "CleanResult") -> None:
 def serve_cmd(
     repo: Path = typer.Argument(..., help="A Triton model repository (see `modelport triton build`)."),
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port"),
+    port: int = typer.Option(8000, "--port", help="HTTP port."),
+    engine: str = typer.Option("builtin", "--engine", help="builtin: modelport's own server (HTTP, /predict); "
+                               "triton: Triton Inference Server from the nvidia-pytriton wheel (HTTP, gRPC, "
+                               "metrics; Triton's dynamic batcher, one process per instance)."),
+    grpc_port: int = typer.Option(8001, "--grpc-port", help="gRPC port (--engine triton)."),
+    metrics_port: int = typer.Option(8002, "--metrics-port", help="Prometheus metrics port (--engine triton)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, or auto (cuda where available)."),
-    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body accepted."),
+    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body accepted (builtin)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads per model instance "
                                           "(ONNX Runtime, OpenVINO); default: physical cores."),
     log_level: str = typer.Option("info", "--log-level"),
@@ -179,12 +187,22 @@ def serve_cmd(
     keep_going: bool = typer.Option(False, "--keep-going", help="Serve the other models when one cannot load "
                                     "(it is marked not ready) instead of stopping, as Triton's --exit-on-error=false."),
 ) -> None:
-    """Serve a model repository over the KServe v2 HTTP protocol (the one Triton speaks), plus /predict."""
+    """Serve a model repository over the KServe v2 protocol (the one Triton speaks): modelport's own HTTP
+    server (plus /predict), or with --engine triton a real Triton Inference Server (HTTP and gRPC)."""
     from modelport.discover import resolve_device
-    from modelport.errors import WeightsNotFoundError
-    from modelport.serve import serve
+    from modelport.errors import ModelportError, WeightsNotFoundError
 
     if not repo.is_dir():
         raise WeightsNotFoundError(f"{repo}: model repository not found", hint="build one with `modelport triton build`")
+    if engine == "triton":
+        from modelport.serve.triton_engine import serve_triton
+
+        serve_triton(repo, host, port, grpc_port, metrics_port, device=resolve_device(device), threads=threads,
+                     keep_going=keep_going, log_level=log_level)
+        return
+    if engine != "builtin":
+        raise ModelportError(f"unknown engine {engine!r}", hint="choose builtin or triton")
+    from modelport.serve import serve
+
     serve(repo, host, port, device=resolve_device(device), max_body=int(max_body_mb * (1 << 20)), threads=threads,
           log_level=log_level, max_queue=max_queue, timeout_s=timeout_s or None, keep_going=keep_going)

@@ -6,6 +6,7 @@ Written with protobuf's text format, so a config is valid by construction and pa
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,14 @@ from modelport.spec import ModelSpec
 CONFIG_FILE = "config.pbtxt"
 LABELS_FILE = "labels.txt"
 SPEC_FILE = "metadata.json"  # beside model.plan: Triton needs a bare engine, modelport needs the spec
+PYTHON_MODEL_FILE = "model.py"  # the Python backend's entry point, beside the artifact it runs
+
+# Config ``parameters`` modelport writes: its spec (compact JSON), the artifact's format (which a Python-backend
+# config cannot otherwise say) and, optionally, runtime threads per instance for that Python model.
+PARAM_SPEC = "modelport_spec"
+PARAM_FORMAT = "modelport_format"
+PARAM_THREADS = "modelport_threads"
+BACKENDS = ("native", "python")  # native: Triton's own backend for the format; python: modelport's model.py
 
 # format id -> (platform, backend, file Triton looks for in a version folder)
 TRITON_FORMATS: dict[str, tuple[str, str, str]] = {
@@ -67,6 +76,7 @@ class ConfigOptions:
     instances: int = 1
     kind: str = "auto"  # cpu | gpu | auto (gpu for TensorRT, cpu otherwise)
     version_policy: str = "latest:1"  # latest:N | all | specific:1,2
+    backend: str = "native"  # native (onnxruntime, openvino, ... platforms) | python (modelport's model.py)
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -80,6 +90,10 @@ class ConfigOptions:
         if self.kind not in ("auto", "cpu", "gpu"):
             raise ModelportError(f"instance kind must be auto, cpu or gpu, not {self.kind!r}")
         parse_version_policy(self.version_policy)
+        if self.backend not in BACKENDS:
+            raise ModelportError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}",
+                                 hint="native: Triton's backend for the format; python: modelport's runner in "
+                                      "Triton's Python backend")
 
 
 def _dims(shape) -> tuple[int, ...]:
@@ -217,9 +231,15 @@ def make_config(name: str, format_id: str, sig: Signature, spec: ModelSpec, opti
     """A ModelConfig for one model whose versions all have signature ``sig``."""
     pb = _pb2()
     platform, backend, _ = TRITON_FORMATS[format_id]
-    config = pb.ModelConfig(name=name, backend=backend)
-    if platform:
-        config.platform = platform
+    if options.backend == "python":
+        config = pb.ModelConfig(name=name, backend="python")
+    else:
+        config = pb.ModelConfig(name=name, backend=backend)
+        if platform:
+            config.platform = platform
+    # The spec travels with the model: Triton hands parameters to backends and returns them from /config.
+    config.parameters[PARAM_SPEC].string_value = compact_spec(spec)
+    config.parameters[PARAM_FORMAT].string_value = format_id
     batched = sig.batch_dynamic
     if batched:
         # An engine's profile, or the largest batch the exporter declared (detectors), caps the config.
@@ -261,8 +281,28 @@ def read_config(path: Path):
         raise CorruptFileError(f"{path}: not a valid Triton model config ({exc})") from None
 
 
+def compact_spec(spec: ModelSpec) -> str:
+    """The spec as one line of JSON, for a config parameter."""
+    return json.dumps(json.loads(spec.to_json()), separators=(",", ":"), sort_keys=True)
+
+
+def config_spec(config) -> ModelSpec | None:
+    """The modelport spec a config carries in its parameters, or None for a config modelport did not write."""
+    text = config.parameters[PARAM_SPEC].string_value if PARAM_SPEC in config.parameters else ""
+    return ModelSpec.from_json(text, origin=f"model {config.name!r} config parameter {PARAM_SPEC}") if text else None
+
+
 def format_of_config(config) -> str:
-    """The modelport format id a config's platform/backend stands for."""
+    """The modelport format id a config's platform/backend stands for (a Python-backend config names it in
+    its ``modelport_format`` parameter)."""
+    if config.backend == "python":
+        fmt = config.parameters[PARAM_FORMAT].string_value if PARAM_FORMAT in config.parameters else ""
+        if fmt not in TRITON_FORMATS:
+            raise UnsupportedFormatError(
+                f"model {config.name!r}: a Python-backend model without a modelport format "
+                f"(parameter {PARAM_FORMAT} is {fmt!r})",
+                hint=f"build it with `modelport triton build --backend python`; formats: {', '.join(TRITON_FORMATS)}")
+        return fmt
     for fmt, (platform, backend, _) in TRITON_FORMATS.items():
         if (config.platform and config.platform == platform) or (not config.platform and config.backend == backend):
             return fmt
@@ -272,6 +312,9 @@ def format_of_config(config) -> str:
 
 
 def model_file(config) -> str:
+    """The artifact's file in a version folder (for a Python-backend model, the one its model.py runs)."""
+    if config.backend == "python":  # there default_model_filename names model.py itself
+        return TRITON_FORMATS[format_of_config(config)][2]
     return config.default_model_filename or TRITON_FORMATS[format_of_config(config)][2]
 
 

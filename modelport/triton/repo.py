@@ -177,7 +177,7 @@ def validate_repository(repo: str | Path, device: str = "cpu") -> list[Validatio
     return results
 
 
-WRITTEN = frozenset({"model.onnx", "model.plan", "model.pt", "model.xml", "model.bin", "metadata.json"})
+WRITTEN = frozenset({"model.onnx", "model.plan", "model.pt", "model.xml", "model.bin", "metadata.json", "model.py"})
 
 
 @dataclass(frozen=True, slots=True)
