@@ -99,6 +99,17 @@ def load(
     own priority order (``prefer`` does not apply). ``trust_checkpoint`` unpickles a detector checkpoint in full
     (it can run code): only for files you made; otherwise only its allow-listed model classes are read.
     """
+    from modelport.formats.remote import is_endpoint
+
+    if is_endpoint(path):  # http://, grpc:// (comma-separated: several servers used together)
+        from modelport.formats.remote import load as load_remote
+
+        runner = load_remote(path, device)
+        if runner.spec.task == "detect":
+            from modelport.detect.discover import as_detector
+
+            return as_detector(runner, device)
+        return runner
     if trust_checkpoint:
         from modelport.trust import trusted_checkpoints
 

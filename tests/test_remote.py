@@ -1,0 +1,166 @@
+"""modelport.load("http://HOST:PORT/MODEL") and grpc://: a Runner that prepares inputs here and infers on a
+KServe v2 server (modelport's builtin server, real Triton), several servers used together."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+import uvicorn
+
+import modelport
+from modelport.discover import open_artifact
+from modelport.errors import ModelportError
+from modelport.formats import Runner
+from modelport.formats.remote import (
+    Endpoint,
+    RemoteError,
+    RemoteRunner,
+    is_endpoint,
+    parse_endpoints,
+)
+from modelport.samples import person_crops
+from modelport.serve import create_app
+from modelport.triton import ConfigOptions, ModelEntry, build_repository
+from modelport.triton.config import config_text, read_config
+from modelport.triton.server import free_port, have_tritonserver, start_tritonserver
+
+STEM = "osnet_x0_25_msmt17"
+needs_triton = pytest.mark.skipif(have_tritonserver() is not None, reason=f"no tritonserver: {have_tritonserver()}")
+
+
+def assert_close(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-4 * max(np.abs(want).max(), 1.0)
+
+
+@pytest.fixture(scope="module")
+def local(exported_dir) -> Runner:
+    return open_artifact(exported_dir / f"{STEM}.onnx")
+
+
+@pytest.fixture(scope="module")
+def images() -> list[np.ndarray]:
+    return person_crops(40, seed=21)
+
+
+def _builtin(repo: Path):
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(repo), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started:
+        assert thread.is_alive() and time.time() < deadline, "server did not start"
+        time.sleep(0.05)
+    return server, thread, f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def builtin(tmp_path_factory, exported_dir):
+    repo = tmp_path_factory.mktemp("remote-builtin") / "repo"
+    build_repository([ModelEntry(str(exported_dir / f"{STEM}.onnx"), name="osnet",
+                                 options=ConfigOptions(max_batch_size=8))], repo)
+    # the same model behind a config modelport did not write: no spec in its parameters
+    build_repository([ModelEntry(str(exported_dir / f"{STEM}.onnx"), name="bare")], repo)
+    config = read_config(repo / "bare" / "config.pbtxt")
+    config.ClearField("parameters")
+    (repo / "bare" / "config.pbtxt").write_text(config_text(config))
+    server, thread, address = _builtin(repo)
+    yield address
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def tritons(tmp_path_factory, exported_dir):
+    """Two real Triton servers on loopback serving the same Python-backend repository."""
+    if have_tritonserver() is not None:
+        pytest.skip(f"no tritonserver: {have_tritonserver()}")
+    repo = tmp_path_factory.mktemp("remote-triton") / "repo"
+    build_repository([ModelEntry(str(exported_dir / f"{STEM}.onnx"), name="osnet",
+                                 options=ConfigOptions(backend="python"))], repo)
+    servers = [start_tritonserver(repo, wait=False) for _ in range(2)]
+    try:
+        for server in servers:
+            server.wait_ready()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_endpoint_urls_are_parsed_and_bad_ones_named():
+    assert parse_endpoints("http://a:9000/osnet, grpc://b/osnet/versions/2,http://c:1/v2/models/m") == [
+        Endpoint("http", "a:9000", "osnet"), Endpoint("grpc", "b:8001", "osnet", "2"), Endpoint("http", "c:1", "m")]
+    assert is_endpoint("grpc://b:8001/osnet") and not is_endpoint("osnet_x0_25.onnx")
+    for bad in ("http://a:8000", "http://a:8000/x/y", "ftp://a/m", "http://a:8000/m?x=1"):
+        with pytest.raises(RemoteError, match="not a model endpoint"):
+            parse_endpoints(bad)
+
+
+def test_an_unreachable_server_is_a_typed_error_naming_it():
+    url = f"http://127.0.0.1:{free_port()}/osnet"
+    with pytest.raises(RemoteError, match=url.replace("/", ".")):
+        modelport.load(url)
+
+
+def test_builtin_server_embeddings_equal_local_inference(builtin, local, images):
+    with modelport.load(f"http://{builtin}/osnet") as runner:
+        assert isinstance(runner, RemoteRunner) and isinstance(runner, Runner)
+        assert runner.spec == local.spec  # read from the config's parameters
+        assert runner.chunk == 8  # requests of the server's max_batch_size
+        assert_close(runner.embed(images), local.embed(images))
+        assert runner(np.zeros((0, 3, 256, 128), np.float32))["embeddings"].shape == (0, 512)
+
+
+def test_without_a_spec_the_metadata_serves_prepared_inputs_only(builtin, local, images):
+    with modelport.load(f"http://{builtin}/bare") as runner:
+        assert runner.spec.task == "tensors" and runner.spec.extra["spec_from"] == "metadata"
+        with pytest.raises(ModelportError, match="no modelport spec"):
+            runner.embed(images[:2])
+        from modelport.preprocess import prepare
+
+        batch = prepare(images[:5], local.spec.preprocess)
+        assert_close(runner.embed(batch, prepared=True), local.embed(batch, prepared=True))
+
+
+@needs_triton
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_real_triton_embeddings_equal_local_inference(tritons, local, images, protocol):
+    port = tritons[0].http_port if protocol == "http" else tritons[0].grpc_port
+    with modelport.load(f"{protocol}://127.0.0.1:{port}/osnet") as runner:
+        assert runner.spec == local.spec
+        assert_close(runner.embed(images), local.embed(images))
+
+
+@needs_triton
+def test_two_triton_servers_share_a_batch_stream(tritons, local, images):
+    def served(server) -> int:
+        stats = httpclient.InferenceServerClient(server.http_url).get_inference_statistics("osnet")
+        return int(stats["model_stats"][0]["inference_count"])
+
+    before = [served(s) for s in tritons]
+    urls = f"http://{tritons[0].http_url}/osnet,grpc://{tritons[1].grpc_url}/osnet"
+    from modelport.preprocess import prepare
+
+    batches = [(i, prepare(images[i * 8 : i * 8 + 8], local.spec.preprocess)) for i in range(5)]
+    with modelport.load(urls) as runner:
+        out = dict(runner.embed_stream(batches))
+        assert min(runner.sent) > 0
+    for i, batch in batches:
+        assert_close(out[i], local.embed(batch, prepared=True))
+    rows = [served(s) - b for s, b in zip(tritons, before)]
+    assert min(rows) > 0 and sum(rows) == 40, rows
+
+
+@needs_triton
+def test_endpoints_of_different_models_are_refused(tritons, builtin):
+    with pytest.raises(RemoteError, match="different model"):
+        modelport.load(f"http://{tritons[0].http_url}/osnet,http://{builtin}/bare")
+    with modelport.load(f"http://{tritons[0].http_url}/osnet,http://{builtin}/osnet") as runner:
+        assert runner.chunk == 8  # the same model; requests fit both servers
