@@ -251,3 +251,35 @@ def test_every_source_is_checked_before_anything_is_written(tmp_path, exported_d
     with pytest.raises(UnsupportedFormatError, match="unrecognised artifact type"):
         build_repository([good, ModelEntry(str(tmp_path / "notes.txt"))], tmp_path / "repo")
     assert not (tmp_path / "repo").exists()
+
+
+def test_every_config_carries_the_spec_and_format_in_its_parameters(repo, exported_dir):
+    from modelport.triton.config import PARAM_FORMAT, config_spec
+
+    for name, fmt, artifact in (("osnet", "onnx", f"{STEM}.onnx"), ("osnet_ov", "openvino", f"{STEM}_openvino_model"),
+                                ("osnet_ts", "torchscript", f"{STEM}.torchscript")):
+        config = parse(repo / name / "config.pbtxt")
+        assert config.parameters[PARAM_FORMAT].string_value == fmt
+        assert config_spec(config) == open_artifact(exported_dir / artifact).spec
+
+
+def test_python_backend_models_are_built_checked_validated_and_cleaned(tmp_path, exported_dir):
+    from modelport.triton.python_backend import model_py
+
+    root = tmp_path / "repo"
+    res = CliRunner().invoke(app, ["triton", "build", str(exported_dir / f"{STEM}.onnx"), "--repo", str(root),
+                                   "--name", "py", "--backend", "python", "--instances", "2"])
+    assert res.exit_code == 0, res.output
+    build_model(ModelEntry(str(exported_dir / f"{STEM}_openvino_model"), name="py_ov",
+                           options=ConfigOptions(backend="python")), root)
+    config = parse(root / "py" / "config.pbtxt")
+    assert (config.backend, config.platform, config.default_model_filename) == ("python", "", "")
+    assert (root / "py" / "1" / "model.py").read_text() == model_py()
+    assert all(r.ok for r in repository_status(root))
+    assert [(r.name, r.ok) for r in validate_repository(root)] == [("py", True), ("py_ov", True)]
+    with pytest.raises(ExportError, match="one backend"):  # a native version cannot join a Python model
+        build_model(ModelEntry(str(exported_dir / f"{STEM}.onnx"), name="py"), root)
+    with pytest.raises(ModelportError, match="backend must be one of native, python"):
+        ConfigOptions(backend="pytorch")
+    result = clean_repository(root, backup=tmp_path / "backup")
+    assert not root.exists() or not any(root.iterdir()), result.left_alone
