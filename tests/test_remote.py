@@ -164,3 +164,31 @@ def test_endpoints_of_different_models_are_refused(tritons, builtin):
         modelport.load(f"http://{tritons[0].http_url}/osnet,http://{builtin}/bare")
     with modelport.load(f"http://{tritons[0].http_url}/osnet,http://{builtin}/osnet") as runner:
         assert runner.chunk == 8  # the same model; requests fit both servers
+
+
+@needs_triton
+def test_reid_extract_with_a_remote_model_stores_what_local_inference_stores(tritons, exported_dir, tmp_path):
+    import shutil
+    import sqlite3
+
+    from modelport.reid.extract import extract
+    from modelport.reid.importer import import_mot
+    from modelport.reid.synth import write_demo_data
+
+    scene = write_demo_data(tmp_path / "scene", people=3, frames=60, seed=2)
+    import_mot(tmp_path / "local.db", scene.video, scene.detections)
+    shutil.copy(tmp_path / "local.db", tmp_path / "remote.db")
+    local = extract(tmp_path / "local.db", open_artifact(exported_dir / f"{STEM}.onnx"), batch=16)
+    urls = ",".join(f"http://{s.http_url}/osnet" for s in tritons)
+    with modelport.load(urls) as runner:
+        remote = extract(tmp_path / "remote.db", runner, batch=16)
+    assert remote.model.key == local.model.key and remote.computed == local.computed > 0
+
+    def rows(db: Path) -> dict[int, np.ndarray]:
+        with sqlite3.connect(db) as conn:
+            return {i: np.frombuffer(blob, "<f4") for i, blob in
+                    conn.execute("SELECT detection_id, embedding FROM reid_embeddings")}
+
+    want, got = rows(tmp_path / "local.db"), rows(tmp_path / "remote.db")
+    assert want.keys() == got.keys()
+    assert max(np.abs(got[i] - want[i]).max() for i in want) <= 1e-4
