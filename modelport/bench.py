@@ -324,14 +324,18 @@ def record_path(sha256: str) -> Path:
 
 def save_record(report: dict) -> Path:
     """Keep the latest report per machine key for this weights file (what prefer='fastest' reads)."""
+    from modelport.atomic import atomic_write_text
+
     path = record_path(report["model"]["source"]["sha256"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    records = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        records = json.loads(path.read_text()) if path.exists() else {}
+    except json.JSONDecodeError:
+        records = {}  # a damaged cache entry is rebuilt, not fatal
+    records = records if isinstance(records, dict) else {}
     records[report["machine_key"]] = report
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(records, indent=1))
-    tmp.replace(path)
-    return path
+    # The cache is modelport's own: replacing the record is the point; the rename keeps readers whole.
+    return atomic_write_text(path, json.dumps(records, indent=1), force=True)
 
 
 def fastest(weights: Path, batch: int | None = None) -> dict | None:

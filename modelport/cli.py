@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from modelport.atomic import atomic_write_text
 from modelport.cli_options import TRUST_CHECKPOINT, apply_trust
 from modelport.cli_options import fmt_number as _fmt
 from modelport.errors import ModelportError
@@ -252,7 +253,7 @@ def bench_cmd(
             export_dir=Path(source).parent if export_here else None, allow_random=allow_random, arch=arch,
             progress=lambda msg: status.update(f"benchmarking: {msg}"),
         )
-    json_path.write_text(json.dumps(report, indent=1))
+    atomic_write_text(json_path, json.dumps(report, indent=1), force=True)  # this run's record: replaced whole
     print_bench(report)
     out.print(f"record: {json_path}")
     if plot:

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from modelport.atomic import atomic_write_text
 from modelport.cli_options import TRUST_CHECKPOINT, apply_trust, fmt_number as _fmt
 from modelport.errors import ModelportError
 
@@ -55,7 +56,7 @@ def verify_cmd(
         if as_json == "-":
             out.print_json(text)
         else:
-            Path(as_json).write_text(text)
+            atomic_write_text(as_json, text, force=True)
     if as_json != "-":
         table = Table(title=f"verify vs {report.reference} (batch {report.batch}, seed {report.seed})")
         for col in ("artifact", "format", "output", "max abs", "p99 abs", "rel max", "min cos", "centred cos",
@@ -131,7 +132,7 @@ def _verify_package(package: Path, device: str, as_json: Optional[str]) -> None:
     result = verify_package(package, device)
     if as_json:
         text = json.dumps({**asdict(result), "passed": result.passed}, indent=2, default=str)
-        out.print_json(text) if as_json == "-" else Path(as_json).write_text(text)
+        out.print_json(text) if as_json == "-" else atomic_write_text(as_json, text, force=True)
     if as_json != "-":
         for o in result.outputs:
             out.print(f"{result.label} {o.output}: max abs {_fmt(o.max_abs)}, min cosine {_fmt(o.min_cosine, '.6f')}"

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from modelport.atomic import atomic_write_text
 from modelport.clip.export import ClipExport, export_clip
 from modelport.clip.model import IMAGE_MAX_BATCH, TEXT_MAX_BATCH
 from modelport.errors import ExportError, ModelportError
@@ -83,7 +84,7 @@ def bench_command(source: str, *, weights: Path | None, arch: str | None, format
             batches=batches or DEFAULT_BATCHES, device=device, threads=threads, seconds=seconds,
             export_here=export_here, allow_random=allow_random,
             progress=lambda msg: spinner.update(f"benchmarking: {msg}"))
-    json_path.write_text(json.dumps(report, indent=1))
+    atomic_write_text(json_path, json.dumps(report, indent=1), force=True)
     print_bench(report, console)
     console.print(f"record: {json_path}")
     if plot:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from modelport.atomic import atomic_write_text
 from modelport.cli_options import TRUST_CHECKPOINT, apply_trust
 
 detect_app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -187,7 +188,7 @@ def verify_cmd(
         if as_json == "-":
             out.print_json(text)
         else:
-            Path(as_json).write_text(text)
+            atomic_write_text(as_json, text, force=True)
     if as_json != "-":
         for c in checks:
             table = Table(title=f"{c.label} ({c.format}, {c.track}) vs Ultralytics predict at conf {c.conf:g}: "
@@ -228,7 +229,7 @@ def bench_cmd(
         report = run_detect_benchmark(weights, batches=batches, imgsz=imgsz, conf=conf, seconds=seconds,
                                       max_batch=max_batch, tracks=tracks.split(",") if tracks else None,
                                       progress=lambda m: status.update(f"benchmarking: {m}"))
-    json_path.write_text(json.dumps(report, indent=1))
+    atomic_write_text(json_path, json.dumps(report, indent=1), force=True)
     out.print(markdown_table(report))
     out.print(f"record: {json_path}")
 
