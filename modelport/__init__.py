@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from modelport.version import __version__  # defined once, in pyproject.toml
 
 # Imported eagerly on purpose: the submodules `export` and `verify` share these names, and a lazy
 # attribute would be shadowed by the submodule as soon as anything imported it. Optional runtimes

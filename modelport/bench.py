@@ -12,7 +12,7 @@ from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
-from modelport import __version__
+from modelport.version import __version__
 from modelport.errors import ModelportError, WeightsNotFoundError
 from modelport.formats import BY_ID, Runner, get_format
 from modelport.formats.base import example_batch

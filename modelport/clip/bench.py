@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from modelport import __version__
+from modelport.version import __version__
 from modelport.bench import (PARITY_ROWS, SCHEMA, Candidate, cache_root, check_parity, open_candidate, percentiles,
                              size_mb, time_interleaved)
 from modelport.clip.model import ClipModel

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from modelport import __version__
+from modelport.version import __version__
 from modelport.errors import (MissingRuntimeError, RandomWeightsNotAllowedError, UnknownArchitectureError,
                               WeightsMismatchError)
 from modelport.spec import ModelSpec, Preprocess, Source, TensorSpec, sha256_file

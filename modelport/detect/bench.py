@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from modelport import __version__
+from modelport.version import __version__
 from modelport.bench import interleave
 from modelport.detect.export import artifact_path, export_detector
 from modelport.detect.graph import NmsConfig

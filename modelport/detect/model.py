@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torch import nn
 
-from modelport import __version__
+from modelport.version import __version__
 from modelport.detect.untrained import RANDOM_KEY
 from modelport.errors import CorruptFileError, ModelportError, UnknownArchitectureError, WeightsNotFoundError
 from modelport.spec import ModelSpec, Preprocess, Source, TensorSpec, sha256_file

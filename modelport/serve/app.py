@@ -18,7 +18,7 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from modelport import __version__
+from modelport.version import __version__
 from modelport.errors import CorruptFileError
 from modelport.preprocess import open_image
 from modelport.serve.limits import DEFAULT_MAX_BODY, DEFAULT_TIMEOUT_S, BodyLimit, deadline

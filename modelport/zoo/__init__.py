@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from modelport import __version__
+from modelport.version import __version__
 from modelport.errors import RandomWeightsNotAllowedError, UnknownArchitectureError
 from modelport.spec import ModelSpec, Preprocess, Source, TensorSpec, sha256_file
 from modelport.zoo.checkpoints import RANDOM_MARKER, load_into, read_checkpoint
