@@ -84,7 +84,7 @@ def tritons(tmp_path_factory, exported_dir):
     repo = tmp_path_factory.mktemp("remote-triton") / "repo"
     build_repository([ModelEntry(str(exported_dir / f"{STEM}.onnx"), name="osnet",
                                  options=ConfigOptions(backend="python"))], repo)
-    servers = [start_tritonserver(repo, wait=False) for _ in range(2)]
+    servers = [start_tritonserver(repo, wait=False, exit_timeout=1) for _ in range(2)]
     try:
         for server in servers:
             server.wait_ready()
@@ -192,3 +192,31 @@ def test_reid_extract_with_a_remote_model_stores_what_local_inference_stores(tri
     want, got = rows(tmp_path / "local.db"), rows(tmp_path / "remote.db")
     assert want.keys() == got.keys()
     assert max(np.abs(got[i] - want[i]).max() for i in want) <= 1e-4
+
+
+def test_a_remote_detector_detects_as_the_local_one(tmp_path):
+    from test_serve import TinyDetector
+
+    from modelport.detect.model import detector_spec
+    from modelport.detect.runner import DetectRunner
+    from modelport.formats import ExportOptions, get_format
+    from modelport.spec import Source
+
+    spec = detector_spec("tiny_det", ("person", "car"), 84, imgsz=64, source=Source("random"), max_batch=8)
+    onnx = get_format("onnx").export(TinyDetector.module(), spec, tmp_path / "tiny_det.onnx", ExportOptions())
+    build_repository([ModelEntry(str(onnx))], tmp_path / "repo")
+    pictures = person_crops(5, 90, 120, seed=4)
+    want = DetectRunner(open_artifact(onnx)).detect(pictures)
+    server, thread, address = _builtin(tmp_path / "repo")
+    try:
+        runner = modelport.load(f"http://{address}/tiny_det")
+        assert isinstance(runner, DetectRunner) and isinstance(runner.runner, RemoteRunner)
+        got = runner.detect(pictures)
+        runner.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert [d.names() for d in got] == [d.names() for d in want] and sum(map(len, want)) > 0
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.boxes, w.boxes, atol=1e-3)
+        np.testing.assert_allclose(g.scores, w.scores, rtol=1e-5)

@@ -73,7 +73,7 @@ def pyrepo(tmp_path_factory, exported_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def triton(pyrepo):
-    with start_tritonserver(pyrepo) as server:
+    with start_tritonserver(pyrepo, exit_timeout=1) as server:
         yield server
 
 

@@ -182,13 +182,14 @@ class TritonServer:
 def start_tritonserver(repo: str | Path, *, host: str = "127.0.0.1", http_port: int = 0, grpc_port: int = 0,
                        metrics_port: int = 0, wait: bool = True, timeout: float = 180.0, exit_on_error: bool = True,
                        log_verbose: int = 0, log_file: Path | None = None, console: bool = False,
-                       extra_args: tuple[str, ...] = ()) -> TritonServer:
+                       exit_timeout: int = 5, extra_args: tuple[str, ...] = ()) -> TritonServer:
     """Start the bundled tritonserver on ``repo`` (ports 0: free ones) and, with ``wait``, return once it is
     ready: every model loaded, so every Python model instance opened and warmed up.
 
     ``exit_on_error`` False keeps the server up when a model fails to load (it is logged, and the server
     reports itself not ready while it serves the others). Triton's log goes to ``log_file`` (default: a file
-    in its work folder, see ``log_tail``), or with ``console`` to this process's stdout.
+    in its work folder, see ``log_tail``), or with ``console`` to this process's stdout. On ``stop`` it waits
+    up to ``exit_timeout`` seconds for in-flight requests and open client connections.
     """
     dist = find_tritonserver()
     repo = Path(repo).resolve()
@@ -202,7 +203,7 @@ def start_tritonserver(repo: str | Path, *, host: str = "127.0.0.1", http_port: 
             f"--http-address={host}", f"--grpc-address={host}", f"--metrics-address={host}",
             f"--http-port={ports[0]}", f"--grpc-port={ports[1]}", f"--metrics-port={ports[2]}",
             f"--exit-on-error={'true' if exit_on_error else 'false'}", "--disable-auto-complete-config",
-            "--exit-timeout-secs=5", f"--log-verbose={log_verbose}", *extra_args]
+            f"--exit-timeout-secs={int(exit_timeout)}", f"--log-verbose={log_verbose}", *extra_args]
     log.info("starting %s", " ".join(args))
     with open(log_path, "ab") as handle:
         process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=None if console else handle,
