@@ -220,3 +220,18 @@ def test_a_remote_detector_detects_as_the_local_one(tmp_path):
     for g, w in zip(got, want):
         np.testing.assert_allclose(g.boxes, w.boxes, atol=1e-3)
         np.testing.assert_allclose(g.scores, w.scores, rtol=1e-5)
+
+
+def test_a_request_that_fails_on_one_endpoint_is_retried_on_another(builtin, tmp_path, exported_dir, local, images):
+    repo = tmp_path / "repo"
+    build_repository([ModelEntry(str(exported_dir / f"{STEM}.onnx"), name="osnet",
+                                 options=ConfigOptions(max_batch_size=8))], repo)
+    server, thread, address = _builtin(repo)
+    runner = modelport.load(f"http://{address}/osnet,http://{builtin}/osnet")
+    try:
+        server.should_exit = True  # the first endpoint goes away after the runner was opened
+        thread.join(timeout=10)
+        assert_close(runner.embed(images), local.embed(images))
+        assert runner.sent[1] == 5  # every request ended on the second endpoint
+    finally:
+        runner.close()

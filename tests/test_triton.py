@@ -283,3 +283,24 @@ def test_python_backend_models_are_built_checked_validated_and_cleaned(tmp_path,
         ConfigOptions(backend="pytorch")
     result = clean_repository(root, backup=tmp_path / "backup")
     assert not root.exists() or not any(root.iterdir()), result.left_alone
+
+
+def test_serve_engine_triton_mirrors_configs_as_python_models_keeping_batching(tmp_path, repo):
+    from modelport.serve.triton_engine import mirror_repository, python_config
+    from modelport.triton.config import PARAM_FORMAT, PARAM_THREADS
+
+    native = parse(repo / "osnet_ov" / "config.pbtxt")
+    native.instance_group[0].kind = model_config_pb2.ModelInstanceGroup.KIND_GPU
+    converted = python_config(native, device="cpu", threads=2)
+    assert (converted.backend, converted.platform) == ("python", "")
+    assert converted.parameters[PARAM_FORMAT].string_value == "openvino"
+    assert converted.parameters[PARAM_THREADS].string_value == "2"
+    assert converted.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert (converted.max_batch_size, converted.instance_group[0].count) == (native.max_batch_size, 2)
+    assert converted.HasField("dynamic_batching") == native.HasField("dynamic_batching")
+    assert mirror_repository(repo, tmp_path / "mirror") == ["osnet", "osnet_ov", "osnet_ts"]
+    version = tmp_path / "mirror" / "osnet" / "1"
+    assert (version / "model.onnx").is_symlink() and (version / "model.py").is_file()
+    assert parse(tmp_path / "mirror" / "osnet" / "config.pbtxt").dynamic_batching == \
+        parse(repo / "osnet" / "config.pbtxt").dynamic_batching
+    assert not (repo / "osnet" / "1" / "model.py").exists()  # the repository itself is not changed
