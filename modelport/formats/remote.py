@@ -164,16 +164,18 @@ def _tensors(rows: list[dict], batched: bool) -> tuple[TensorSpec, ...]:
 
     from tritonclient.utils import triton_to_np_dtype
 
-    return tuple(TensorSpec(r["name"], np.dtype(triton_to_np_dtype(r["datatype"])).name, dims(list(map(int, r["shape"]))))
-                 for r in rows)
+    return tuple(TensorSpec(r["name"], np.dtype(triton_to_np_dtype(r["datatype"])).name,
+                            dims(list(map(int, r["shape"])))) for r in rows)
 
 
 def spec_from_metadata(metadata: dict, batched: bool) -> ModelSpec:
     """A tensor-only spec for a model served without modelport's spec: no preprocessing is known."""
     inputs = _tensors(metadata["inputs"], batched)
     shape = inputs[0].shape
-    height, width = (shape[-2], shape[-1]) if len(shape) == 4 and all(isinstance(d, int) for d in shape[-2:]) else (1, 1)
-    return ModelSpec(name=metadata["name"], task="tensors", inputs=inputs, outputs=_tensors(metadata["outputs"], batched),
+    image = len(shape) == 4 and all(isinstance(d, int) for d in shape[-2:])
+    height, width = (shape[-2], shape[-1]) if image else (1, 1)
+    return ModelSpec(name=metadata["name"], task="tensors", inputs=inputs,
+                     outputs=_tensors(metadata["outputs"], batched),
                      preprocess=Preprocess(height, width, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), source=Source("remote"),
                      extra={"spec_from": "metadata"})
 

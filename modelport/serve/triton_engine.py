@@ -97,14 +97,16 @@ def start_triton_engine(repo: str | Path, work: str | Path, *, host: str = "127.
     A model that cannot be served stops the server with the error (Triton's ``--exit-on-error``), or with
     ``keep_going`` is logged and reported not ready while the others serve, as the builtin engine does."""
     if not Path(repo).is_dir():
-        raise WeightsNotFoundError(f"{repo}: model repository not found", hint="build one with `modelport triton build`")
+        raise WeightsNotFoundError(f"{repo}: model repository not found",
+                                   hint="build one with `modelport triton build`")
     mirror = Path(work) / "models"
     names = mirror_repository(repo, mirror, device=device, threads=threads, keep_going=keep_going)
     if not names:
         raise ModelportError(f"{repo}: no model here can be served", hint="check it with `modelport triton status`")
     log.info("starting Triton on %s (models: %s)", repo, ", ".join(names))
     return start_tritonserver(mirror, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                              exit_on_error=not keep_going, log_verbose=1 if verbose else 0, console=console, timeout=timeout)
+                              exit_on_error=not keep_going, log_verbose=1 if verbose else 0, console=console,
+                              timeout=timeout)
 
 
 def serve_triton(repo: str | Path, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
@@ -114,7 +116,8 @@ def serve_triton(repo: str | Path, host: str = "127.0.0.1", http_port: int = 800
     with tempfile.TemporaryDirectory(prefix="modelport-serve-triton-") as work:
         server = start_triton_engine(repo, work, host=host, http_port=http_port, grpc_port=grpc_port,
                                      metrics_port=metrics_port, device=device, threads=threads,
-                                     keep_going=keep_going, verbose=log_level == "debug", console=log_level in ("info", "debug"))
+                                     keep_going=keep_going, verbose=log_level == "debug",
+                                     console=log_level in ("info", "debug"))
         log.info("Triton serves %s: HTTP %s, gRPC %s, metrics http://%s:%d/metrics", repo, server.http_url,
                  server.grpc_url, host, server.metrics_port)
         try:

@@ -66,9 +66,10 @@ class TritonArgsModel:
                                  f"config has {len(self.config.input)}")
         self.runner = open_version(model_dir, version, self.config, device, threads)
         spec = config_spec(self.config)
-        if spec is not None and [t.name for t in spec.outputs] != [t.name for t in self.runner.spec.outputs]:
-            raise CorruptFileError(f"{model_dir}/{version}: the artifact's outputs {[t.name for t in self.runner.spec.outputs]}"
-                                   f" are not the config spec's {[t.name for t in spec.outputs]}",
+        have = [t.name for t in self.runner.spec.outputs]
+        if spec is not None and [t.name for t in spec.outputs] != have:
+            raise CorruptFileError(f"{model_dir}/{version}: the artifact's outputs {have} are not the config "
+                                   f"spec's {[t.name for t in spec.outputs]}",
                                    hint="rebuild the model with `modelport triton build --backend python`")
         self.input_name = self.config.input[0].name
         self.batched = self.config.max_batch_size > 0
