@@ -331,6 +331,10 @@ from modelport.reid.cli import reid_app  # noqa: E402
 
 app.add_typer(reid_app, name="reid")
 
+from modelport.ui.cli import ui_cmd  # noqa: E402
+
+app.command("ui")(ui_cmd)
+
 
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: a bug in modelport, not a problem with the user's input
 

@@ -1,0 +1,1 @@
+"""``modelport ui``: a local web dashboard over the library (listing, export, bench, Triton, packages, ReID)."""

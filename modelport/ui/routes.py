@@ -1,0 +1,133 @@
+"""The dashboard's pages and JSON API. Every job is one entry of ``modelport.ui.actions``; files are served
+only from under the root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import Body, FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+
+from modelport.errors import ModelportError
+from modelport.ui import pages, render
+from modelport.ui.actions import get_action
+from modelport.ui.listing import scan
+from modelport.ui.paths import BadPathError, OutsideRootError, confine, relative
+from modelport.ui.static import CSS, JS
+
+
+def _formats() -> list[tuple[str, str, str | None]]:
+    from modelport.formats import EXPORTABLE
+
+    return [(f.id, f.name, f.unavailable_reason("cpu")) for f in EXPORTABLE]
+
+
+def add_routes(app: FastAPI) -> None:
+    root: Path = app.state.root
+    jobs = app.state.jobs
+
+    def page(title: str, body: str, jobs_target: str | None = "", status: int = 200) -> HTMLResponse:
+        return HTMLResponse(pages.shell(title, body, token=app.state.token, root=root, jobs_target=jobs_target),
+                            status_code=status)
+
+    def error_page(exc: ModelportError) -> HTMLResponse:
+        body = (f'<div class="error" role="alert"><b>{render.e(exc.message)}</b>'
+                + (f"<br>hint: {render.e(exc.hint)}" if exc.hint else "")
+                + '</div><p><a href="/">Back to the files</a></p>')
+        return page("Error", body, None, 403 if isinstance(exc, OutsideRootError) else 400)
+
+    @app.get("/static/app.css")
+    def css() -> Response:
+        return Response(CSS, media_type="text/css")
+
+    @app.get("/static/app.js")
+    def js() -> Response:
+        return Response(JS, media_type="text/javascript")
+
+    @app.get("/", response_class=HTMLResponse)
+    def home() -> HTMLResponse:
+        return page("Files", pages.home(scan(root)))
+
+    @app.get("/model", response_class=HTMLResponse)
+    def model(path: str) -> HTMLResponse:
+        from modelport.triton.config import TRITON_FORMATS
+
+        try:
+            weights = confine(root, path)
+            rel = relative(root, weights)
+            listing = scan(root)
+            item = next((w for w in listing.weights if w.path == rel), None)
+            if item is None:
+                raise BadPathError(f"{rel}: not a weights file under the root", hint="pick one from the listing")
+        except ModelportError as exc:
+            return error_page(exc)
+        body = pages.model(rel, listing, detector=item.detector, formats=_formats(),
+                           triton_formats=list(TRITON_FORMATS))
+        return page(Path(rel).name, body, rel)
+
+    @app.get("/db", response_class=HTMLResponse)
+    def database(path: str) -> HTMLResponse:
+        try:
+            db_path = confine(root, path)
+            rel = relative(root, db_path)
+            listing = scan(root)
+            db = next((d for d in listing.databases if d.path == rel), None)
+            if db is None:
+                raise BadPathError(f"{rel}: not a ReID database under the root",
+                                   hint="a database is a SQLite file with an object_detections table")
+        except ModelportError as exc:
+            return error_page(exc)
+        detectors = {w.path for w in listing.weights if w.detector}
+        files = [w.path for w in listing.weights if not w.detector]
+        files += [x.path for x in listing.exports if x.weights not in detectors and x.fresh != "unreadable"]
+        return page(Path(rel).name, pages.database(rel, db, files), rel)
+
+    @app.get("/jobs", response_class=HTMLResponse)
+    def jobs_page() -> HTMLResponse:
+        return page("Jobs", "<p>Every job this server has run, newest first. Jobs run one at a time.</p>")
+
+    @app.get("/api/listing")
+    def listing_api() -> dict:
+        from dataclasses import asdict
+
+        return asdict(scan(root))
+
+    def job_json(job) -> dict:
+        return {**job.to_dict(), "html": render.job_panel(job, root)}
+
+    @app.get("/api/jobs")
+    def list_jobs(target: str | None = None) -> list[dict]:
+        return [job_json(j) for j in jobs.list(target)]
+
+    @app.get("/api/jobs/{job_id}")
+    def get_job(job_id: str) -> JSONResponse:
+        job = jobs.get(job_id)
+        if job is None:
+            return JSONResponse({"error": f"no job {job_id!r}", "hint": "the server keeps jobs until it stops"}, 404)
+        return JSONResponse(job_json(job))
+
+    @app.post("/api/jobs")
+    def submit(body: dict = Body(...)) -> JSONResponse:
+        kind, params = body.get("kind"), body.get("params") or {}
+        if not isinstance(kind, str) or not isinstance(params, dict):
+            return JSONResponse({"error": "expected {\"kind\": ..., \"params\": {...}}", "hint": ""}, 400)
+        action = get_action(kind)
+        checked = action.validate(root, params)
+        target = relative(root, Path(checked[action.target]))
+        job = jobs.submit(kind, action.title, target, checked)
+        return JSONResponse(job_json(job), status_code=202)
+
+    @app.post("/api/jobs/{job_id}/cancel")
+    def cancel(job_id: str) -> JSONResponse:
+        job = jobs.cancel(job_id)
+        if job is None:
+            return JSONResponse({"error": f"no job {job_id!r}", "hint": ""}, 404)
+        return JSONResponse(job_json(job))
+
+    @app.get("/files/{rel:path}")
+    def files(rel: str, request: Request, download: bool = False) -> Response:
+        path = confine(root, rel)
+        if not path.is_file():
+            raise BadPathError(f"{rel}: not a file")
+        return FileResponse(path, filename=path.name if download else None,
+                            content_disposition_type="attachment" if download else "inline")
