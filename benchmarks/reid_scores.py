@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     from conftest import calibrated_model, save_plain
-    from modelport.demo import make_untrained_checkpoint
+    from modelport.zoo.calibrate import make_untrained_checkpoint
     from modelport.export import export
     from modelport.reid.extract import extract, load_model
     from modelport.reid.identify import run_cluster

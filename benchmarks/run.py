@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from modelport.bench import run_benchmark, write_plot  # noqa: E402
-from modelport.demo import make_untrained_checkpoint  # noqa: E402
+from modelport.zoo.calibrate import make_untrained_checkpoint  # noqa: E402
 from modelport.samples import person_tracks  # noqa: E402
 from modelport.zoo import build, save_untrained  # noqa: E402
 

@@ -34,7 +34,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from modelport.demo import make_untrained_checkpoint  # noqa: E402
+from modelport.zoo.calibrate import make_untrained_checkpoint  # noqa: E402
 from modelport.machine import machine_info  # noqa: E402
 from modelport.preprocess import prepare  # noqa: E402
 from modelport.samples import person_crops  # noqa: E402

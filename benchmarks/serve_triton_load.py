@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 from serve_load import _preprocess, run_mode, summarise, wait_ready  # noqa: E402
 
-from modelport.demo import make_untrained_checkpoint  # noqa: E402
+from modelport.zoo.calibrate import make_untrained_checkpoint  # noqa: E402
 from modelport.machine import machine_info  # noqa: E402
 from modelport.preprocess import prepare  # noqa: E402
 from modelport.samples import person_crops  # noqa: E402

@@ -1,15 +1,31 @@
-"""modelport: export PyTorch vision models to every runtime, verify them, and load the best one."""
+"""modelport: export PyTorch vision models to every runtime, verify them, and load the best one.
+
+``import modelport`` is light: torch, the runtimes and the model families are imported by the code that
+uses them, so the CLI's help, its error paths and ``modelport verify PACKAGE`` on an edge box without
+PyTorch do not pay for them.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from modelport.version import __version__  # defined once, in pyproject.toml
 
-# Imported eagerly on purpose: the submodules `export` and `verify` share these names, and a lazy
-# attribute would be shadowed by the submodule as soon as anything imported it. Optional runtimes
-# (onnxruntime, openvino, tensorrt) are still imported only when a format is used.
-from modelport.bench import run_benchmark as benchmark  # noqa: E402
-from modelport.discover import load  # noqa: E402
-from modelport.export import export  # noqa: E402
-from modelport.verify import verify  # noqa: E402
+# `export` and `verify` are both submodules and functions of the same name: they are bound eagerly (both
+# modules import only light code at the top), since a submodule import would replace a lazy attribute.
+from modelport.export import export
+from modelport.verify import verify
 
 __all__ = ["__version__", "benchmark", "export", "load", "verify"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "benchmark":
+        from modelport.bench import run_benchmark
+
+        return run_benchmark
+    if name == "load":
+        from modelport.discover import load
+
+        return load
+    raise AttributeError(f"module 'modelport' has no attribute {name!r}")

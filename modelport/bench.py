@@ -22,7 +22,7 @@ from modelport.quantize import calibration_batch
 from modelport.spec import sha256_file
 from modelport.verify import TOLERANCES, compare_output
 from modelport.zoo import BuiltModel, build
-from modelport.zoo.checkpoints import weights_stem
+from modelport.naming import weights_stem
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -308,7 +308,7 @@ def _resolve_source(source: str | Path, allow_random: bool, arch: str | None, sa
         if not allow_random:
             raise WeightsNotFoundError(f"{name}: no weights file given",
                                        hint="pass a checkpoint, or --allow-random to benchmark an untrained model")
-        from modelport.demo import make_untrained_checkpoint
+        from modelport.zoo.calibrate import make_untrained_checkpoint
 
         target = cache_root() / "untrained" / f"{name}_untrained.pt"
         if not target.exists():

@@ -372,7 +372,7 @@ def _click_errors() -> tuple[type, ...]:
 def main() -> None:
     """Run the CLI: typed errors print one line (and a hint) and exit with their code; anything unexpected
     prints one line naming a log file with the traceback and exits with INTERNAL_ERROR_EXIT."""
-    from modelport.zoo import RandomWeightsWarning
+    from modelport.errors import RandomWeightsWarning
 
     warnings.showwarning = _show_warning
     warnings.simplefilter("once", RandomWeightsWarning)

@@ -7,13 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-
-def make_untrained_checkpoint(workdir: Path, arch: str = "osnet_x0_25", seed: int = 0) -> Path:
-    """A random-weight checkpoint with calibrated BatchNorm, labelled ``random`` in everything made from it."""
-    from modelport.zoo import save_untrained
-    from modelport.zoo.calibrate import calibrated_untrained
-
-    return save_untrained(calibrated_untrained(arch, seed), workdir / f"{arch}_untrained.pt")
+from modelport.zoo.calibrate import make_untrained_checkpoint
 
 
 def run_demo(workdir: Path, arch: str, out: Console, err: Console) -> bool:

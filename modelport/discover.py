@@ -10,7 +10,7 @@ from pathlib import Path
 from modelport.errors import MissingRuntimeError, ModelportError, WeightsNotFoundError
 from modelport.formats import EXPORTABLE, FORMATS, Format, Runner, format_of_path, get_format
 from modelport.spec import ModelSpec, sha256_file
-from modelport.zoo.checkpoints import weights_stem
+from modelport.naming import weights_stem
 
 EXPORT_FOLDER = "exported_models"
 

@@ -65,3 +65,7 @@ class CalibrationError(ModelportError, ValueError):
 
 class UnsafeCheckpointError(NotACheckpointError):
     """A checkpoint's pickle names a Python global that a file of its kind does not legitimately hold."""
+
+
+class RandomWeightsWarning(UserWarning):
+    """Raised (as a warning) whenever a model runs with untrained weights."""

@@ -8,21 +8,20 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
 from modelport.errors import ExportError, ModelportError, VerificationError
-from modelport.fold import TAG as FOLD_TAG
-from modelport.fold import fold
 from modelport.formats import EXPORTABLE, ExportOptions, Format, get_format
 from modelport.formats.base import example_batch
 from modelport.formats.pytorch import PyTorchRunner
 from modelport.quantize import MAX_CALIBRATION, PRECISIONS, VARIANT_FORMATS, calibration_batch, calibration_for
 from modelport.spec import ModelSpec
 from modelport.verify import TOLERANCES, RunnerResult, Tolerance, compare_runner
-from modelport.zoo import BuiltModel, build
-from modelport.zoo.checkpoints import weights_stem
+
+if TYPE_CHECKING:  # torch-backed: imported when a model is exported, so `import modelport` stays light
+    from modelport.zoo import BuiltModel
 
 VERIFY_ROWS = 5  # odd on purpose: a dynamic batch must accept a size it was not traced with
 FP16_VERIFY_ROWS = 16  # a worst-row cosine needs more rows once errors are no longer at rounding level
@@ -147,6 +146,11 @@ def export_all(
     and tags the files ``x.uint8in.onnx``, ``x_uint8in_openvino_model/``. An earlier modelport export at a
     destination is replaced; any other file there only with ``force``.
     """
+    from modelport.fold import TAG as FOLD_TAG
+    from modelport.fold import fold
+    from modelport.zoo import BuiltModel, build
+    from modelport.naming import weights_stem
+
     if batch is not None and batch < 1:
         raise ExportError(f"batch must be a positive integer, got {batch}")
     chosen = parse_formats(formats, device, precision)

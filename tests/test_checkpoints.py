@@ -20,7 +20,7 @@ from modelport.errors import (
 from modelport.formats.pytorch import PyTorchRunner
 from modelport.samples import person_crops
 from modelport.zoo import RandomWeightsWarning, build, infer_architecture, save_untrained
-from modelport.zoo.checkpoints import weights_stem
+from modelport.naming import weights_stem
 
 from conftest import MARKET1501_CLASSES, calibrated_model, save_plain, save_trainer
 

@@ -85,3 +85,22 @@ def test_a_package_with_a_path_outside_its_folder_is_refused(package_file, tmp_p
     with pytest.raises(CorruptFileError, match="evil.tar.gz"):
         verify_package(evil)
     assert not (tmp_path.parent / "escaped.txt").exists()
+
+
+def test_a_package_is_verified_on_a_machine_without_pytorch(package_file):
+    """The edge box may have only onnxruntime: torch is made unimportable in the checking process."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from modelport.golden import verify_package\n"
+            f"result = verify_package({str(package_file)!r})\n"
+            "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+            "print('PASSED' if result.passed else 'FAILED ' + result.summary())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and "PASSED" in done.stdout, done.stdout + done.stderr
+
+
+def test_import_modelport_does_not_import_torch():
+    code = ("import sys, modelport, modelport.cli\n"
+            "heavy = [m for m in ('torch', 'onnxruntime', 'openvino', 'ultralytics', 'open_clip') if m in sys.modules]\n"
+            "print(heavy)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

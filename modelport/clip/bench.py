@@ -20,7 +20,7 @@ from modelport.clip.verify import ENCODERS, artifact_base, encoder_spec, is_chec
 from modelport.errors import ModelportError, UnknownArchitectureError, WeightsNotFoundError
 from modelport.formats import EXPORTABLE, get_format
 from modelport.zoo.clip import PREFIX
-from modelport.zoo.checkpoints import weights_stem
+from modelport.naming import weights_stem
 
 DEFAULT_BATCHES = (1, 16)
 Progress = Callable[[str], None]

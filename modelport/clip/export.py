@@ -17,7 +17,7 @@ from modelport.formats import ExportOptions, get_format
 from modelport.formats.base import example_batch
 from modelport.formats.pytorch import PyTorchRunner
 from modelport.zoo import BuiltModel
-from modelport.zoo.checkpoints import weights_stem
+from modelport.naming import weights_stem
 
 ENCODERS = ("image", "text")
 

@@ -6,11 +6,21 @@
     dets = runner.detect(frames)                                 # per image: boxes (xyxy), scores, classes
 """
 
-from modelport.detect.discover import open_detector
-from modelport.detect.export import DetectExportResult, export_detector, export_models
-from modelport.detect.graph import NmsConfig
-from modelport.detect.model import DetectorSource, load_detector, parse_model_arg, read_model_list
-from modelport.detect.runner import Detections, DetectRunner, UltralyticsReference
+from importlib import import_module
+from typing import Any
 
-__all__ = ["DetectExportResult", "DetectRunner", "Detections", "DetectorSource", "NmsConfig", "UltralyticsReference",
-           "export_detector", "export_models", "load_detector", "open_detector", "parse_model_arg", "read_model_list"]
+# Resolved on first use: the CLI imports this package for its commands, and Ultralytics and torch should load
+# only when a detector is actually opened.
+_HOME = {
+    "open_detector": "discover", "DetectExportResult": "export", "export_detector": "export",
+    "export_models": "export", "NmsConfig": "graph", "DetectorSource": "model", "load_detector": "model",
+    "parse_model_arg": "model", "read_model_list": "model", "Detections": "runner", "DetectRunner": "runner",
+    "UltralyticsReference": "runner",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'modelport.detect' has no attribute {name!r}")
+    return getattr(import_module(f"modelport.detect.{_HOME[name]}"), name)

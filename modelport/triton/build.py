@@ -18,7 +18,7 @@ from modelport.triton.config import (CONFIG_FILE, LABELS_FILE, PYTHON_MODEL_FILE
                                      ConfigOptions, config_problems, config_text, format_of_config, make_config,
                                      read_config, read_signature)
 from modelport.triton.layout import check_name, split_engine, versions
-from modelport.zoo.checkpoints import weights_stem
+from modelport.naming import weights_stem
 
 DEFAULT_FORMAT = "onnx"
 

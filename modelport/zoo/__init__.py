@@ -10,16 +10,12 @@ import torch
 from torch import nn
 
 from modelport.version import __version__
-from modelport.errors import RandomWeightsNotAllowedError, UnknownArchitectureError
+from modelport.errors import RandomWeightsNotAllowedError, RandomWeightsWarning, UnknownArchitectureError
 from modelport.spec import ModelSpec, Preprocess, Source, TensorSpec, sha256_file
 from modelport.zoo.checkpoints import RANDOM_MARKER, load_into, read_checkpoint
 from modelport.zoo.registry import ZooEntry, create_model, get_entry, infer_architecture, list_models
 
 __all__ = ["BuiltModel", "build", "create_model", "get_entry", "infer_architecture", "list_models", "spec_for"]
-
-
-class RandomWeightsWarning(UserWarning):
-    """Raised (as a warning) whenever a model runs with untrained weights."""
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -50,3 +51,10 @@ def calibrated_untrained(arch: str, seed: int = 0, *, batches: int = 4, batch_si
     data = [torch.from_numpy(prepare(person_crops(batch_size, pre.height, pre.width, seed=base + i), pre))
             for i in range(batches)]
     return calibrate_batchnorm(built.module, data)
+
+
+def make_untrained_checkpoint(workdir: Path, arch: str = "osnet_x0_25", seed: int = 0) -> Path:
+    """A random-weight checkpoint with calibrated BatchNorm, labelled ``random`` in everything made from it."""
+    from modelport.zoo import save_untrained
+
+    return save_untrained(calibrated_untrained(arch, seed), workdir / f"{arch}_untrained.pt")

@@ -16,20 +16,10 @@ from modelport.errors import (CorruptFileError, NotACheckpointError, UnsafeCheck
                              WeightsNotFoundError)
 from modelport.pickle_scan import checkpoint_globals
 
-WEIGHT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar", ".bin")
 # Trainer checkpoints keep the weights under one of these keys (torchreid uses "state_dict").
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net")
 # Marker written by modelport itself into checkpoints of untrained (random) models.
 RANDOM_MARKER = "modelport_source"
-
-
-def weights_stem(path: str | Path) -> str:
-    """File name without its weights suffix: ``osnet_x1_0_market.pth.tar`` -> ``osnet_x1_0_market``."""
-    name = Path(path).name
-    for suffix in sorted(WEIGHT_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(path).stem
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
