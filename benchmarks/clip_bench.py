@@ -60,7 +60,8 @@ def calibrate(clip) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10000)
-    parser.add_argument("--seconds", type=float, default=30.0, help="timed seconds per encoder and batch size, shared by its runtimes")
+    parser.add_argument("--seconds", type=float, default=30.0,
+                        help="timed seconds per encoder and batch size, shared by its runtimes")
     parser.add_argument("--index-batch", type=int, default=32)
     args = parser.parse_args()
     work = HERE / "work" / "clip"

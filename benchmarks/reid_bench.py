@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 def _untrained(arch: str, folder: Path) -> Path:
     """Calibrated random weights with a float-input ONNX export and a uint8-input one beside them."""
     from conftest import calibrated_model, save_plain
+
     from modelport.export import export
     from modelport.zoo import get_entry
 

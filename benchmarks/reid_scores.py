@@ -34,12 +34,13 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     from conftest import calibrated_model, save_plain
-    from modelport.zoo.calibrate import make_untrained_checkpoint
+
     from modelport.export import export
     from modelport.reid.extract import extract, load_model
     from modelport.reid.identify import run_cluster
     from modelport.reid.importer import import_mot
     from modelport.reid.synth import write_demo_data
+    from modelport.zoo.calibrate import make_untrained_checkpoint
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="reid_scores_") as tmp:
@@ -70,7 +71,8 @@ def main() -> None:
               "settings": "--standardize --threshold auto", "runs": rows,
               "rank1": {"mean": round(float(rank1.mean()), 3), "min": float(rank1.min()), "max": float(rank1.max())},
               "ari": {"mean": round(float(ari.mean()), 3), "min": float(ari.min()), "max": float(ari.max())}}
-    args.out = args.out or HERE / "results" / ("reid_scores.json" if args.recipe == "tests" else "reid_scores_demo.json")
+    args.out = args.out or HERE / "results" / ("reid_scores.json" if args.recipe == "tests"
+                                               else "reid_scores_demo.json")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1))
     print(json.dumps({k: record[k] for k in ("rank1", "ari")}))

@@ -24,9 +24,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from modelport.bench import run_benchmark, write_plot  # noqa: E402
-from modelport.zoo.calibrate import make_untrained_checkpoint  # noqa: E402
 from modelport.samples import person_tracks  # noqa: E402
 from modelport.zoo import build, save_untrained  # noqa: E402
+from modelport.zoo.calibrate import make_untrained_checkpoint  # noqa: E402
 
 
 def calibration_folder(folder: Path, people: int = 64) -> Path:
@@ -75,7 +75,8 @@ def summarise(report: dict, batch: int) -> dict:
 
 
 def table(report: dict) -> str:
-    lines = ["| runtime | batch | status | p50 ms | p99 ms | img/s | x PyTorch | min cos | centred cos | NN agree | MB |",
+    lines = ["| runtime | batch | status | p50 ms | p99 ms | img/s | x PyTorch | min cos | centred cos "
+             "| NN agree | MB |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     base = {r["batch"]: r["throughput"] for r in report["rows"] if r["runtime"] == "pytorch"}
     for r in report["rows"]:
@@ -121,7 +122,8 @@ def write_results(names: list[str]) -> Path:
         parts += [f"## {name} ({report['model']['gflop_per_image']:.2f} GFLOP/image)", "",
                   f"{m['cpu']}, {m['physical_cores']} physical cores, flags {', '.join(m['cpu_flags'])}; "
                   f"measured fp32 matmul peak {report['peak_gflops']:.0f} GFLOP/s; "
-                  f"{report['settings']['seconds_per_batch']:.0f} s per batch size over {report['settings']['rounds']} rounds; "
+                  f"{report['settings']['seconds_per_batch']:.0f} s per batch size over "
+                  f"{report['settings']['rounds']} rounds; "
                   f"onnxruntime {m['libraries']['onnxruntime']}, openvino {m['libraries']['openvino']}, "
                   f"torch {m['libraries']['torch']}.", "", table(report), ""]
         for summ in [summarise(report, b) for b in sorted({r["batch"] for r in report["rows"]})]:
@@ -133,7 +135,8 @@ def write_results(names: list[str]) -> Path:
             if "untuned_onnx_fraction_of_peak" in summ:
                 line.append(f"untuned at {summ['untuned_onnx_fraction_of_peak']:.0%} of peak")
             if "best_fp32_gflops" in summ:
-                line.append(f"{summ['best_fp32_gflops']:.0f} GFLOP/s = {summ['best_fp32_fraction_of_peak']:.0%} of peak")
+                line.append(f"{summ['best_fp32_gflops']:.0f} GFLOP/s = "
+                            f"{summ['best_fp32_fraction_of_peak']:.0%} of peak")
             if summ.get("best_int8"):
                 line.append(f"best verified INT8 `{summ['best_int8']}` {summ['best_int8_vs_best_fp32']:.2f}x best fp32")
             else:
@@ -164,7 +167,8 @@ def main() -> None:
         weights = damped_checkpoint(args.work, name)
         report = run_benchmark(weights, formats=["onnx", "openvino", "torchscript", "tensorrt"], batches=batches,
                                seconds=args.seconds, int8=True, calib=calib, baseline=True,
-                               export_dir=args.work / "exports", progress=lambda m: print(f"[{name}] {m}", flush=True))
+                               export_dir=args.work / "exports",
+                               progress=lambda m, name=name: print(f"[{name}] {m}", flush=True))
         report["summary"] = [summarise(report, b) for b in batches]
         (HERE / "results" / f"{name}.json").write_text(json.dumps(report, indent=1))
         write_plot(report, HERE / "results" / f"{name}.png")

@@ -34,11 +34,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from modelport.zoo.calibrate import make_untrained_checkpoint  # noqa: E402
 from modelport.machine import machine_info  # noqa: E402
 from modelport.preprocess import prepare  # noqa: E402
 from modelport.samples import person_crops  # noqa: E402
 from modelport.triton import ConfigOptions, ModelEntry, build_repository  # noqa: E402
+from modelport.zoo.calibrate import make_untrained_checkpoint  # noqa: E402
 
 ARCH = "osnet_x0_25"
 MODES = {"batched-32": ("osnet_batched", None), "unbatched-32": ("osnet_single", None),
@@ -189,7 +189,8 @@ def write_markdown(record: dict, path: Path) -> None:
         batch = f"{row['mean_batch']:.1f}" if row["mean_batch"] else "-"
         clients = 1 if mode == "sequential-1" else record["clients"]
         per_round = [x["throughput_rps"] for x in row["rounds"]]
-        lines.append(f"| {mode} | {clients} | {row['throughput_rps']:.1f} | {min(per_round):.1f}-{max(per_round):.1f} | "
+        lines.append(f"| {mode} | {clients} | {row['throughput_rps']:.1f} | "
+                     f"{min(per_round):.1f}-{max(per_round):.1f} | "
                      f"{lat.get('p50', 0):.1f} | "
                      f"{lat.get('p90', 0):.1f} | {lat.get('p99', 0):.1f} | {batch} | {row['errors']} |")
     gain = r["batched-32"]["throughput_rps"] / max(r["unbatched-32"]["throughput_rps"], 1e-9)

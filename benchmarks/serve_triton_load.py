@@ -30,15 +30,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-import numpy as np  # noqa: E402
 from serve_load import _preprocess, run_mode, summarise, wait_ready  # noqa: E402
 
-from modelport.zoo.calibrate import make_untrained_checkpoint  # noqa: E402
 from modelport.machine import machine_info  # noqa: E402
 from modelport.preprocess import prepare  # noqa: E402
 from modelport.samples import person_crops  # noqa: E402
 from modelport.triton import ConfigOptions, ModelEntry, build_repository  # noqa: E402
 from modelport.triton.server import free_port  # noqa: E402
+from modelport.zoo.calibrate import make_untrained_checkpoint  # noqa: E402
 
 ARCH = "osnet_x0_25"
 MODEL = "osnet"
@@ -150,7 +149,7 @@ def main() -> None:
                 asyncio.run(wait_ready(urls[engine], procs[engine], timeout=300))
             results = asyncio.run(bench(urls, levels, args.seconds, args.rounds))
         except BaseException:
-            for engine, proc in procs.items():
+            for engine, _proc in procs.items():
                 log = (Path(tmp) / f"{engine}.log").read_text(errors="replace")[-2000:]
                 print(f"--- {engine} server log (end) ---\n{log}", file=sys.stderr)
             raise

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelport.version import __version__  # defined once, in pyproject.toml
-
 # `export` and `verify` are both submodules and functions of the same name: they are bound eagerly (both
 # modules import only light code at the top), since a submodule import would replace a lazy attribute.
 from modelport.export import export
 from modelport.verify import verify
+from modelport.version import __version__  # defined once, in pyproject.toml
 
 __all__ = ["__version__", "benchmark", "export", "load", "verify"]
 

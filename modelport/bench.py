@@ -12,17 +12,17 @@ from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
-from modelport.version import __version__
 from modelport.errors import ModelportError, WeightsNotFoundError
 from modelport.formats import BY_ID, Runner, get_format
 from modelport.formats.base import example_batch
 from modelport.formats.pytorch import PyTorchRunner
 from modelport.machine import machine_info, machine_key, peak_gflops
+from modelport.naming import weights_stem
 from modelport.quantize import calibration_batch
 from modelport.spec import sha256_file
 from modelport.verify import TOLERANCES, compare_output
+from modelport.version import __version__
 from modelport.zoo import BuiltModel, build
-from modelport.naming import weights_stem
 
 T = TypeVar("T")
 R = TypeVar("R")

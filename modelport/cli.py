@@ -13,8 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelport.atomic import atomic_write_text
-from modelport.cli_options import TRUST_CHECKPOINT, apply_trust
-from modelport.cli_options import fmt_number as _fmt
+from modelport.cli_options import TRUST_CHECKPOINT, apply_trust, fmt_number as _fmt
 from modelport.errors import ModelportError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, verify and load vision models.")
@@ -65,7 +64,8 @@ def _source(weights: str, arch: Optional[str]) -> tuple[Optional[str], Optional[
 @app.command("export")
 def export_cmd(
     weights: str = typer.Argument(..., help="Weights file (.pt/.pth/.pth.tar), or a zoo name with --allow-random."),
-    formats: Optional[str] = typer.Option(None, "--format", "-f", help="Comma-separated formats; default: all usable here."),
+    formats: Optional[str] = typer.Option(None, "--format", "-f", help="Comma-separated formats; default: all "
+                                          "usable here."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder; default: next to the weights."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Fixed batch size (default: dynamic batch)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic batch dimension (the default)."),
@@ -83,7 +83,8 @@ def export_cmd(
                                          "--int8 with (default: synthetic crops, with a warning)."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
     clip_weights: Optional[Path] = typer.Option(None, "--weights", help="open_clip checkpoint for a MobileCLIP name."),
-    force: bool = typer.Option(False, "--force", help="Replace files at the destination that are not modelport exports."),
+    force: bool = typer.Option(False, "--force", help="Replace files at the destination that are not modelport "
+                               "exports."),
     trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Export weights to ONNX / TorchScript / OpenVINO / TensorRT, verifying each against PyTorch."""
@@ -180,7 +181,8 @@ def info_cmd(artifact: Path = typer.Argument(..., help="An exported artifact (or
 def load_cmd(path: Path = typer.Argument(..., help="Weights file or artifact."),
              format: Optional[str] = typer.Option(None, "--format", help="Force one format."),
              device: str = typer.Option("cpu", "--device"),
-             fastest: bool = typer.Option(False, "--fastest", help="Pick what this machine's benchmark measured fastest."),
+             fastest: bool = typer.Option(False, "--fastest", help="Pick what this machine's benchmark measured "
+                                          "fastest."),
              allow_random: bool = typer.Option(False, "--allow-random"),
              trust: bool = TRUST_CHECKPOINT) -> None:
     """Show which runtime the loader picks for PATH, and run it once."""

@@ -19,12 +19,15 @@ out = Console()
 
 
 def verify_cmd(
-    paths: List[Path] = typer.Argument(..., help="Artifacts and/or a weights file; the weights (or the first) is the reference."),
+    paths: List[Path] = typer.Argument(..., help="Artifacts and/or a weights file; the weights (or the first) is "
+                                       "the reference."),
     batch: int = typer.Option(8, "--batch", help="Rows in the seeded test batch."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device"),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of the weights file, if its name does not say."),
-    as_json: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON to this file ('-' for stdout)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of the weights file, if its name does "
+                                       "not say."),
+    as_json: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON to this file ('-' for "
+                                          "stdout)."),
     tol: Optional[List[str]] = typer.Option(None, "--tol", help="Per-output tolerance, OUTPUT:KEY=VALUE (keys: "
                                             "max_abs, min_cosine, min_nn_agreement; 'none' disables), repeatable."),
     localize: bool = typer.Option(False, "--localize", help="For a failing ONNX or OpenVINO export, name the first "
@@ -34,9 +37,9 @@ def verify_cmd(
 ) -> None:
     """Compare artifacts side by side on one seeded batch; exit 1 on any mismatch."""
     apply_trust(trust)
+    from modelport.clip.verify import verify_runners
     from modelport.discover import open_artifact
     from modelport.formats import format_of_path
-    from modelport.clip.verify import verify_runners
     from modelport.verify import verify
 
     if len(paths) == 1 and paths[0].name.endswith(".tar.gz"):  # an edge package: its golden outputs
@@ -87,7 +90,8 @@ def _tolerances(items: list[str]):
         output, _, setting = item.partition(":")
         key, _, value = setting.partition("=")
         if not output or key not in keys or not value:
-            raise typer.BadParameter(f"--tol {item!r}: expected OUTPUT:KEY=VALUE with KEY one of {', '.join(sorted(keys))}")
+            raise typer.BadParameter(f"--tol {item!r}: expected OUTPUT:KEY=VALUE with KEY one of "
+                                     f"{', '.join(sorted(keys))}")
         try:
             number = None if value.lower() == "none" else float(value)
         except ValueError:

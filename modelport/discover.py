@@ -9,8 +9,8 @@ from pathlib import Path
 
 from modelport.errors import MissingRuntimeError, ModelportError, WeightsNotFoundError
 from modelport.formats import EXPORTABLE, FORMATS, Format, Runner, format_of_path, get_format
-from modelport.spec import ModelSpec, sha256_file
 from modelport.naming import weights_stem
+from modelport.spec import ModelSpec, sha256_file
 
 EXPORT_FOLDER = "exported_models"
 

@@ -146,10 +146,9 @@ def export_all(
     and tags the files ``x.uint8in.onnx``, ``x_uint8in_openvino_model/``. An earlier modelport export at a
     destination is replaced; any other file there only with ``force``.
     """
-    from modelport.fold import TAG as FOLD_TAG
-    from modelport.fold import fold
-    from modelport.zoo import BuiltModel, build
+    from modelport.fold import TAG as FOLD_TAG, fold
     from modelport.naming import weights_stem
+    from modelport.zoo import BuiltModel, build
 
     if batch is not None and batch < 1:
         raise ExportError(f"batch must be a positive integer, got {batch}")

@@ -55,10 +55,9 @@ def build_package(runner: Runner, report: dict, out: Path, *, force: bool = Fals
                   reference: Runner | None = None) -> Path:
     """Write ``out`` (.tar.gz) atomically; an existing file is only replaced with ``force``. Its golden outputs
     come from ``reference`` (the PyTorch model) when given, else from the artifact itself."""
-    from modelport.golden import make_golden
-
     from PIL import Image
 
+    from modelport.golden import make_golden
     from modelport.preprocess import prepare
     from modelport.samples import person_crops
 
@@ -83,8 +82,10 @@ def build_package(runner: Runner, report: dict, out: Path, *, force: bool = Fals
         outputs=", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in spec.outputs),
         h=pre.height, w=pre.width, order=pre.channel_order, scale=pre.scale, mean=pre.mean, std=pre.std,
         sha=spec.source.sha256, cpu=report["machine"]["cpu"], cores=report["machine"]["physical_cores"],
-        version=report["modelport"], rows=_bench_rows(report, runtime), package=out.name, golden_rows=len(golden.inputs),
-        golden_ref="PyTorch model's" if golden.reference == "pytorch" else "artifact's own (no weights to compare with)",
+        version=report["modelport"], rows=_bench_rows(report, runtime), package=out.name,
+        golden_rows=len(golden.inputs),
+        golden_ref="PyTorch model's" if golden.reference == "pytorch"
+                   else "artifact's own (no weights to compare with)",
     )
     with atomic_file(out, force=force, hint=hint) as tmp, tarfile.open(tmp, "w:gz") as tar:
         tar.add(runner.path, arcname=runner.path.name)

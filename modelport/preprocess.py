@@ -128,7 +128,8 @@ def _affine(pixels: np.ndarray, pre: Preprocess, *, bgr: bool, out: np.ndarray |
     if out is None:
         out = np.empty((n, 3, h, w), np.float32)
     elif out.shape != (n, 3, h, w) or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(f"out must be a C-contiguous float32 array of shape {(n, 3, h, w)}, got {out.dtype} {out.shape}")
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {(n, 3, h, w)}, "
+                         f"got {out.dtype} {out.shape}")
     if n == 0:
         return out
     # Scale folded into the affine, one pass per channel plane from uint8 straight into the output's plane

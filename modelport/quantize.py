@@ -129,8 +129,13 @@ def quantize_onnx_int8(src: Path, dst: Path, batch: np.ndarray, spec: ModelSpec)
       0.997). This is what NNCF does by default for OpenVINO (overflow fix on the first layer).
     """
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     name, size = spec.inputs[0].name, _chunk(spec)

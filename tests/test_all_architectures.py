@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from conftest import calibrated_model, save_plain
 
 from modelport.export import available_formats, export_all
 from modelport.zoo import BuiltModel, build, get_entry, list_models
-
-from conftest import calibrated_model, save_plain
 
 FORMATS = [f.id for f in available_formats()]
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from test_triton import STEM
 
 import modelport.atomic
 from modelport.atomic import atomic_dir, atomic_file, atomic_write_text
 from modelport.errors import CorruptFileError, ExportError
 from modelport.triton import ModelEntry, build_model
-from test_triton import STEM
 
 USER = b"the user's own file \x00\xff\n"
 REPORT_DATA = {"title": "tracks", "use_reid": False, "model": None, "model_type": None, "summary": "1 detection",

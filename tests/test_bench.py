@@ -8,6 +8,7 @@ import tarfile
 
 import numpy as np
 import pytest
+from conftest import save_plain
 
 import modelport
 from modelport.bench import fastest, percentiles, record_path, run_benchmark, write_plot
@@ -15,8 +16,6 @@ from modelport.errors import ExportError
 from modelport.package import package
 from modelport.preprocess import prepare
 from modelport.spec import sha256_file
-
-from conftest import save_plain
 
 
 @pytest.fixture

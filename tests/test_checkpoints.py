@@ -7,22 +7,21 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import MARKET1501_CLASSES, calibrated_model, save_plain, save_trainer
 
 from modelport.errors import (
     CorruptFileError,
-    UnsafeCheckpointError,
     NotACheckpointError,
     RandomWeightsNotAllowedError,
     UnknownArchitectureError,
+    UnsafeCheckpointError,
     WeightsMismatchError,
     WeightsNotFoundError,
 )
 from modelport.formats.pytorch import PyTorchRunner
+from modelport.naming import weights_stem
 from modelport.samples import person_crops
 from modelport.zoo import RandomWeightsWarning, build, infer_architecture, save_untrained
-from modelport.naming import weights_stem
-
-from conftest import MARKET1501_CLASSES, calibrated_model, save_plain, save_trainer
 
 
 def _embed(module, spec):

@@ -7,13 +7,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import save_plain
 
 import modelport
 from modelport.discover import open_artifact
 from modelport.export import export_all
 from modelport.samples import person_crops
-
-from conftest import save_plain
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -6,13 +6,12 @@ import shutil
 import warnings
 
 import pytest
+from conftest import calibrated_model, save_plain
 
 import modelport
 from modelport.discover import StaleExportWarning, find_exports, open_artifact
 from modelport.errors import MissingRuntimeError, ModelportError, WeightsNotFoundError
 from modelport.formats import BY_ID, Format
-
-from conftest import calibrated_model, save_plain
 
 STEM = "osnet_x0_25_msmt17"
 

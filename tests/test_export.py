@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import save_plain
 
 from modelport.discover import open_artifact
 from modelport.errors import ExportError, UnsupportedFormatError, VerificationError
@@ -15,8 +16,6 @@ from modelport.formats.base import example_batch
 from modelport.samples import person_crops
 from modelport.spec import sha256_file
 from modelport.zoo import BuiltModel, build
-
-from conftest import save_plain
 
 FORMATS = ("onnx", "torchscript", "openvino")
 

@@ -11,17 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import save_plain
+
 from modelport import load
 from modelport.errors import ExportError
 from modelport.export import available_formats, export_all
 from modelport.fold import FoldedPreprocess, fold
 from modelport.preprocess import normalize, prepare, resize_all
 from modelport.samples import person_crops
+from modelport.spec import Source
 from modelport.verify import verify
 from modelport.zoo import build, get_entry, spec_for
-from modelport.spec import Source
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,8 @@ def test_a_package_is_verified_on_a_machine_without_pytorch(package_file):
 
 def test_import_modelport_does_not_import_torch():
     code = ("import sys, modelport, modelport.cli\n"
-            "heavy = [m for m in ('torch', 'onnxruntime', 'openvino', 'ultralytics', 'open_clip') if m in sys.modules]\n"
+            "heavy = [m for m in ('torch', 'onnxruntime', 'openvino', 'ultralytics', 'open_clip') "
+            "if m in sys.modules]\n"
             "print(heavy)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

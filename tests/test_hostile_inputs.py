@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import save_plain
+
 from modelport.zoo import create_model
 
 MARKER = "PAYLOAD_RAN"
@@ -228,9 +228,10 @@ def test_trust_checkpoint_is_the_explicit_opt_in(bad, tmp_path):
 
 def test_an_allow_listed_class_constructed_from_the_file_is_refused(tmp_path):
     """Real checkpoints create modules with NEWOBJ; REDUCE would run the class's __init__ on file data."""
+    from ultralytics.nn.tasks import DetectionModel
+
     from modelport.detect.safe_load import check_detector_pickle
     from modelport.errors import UnsafeCheckpointError
-    from ultralytics.nn.tasks import DetectionModel
 
     class Construct:
         def __reduce__(self):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import onnx
 import pytest
 import torch
+from conftest import calibrated_model, save_plain
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -28,8 +29,6 @@ from modelport.quantize import SyntheticCalibrationWarning
 from modelport.samples import person_tracks
 from modelport.verify import INT8, compare_output
 from modelport.zoo.osnet import OSBlock
-
-from conftest import calibrated_model, save_plain
 
 STEM = "osnet_x0_25_msmt17"
 CALIB_PEOPLE = 32  # two views each: 64 crops

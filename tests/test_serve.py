@@ -147,7 +147,8 @@ def test_predict_returns_the_embedding_of_an_uploaded_image(server, runners):
     crop = person_crops(1, 256, 128, seed=9)[0]
     buffer = io.BytesIO()
     Image.fromarray(crop[..., ::-1]).save(buffer, "PNG")
-    response = httpx.post(f"http://{server}/predict/osnet", files={"image": ("crop.png", buffer.getvalue(), "image/png")})
+    response = httpx.post(f"http://{server}/predict/osnet",
+                          files={"image": ("crop.png", buffer.getvalue(), "image/png")})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["task"] == "embed" and body["dim"] == 512 and body["model_version"] == "1"
@@ -172,7 +173,8 @@ def test_bad_requests_get_clear_4xx_and_the_server_keeps_serving(client, server)
     _expect(404, "no loaded version '3'", lambda: client.infer("osnet", [inp], model_version="3"))
     small = httpclient.InferInput("images", [1, 3, 64, 64], "FP32")
     small.set_data_from_numpy(np.zeros((1, 3, 64, 64), np.float32))
-    _expect(400, "has shape [1, 3, 64, 64]; expected [batch (1..16), 3, 256, 128]", lambda: client.infer("osnet", [small]))
+    _expect(400, "has shape [1, 3, 64, 64]; expected [batch (1..16), 3, 256, 128]",
+            lambda: client.infer("osnet", [small]))
     too_many = httpclient.InferInput("images", [17, 3, 256, 128], "FP32")
     too_many.set_data_from_numpy(np.zeros((17, 3, 256, 128), np.float32))
     _expect(400, "expected [batch (1..16)", lambda: client.infer("osnet", [too_many]))
@@ -340,7 +342,8 @@ def test_unsupported_protocol_extensions_are_refused_by_name(client):
     inp = httpclient.InferInput("images", [1, 3, 256, 128], "FP32")
     inp.set_data_from_numpy(crops_batch(1, seed=1))
     _expect(400, "classification extension is not supported",
-            lambda: client.infer("osnet", [inp], outputs=[httpclient.InferRequestedOutput("embeddings", class_count=3)]))
+            lambda: client.infer("osnet", [inp],
+                                 outputs=[httpclient.InferRequestedOutput("embeddings", class_count=3)]))
 
 
 def test_fixed_batch_model_takes_exactly_its_batch(tmp_path, osnet_model):

@@ -7,12 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_triton import STEM, parse
 from typer.testing import CliRunner
 
 from modelport.cli import app
 from modelport.triton import ModelEntry, build_repository
 from modelport.triton.repo import clean_repository
-from test_triton import STEM, parse
 
 
 @pytest.fixture(scope="module")

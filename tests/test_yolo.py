@@ -14,8 +14,7 @@ pytest.importorskip("ultralytics")
 from modelport.detect.discover import open_detector  # noqa: E402
 from modelport.detect.export import export_detector, export_models  # noqa: E402
 from modelport.detect.graph import NmsConfig  # noqa: E402
-from modelport.detect.model import (DetectorSource, load_detector, parse_model_arg,  # noqa: E402
-                                    read_model_list)
+from modelport.detect.model import DetectorSource, load_detector, parse_model_arg, read_model_list  # noqa: E402
 from modelport.detect.nms import NmsSettings, nms_raw  # noqa: E402
 from modelport.detect.runner import Detections, DetectRunner, UltralyticsReference, load_runtime  # noqa: E402
 from modelport.detect.samples import street_scenes  # noqa: E402

@@ -12,15 +12,24 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from modelport.version import __version__
-from modelport.bench import (PARITY_ROWS, SCHEMA, Candidate, cache_root, check_parity, open_candidate, percentiles,
-                             size_mb, time_interleaved)
+from modelport.bench import (
+    PARITY_ROWS,
+    SCHEMA,
+    Candidate,
+    cache_root,
+    check_parity,
+    open_candidate,
+    percentiles,
+    size_mb,
+    time_interleaved,
+)
 from modelport.clip.model import ClipModel
 from modelport.clip.verify import ENCODERS, artifact_base, encoder_spec, is_checkpoint, recorded_weights
 from modelport.errors import ModelportError, UnknownArchitectureError, WeightsNotFoundError
 from modelport.formats import EXPORTABLE, get_format
-from modelport.zoo.clip import PREFIX
 from modelport.naming import weights_stem
+from modelport.version import __version__
+from modelport.zoo.clip import PREFIX
 
 DEFAULT_BATCHES = (1, 16)
 Progress = Callable[[str], None]

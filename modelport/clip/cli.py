@@ -35,7 +35,8 @@ def print_report(report: ClipExport, as_json: bool, console: Console) -> None:
             first = r.check.outputs[0] if r.check and r.check.outputs else None
             rows.append({"encoder": which, "format": r.format, "path": str(r.path) if r.path else None, "ok": r.ok,
                          "seconds": round(r.seconds, 2), "error": r.error,
-                         "max_abs": first.max_abs if first else None, "min_cosine": first.min_cosine if first else None})
+                         "max_abs": first.max_abs if first else None,
+                         "min_cosine": first.min_cosine if first else None})
     semantic = report.semantic
     if as_json:
         console.print_json(json.dumps({

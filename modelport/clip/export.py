@@ -9,15 +9,14 @@ from typing import Iterable
 
 import torch
 
-from modelport.clip.check import (SemanticReport, StructureCheck, semantic_check, semantic_images,
-                                  structure_check)
+from modelport.clip.check import SemanticReport, StructureCheck, semantic_check, semantic_images, structure_check
 from modelport.clip.model import ClipModel, build_clip, has_reparameterizable_blocks
 from modelport.export import ExportResult, _remove, export_one, parse_formats
 from modelport.formats import ExportOptions, get_format
 from modelport.formats.base import example_batch
 from modelport.formats.pytorch import PyTorchRunner
-from modelport.zoo import BuiltModel
 from modelport.naming import weights_stem
+from modelport.zoo import BuiltModel
 
 ENCODERS = ("image", "text")
 

@@ -15,10 +15,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from modelport.version import __version__
-from modelport.errors import (MissingRuntimeError, RandomWeightsNotAllowedError, UnknownArchitectureError,
-                              WeightsMismatchError)
+from modelport.errors import (
+    MissingRuntimeError,
+    RandomWeightsNotAllowedError,
+    UnknownArchitectureError,
+    WeightsMismatchError,
+)
 from modelport.spec import ModelSpec, Preprocess, Source, TensorSpec, sha256_file
+from modelport.version import __version__
 
 IMAGE_MAX_BATCH = 128
 TEXT_MAX_BATCH = 64
@@ -215,14 +219,16 @@ def build_clip(name: str, weights: str | Path | None = None, *, allow_random: bo
     ``prepare(clip)`` runs before re-parameterisation (tests use it to calibrate BatchNorm of random models).
     """
     if not is_clip_model(name):
-        raise UnknownArchitectureError(f"unknown CLIP model {name!r}", hint=f"choose one of: {', '.join(clip_models())}")
+        raise UnknownArchitectureError(f"unknown CLIP model {name!r}",
+                                       hint=f"choose one of: {', '.join(clip_models())}")
     oc = _open_clip()
     norm = clip_norm(name)
     if weights is None and not allow_random:
         raise RandomWeightsNotAllowedError(
             f"no weights given for {name}",
             hint=f"downloads are not possible here: pass the open_clip checkpoint of {name} with --weights "
-                 f"(e.g. open_clip_model.safetensors from {oc.get_pretrained_cfg(name, norm.tag).get('hf_hub', 'the hub')}), "
+                 "(e.g. open_clip_model.safetensors from "
+                 f"{oc.get_pretrained_cfg(name, norm.tag).get('hf_hub', 'the hub')}), "
                  "or --allow-random for an untrained model")
     torch.manual_seed(RANDOM_SEED)
     with _quiet_root_logger():

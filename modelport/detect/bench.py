@@ -11,7 +11,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from modelport.version import __version__
 from modelport.bench import interleave
 from modelport.detect.export import artifact_path, export_detector
 from modelport.detect.graph import NmsConfig
@@ -23,6 +22,7 @@ from modelport.detect.verify import compare_detections
 from modelport.errors import ModelportError
 from modelport.formats import get_format
 from modelport.machine import machine_info, peak_gflops, physical_cores
+from modelport.version import __version__
 
 SCHEMA = 1
 # (runtime id, format, NMS flavour or None for the raw track, dynamic input height and width)
@@ -178,7 +178,8 @@ def run_detect_benchmark(pt_file: str | Path, *, batches: Sequence[int] | None =
         load_before = os.getloadavg()[0]
         release = batch > RELEASE_ABOVE
         samples = _time_round_robin(live, images, seconds, n_rounds, release)
-        loads[batch] = {"rounds": n_rounds, "release_memory_between_pipelines": release, "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0]}
+        loads[batch] = {"rounds": n_rounds, "release_memory_between_pipelines": release,
+                        "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0]}
         for c in cands:
             row = {"runtime": c.id, "format": c.format, "track": c.track, "batch": batch, "status": c.status,
                    "reason": c.reason, "path": str(c.path) if c.path else None, "parity": c.parity}
@@ -227,7 +228,8 @@ def markdown_table(report: dict) -> str:
         nms = "in graph" if r["track"].startswith("e2e") else f"{s['nms']:.1f}"
         ratio = f"{r['x_ultralytics']:.2f}x" if r.get("x_ultralytics") else "-"
         threads = f" ({r['torch_threads']} torch thr)" if r.get("torch_threads") else ""
-        lines.append(f"| {r['runtime']}{threads} | {r['track']} | {r['batch']} | {r['status']} | {s['preprocess']:.1f} | "
+        lines.append(f"| {r['runtime']}{threads} | {r['track']} | {r['batch']} | {r['status']} | "
+                     f"{s['preprocess']:.1f} | "
                      f"{s['inference']:.1f} | {nms} | {s['postprocess']:.1f} | {r['latency_ms']['p50']:.1f} | "
                      f"{r['fps']:.1f} | {ratio} | {r['gflops_achieved']:.0f} |")
     return "\n".join(lines)

@@ -36,7 +36,8 @@ def route(argv: list[str]) -> list[str]:
     if not argv or argv[0] not in ROUTED:
         return argv
     rest = argv[1:]
-    if any(a.split("=")[0] in DETECT_FLAGS for a in rest) or any(_is_detector(a) for a in rest if not a.startswith("-")):
+    if any(a.split("=")[0] in DETECT_FLAGS for a in rest) or any(_is_detector(a) for a in rest
+                                                                 if not a.startswith("-")):
         return ["detect", *argv]
     return argv
 
@@ -57,26 +58,33 @@ def _nms_config(nms: bool, flavor: str, topk: Optional[int], iou: float, conf: f
 def export_cmd(
     weights: Optional[List[str]] = typer.Argument(None, help="Ultralytics detection .pt file(s)."),
     model: Optional[List[str]] = typer.Option(None, "--model", help="path.pt[:name[:max_batch]] (repeatable)."),
-    models: Optional[Path] = typer.Option(None, "--models", help="YAML list of models: pt_file, name, max_batch, topk, names."),
-    formats: Optional[str] = typer.Option(None, "--format", "-f", help="Comma-separated formats (default: all of the track usable here)."),
+    models: Optional[Path] = typer.Option(None, "--models", help="YAML list of models: pt_file, name, max_batch, "
+                                          "topk, names."),
+    formats: Optional[str] = typer.Option(None, "--format", "-f", help="Comma-separated formats (default: all of "
+                                          "the track usable here)."),
     nms: bool = typer.Option(False, "--nms", help="End-to-end track: NMS inside the graph."),
-    flavor: str = typer.Option("portable", "--nms-flavor", help="portable (ONNX NonMaxSuppression) or tensorrt (EfficientNMS_TRT)."),
-    topk: Optional[int] = typer.Option(None, "--topk", help="Detections kept per image (default 300, or the model list's)."),
+    flavor: str = typer.Option("portable", "--nms-flavor", help="portable (ONNX NonMaxSuppression) or tensorrt "
+                               "(EfficientNMS_TRT)."),
+    topk: Optional[int] = typer.Option(None, "--topk", help="Detections kept per image (default 300, or the model "
+                                       "list's)."),
     iou: float = typer.Option(0.7, "--iou", help="NMS IoU threshold."),
-    conf: float = typer.Option(0.25, "--conf", help="Confidence threshold (NMS in the graph; verification of raw tracks)."),
+    conf: float = typer.Option(0.25, "--conf", help="Confidence threshold (NMS in the graph; verification of raw "
+                               "tracks)."),
     normalize: bool = typer.Option(False, "--normalize-boxes", help="Boxes in [0,1] of the model input."),
     imgsz: int = typer.Option(640, "--imgsz", help="Square input size."),
     dynamic_shape: bool = typer.Option(False, "--dynamic-shape", help="Any input height and width up to --imgsz: "
                                        "same-sized images are letterboxed to the smallest stride-32 rectangle, as "
                                        "Ultralytics' predict does (onnx, openvino, tensorrt)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: next to the weights)."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images to verify on (default: synthetic scenes)."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images to verify on (default: synthetic "
+                                          "scenes)."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip verification against Ultralytics' predict."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda for TensorRT engines."),
     allow_random: bool = typer.Option(False, "--allow-random", help="A missing yolo11<size>.pt is built from "
                                       "Ultralytics' YAML with seeded random weights (untrained: boxes mean nothing)."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
-    force: bool = typer.Option(False, "--force", help="Replace files at the destination that are not modelport exports."),
+    force: bool = typer.Option(False, "--force", help="Replace files at the destination that are not modelport "
+                               "exports."),
     allow_empty: bool = typer.Option(False, "--allow-empty", help="Pass verification (with a warning) when the "
                                      "reference finds no box."),
     trust: bool = TRUST_CHECKPOINT,
@@ -85,7 +93,6 @@ def export_cmd(
     apply_trust(trust)
     from modelport.detect.export import export_detector, export_models
     from modelport.detect.model import DetectorSource, parse_model_arg, read_model_list
-
     from modelport.zoo.yolo import SIZES
 
     # A bare zoo name stands for its Ultralytics file (``yolo11n`` -> ``yolo11n.pt``).
@@ -145,12 +152,15 @@ def _print_exports(results, as_json: bool) -> None:
 
 @detect_app.command("verify")
 def verify_cmd(
-    paths: List[Path] = typer.Argument(..., help="The Ultralytics .pt (reference) and artifacts; no artifacts: its exports."),
+    paths: List[Path] = typer.Argument(..., help="The Ultralytics .pt (reference) and artifacts; no artifacts: its "
+                                       "exports."),
     conf: float = typer.Option(0.25, "--conf", help="Confidence threshold for raw tracks (NMS graphs use their own)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of images (default: synthetic scenes)."),
     count: int = typer.Option(8, "--count", help="Synthetic scenes when no --images."),
-    as_json: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON to this file ('-' for stdout)."),
-    allow_empty: bool = typer.Option(False, "--allow-empty", help="Pass (with a warning) when the reference finds no box."),
+    as_json: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON to this file ('-' for "
+                                          "stdout)."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Pass (with a warning) when the reference finds "
+                                     "no box."),
     trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Compare every artifact's detections with Ultralytics' predict; a table per format, exit 1 on mismatch."""
@@ -211,7 +221,8 @@ def verify_cmd(
 @detect_app.command("bench")
 def bench_cmd(
     weights: Path = typer.Argument(..., help="Ultralytics detection .pt."),
-    batch: Optional[str] = typer.Option(None, "--batch", help="Comma-separated batch sizes (default: 1 and the max batch)."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Comma-separated batch sizes (default: 1 and the max "
+                                        "batch)."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Override the model's maximum batch."),
     imgsz: int = typer.Option(640, "--imgsz"),
     conf: float = typer.Option(0.25, "--conf"),
@@ -240,7 +251,8 @@ def load_cmd(path: Path = typer.Argument(..., help="Ultralytics .pt or a detecto
              device: str = typer.Option("cpu", "--device"),
              allow_random: bool = typer.Option(False, "--allow-random", help="No weights and no export of a "
                                                "yolo11<size>.pt: use seeded random weights."),
-             image: Optional[Path] = typer.Option(None, "--image", help="Run it on this image (default: a synthetic scene)."),
+             image: Optional[Path] = typer.Option(None, "--image", help="Run it on this image (default: a synthetic "
+                                                  "scene)."),
              trust: bool = TRUST_CHECKPOINT) -> None:
     """Show which runtime the loader picks and run it once."""
     apply_trust(trust)

@@ -12,12 +12,20 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from modelport.detect.graph import FLAVORS, NmsConfig, add_nms
-from modelport.detect.model import (CONF, IMGSZ, IOU, DetectorSource, LoadedDetector, e2e_spec, is_zoo_name,
-                                   load_detector)
+from modelport.detect.model import (
+    CONF,
+    IMGSZ,
+    IOU,
+    DetectorSource,
+    LoadedDetector,
+    e2e_spec,
+    is_zoo_name,
+    load_detector,
+)
 from modelport.detect.nms import NmsSettings
 from modelport.detect.runner import DetectRunner, UltralyticsReference, load_runtime
 from modelport.detect.samples import street_scenes
-from modelport.detect.verify import DetTolerance, DetectionCheck, compare_detections, detect_both, verification_conf
+from modelport.detect.verify import DetectionCheck, DetTolerance, compare_detections, detect_both, verification_conf
 from modelport.errors import ExportError, ModelportError
 from modelport.formats import ExportOptions, Format, get_format
 from modelport.preprocess import ImageLike
@@ -153,7 +161,8 @@ def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfi
             return result
         if reference is not None and runnable:
             # End-to-end graphs are judged at their own thresholds, raw tracks at ``verify_conf``.
-            settings = NmsSettings(nms.conf, nms.iou, nms.topk) if nms else NmsSettings(verify_conf, IOU, det.source.topk)
+            settings = (NmsSettings(nms.conf, nms.iou, nms.topk) if nms
+                        else NmsSettings(verify_conf, IOU, det.source.topk))
             runner = DetectRunner(load_runtime(fmt, staged, options.device), settings)
             try:
                 reference.settings = settings
@@ -181,7 +190,8 @@ def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfi
         result.seconds = time.perf_counter() - start
 
 
-def parse_detect_formats(formats: str | Iterable[str] | None, nms: NmsConfig | None, device: str = "cpu") -> list[Format]:
+def parse_detect_formats(formats: str | Iterable[str] | None, nms: NmsConfig | None,
+                         device: str = "cpu") -> list[Format]:
     allowed = E2E_FORMATS[nms.flavor] if nms else RAW_FORMATS
     if formats is None:
         chosen = [get_format(f) for f in allowed]

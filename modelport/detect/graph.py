@@ -182,7 +182,7 @@ def _tensorrt(b: _Builder, config: NmsConfig, boxes_cs: str, best_only: str, k: 
 
 
 def _float_tensor(value: float):
-    from onnx import helper, TensorProto
+    from onnx import TensorProto, helper
 
     return helper.make_tensor("value", TensorProto.FLOAT, [1], [value])
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from torch import nn
 
-from modelport.version import __version__
 from modelport.detect.untrained import RANDOM_KEY
 from modelport.errors import CorruptFileError, ModelportError, UnknownArchitectureError, WeightsNotFoundError
 from modelport.spec import ModelSpec, Preprocess, Source, TensorSpec, sha256_file
+from modelport.version import __version__
 from modelport.zoo.yolo import DEFAULT_MAX_BATCH, IMGSZ, default_max_batch
 
 TOPK = 300

@@ -190,7 +190,8 @@ class UltralyticsReference:
         speed = results[0].speed if results else {}
         n = len(arrays)
         # Ultralytics reports milliseconds per image for each stage; its NMS is in "postprocess".
-        self.last = Timings(preprocess=speed.get("preprocess", 0) * n / 1e3, inference=speed.get("inference", 0) * n / 1e3,
+        self.last = Timings(preprocess=speed.get("preprocess", 0) * n / 1e3,
+                            inference=speed.get("inference", 0) * n / 1e3,
                             nms=speed.get("postprocess", 0) * n / 1e3)
         return [Detections(r.boxes.xyxy.numpy().astype(np.float32), r.boxes.conf.numpy().astype(np.float32),
                            r.boxes.cls.numpy().astype(np.int64), self.labels) for r in results]

@@ -67,12 +67,14 @@ def check_detector_pickle(path: Path) -> list[type]:
     allow-listed class it would construct with arguments from the file."""
     data = checkpoint_pickle(path)
     if data is None:
-        raise CorruptFileError(f"{path}: not a zip checkpoint; Ultralytics saves detectors with torch.save's zip layout",
+        raise CorruptFileError(f"{path}: not a zip checkpoint; Ultralytics saves detectors with torch.save's "
+                               "zip layout",
                                hint="re-save the model with Ultralytics (YOLO(...).save(path))")
     try:
         named, called = pickle_globals(data)
     except CorruptFileError as exc:
-        raise CorruptFileError(f"{path}: {exc.message}", hint="the file is incomplete or corrupted; copy it again") from None
+        raise CorruptFileError(f"{path}: {exc.message}",
+                               hint="the file is incomplete or corrupted; copy it again") from None
     allowed = detector_globals()
     default = set(torch._weights_only_unpickler._get_allowed_globals())  # torch's own weights-only set
     foreign = sorted(g for g in named if g not in allowed and g not in default)

@@ -21,7 +21,8 @@ def street_scenes(count: int, seed: int = 0, sizes: tuple[tuple[int, int], ...] 
         img = (sky * (1 - yy) + ground * yy) + rng.normal(0, 10, size=(h, w, 3))
         for _ in range(int(rng.integers(2, 7))):  # buildings / cars as blocks
             y0, x0 = int(rng.integers(0, h - 8)), int(rng.integers(0, w - 8))
-            img[y0 : y0 + int(rng.integers(8, h // 2)), x0 : x0 + int(rng.integers(8, w // 3))] = rng.integers(0, 256, 3)
+            img[y0 : y0 + int(rng.integers(8, h // 2)),
+                x0 : x0 + int(rng.integers(8, w // 3))] = rng.integers(0, 256, 3)
         people = int(rng.integers(2, 6))
         for crop in person_crops(people, 128, 64, seed=int(rng.integers(1 << 30))):
             ph = int(rng.integers(h // 6, h // 2))

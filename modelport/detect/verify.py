@@ -134,7 +134,8 @@ def compare_image(index: int, ref: Detections, got: Detections, tol: DetToleranc
         diff = abs(float(ref.scores[r]) - float(got.scores[j]))
         worst_score = max(worst_score, diff)
         if diff > tol.max_score_diff:
-            failures.append(f"score {got.scores[j]:.5f} vs {ref.scores[r]:.5f} (diff {diff:.2g} > {tol.max_score_diff:g})")
+            failures.append(f"score {got.scores[j]:.5f} vs {ref.scores[r]:.5f} "
+                            f"(diff {diff:.2g} > {tol.max_score_diff:g})")
     extra = [int(j) for j in np.flatnonzero(~taken)]
     for r, best in unmatched_ref:
         reason = tie_reason(ref, r, got, extra, tol)

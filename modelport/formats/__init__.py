@@ -20,7 +20,8 @@ FORMATS: tuple[Format, ...] = (
 )
 BY_ID = {f.id: f for f in FORMATS}
 EXPORTABLE = tuple(f for f in FORMATS if f.id != "pytorch")
-REMOTE = Format("remote", "KServe v2 endpoint", "://", "modelport.formats.remote", ("tritonclient",), "tritonclient[grpc,http]")
+REMOTE = Format("remote", "KServe v2 endpoint", "://", "modelport.formats.remote", ("tritonclient",),
+                "tritonclient[grpc,http]")
 
 __all__ = ["BY_ID", "EXPORTABLE", "FORMATS", "ExportOptions", "Format", "Runner", "get_format", "format_of_path"]
 

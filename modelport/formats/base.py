@@ -92,7 +92,8 @@ class Format:
         reason = self.unavailable_reason(device)
         if reason:
             where = f"{origin}: " if origin else ""
-            raise MissingRuntimeError(f"{where}{self.name} is unavailable: {reason}", hint=f"pip install {self.install}")
+            raise MissingRuntimeError(f"{where}{self.name} is unavailable: {reason}",
+                                      hint=f"pip install {self.install}")
 
     def _module(self) -> Any:
         return importlib.import_module(self.impl)
@@ -323,7 +324,8 @@ class Runner:
 
     def __repr__(self) -> str:
         batch = self.max_batch if self.max_batch is not None else "dynamic"
-        return f"<{type(self).__name__} {self.spec.name} model_type={self.model_type} batch={batch} device={self.device}>"
+        return (f"<{type(self).__name__} {self.spec.name} model_type={self.model_type} batch={batch} "
+                f"device={self.device}>")
 
 
 def example_batch(spec: ModelSpec, count: int | None = None, seed: int = 0) -> np.ndarray:

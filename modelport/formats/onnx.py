@@ -181,8 +181,9 @@ class OnnxRunner(Runner):
     def _streams(self):
         """The single-threaded session and the worker pool, made on first use: callers with small batches
         never pay for them."""
-        import onnxruntime as ort
         from concurrent.futures import ThreadPoolExecutor
+
+        import onnxruntime as ort
 
         if self._stream_session is None:
             self._stream_session = ort.InferenceSession(str(self.path), session_options(1, self._spin),

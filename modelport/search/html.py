@@ -11,7 +11,6 @@ from typing import Sequence
 from modelport.atomic import atomic_write_text, refuse_existing
 from modelport.errors import CorruptFileError
 from modelport.preprocess import open_image
-
 from modelport.search.query import Hit
 
 THUMB = 192

@@ -18,13 +18,13 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from modelport.version import __version__
 from modelport.errors import CorruptFileError
 from modelport.preprocess import open_image
 from modelport.serve.limits import DEFAULT_MAX_BODY, DEFAULT_TIMEOUT_S, BodyLimit, deadline
 from modelport.serve.models import ModelRepository, ServedModel
 from modelport.serve.protocol import HEADER_LENGTH, ProtocolError, encode_response, parse_request
 from modelport.serve.tasks import image_task
+from modelport.version import __version__
 
 log = logging.getLogger("modelport.serve")
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]

@@ -13,12 +13,23 @@ from pathlib import Path
 from modelport.atomic import atomic_dir, atomic_write_bytes, atomic_write_text, refuse_existing
 from modelport.errors import CorruptFileError, ExportError, ModelportError, VerificationError, WeightsNotFoundError
 from modelport.formats import Format, format_of_path, get_format
-from modelport.spec import ModelSpec
-from modelport.triton.config import (CONFIG_FILE, LABELS_FILE, PYTHON_MODEL_FILE, SPEC_FILE, TRITON_FORMATS,
-                                     ConfigOptions, config_problems, config_text, format_of_config, make_config,
-                                     read_config, read_signature)
-from modelport.triton.layout import check_name, split_engine, versions
 from modelport.naming import weights_stem
+from modelport.spec import ModelSpec
+from modelport.triton.config import (
+    CONFIG_FILE,
+    LABELS_FILE,
+    PYTHON_MODEL_FILE,
+    SPEC_FILE,
+    TRITON_FORMATS,
+    ConfigOptions,
+    config_problems,
+    config_text,
+    format_of_config,
+    make_config,
+    read_config,
+    read_signature,
+)
+from modelport.triton.layout import check_name, split_engine, versions
 
 DEFAULT_FORMAT = "onnx"
 

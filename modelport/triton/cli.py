@@ -193,7 +193,8 @@ def serve_cmd(
     from modelport.errors import ModelportError, WeightsNotFoundError
 
     if not repo.is_dir():
-        raise WeightsNotFoundError(f"{repo}: model repository not found", hint="build one with `modelport triton build`")
+        raise WeightsNotFoundError(f"{repo}: model repository not found",
+                                   hint="build one with `modelport triton build`")
     if engine == "triton":
         from modelport.serve.triton_engine import serve_triton
 

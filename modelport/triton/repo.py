@@ -12,8 +12,17 @@ from pathlib import Path
 import numpy as np
 
 from modelport.errors import ModelportError
-from modelport.triton.config import (CONFIG_FILE, LABELS_FILE, config_dtype, config_problems,
-                                     format_of_config, model_file, read_config, read_plan_spec, read_signature)
+from modelport.triton.config import (
+    CONFIG_FILE,
+    LABELS_FILE,
+    config_dtype,
+    config_problems,
+    format_of_config,
+    model_file,
+    read_config,
+    read_plan_spec,
+    read_signature,
+)
 from modelport.triton.layout import model_dirs, open_version, outputs_by_config, served_versions, versions
 
 

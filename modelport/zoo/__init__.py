@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from modelport.version import __version__
 from modelport.errors import RandomWeightsNotAllowedError, RandomWeightsWarning, UnknownArchitectureError
 from modelport.spec import ModelSpec, Preprocess, Source, TensorSpec, sha256_file
+from modelport.version import __version__
 from modelport.zoo.checkpoints import RANDOM_MARKER, load_into, read_checkpoint
 from modelport.zoo.registry import ZooEntry, create_model, get_entry, infer_architecture, list_models
 

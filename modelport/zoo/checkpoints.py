@@ -12,8 +12,13 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from modelport.errors import (CorruptFileError, NotACheckpointError, UnsafeCheckpointError, WeightsMismatchError,
-                             WeightsNotFoundError)
+from modelport.errors import (
+    CorruptFileError,
+    NotACheckpointError,
+    UnsafeCheckpointError,
+    WeightsMismatchError,
+    WeightsNotFoundError,
+)
 from modelport.pickle_scan import checkpoint_globals
 
 # Trainer checkpoints keep the weights under one of these keys (torchreid uses "state_dict").
