@@ -341,7 +341,7 @@ app.command("ui")(ui_cmd)
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: a bug in modelport, not a problem with the user's input
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 

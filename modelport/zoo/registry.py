@@ -58,13 +58,7 @@ def register_model(*, family: str, feature_dim: int, **meta) -> Callable:
 
 def _ensure_loaded() -> None:
     # Importing the family modules runs their @register_model decorators.
-    from modelport.zoo import (  # noqa: F401
-        densenet,
-        mobilenet,
-        osnet,
-        resnet,
-        yolo,  # noqa: F401
-    )
+    from modelport.zoo import densenet, mobilenet, osnet, resnet, yolo  # noqa: F401
 
 
 def list_models() -> list[str]:
