@@ -341,6 +341,21 @@ def test_threshold_and_max_persons_control_the_number_of_identities(demo_db, tmp
         run_cluster(demo_db, tmp_path / "c", threshold=1.5)
 
 
+def test_the_graph_path_clusters_the_demo_scene_as_the_dense_path_does(demo_db, tmp_path, monkeypatch):
+    from modelport.reid import cluster
+
+    for threshold in ("auto", 0.3):
+        dense = run_cluster(demo_db, tmp_path / f"dense{threshold}", threshold=threshold, standardize=True, webp=False)
+        with monkeypatch.context() as patch:
+            patch.setattr(cluster, "DENSE_TRACKS", 0)  # what sets of more than 4,000 tracks take
+            graph = run_cluster(demo_db, tmp_path / f"graph{threshold}", threshold=threshold, standardize=True,
+                                webp=False)
+        assert graph.scores == dense.scores and graph.threshold == pytest.approx(dense.threshold, abs=1e-6)
+        tracks = [json.loads((tmp_path / f"{kind}{threshold}" / "identities.json").read_text())["tracks"]
+                  for kind in ("dense", "graph")]
+        assert tracks[0] == tracks[1]
+
+
 def _hidden(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.name.startswith(".")]
 

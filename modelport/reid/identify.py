@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -15,10 +16,11 @@ from modelport.atomic import atomic_dir
 from modelport.errors import ExportError, ModelportError
 from modelport.reid import crops, pages, store
 from modelport.reid.cluster import (DEFAULT_THRESHOLD, Standardizer, cluster_tracks, co_occurring, group_tracks,
-                                    l2_normalize, quality)
+                                    quality, track_embeddings)
 from modelport.reid.models import resolve_model
 from modelport.reid.scores import Scores, score
 
+log = logging.getLogger(__name__)
 MAX_JSON_MATRIX = 1000  # larger similarity matrices go to the .npy only
 WEBP_CROPS = 16
 OUT_HINT = "choose another --out folder, or pass --force to replace the earlier clustering"
@@ -57,25 +59,24 @@ def run_cluster(db: str | Path, out: str | Path, *, model: str | None = None,
         if record.model_type == "random":
             warnings.warn(f"{record.key}: clustering embeddings of a RANDOM, UNTRAINED model (model_type: random)",
                           UserWarning, stacklevel=2)
-        det, vectors, sharp = store.load_detections(conn, class_name, record.key)
+        # Embeddings are streamed from the database (twice with standardisation), never all in memory.
+        det, _, sharp = store.load_detections(conn, class_name, record.key, with_vectors=False)
         if len(det) == 0:
             raise ModelportError(f"{db}: no {class_name or ''} detections with {record.key} embeddings",
                                  hint=f"run `modelport reid extract --db {db} --model ...` first")
-        truth_map = store.ground_truth(conn)
-        stats = Standardizer.fit(vectors) if standardize else None
-        unit = l2_normalize(stats(vectors) if stats else vectors)
-        del vectors
-        tracks = group_tracks(det, unit, quality(det.confidence, sharp), per_track)
+        log.info("clustering %d detections with %s", len(det), record.key)
+        stats = Standardizer.fit(v for _, v in store.table_embeddings(conn, record.key, det)) if standardize else None
+        tracks = group_tracks(det, quality(det.confidence, sharp), per_track)
+        tracks.embeddings = track_embeddings(tracks, len(det), store.table_embeddings(conn, record.key, det), stats)
         first_seen = _first_seen(det.timestamp, tracks.index, len(tracks.keys))
         links = co_occurring(det, tracks) if cooccurrence else None
         result = cluster_tracks(tracks.embeddings, first_seen, threshold, max_persons, links)
         del links
         det_labels = result.labels[tracks.index]
         scores = None
-        if truth_map:
-            truth = np.array([truth_map.get(int(i), -1) for i in det.ids])
-            if (truth >= 0).any():
-                scores = score(truth, tracks.index, result.labels, result.similarity)
+        truth = _truth(conn, det.ids)
+        if (truth >= 0).any():
+            scores = score(truth, tracks.index, result.labels, result.nearest)
 
         meta = {"model": record.key, "model_name": record.name, "model_sha256": record.sha256,
                 "model_type": record.model_type, "threshold": round(result.threshold, 4),
@@ -91,12 +92,7 @@ def run_cluster(db: str | Path, out: str | Path, *, model: str | None = None,
                 "identities": identities,
                 "tracks": {k: int(result.labels[i]) for i, k in enumerate(tracks.keys)},
                 "detections": {str(i): int(p) for i, p in zip(det.ids.tolist(), det_labels.tolist())}})
-            np.save(staged / "similarity_matrix.npy", result.similarity.astype(np.float32))
-            small = len(tracks.keys) <= MAX_JSON_MATRIX
-            _write_json(staged / "similarity_matrix.json", {
-                **meta, "tracks": tracks.keys, "candidates": result.candidates,
-                "matrix": np.round(result.similarity, 4).tolist() if small else None,
-                "note": None if small else f"{len(tracks.keys)} tracks: see similarity_matrix.npy"})
+            _write_similarity(staged, meta, tracks.keys, result)
             np.save(staged / "embeddings.npy", tracks.embeddings)
             _write_json(staged / "embeddings.json", {
                 **meta, "feature_dim": int(tracks.embeddings.shape[1]), "rows": tracks.keys,
@@ -110,7 +106,7 @@ def run_cluster(db: str | Path, out: str | Path, *, model: str | None = None,
                 (staged / "person_selection.html").write_text(pages.person_selection(
                     identities, images, model=record.key, model_type=record.model_type, summary=summary))
             # Last, so that a failure before leaves the database's identities as they were.
-            store.write_identities(conn, record.key, list(zip(det.ids.tolist(), det_labels.tolist())))
+            store.write_identities(conn, record.key, zip(det.ids.tolist(), det_labels.tolist()))
     finally:
         conn.close()
     return ClusterReport(out, record, result.threshold, result.mode, standardize, len(tracks.keys),
@@ -135,25 +131,63 @@ def _first_seen(timestamp: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
     return first
 
 
+def _truth(conn, ids: np.ndarray) -> np.ndarray:
+    """Ground-truth person of each detection id, -1 where unknown."""
+    pairs = np.array(conn.execute("SELECT detection_id, person_id FROM reid_ground_truth").fetchall(), np.int64)
+    truth = np.full(len(ids), -1, np.int64)
+    if len(pairs):
+        order = np.argsort(pairs[:, 0])
+        known, persons = pairs[order, 0], pairs[order, 1]
+        at = np.minimum(np.searchsorted(known, ids), len(known) - 1)
+        hit = known[at] == ids
+        truth[hit] = persons[at[hit]]
+    return truth
+
+
+def _groups(labels: np.ndarray) -> list[np.ndarray]:
+    """Per label 0..max: the positions holding it, in increasing order."""
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(int(labels.max()) + 2))
+    return [order[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+
+
 def _identities(det, tracks, labels: np.ndarray) -> list[dict]:
     rows = []
-    det_labels = labels[tracks.index]
-    for person in range(int(labels.max()) + 1):
-        mask = det_labels == person
-        members = [k for i, k in enumerate(tracks.keys) if labels[i] == person]
-        rows.append({"person": person, "tracks": members, "detections": int(mask.sum()),
-                     "videos": sorted({str(v) for v in det.video[mask]}),
-                     "first_seen": round(float(det.timestamp[mask].min()), 3),
-                     "last_seen": round(float(det.timestamp[mask].max()), 3)})
+    for person, (members, mask) in enumerate(zip(_groups(labels), _groups(labels[tracks.index]))):
+        times = det.timestamp[mask]
+        rows.append({"person": person, "tracks": [tracks.keys[i] for i in members.tolist()],
+                     "detections": int(len(mask)), "videos": sorted({str(v) for v in det.video[mask]}),
+                     "first_seen": round(float(times.min()), 3), "last_seen": round(float(times.max()), 3)})
     return rows
+
+
+def _write_similarity(folder: Path, meta: dict, keys: list[str], result) -> None:
+    """The dense path's track x track matrix (.npy, and in the JSON up to MAX_JSON_MATRIX tracks); the graph
+    path's k-nearest-neighbour graph instead (.npz: track, neighbour, similarity), which is what it clustered."""
+    note = None
+    if result.similarity is not None:
+        np.save(folder / "similarity_matrix.npy", result.similarity.astype(np.float32))
+        matrix = np.round(result.similarity, 4).tolist() if len(keys) <= MAX_JSON_MATRIX else None
+        if matrix is None:
+            note = f"{len(keys)} tracks: see similarity_matrix.npy"
+    else:
+        rows, cols, sims = result.edges
+        np.savez(folder / "similarity_matrix.npz", track=rows.astype(np.int32), neighbour=cols.astype(np.int32),
+                 similarity=sims.astype(np.float32))
+        matrix = None
+        note = (f"{len(keys)} tracks: too many for a dense matrix ({len(keys) ** 2 * 4 / 1e9:.1f} GB); "
+                "similarity_matrix.npz holds the k-nearest-neighbour graph of the tracks that clustering used "
+                "(arrays track, neighbour, similarity; rows of embeddings.npy)")
+    _write_json(folder / "similarity_matrix.json", {**meta, "tracks": keys, "candidates": result.candidates,
+                                                    "matrix": matrix, "note": note})
 
 
 def _webps(det, tracks, labels: np.ndarray, folder: Path) -> dict[int, str]:
     """person_N.webp (N from 0, as in identities.json) with up to 16 best crops of each identity; returns
     their data URIs by person."""
     chosen: dict[int, list[int]] = {}
-    for person in range(int(labels.max()) + 1):
-        groups = [tracks.best[i] for i in np.flatnonzero(labels == person)]
+    for person, members in enumerate(_groups(labels)):
+        groups = [tracks.best[i] for i in members.tolist()]
         groups.sort(key=lambda g: -len(g))
         chosen[person] = crops.spread(groups, WEBP_CROPS)
     thumbs = crops.fetch_crops(det, [r for rows in chosen.values() for r in rows])

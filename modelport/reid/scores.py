@@ -32,33 +32,43 @@ def pairwise(truth: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
     return float(precision), float(recall)
 
 
-def cross_track_rank1(similarity: np.ndarray, track_truth: np.ndarray) -> tuple[float, int]:
-    """For each track whose person has another track: is its most similar other track that person?"""
-    sim = similarity.astype(np.float64).copy()
-    np.fill_diagonal(sim, -np.inf)
-    hits = queries = 0
-    for i, person in enumerate(track_truth):
-        if person < 0 or (track_truth == person).sum() < 2:
-            continue
-        queries += 1
-        hits += int(track_truth[int(np.argmax(sim[i]))] == person)
-    return (hits / queries if queries else float("nan")), queries
+def cross_track_rank1(nearest: np.ndarray, track_truth: np.ndarray) -> tuple[float, int]:
+    """For each track whose person has another track: is its most similar other track (``nearest``) that person?"""
+    known = track_truth >= 0
+    people, counts = np.unique(track_truth[known], return_counts=True)
+    repeated = np.zeros(len(track_truth), bool)
+    repeated[known] = np.isin(track_truth[known], people[counts >= 2])
+    queries = int(repeated.sum())
+    if not queries:
+        return float("nan"), 0
+    found = nearest[repeated]
+    hits = int(((found >= 0) & (track_truth[np.maximum(found, 0)] == track_truth[repeated])).sum())
+    return hits / queries, queries
 
 
-def score(det_truth: np.ndarray, det_track: np.ndarray, track_labels: np.ndarray, similarity: np.ndarray) -> Scores:
-    """``det_truth``: ground-truth person per detection (-1 unknown); ``det_track``: each detection's track row."""
+def majority(det_truth: np.ndarray, det_track: np.ndarray, tracks: int) -> np.ndarray:
+    """Each track's person: the most frequent known one among its detections (the smallest id on a tie), -1
+    when none is known."""
+    known = det_truth >= 0
+    pairs, counts = np.unique(np.stack([det_track[known], det_truth[known]]), axis=1, return_counts=True)
+    order = np.lexsort((pairs[1], -counts, pairs[0]))  # per track: most detections first, then smallest id
+    first = order[np.r_[True, np.diff(pairs[0][order]) != 0]]
+    out = np.full(tracks, -1, np.int64)
+    out[pairs[0][first]] = pairs[1][first]
+    return out
+
+
+def score(det_truth: np.ndarray, det_track: np.ndarray, track_labels: np.ndarray, nearest: np.ndarray) -> Scores:
+    """``det_truth``: ground-truth person per detection (-1 unknown); ``det_track``: each detection's track row;
+    ``nearest``: each track's most similar other track."""
     from sklearn.metrics import adjusted_rand_score
 
     known = det_truth >= 0
     truth, predicted = det_truth[known], track_labels[det_track[known]]
     precision, recall = pairwise(truth, predicted)
-    # A track's person is the majority ground truth of its detections.
-    track_truth = np.full(len(track_labels), -1, np.int64)
-    for row in np.unique(det_track[known]):
-        values, counts = np.unique(det_truth[known & (det_track == row)], return_counts=True)
-        track_truth[row] = values[np.argmax(counts)]
+    track_truth = majority(det_truth, det_track, len(track_labels))
     has = track_truth >= 0
-    rank1, queries = cross_track_rank1(similarity, track_truth)
+    rank1, queries = cross_track_rank1(nearest, track_truth)
     return Scores(int(known.sum()), float(adjusted_rand_score(truth, predicted)), precision, recall,
                   float(adjusted_rand_score(track_truth[has], track_labels[has])), rank1, queries,
                   int(len(np.unique(truth))), int(len(np.unique(track_labels))))

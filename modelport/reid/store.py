@@ -11,7 +11,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -85,6 +85,12 @@ class DetectionTable:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def video_index(self) -> tuple[list[str], np.ndarray]:
+        """The distinct videos in name order, and each detection's position among them."""
+        names = sorted(set(self.video.tolist()))
+        lookup = {v: i for i, v in enumerate(names)}
+        return names, np.fromiter((lookup[v] for v in self.video.tolist()), np.int64, len(self.video))
 
 
 def connect(path: str | Path, create: bool = False) -> sqlite3.Connection:
@@ -228,45 +234,76 @@ def embedding_count(conn: sqlite3.Connection, model_key: str) -> int:
 
 # ---- bulk reads -------------------------------------------------------------------------------------
 
-def load_detections(conn: sqlite3.Connection, class_name: str | None = None,
-                    model_key: str | None = None) -> tuple[DetectionTable, np.ndarray | None, np.ndarray]:
-    """Detections (of ``class_name``), their embeddings for ``model_key`` (rows without one are dropped)
-    and sharpness (NaN where unknown)."""
+def load_detections(conn: sqlite3.Connection, class_name: str | None = None, model_key: str | None = None, *,
+                    with_vectors: bool = True, chunk: int = 65536
+                    ) -> tuple[DetectionTable, np.ndarray | None, np.ndarray]:
+    """Detections (of ``class_name``; with ``model_key``, only those holding its embedding), those embeddings
+    (None without ``model_key`` or ``with_vectors``) and sharpness (NaN where unknown).
+
+    Rows are read ``chunk`` at a time into arrays; for many detections pass ``with_vectors=False`` and stream
+    the embeddings with ``table_embeddings``.
+    """
     where, args = ["1 = 1"], []
     if class_name:
         where.append("d.class_name = ?")
         args.append(class_name)
-    join = ""
-    emb_col = "NULL"
-    if model_key:
+    join, emb_col = "", "NULL"
+    if model_key and with_vectors:
         join = "JOIN reid_embeddings e ON e.detection_id = d.id AND e.model_key = ?"
         args.insert(0, model_key)
         emb_col = "e.embedding"
-    rows = conn.execute(
+    elif model_key:
+        where.append("EXISTS (SELECT 1 FROM reid_embeddings e WHERE e.detection_id = d.id AND e.model_key = ?)")
+        args.append(model_key)
+    cursor = conn.execute(
         f"SELECT d.id, d.video, d.frame_index, COALESCE(d.timestamp, 0), COALESCE(d.confidence, 1), "
         f"d.x1, d.y1, d.x2, d.y2, COALESCE(d.track_id, -1), COALESCE(q.sharpness, 'nan'), {emb_col} "
         f"FROM object_detections d {join} LEFT JOIN reid_quality q ON q.detection_id = d.id "
-        f"WHERE {' AND '.join(where)} ORDER BY d.video, d.frame_index, d.id", args).fetchall()
-    n = len(rows)
-    cols = list(zip(*rows)) if rows else [()] * 12
-    table = DetectionTable(
-        ids=np.asarray(cols[0], np.int64), video=np.asarray(cols[1], dtype=object),
-        frame=np.asarray(cols[2], np.int64), timestamp=np.asarray(cols[3], np.float64),
-        confidence=np.asarray(cols[4], np.float64), boxes=np.asarray(cols[5:9], np.float64).T.reshape(n, 4),
-        track=np.asarray(cols[9], np.int64))
-    sharp = np.asarray(cols[10], np.float64)
-    vectors = None
-    if model_key:
-        vectors = np.frombuffer(b"".join(cols[11]), dtype="<f4").reshape(n, -1) if n else np.zeros((0, 0), np.float32)
-    return table, vectors, sharp
+        f"WHERE {' AND '.join(where)} ORDER BY d.video, d.frame_index, d.id", args)
+    parts: list[tuple] = []
+    videos: dict[str, str] = {}  # one string object per video, shared by its rows
+    while rows := cursor.fetchmany(chunk):
+        cols = list(zip(*rows))
+        video = np.empty(len(rows), dtype=object)
+        video[:] = [videos.setdefault(v, v) for v in cols[1]]
+        parts.append((np.asarray(cols[0], np.int64), video, np.asarray(cols[2], np.int64),
+                      np.asarray(cols[3], np.float64), np.asarray(cols[4], np.float64),
+                      np.asarray(cols[5:9], np.float64).T.reshape(len(rows), 4), np.asarray(cols[9], np.int64),
+                      np.asarray(cols[10], np.float64),
+                      np.frombuffer(b"".join(cols[11]), "<f4").reshape(len(rows), -1) if emb_col != "NULL" else None))
+    if parts:
+        merged = [np.concatenate(c) if c[0] is not None else None for c in zip(*parts)]
+    else:
+        merged = [np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, np.int64), np.zeros(0), np.zeros(0),
+                  np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 0), np.float32)]
+    table = DetectionTable(*merged[:7])
+    vectors = merged[8] if model_key and with_vectors else None
+    return table, vectors, merged[7]
 
 
-def write_identities(conn: sqlite3.Connection, model_key: str, pairs: Sequence[tuple[int, int]]) -> None:
+def table_embeddings(conn: sqlite3.Connection, model_key: str, det: DetectionTable,
+                     chunk: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``model_key``'s embeddings of ``det``'s detections as (rows of ``det``, float32 vectors), a chunk at a
+    time in the table's order, so that no more than a chunk of them is ever in memory."""
+    order = np.argsort(det.ids, kind="stable")
+    sorted_ids = det.ids[order]
+    cursor = conn.execute("SELECT detection_id, embedding FROM reid_embeddings WHERE model_key = ?", (model_key,))
+    while rows := cursor.fetchmany(chunk):
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        at = np.minimum(np.searchsorted(sorted_ids, ids), max(len(sorted_ids) - 1, 0))
+        found = sorted_ids[at] == ids if len(sorted_ids) else np.zeros(len(ids), bool)
+        if found.any():
+            keep = np.flatnonzero(found)
+            vectors = np.frombuffer(b"".join(rows[i][1] for i in keep.tolist()), "<f4").reshape(len(keep), -1)
+            yield order[at[keep]], vectors
+
+
+def write_identities(conn: sqlite3.Connection, model_key: str, pairs: Iterable[tuple[int, int]]) -> None:
     """Replace a model's identity assignment in one transaction."""
     with conn:
         conn.execute("DELETE FROM reid_identities WHERE model_key = ?", (model_key,))
         conn.executemany("INSERT INTO reid_identities (model_key, detection_id, person_id) VALUES (?, ?, ?)",
-                         [(model_key, int(d), int(p)) for d, p in pairs])
+                         ((model_key, int(d), int(p)) for d, p in pairs))
 
 
 def identities(conn: sqlite3.Connection, model_key: str) -> dict[int, int]:
