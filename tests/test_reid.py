@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import save_plain
+
 from modelport.errors import CorruptFileError, ModelportError
 from modelport.reid import store
 from modelport.reid.config import ConfigError, load_config, setting
@@ -96,7 +96,8 @@ def test_existing_database_of_the_documented_shape_works_unchanged(small_scene, 
     with sqlite3.connect(db) as conn:
         row = conn.execute("SELECT id, video, frame_index, x1, y1, x2, y2, reid_embedding, note "
                            "FROM object_detections WHERE class_name = 'person' ORDER BY id DESC").fetchone()
-        assert conn.execute("SELECT reid_embedding FROM object_detections WHERE class_name = 'car'").fetchone()[0] is None
+        car = conn.execute("SELECT reid_embedding FROM object_detections WHERE class_name = 'car'").fetchone()
+        assert car[0] is None
     assert row[8] == "kept"
     stored = np.frombuffer(row[7], "<f4")
     frame = dict(read_frames(row[1], [row[2]]))[row[2]]

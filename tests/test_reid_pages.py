@@ -8,8 +8,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-
 from conftest import calibrated_model, save_plain
+
 from modelport.reid.extract import extract, load_model
 from modelport.reid.identify import run_cluster
 from modelport.reid.importer import import_mot

@@ -140,7 +140,8 @@ def cluster_cmd(db: Optional[Path] = typer.Option(None, "--db"),
         model=setting(cfg, "cluster", "model", model), threshold=thr,
         max_persons=setting(cfg, "cluster", "max_persons", max_persons),
         standardize=setting(cfg, "cluster", "standardize", standardize),
-        class_name=setting(cfg, "", "class_name", class_name), per_track=setting(cfg, "cluster", "per_track", per_track),
+        class_name=setting(cfg, "", "class_name", class_name),
+        per_track=setting(cfg, "cluster", "per_track", per_track),
         cooccurrence=setting(cfg, "cluster", "cooccurrence", cooccurrence), force=force)
     summary = cluster_summary(report)
     if as_json:

@@ -28,7 +28,6 @@ from modelport.reid import store
 from modelport.reid.frames import crop, read_frames, sharpness
 from modelport.spec import sha256_file
 
-
 # Each commit costs several fsyncs (~30 ms measured here), as much as a whole batch of a small model;
 # grouping batches keeps that under a few percent, and a kill still loses only uncommitted work.
 COMMIT_EVERY_S = 0.5

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np

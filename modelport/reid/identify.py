@@ -15,8 +15,15 @@ import numpy as np
 from modelport.atomic import atomic_dir
 from modelport.errors import ExportError, ModelportError
 from modelport.reid import crops, pages, store
-from modelport.reid.cluster import (DEFAULT_THRESHOLD, Standardizer, cluster_tracks, co_occurring, group_tracks,
-                                    quality, track_embeddings)
+from modelport.reid.cluster import (
+    DEFAULT_THRESHOLD,
+    Standardizer,
+    cluster_tracks,
+    co_occurring,
+    group_tracks,
+    quality,
+    track_embeddings,
+)
 from modelport.reid.models import resolve_model
 from modelport.reid.scores import Scores, score
 

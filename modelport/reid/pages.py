@@ -63,7 +63,8 @@ def timeline_body(data: dict) -> str:
             parts.append(f'<div class="row" data-label="{html.escape(row["label"])}"><img alt="" src="{row["thumb"]}">'
                          f'<span class="label">{html.escape(row["label"])}<br>{row["count"]} det.</span>'
                          f'<div class="bar">{segs}</div></div>')
-        parts.append(f'<div class="axis"><span>0 s</span><span>{span / 2:.1f} s</span><span>{span:.1f} s</span></div></div>')
+        parts.append(f'<div class="axis"><span>0 s</span><span>{span / 2:.1f} s</span>'
+                     f'<span>{span:.1f} s</span></div></div>')
     return "\n".join(parts)
 
 
