@@ -184,10 +184,31 @@ def _embedding_rows(db: Path) -> list[tuple]:
         return conn.execute("SELECT detection_id, model_key FROM reid_embeddings").fetchall()
 
 
+# A worker process: `reid extract` through the library, storing every batch at once (commit_every=0) so that a
+# kill can land mid-run however fast the machine; with a barrier (ready file, go file) when given.
+WORKER = """
+import json, sys, time, warnings
+from pathlib import Path
+warnings.simplefilter("ignore")
+from modelport.reid.extract import extract, load_model
+runner = load_model(sys.argv[2])
+if len(sys.argv) > 3:
+    Path(sys.argv[3]).write_text("ready")
+    while not Path(sys.argv[4]).exists():
+        time.sleep(0.01)
+result = extract(sys.argv[1], runner, batch=2, claim_rows=16, commit_every=0.0)
+print(json.dumps({"computed": result.computed}))
+"""
+
+
+def _claims(db: Path) -> list[tuple]:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return conn.execute("SELECT detection_id, worker FROM reid_claims").fetchall()
+
+
 def test_extract_survives_a_kill_and_resumes_exactly(small_db, models):
     total = store.count_detections(store.connect(small_db))
-    proc = subprocess.Popen([sys.executable, "-m", "modelport.cli", "reid", "extract", "--db", str(small_db),
-                             "--model", str(models[0]), "--batch", "2"],
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(small_db), str(models[0])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     done = 0
@@ -201,6 +222,7 @@ def test_extract_survives_a_kill_and_resumes_exactly(small_db, models):
     proc.wait()
     partial = len(_embedding_rows(small_db))
     assert 0 < partial < total
+    assert _claims(small_db)  # the killed worker's claims are still there: the next run releases them
     result = cli("extract", "--db", str(small_db), "--model", str(models[0]), "--batch", "16")
     assert result.returncode == 0, result.stderr
     rows = _embedding_rows(small_db)
@@ -217,6 +239,31 @@ def test_extract_survives_a_kill_and_resumes_exactly(small_db, models):
     assert np.min(np.sum(direct * vectors[pick], axis=1)) > 0.9999
     with sqlite3.connect(small_db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM object_detections WHERE reid_embedding IS NULL").fetchone()[0] == 0
+    assert not _claims(small_db)
+
+
+def test_two_extract_workers_share_a_database_without_losing_or_repeating_work(small_db, models, tmp_path):
+    go = tmp_path / "go"
+    ready = [tmp_path / f"ready{i}" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(small_db), str(models[0]), str(r), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in ready]
+    deadline = time.time() + 120
+    while not all(r.exists() for r in ready) and time.time() < deadline and all(p.poll() is None for p in procs):
+        time.sleep(0.02)
+    go.write_text("go")  # both start together, with their models loaded
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outputs]
+    computed = [json.loads(o[0].strip().splitlines()[-1])["computed"] for o in outputs]
+    with sqlite3.connect(small_db) as conn:
+        per_detection = conn.execute(
+            "SELECT d.id, COUNT(e.detection_id) FROM object_detections d LEFT JOIN reid_embeddings e "
+            "ON e.detection_id = d.id GROUP BY d.id").fetchall()
+        unfilled = conn.execute("SELECT COUNT(*) FROM object_detections WHERE reid_embedding IS NULL").fetchone()[0]
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    print(f"\ntwo workers computed {computed} of {len(per_detection)} detections")
+    assert {count for _, count in per_detection} == {1}  # every detection exactly one embedding
+    assert sum(computed) == len(per_detection) and min(computed) > 0  # split between them, none twice
+    assert unfilled == 0 and not _claims(small_db) and mode == "wal"
 
 
 def test_embeddings_of_two_models_coexist_and_the_default_fills_the_shared_column(small_db, models):

@@ -1,10 +1,11 @@
 """`reid extract`: embeddings for every detection that lacks one for a model, batched and resumable.
 
-A reader thread decodes frames, crops and preprocesses while the model runs batch after batch through
-``Runner.embed_stream`` (ONNX Runtime and OpenVINO keep the next two batches started while the main thread
-stores the last), so the runtime rarely waits for pixels or for the database. Batches are stored in
-transactions committed every half second, so a killed run loses at most that much work and a rerun picks
-up exactly the detections still missing.
+A reader thread claims detections a batch at a time (``claims``: several workers can share one database),
+decodes frames, crops and preprocesses while the model runs batch after batch through ``Runner.embed_stream``
+(ONNX Runtime and OpenVINO keep the next two batches started while the main thread stores the last), so the
+runtime rarely waits for pixels or for the database. Finished batches are kept and written in one short
+transaction every half second, so a killed run loses at most that much work, the database's write lock is
+never held while waiting, and a rerun picks up exactly the detections still missing.
 """
 
 from __future__ import annotations
@@ -16,20 +17,19 @@ import time
 import warnings
 from collections import deque
 from dataclasses import dataclass
-from itertools import groupby
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from modelport.formats import Runner
 from modelport.preprocess import CropBatch
-from modelport.reid import store
-from modelport.reid.frames import crop, read_frames, sharpness
+from modelport.reid import claims, store
+from modelport.reid.frames import VideoReader, crop, sharpness
 from modelport.spec import sha256_file
 
-# Each commit costs several fsyncs (~30 ms measured here), as much as a whole batch of a small model;
-# grouping batches keeps that under a few percent, and a kill still loses only uncommitted work.
+# Each commit costs fsyncs (~30 ms measured here with a rollback journal), as much as a whole batch of a
+# small model; grouping batches keeps that under a few percent, and a kill still loses only unwritten work.
 COMMIT_EVERY_S = 0.5
 
 
@@ -90,31 +90,36 @@ def load_model(model: str | Path, *, allow_random: bool = False, device: str = "
     return runner
 
 
-def _batches(rows: list[tuple], pre, batch: int, decode_threads: int | None = None,
+def _batches(rows: Iterable[tuple], pre, batch: int, decode_threads: int | None = None,
              spare: deque | None = None) -> Iterator[Batch]:
-    """Crops of ``rows`` (sorted by video and frame) in preprocessed batches of ``batch``; float inputs are
-    written into arrays taken from ``spare`` while it has any."""
+    """Crops of ``rows`` (sorted by video and frame, consumed lazily: claims happen as they are read) in
+    preprocessed batches of ``batch``; float inputs are written into arrays taken from ``spare`` while it has
+    any."""
     ids: list[int] = []
     pixels = CropBatch(batch, pre)
     sharp: list[float] = []
-    for video, group in groupby(rows, key=lambda r: r[1]):
-        group = list(group)
-        by_frame: dict[int, list[tuple]] = {}
-        for r in group:
-            by_frame.setdefault(r[2], []).append(r)
-        for index, frame in read_frames(video, by_frame, decode_threads):
+    reader: VideoReader | None = None
+    try:
+        for det_id, video, index, x1, y1, x2, y2 in rows:
+            if reader is None or str(reader.path) != video:
+                if reader is not None:
+                    reader.close()
+                reader = VideoReader(video, decode_threads)
+            frame = reader.frame(index)
             h, w = frame.shape[:2]
-            for det_id, _, _, x1, y1, x2, y2 in by_frame[index]:
-                # Clamp into the frame and keep at least 2x2 pixels: every detection gets an embedding.
-                x1, x2 = min(max(x1, 0), w - 2), min(max(x2, x1 + 2), w)
-                y1, y2 = min(max(y1, 0), h - 2), min(max(y2, y1 + 2), h)
-                piece = crop(frame, (x1, y1, x2, y2))
-                ids.append(det_id)
-                pixels.add(piece)
-                sharp.append(sharpness(piece))
-                if len(ids) == batch:
-                    yield Batch(ids, pixels.finish(spare.pop() if spare else None), sharp)
-                    ids, pixels, sharp = [], pixels.empty(), []
+            # Clamp into the frame and keep at least 2x2 pixels: every detection gets an embedding.
+            x1, x2 = min(max(x1, 0), w - 2), min(max(x2, x1 + 2), w)
+            y1, y2 = min(max(y1, 0), h - 2), min(max(y2, y1 + 2), h)
+            piece = crop(frame, (x1, y1, x2, y2))
+            ids.append(det_id)
+            pixels.add(piece)
+            sharp.append(sharpness(piece))
+            if len(ids) == batch:
+                yield Batch(ids, pixels.finish(spare.pop() if spare else None), sharp)
+                ids, pixels, sharp = [], pixels.empty(), []
+    finally:
+        if reader is not None:
+            reader.close()
     if ids:
         yield Batch(ids, pixels.finish(), sharp)
 
@@ -139,6 +144,10 @@ def _prefetch(source: Iterator[Batch], depth: int = 4) -> Iterator[Batch]:
             q.put(done)
         except BaseException as exc:  # handed to the consumer, which raises it
             q.put(exc)
+        finally:
+            close = getattr(source, "close", None)
+            if close:  # here, in its own thread: the source may hold a database connection made here
+                close()
 
     thread = threading.Thread(target=work, name="reid-decode", daemon=True)
     thread.start()
@@ -155,42 +164,61 @@ def _prefetch(source: Iterator[Batch], depth: int = 4) -> Iterator[Batch]:
 
 
 def extract(db: str | Path, runner: Runner, *, batch: int = 16, class_name: str | None = "person",
-            make_default: bool = False, progress: Callable[[int, int], None] | None = None) -> ExtractResult:
+            make_default: bool = False, progress: Callable[[int, int], None] | None = None,
+            claim_rows: int = claims.CLAIM_ROWS, commit_every: float = COMMIT_EVERY_S) -> ExtractResult:
     """Compute and store ``runner``'s embeddings for every detection (of ``class_name``) lacking one.
 
-    ``progress(done, total)`` is called after every stored batch.
+    Other workers may run on the same database at the same time: detections are claimed ``claim_rows`` at a
+    time, so each is computed once. ``progress(done, total)`` is called after every batch (``total``: what was
+    missing at the start, other workers' share included).
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     record = model_record(runner)
+    worker = claims.worker_id()
     conn = store.connect(db)
     try:
         is_default = store.register_model(conn, record, make_default)
-        todo = store.pending(conn, record.key, class_name)
+        total = store.pending_count(conn, record.key, class_name)
         already = store.embedding_count(conn, record.key)
         start, done = time.perf_counter(), 0
         if progress:
-            progress(0, len(todo))
-        committed = time.perf_counter()
+            progress(0, total)
         # Inference on the CPU already keeps every core busy: the decoder's extra threads would only add
         # their synchronisation (0.61 vs 0.43 ms of CPU per 640x360 frame measured here).
         decode_threads = 1 if runner.device == "cpu" else None
         # Float inputs the runner is done with go back to the reader, which refills them: fresh 6 MB
         # batches cost page faults on the cores the model needs (extract 0.853 vs 0.847 of model-only).
         spare: deque = deque(maxlen=8)
-        reader = _prefetch(_batches(todo, runner.spec.preprocess, batch, decode_threads, spare))
+        rows = claims.claimed_rows(db, record.key, class_name, worker, claim_rows)
+        reader = _prefetch(_batches(rows, runner.spec.preprocess, batch, decode_threads, spare))
         batches = ((item, item.inputs) for item in reader)
+        finished: list[tuple[Batch, np.ndarray]] = []
+        written = time.perf_counter()
         for item, vectors in runner.embed_stream(batches):
-            store.write_embeddings(conn, record.key, item.ids, vectors, item.sharpness, is_default, commit=False)
+            finished.append((item, vectors))
             if item.inputs.dtype == np.float32 and len(item.inputs) == batch:  # stream returns it when done
                 spare.append(item.inputs)
             done += len(item.ids)
-            if time.perf_counter() - committed >= COMMIT_EVERY_S:
-                conn.commit()
-                committed = time.perf_counter()
+            if time.perf_counter() - written >= commit_every:
+                _write(conn, record.key, finished, is_default)
+                written = time.perf_counter()
             if progress:
-                progress(done, len(todo))
-        conn.commit()
+                progress(done, total)
+        _write(conn, record.key, finished, is_default)
         return ExtractResult(record, done, already, time.perf_counter() - start, is_default)
     finally:
-        conn.close()
+        try:
+            claims.release(conn, record.key, worker)
+        finally:
+            conn.close()
+
+
+def _write(conn, model_key: str, finished: list, is_default: bool) -> None:
+    """Store the finished batches in one transaction and forget them."""
+    if not finished:
+        return
+    ids = [i for item, _ in finished for i in item.ids]
+    sharp = [v for item, _ in finished for v in item.sharpness]
+    store.write_embeddings(conn, model_key, ids, np.concatenate([v for _, v in finished]), sharp, is_default)
+    finished.clear()

@@ -65,49 +65,81 @@ def _open_video(path: Path, threads: int | None):
     return cv2.VideoCapture(str(path))
 
 
+class VideoReader:
+    """Frames of one video (or image folder) by increasing index, decoding only what is asked for.
+
+    Videos are read sequentially; frames in between are only grabbed (not decoded to pixels), which is far
+    cheaper than seeking for the dense, sorted requests detections make. Asking for an earlier frame than the
+    last one starts the video over. ``threads``: decoder threads (FFmpeg backend; None lets it choose).
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        self.path, self.threads = Path(path), threads
+        self._cap = None
+        self._images: list[Path] | None = None
+        self._position = 0  # index of the next frame the capture would return
+        self._last: tuple[int, np.ndarray] | None = None
+
+    def frame(self, index: int) -> np.ndarray:
+        """The BGR frame at 0-based ``index``."""
+        import cv2
+
+        if self._last is not None and self._last[0] == index:
+            return self._last[1]
+        if self.path.is_dir():
+            if self._images is None:
+                self._images = folder_images(self.path)
+            if index >= len(self._images):
+                raise CorruptFileError(f"{self.path}: frame {index} requested but the folder has "
+                                       f"{len(self._images)} images")
+            frame = cv2.imread(str(self._images[index]))
+            if frame is None:
+                raise CorruptFileError(f"{self._images[index]}: not a readable image")
+        else:
+            frame = self._decode(index)
+        self._last = (index, frame)
+        return frame
+
+    def _decode(self, index: int) -> np.ndarray:
+        if self._cap is None or index < self._position:
+            self.close()
+            if not self.path.is_file():
+                raise WeightsNotFoundError(f"{self.path}: video not found")
+            self._cap, self._position = _open_video(self.path, self.threads), 0
+        # No seeking: OpenCV's seek is keyframe-approximate for many codecs, and a wrong frame would
+        # silently pair boxes with the wrong pixels.
+        while self._position < index:
+            if not self._cap.grab():
+                raise CorruptFileError(f"{self.path}: video ends at frame {self._position}; "
+                                       f"frame {index} was requested")
+            self._position += 1
+        ok, frame = self._cap.read()
+        if not ok:
+            raise CorruptFileError(f"{self.path}: cannot decode frame {index} (video has ~{self._position} frames)")
+        self._position += 1
+        return frame
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def read_frames(path: str | Path, wanted: Iterable[int],
                 threads: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(frame_index, BGR frame)`` for the wanted 0-based indices, in increasing order.
-
-    Videos are read sequentially; frames in between are only grabbed (not decoded to pixels), which is
-    far cheaper than seeking for the dense, sorted requests detections make. ``threads``: decoder threads
-    (FFmpeg backend; None lets it choose, one per core).
-    """
-    import cv2
-
-    path = Path(path)
+    """Yield ``(frame_index, BGR frame)`` for the wanted 0-based indices, in increasing order (VideoReader)."""
     targets = sorted(set(int(i) for i in wanted))
     if not targets:
         return
-    if path.is_dir():
-        images = folder_images(path)
+    with VideoReader(path, threads) as reader:
         for index in targets:
-            if index >= len(images):
-                raise CorruptFileError(f"{path}: frame {index} requested but the folder has {len(images)} images")
-            frame = cv2.imread(str(images[index]))
-            if frame is None:
-                raise CorruptFileError(f"{images[index]}: not a readable image")
-            yield index, frame
-        return
-    if not path.is_file():
-        raise WeightsNotFoundError(f"{path}: video not found")
-    cap = _open_video(path, threads)
-    try:
-        # No seeking: OpenCV's seek is keyframe-approximate for many codecs, and a wrong frame would
-        # silently pair boxes with the wrong pixels.
-        position = 0
-        for index in targets:
-            while position < index:
-                if not cap.grab():
-                    raise CorruptFileError(f"{path}: video ends at frame {position}; frame {index} was requested")
-                position += 1
-            ok, frame = cap.read()
-            if not ok:
-                raise CorruptFileError(f"{path}: cannot decode frame {index} (video has ~{position} frames)")
-            position += 1
-            yield index, frame
-    finally:
-        cap.release()
+            yield index, reader.frame(index)
 
 
 def crop(frame: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:

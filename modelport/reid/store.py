@@ -50,7 +50,13 @@ CREATE TABLE IF NOT EXISTS reid_identities (
     model_key TEXT NOT NULL, detection_id INTEGER NOT NULL, person_id INTEGER NOT NULL,
     PRIMARY KEY (model_key, detection_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS reid_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reid_claims (
+    detection_id INTEGER NOT NULL, model_key TEXT NOT NULL, worker TEXT NOT NULL, claimed REAL NOT NULL,
+    PRIMARY KEY (detection_id, model_key)) WITHOUT ROWID;
 """
+# Extraction claims detections in (video, frame) order, a batch at a time: without this index every claim
+# would scan the table. An index changes no column or value of the table it indexes.
+ORDER_INDEX = "CREATE INDEX IF NOT EXISTS idx_object_detections_video_frame ON object_detections (video, frame_index);"
 
 
 class DatabaseError(ModelportError, ValueError):
@@ -113,6 +119,8 @@ def connect(path: str | Path, create: bool = False) -> sqlite3.Connection:
                             hint="pass another --db; this file is left untouched")
     conn = sqlite3.connect(str(path), timeout=30.0)
     try:
+        # Write-ahead logging: readers never block the writer, and several extraction workers share the file.
+        conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript("BEGIN;" + (DETECTIONS_DDL if create else "") + MODELPORT_DDL + "COMMIT;")
         _check_schema(conn, path)
     except sqlite3.DatabaseError as exc:
@@ -137,6 +145,9 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
         # A nullable column added at the end changes no existing row or query.
         with conn:
             conn.execute("ALTER TABLE object_detections ADD COLUMN reid_embedding BLOB")
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = "
+                        "'idx_object_detections_video_frame'").fetchone():
+        conn.executescript("BEGIN;" + ORDER_INDEX + "COMMIT;")
 
 
 def count_detections(conn: sqlite3.Connection, video: str | None = None) -> int:
@@ -209,6 +220,15 @@ def pending(conn: sqlite3.Connection, model_key: str, class_name: str | None) ->
         "SELECT d.id, d.video, d.frame_index, d.x1, d.y1, d.x2, d.y2 FROM object_detections d "
         "WHERE NOT EXISTS (SELECT 1 FROM reid_embeddings e WHERE e.detection_id = d.id AND e.model_key = ?) "
         f"{where} ORDER BY d.video, d.frame_index, d.id", args).fetchall()
+
+
+def pending_count(conn: sqlite3.Connection, model_key: str, class_name: str | None) -> int:
+    """How many detections (of ``class_name``) lack ``model_key``'s embedding."""
+    where = "AND d.class_name = ?" if class_name else ""
+    return conn.execute(
+        "SELECT COUNT(*) FROM object_detections d WHERE NOT EXISTS (SELECT 1 FROM reid_embeddings e "
+        f"WHERE e.detection_id = d.id AND e.model_key = ?) {where}",
+        (model_key, class_name) if class_name else (model_key,)).fetchone()[0]
 
 
 def write_embeddings(conn: sqlite3.Connection, model_key: str, ids: Sequence[int], vectors: np.ndarray,
