@@ -37,7 +37,8 @@ class Standardizer:
     @classmethod
     def fit(cls, chunks: Iterable[np.ndarray]) -> "Standardizer":
         """Statistics of the rows of every chunk (accumulated in float64, one chunk in memory at a time)."""
-        total = squares = None
+        total: np.ndarray | None = None
+        squares = np.zeros(0)
         n = 0
         for part in chunks:
             part = np.asarray(part, np.float64)
@@ -216,6 +217,7 @@ def cluster_tracks(embeddings: np.ndarray, first_seen: np.ndarray, threshold: fl
         sampler = SampledSilhouette(embeddings, cannot_link) if value is None else None
 
         def silhouette_of(labels: np.ndarray) -> float:
+            assert sampler is not None  # only auto mode asks
             return sampler(labels - labels.min())
 
     candidates: list[dict] = []
@@ -283,12 +285,12 @@ def _auto_cut(tree: np.ndarray, n: int, max_persons: int | None, silhouette_of: 
 
     if top < low:
         return fallback([])
-    counts = set(range(low, min(top, 40) + 1)) | set(np.unique(np.geomspace(low, top, 40).astype(int)).tolist())
+    tried = set(range(low, min(top, 40) + 1)) | set(np.unique(np.geomspace(low, top, 40).astype(int)).tolist())
     if merged < n - 1:  # graph path: also every 0.02 of similarity above its floor, where counts are dense
         real = tree[:merged, 2]
         cuts = np.arange(1.0 - ceiling, 1.0, 0.02)
-        counts |= {k for k in (n - np.searchsorted(real, 1.0 - cuts, side="right")).tolist() if low <= k <= top}
-    counts = sorted(counts)
+        tried |= {k for k in (n - np.searchsorted(real, 1.0 - cuts, side="right")).tolist() if low <= k <= top}
+    counts = sorted(tried)
     best = None
     candidates = []
     for k in counts:

@@ -111,6 +111,7 @@ def _batches(rows: Iterable[tuple], pre, batch: int, decode_threads: int | None 
             x1, x2 = min(max(x1, 0), w - 2), min(max(x2, x1 + 2), w)
             y1, y2 = min(max(y1, 0), h - 2), min(max(y2, y1 + 2), h)
             piece = crop(frame, (x1, y1, x2, y2))
+            assert piece is not None  # clamped to at least 2x2 pixels inside the frame
             ids.append(det_id)
             pixels.add(piece)
             sharp.append(sharpness(piece))

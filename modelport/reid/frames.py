@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -75,7 +75,7 @@ class VideoReader:
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         self.path, self.threads = Path(path), threads
-        self._cap = None
+        self._cap: Any = None  # cv2.VideoCapture
         self._images: list[Path] | None = None
         self._position = 0  # index of the next frame the capture would return
         self._last: tuple[int, np.ndarray] | None = None

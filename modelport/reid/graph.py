@@ -47,6 +47,7 @@ def knn(vectors: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
 
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = x.shape
+    index: faiss.Index
     if n <= EXACT_SEARCH_MAX:
         index, query = faiss.IndexFlatIP(dim), x
     else:
@@ -57,9 +58,10 @@ def knn(vectors: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
             pca.train(x[np.sort(rng.choice(n, min(n, 20 * PCA_DIM * 8), replace=False))])
             query = pca.apply(x)
         query = query / np.maximum(np.linalg.norm(query, axis=1, keepdims=True), 1e-12)
-        index = faiss.IndexHNSWFlat(query.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        index.hnsw.efSearch = max(HNSW_EF_SEARCH, k + 1)
+        hnsw = faiss.IndexHNSWFlat(query.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        hnsw.hnsw.efSearch = max(HNSW_EF_SEARCH, k + 1)
+        index = hnsw
     index.add(query)
     _, ids = index.search(query, min(k + 1, n))
     del index

@@ -46,7 +46,7 @@ def build_report(db: str | Path, *, use_reid: bool = False, model: str | None = 
         conn.close()
     if len(det) == 0:
         raise ModelportError(f"{db}: no {class_name or ''} detections to report")
-    if use_reid:
+    if record is not None:  # use_reid
         if not assigned:
             raise ModelportError(f"{db}: no identities for {record.key}",
                                  hint=f"run `modelport reid cluster --db {db} --model {record.key}` first")

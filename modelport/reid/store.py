@@ -11,7 +11,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -281,6 +281,7 @@ def load_detections(conn: sqlite3.Connection, class_name: str | None = None, mod
         f"FROM object_detections d {join} LEFT JOIN reid_quality q ON q.detection_id = d.id "
         f"WHERE {' AND '.join(where)} ORDER BY d.video, d.frame_index, d.id", args)
     parts: list[tuple] = []
+    merged: list[Any]
     videos: dict[str, str] = {}  # one string object per video, shared by its rows
     while rows := cursor.fetchmany(chunk):
         cols = list(zip(*rows))
@@ -296,9 +297,9 @@ def load_detections(conn: sqlite3.Connection, class_name: str | None = None, mod
     else:
         merged = [np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, np.int64), np.zeros(0), np.zeros(0),
                   np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 0), np.float32)]
-    table = DetectionTable(*merged[:7])
-    vectors = merged[8] if model_key and with_vectors else None
-    return table, vectors, merged[7]
+    ids, video, frame, timestamp, confidence, boxes, track, sharp, vectors = merged
+    table = DetectionTable(ids, video, frame, timestamp, confidence, boxes, track)
+    return table, vectors if model_key and with_vectors else None, sharp
 
 
 def table_embeddings(conn: sqlite3.Connection, model_key: str, det: DetectionTable,
