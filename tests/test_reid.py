@@ -468,6 +468,42 @@ def test_demo_data_files_are_refused_unless_forced_and_appear_whole(tmp_path, mo
     assert data.ground_truth.read_text() != "mine"
 
 
+# ---- adaptation -------------------------------------------------------------------------------------
+
+def test_adabn_refits_only_batchnorm_statistics_on_the_database_and_records_how(small_db, models, tmp_path):
+    import torch
+
+    from modelport.reid.adapt import AdaptError, adapt
+    from modelport.spec import sha256_file
+    from modelport.zoo import build
+    from modelport.zoo.checkpoints import read_checkpoint
+
+    out = tmp_path / "osnet_x0_25_msmt17_adabn.pt"
+    result = cli("adapt", "--db", str(small_db), "--model", str(models[0]), "--crops", "128", "--out", str(out),
+                 "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["crops"] == 128 and summary["held_out_people"] == 2
+    for when in ("before", "after"):  # held-out people's tracks, never used for the statistics
+        assert summary[when]["queries"] > 0 and 0 <= summary[when]["rank1"] <= 1 and 0 < summary[when]["mAP"] <= 1
+    source, _ = read_checkpoint(models[0])
+    adapted, extras = read_checkpoint(out)
+    record = extras["modelport_adapt"]
+    assert record["source_sha256"] == sha256_file(models[0]) and record["source_weights"] == str(models[0])
+    assert record["database"] == str(small_db.resolve()) and record["crops"] == 128 and "AdaBN" in record["method"]
+    assert record["after"] == summary["after"]
+    assert set(adapted) == set(source) | {k for k in adapted if k.endswith("num_batches_tracked")}  # classifier kept
+    changed = {k for k in source if not torch.equal(source[k], adapted[k])}
+    assert changed and all(k.endswith(("running_mean", "running_var")) for k in changed)
+    built = build(out)  # a checkpoint like any other, with its own sha256 (so its embeddings are its own)
+    assert built.spec.source.sha256 == sha256_file(out) != sha256_file(models[0])
+    again = cli("adapt", "--db", str(small_db), "--model", str(models[0]), "--crops", "128", "--out", str(out))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    with pytest.raises(AdaptError, match="camera 'lobby'"):
+        adapt(small_db, models[0], camera="lobby", out=tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()
+
+
 # ---- configuration --------------------------------------------------------------------------------
 
 def test_config_interpolates_variables_and_cli_flags_override(tmp_path, monkeypatch, small_scene):

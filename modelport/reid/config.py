@@ -56,6 +56,12 @@ KEYS: dict[str, dict[str, tuple[Any, str]]] = {
         "per_track": (16, "best crops (confidence, sharpness) averaged per track"),
         "cooccurrence": (True, "tracks seen in the same frame are kept apart"),
     },
+    "adapt": {
+        "out": (None, "adapted checkpoint to write (default: <weights stem>_adabn[_<camera>].pt beside the weights)"),
+        "camera": (None, "adapt to this camera only (the table's camera column, else the video's name or folder)"),
+        "crops": (2048, "at most this many crops estimate the BatchNorm statistics"),
+        "holdout": (0.5, "share of the people with ground truth kept out of adaptation to measure it"),
+    },
     "report": {
         "output": ("report/timeline.html", "HTML file to write"),
         "use_reid": (False, "rows are identities (from `reid cluster`) instead of tracks"),
