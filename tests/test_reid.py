@@ -470,7 +470,8 @@ def test_demo_data_files_are_refused_unless_forced_and_appear_whole(tmp_path, mo
 
 # ---- adaptation -------------------------------------------------------------------------------------
 
-def test_adabn_refits_only_batchnorm_statistics_on_the_database_and_records_how(small_db, models, tmp_path):
+def test_adabn_refits_only_batchnorm_statistics_on_the_database_and_records_how(small_db, small_scene, models,
+                                                                                tmp_path):
     import torch
 
     from modelport.reid.adapt import AdaptError, adapt
@@ -502,6 +503,10 @@ def test_adabn_refits_only_batchnorm_statistics_on_the_database_and_records_how(
     with pytest.raises(AdaptError, match="camera 'lobby'"):
         adapt(small_db, models[0], camera="lobby", out=tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
+    unlabelled = tmp_path / "unlabelled.db"  # without ground truth every crop adapts and nothing is measured
+    import_mot(unlabelled, small_scene.video, small_scene.detections)
+    blind = adapt(unlabelled, models[0], crops=64, camera="video", out=tmp_path / "blind.pt")
+    assert blind.crops == 64 and blind.held_out_people == 0 and blind.before is None and blind.after is None
 
 
 # ---- configuration --------------------------------------------------------------------------------

@@ -85,14 +85,13 @@ def adapt(db: str | Path, weights: str | Path, *, out: str | Path | None = None,
         try:
             det, _, sharp = store.load_detections(conn, class_name, with_vectors=False)
             keep = _camera_rows(conn, det, camera)
-            truth_by_id = store.ground_truth(conn)
+            det = _subset(det, keep)
+            truth = store.ground_truth(conn, det.ids)
         finally:
             conn.close()
-        det = _subset(det, keep)
         if len(det) == 0:
             raise AdaptError(f"{db}: no {class_name or ''} detections{f' of camera {camera!r}' if camera else ''}")
         tracks = group_tracks(det, quality(det.confidence, sharp[keep]), EVAL_CROPS)
-        truth = np.array([truth_by_id.get(int(i), -1) for i in det.ids])
         track_truth = majority(truth, tracks.index, len(tracks.keys))
         held = _held_out_people(track_truth, holdout, seed)
         eval_tracks = np.flatnonzero(np.isin(track_truth, held))

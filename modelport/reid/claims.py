@@ -19,7 +19,7 @@ from typing import Iterator
 CLAIM_ROWS = 256  # detections per claim: about 0.4 s of osnet_x0_25 on two cores
 LEASE_S = 3600.0  # claims of a worker on another host are released after this long
 
-ROW = tuple  # (id, video, frame_index, x1, y1, x2, y2), as store.pending gives them
+ROW = tuple  # (id, video, frame_index, x1, y1, x2, y2), as extraction reads them
 
 
 def _start_ticks(pid: int) -> str | None:

@@ -81,7 +81,7 @@ def run_cluster(db: str | Path, out: str | Path, *, model: str | None = None,
         del links
         det_labels = result.labels[tracks.index]
         scores = None
-        truth = _truth(conn, det.ids)
+        truth = store.ground_truth(conn, det.ids)
         if (truth >= 0).any():
             scores = score(truth, tracks.index, result.labels, result.nearest)
 
@@ -136,19 +136,6 @@ def _first_seen(timestamp: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
     first = np.full(n, np.inf)
     np.minimum.at(first, index, timestamp)
     return first
-
-
-def _truth(conn, ids: np.ndarray) -> np.ndarray:
-    """Ground-truth person of each detection id, -1 where unknown."""
-    pairs = np.array(conn.execute("SELECT detection_id, person_id FROM reid_ground_truth").fetchall(), np.int64)
-    truth = np.full(len(ids), -1, np.int64)
-    if len(pairs):
-        order = np.argsort(pairs[:, 0])
-        known, persons = pairs[order, 0], pairs[order, 1]
-        at = np.minimum(np.searchsorted(known, ids), len(known) - 1)
-        hit = known[at] == ids
-        truth[hit] = persons[at[hit]]
-    return truth
 
 
 def _groups(labels: np.ndarray) -> list[np.ndarray]:

@@ -50,10 +50,12 @@ def majority(det_truth: np.ndarray, det_track: np.ndarray, tracks: int) -> np.nd
     """Each track's person: the most frequent known one among its detections (the smallest id on a tie), -1
     when none is known."""
     known = det_truth >= 0
+    out = np.full(tracks, -1, np.int64)
+    if not known.any():
+        return out
     pairs, counts = np.unique(np.stack([det_track[known], det_truth[known]]), axis=1, return_counts=True)
     order = np.lexsort((pairs[1], -counts, pairs[0]))  # per track: most detections first, then smallest id
     first = order[np.r_[True, np.diff(pairs[0][order]) != 0]]
-    out = np.full(tracks, -1, np.int64)
     out[pairs[0][first]] = pairs[1][first]
     return out
 

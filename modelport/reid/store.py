@@ -156,8 +156,17 @@ def count_detections(conn: sqlite3.Connection, video: str | None = None) -> int:
     return conn.execute("SELECT COUNT(*) FROM object_detections WHERE video = ?", (video,)).fetchone()[0]
 
 
-def ground_truth(conn: sqlite3.Connection) -> dict[int, int]:
-    return dict(conn.execute("SELECT detection_id, person_id FROM reid_ground_truth"))
+def ground_truth(conn: sqlite3.Connection, ids: np.ndarray) -> np.ndarray:
+    """The ground-truth person of each detection id in ``ids``, -1 where unknown."""
+    pairs = np.array(conn.execute("SELECT detection_id, person_id FROM reid_ground_truth").fetchall(), np.int64)
+    truth = np.full(len(ids), -1, np.int64)
+    if len(pairs):
+        order = np.argsort(pairs[:, 0])
+        known, persons = pairs[order, 0], pairs[order, 1]
+        at = np.minimum(np.searchsorted(known, ids), len(known) - 1)
+        hit = known[at] == ids
+        truth[hit] = persons[at[hit]]
+    return truth
 
 
 # ---- models and embeddings ------------------------------------------------------------------------
