@@ -22,6 +22,16 @@ def _formats() -> list[tuple[str, str, str | None]]:
     return [(f.id, f.name, f.unavailable_reason("cpu")) for f in EXPORTABLE]
 
 
+def _listed(items, root: Path, path: str, what: str, hint: str):
+    """``(item, relative path, listing)`` for ``path`` if the root's listing has it among ``items(listing)``."""
+    rel = relative(root, confine(root, path))
+    listing = scan(root)
+    item = next((x for x in items(listing) if x.path == rel), None)
+    if item is None:
+        raise BadPathError(f"{rel}: not {what} under the root", hint=hint)
+    return item, rel, listing
+
+
 def add_routes(app: FastAPI) -> None:
     root: Path = app.state.root
     jobs = app.state.jobs
@@ -53,12 +63,8 @@ def add_routes(app: FastAPI) -> None:
         from modelport.triton.config import TRITON_FORMATS
 
         try:
-            weights = confine(root, path)
-            rel = relative(root, weights)
-            listing = scan(root)
-            item = next((w for w in listing.weights if w.path == rel), None)
-            if item is None:
-                raise BadPathError(f"{rel}: not a weights file under the root", hint="pick one from the listing")
+            item, rel, listing = _listed(lambda x: x.weights, root, path, "a weights file",
+                                         "pick one from the listing")
         except ModelportError as exc:
             return error_page(exc)
         body = pages.model(rel, listing, detector=item.detector, formats=_formats(),
@@ -68,13 +74,8 @@ def add_routes(app: FastAPI) -> None:
     @app.get("/db", response_class=HTMLResponse)
     def database(path: str) -> HTMLResponse:
         try:
-            db_path = confine(root, path)
-            rel = relative(root, db_path)
-            listing = scan(root)
-            db = next((d for d in listing.databases if d.path == rel), None)
-            if db is None:
-                raise BadPathError(f"{rel}: not a ReID database under the root",
-                                   hint="a database is a SQLite file with an object_detections table")
+            db, rel, listing = _listed(lambda x: x.databases, root, path, "a ReID database",
+                                       "a database is a SQLite file with an object_detections table")
         except ModelportError as exc:
             return error_page(exc)
         detectors = {w.path for w in listing.weights if w.detector}
