@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import os
 import subprocess
@@ -32,7 +31,7 @@ sys.path.insert(0, str(HERE))
 
 from serve_load import _preprocess, run_mode, summarise, wait_ready  # noqa: E402
 
-from modelport.machine import machine_info  # noqa: E402
+from modelport.machine import library_versions, machine_info  # noqa: E402
 from modelport.preprocess import prepare  # noqa: E402
 from modelport.samples import person_crops  # noqa: E402
 from modelport.triton import ConfigOptions, ModelEntry, build_repository  # noqa: E402
@@ -92,16 +91,6 @@ async def bench(urls: dict[str, str], levels: list[int], seconds: float, rounds:
                 print(f"round {r + 1} {engine:8s} c={clients:3d} {last['requests'] / last['seconds']:7.1f} req/s "
                       f"errors {last['errors']}", flush=True)
     return {engine: {str(c): summarise(v) for c, v in by_level.items()} for engine, by_level in runs.items()}
-
-
-def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for name in VERSIONED:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def git_commit() -> str | None:
@@ -165,7 +154,7 @@ def main() -> None:
                           "triton": "modelport serve --engine triton (tritonserver from nvidia-pytriton, Python "
                                     "backend running modelport's runner, Triton's dynamic batcher)"},
               "server_threads": args.threads or "default (physical cores)", "machine": machine_info(),
-              "versions": versions(), "loadavg": [load_before, os.getloadavg()[0]], "results": results}
+              "versions": library_versions(VERSIONED), "loadavg": [load_before, os.getloadavg()[0]], "results": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1))
     print(table(record))

@@ -71,9 +71,10 @@ def gpu_name() -> str | None:
         return None
 
 
-def library_versions() -> dict[str, str | None]:
+def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None]:
+    """Installed version of each distribution in ``names`` (None where it is not installed)."""
     versions: dict[str, str | None] = {}
-    for name in LIBRARIES:
+    for name in names:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
