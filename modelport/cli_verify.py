@@ -20,7 +20,8 @@ out = Console()
 
 def verify_cmd(
     paths: List[Path] = typer.Argument(..., help="Artifacts and/or a weights file; the weights (or the first) is "
-                                       "the reference."),
+                                       "the reference. Or one edge package (.tar.gz) or one Triton model "
+                                       "repository: re-checked against the golden outputs it carries."),
     batch: int = typer.Option(8, "--batch", help="Rows in the seeded test batch."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device"),
@@ -33,15 +34,26 @@ def verify_cmd(
     localize: bool = typer.Option(False, "--localize", help="For a failing ONNX or OpenVINO export, name the first "
                                   "graph node whose output departs from the PyTorch model's."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="On failure, write an error-vs-magnitude plot (PNG)."),
+    url: Optional[str] = typer.Option(None, "--url", help="Triton model repository only: also run the golden "
+                                      "inputs on the server serving it (http://HOST:8000 or grpc://HOST:8001)."),
+    local: bool = typer.Option(True, "--local/--no-local", help="Triton model repository: run each version with "
+                               "the runtime installed here (--no-local: only on the --url server)."),
     trust: bool = TRUST_CHECKPOINT,
 ) -> None:
-    """Compare artifacts side by side on one seeded batch; exit 1 on any mismatch."""
+    """Compare artifacts side by side on one seeded batch; exit 1 on any mismatch. A package or a Triton
+    repository is re-checked against its golden outputs."""
     apply_trust(trust)
     from modelport.clip.verify import verify_runners
     from modelport.discover import open_artifact
     from modelport.formats import format_of_path
+    from modelport.triton.golden import is_repository
     from modelport.verify import verify
 
+    if len(paths) == 1 and is_repository(paths[0]):  # a Triton model repository: each version's golden outputs
+        return _verify_repository(paths[0], device, as_json, url, local)
+    if url is not None or not local:
+        raise typer.BadParameter("--url and --no-local apply to a Triton model repository (a folder of "
+                                 "MODEL/config.pbtxt)")
     if len(paths) == 1 and paths[0].name.endswith(".tar.gz"):  # an edge package: its golden outputs
         return _verify_package(paths[0], device, as_json)
     clip = verify_runners(paths, device)  # CLIP encoders: open_clip's PyTorch model is the reference
@@ -144,4 +156,35 @@ def _verify_package(package: Path, device: str, as_json: Optional[str]) -> None:
         verdict = "[green]pass[/]" if result.passed else f"[red]FAIL[/]: {result.summary()}"
         out.print(f"{result.label} against its golden outputs: {verdict}")
     if not result.passed:
+        raise typer.Exit(1)
+
+
+def _verify_repository(repo: Path, device: str, as_json: Optional[str], url: Optional[str], local: bool) -> None:
+    from dataclasses import asdict
+
+    from modelport.triton.golden import verify_repository
+
+    checks = verify_repository(repo, device, url=url, local=local)
+    if as_json:
+        rows = [{**asdict(c), "passed": c.passed} for c in checks]
+        text = json.dumps({"repository": str(repo), "checks": rows, "passed": all(c.passed for c in checks)},
+                          indent=2, default=str)
+        out.print_json(text) if as_json == "-" else atomic_write_text(as_json, text, force=True)
+    if as_json != "-":
+        table = Table(title=f"{repo} against its golden outputs")
+        for col in ("model", "version", "where", "golden from", "output", "max abs", "min cos", "result"):
+            table.add_column(col)
+        for c in checks:
+            version, reference = str(c.version or "-"), c.reference or "-"
+            if c.result.error:
+                table.add_row(c.model, version, c.target, reference, "-", "-", "-", f"[red]{c.result.error}[/]")
+            for o in c.result.outputs:
+                verdict = "[green]pass[/]" if o.passed else f"[red]{'; '.join(o.failures)}[/]"
+                table.add_row(c.model, version, c.target, reference, o.output, _fmt(o.max_abs),
+                              _fmt(o.min_cosine, ".6f"), verdict)
+        out.print(table)
+        failed = sum(not c.passed for c in checks)
+        tail = f", [red]{failed} FAIL[/]" if failed else ""
+        out.print(f"{len(checks) - failed} of {len(checks)} checks pass{tail}")
+    if not all(c.passed for c in checks):
         raise typer.Exit(1)

@@ -17,6 +17,7 @@ from modelport.formats.base import Runner
 from modelport.verify import TOLERANCES, RunnerResult, SeededInputs, compare_runner
 
 GOLDEN_DIR = "golden"
+GOLDEN_FILES = ("inputs.npy", "outputs.npz", "golden.json")  # under GOLDEN_DIR
 GOLDEN_ROWS = 8
 # A package is the artifact plus a few small files; this bounds what extraction may write.
 MAX_PACKAGE_BYTES = 16 << 30
@@ -58,21 +59,34 @@ def read_golden(folder: Path) -> Golden:
     base = folder / GOLDEN_DIR
     if not (base / "golden.json").is_file():
         raise CorruptFileError(f"{folder}: holds no golden outputs ({GOLDEN_DIR}/golden.json)",
-                               hint="rebuild the package with this modelport version")
+                               hint="rebuild the package (or Triton repository) with this modelport version")
     try:
         meta = json.loads((base / "golden.json").read_text())
         inputs = np.load(base / "inputs.npy", allow_pickle=False)
         with np.load(base / "outputs.npz", allow_pickle=False) as npz:
             outputs = {k: npz[k] for k in npz.files}
-        return Golden(inputs, outputs, str(meta["reference"]), str(meta["precision"]))
+        listed = sorted(meta["outputs"])
+        golden = Golden(inputs, outputs, str(meta["reference"]), str(meta["precision"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CorruptFileError(f"{folder}: unreadable golden outputs ({type(exc).__name__}: {exc})") from None
+    if listed != sorted(outputs):
+        raise CorruptFileError(f"{base / 'outputs.npz'}: holds outputs {sorted(outputs)}, golden.json lists {listed}",
+                               hint="the golden set was changed after it was written; rebuild it")
+    return golden
 
 
 def check_golden(runner: Runner, golden: Golden, label: str | None = None) -> RunnerResult:
     """Re-run the artifact on the golden inputs: the precision's tolerance against PyTorch's outputs, fp32's
     against the artifact's own (then only the runtime differs)."""
-    tolerance = TOLERANCES[golden.precision if golden.reference == "pytorch" else "fp32"]
+    tolerance = TOLERANCES.get(golden.precision if golden.reference == "pytorch" else "fp32")
+    missing = sorted({t.name for t in runner.spec.outputs} - set(golden.outputs))
+    problem = ("the golden set holds no inputs" if len(golden.inputs) == 0 else
+               f"the golden set has no reference for outputs {missing}" if missing else
+               f"unknown precision {golden.precision!r} in golden.json" if tolerance is None else None)
+    if problem is not None:  # never pass by comparing nothing
+        result = RunnerResult(label or runner.describe(), runner.format, str(runner.path) if runner.path else None)
+        result.error = f"{problem}; rebuild it with this modelport version"
+        return result
     return compare_runner(golden.outputs, runner, golden.inputs, tolerance, label=label)
 
 

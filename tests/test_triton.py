@@ -46,7 +46,8 @@ def repo(tmp_path_factory, exported_dir) -> Path:
 def test_layout_uses_the_file_names_triton_looks_for(repo):
     assert (repo / "osnet" / "1" / "model.onnx").is_file()
     assert (repo / "osnet_ts" / "1" / "model.pt").is_file()
-    assert {p.name for p in (repo / "osnet_ov" / "1").iterdir()} == {"model.xml", "model.bin", "metadata.json"}
+    assert {p.name for p in (repo / "osnet_ov" / "1").iterdir()} == {"model.xml", "model.bin", "metadata.json",
+                                                                     "golden"}
     assert all((repo / m / "config.pbtxt").is_file() for m in ("osnet", "osnet_ov", "osnet_ts"))
 
 

@@ -93,11 +93,20 @@ def test_dry_run_shows_the_plan_and_changes_nothing(tmp_path, repo):
 def test_a_version_folder_holding_a_user_file_is_kept_whole(tmp_path, repo):
     (repo / "osnet" / "1" / "notes.txt").write_text("mine")
     result = clean_repository(repo, ["osnet"], backup=tmp_path / "backup")
-    assert sorted(p.name for p in (repo / "osnet" / "1").iterdir()) == ["model.onnx", "notes.txt"]
+    assert sorted(p.name for p in (repo / "osnet" / "1").iterdir()) == ["golden", "model.onnx", "notes.txt"]
     assert "notes.txt" in reasons(result)[str(repo / "osnet" / "1")]
     # the version that stays keeps the config it is served with
     assert parse(repo / "osnet" / "config.pbtxt").name == "osnet"
     assert result.removed == [] and (repo / "other" / "1" / "model.onnx").is_file()
+
+
+def test_golden_outputs_go_with_their_version_unless_the_folder_holds_a_user_file(tmp_path, repo):
+    assert (repo / "other" / "1" / "golden" / "golden.json").is_file()
+    (repo / "osnet" / "1" / "golden" / "mine.txt").write_text("mine")
+    result = clean_repository(repo, backup=tmp_path / "backup")
+    assert "golden" in reasons(result)[str(repo / "osnet" / "1")]
+    assert (repo / "osnet" / "1" / "golden" / "mine.txt").is_file()
+    assert repo / "other" / "1" in result.removed and not (repo / "other").exists()
 
 
 def test_symlinked_version_folders_and_files_pointing_outside_are_left_alone(tmp_path, repo):

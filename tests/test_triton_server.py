@@ -26,6 +26,7 @@ from modelport.samples import person_crops
 from modelport.spec import ModelSpec, Source
 from modelport.triton import ConfigOptions, ModelEntry, build_repository
 from modelport.triton.config import PARAM_FORMAT, PARAM_SPEC, read_config
+from modelport.triton.golden import verify_repository
 from modelport.triton.server import free_port, have_tritonserver, start_tritonserver
 from modelport.zoo import get_entry, spec_for
 
@@ -78,9 +79,9 @@ def triton(pyrepo):
 
 
 def test_python_backend_model_has_model_py_beside_the_artifact_and_the_spec_in_parameters(pyrepo, exported_dir):
-    assert {p.name for p in (pyrepo / "osnet" / "1").iterdir()} == {"model.py", "model.onnx"}
+    assert {p.name for p in (pyrepo / "osnet" / "1").iterdir()} == {"model.py", "model.onnx", "golden"}
     assert {p.name for p in (pyrepo / "osnet_ov" / "1").iterdir()} == {"model.py", "model.xml", "model.bin",
-                                                                          "metadata.json"}
+                                                                          "metadata.json", "golden"}
     config = read_config(pyrepo / "osnet" / "config.pbtxt")
     assert (config.backend, config.platform) == ("python", "")
     assert config.parameters[PARAM_FORMAT].string_value == "onnx"
@@ -94,6 +95,14 @@ def test_real_triton_answers_as_local_inference(triton, runners, model, protocol
     batch = crops(3, seed=7)
     url = triton.http_url if protocol == "http" else triton.grpc_url
     assert_close(infer(protocol, url, model, batch), runners[model](batch)["embeddings"])
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_real_triton_serving_the_repository_passes_its_golden_outputs(triton, pyrepo, protocol):
+    url = f"http://{triton.http_url}" if protocol == "http" else f"grpc://{triton.grpc_url}"
+    checks = verify_repository(pyrepo, url=url, local=False)
+    assert [(c.model, c.version, c.target) for c in checks] == [("osnet", 1, url), ("osnet_ov", 1, url)]
+    assert all(c.passed and c.result.outputs for c in checks), [c.result.summary() for c in checks]
 
 
 def test_tritons_dynamic_batcher_batches_concurrent_requests(triton, runners):

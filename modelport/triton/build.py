@@ -12,7 +12,7 @@ from pathlib import Path
 
 from modelport.atomic import atomic_dir, atomic_write_bytes, atomic_write_text, refuse_existing
 from modelport.errors import CorruptFileError, ExportError, ModelportError, VerificationError, WeightsNotFoundError
-from modelport.formats import Format, format_of_path, get_format
+from modelport.formats import Format, Runner, format_of_path, get_format
 from modelport.naming import weights_stem
 from modelport.spec import ModelSpec
 from modelport.triton.config import (
@@ -29,6 +29,7 @@ from modelport.triton.config import (
     read_config,
     read_signature,
 )
+from modelport.triton.golden import weights_reference, write_golden
 from modelport.triton.layout import check_name, split_engine, versions
 
 DEFAULT_FORMAT = "onnx"
@@ -56,6 +57,7 @@ class BuiltVersion:
     path: Path  # the version folder
     config: Path
     backup: Path | None  # where a replaced config.pbtxt was saved
+    golden: str = "artifact"  # whose outputs golden/ holds: "pytorch" (the source model) or "artifact" (its own)
 
 
 _ENTRY_KEYS = {f.name for f in fields(ModelEntry)} - {"options"}
@@ -113,10 +115,12 @@ def default_name(source: str) -> str:
     return path.name[: -len(suffix)]
 
 
-def _artifact(entry: ModelEntry, tmp: Path, device: str) -> tuple[Path, Format, ModelSpec]:
-    """The verified artifact to copy: the source itself, or a fresh export of it into ``tmp``."""
+def _artifact(entry: ModelEntry, tmp: Path, device: str) -> tuple[Path, Format, ModelSpec, Runner | None]:
+    """The verified artifact to copy (the source itself, or a fresh export of it into ``tmp``) and the PyTorch
+    model its golden outputs come from (None: the artifact's own, when its weights are not here)."""
     from modelport.export import export_all
-    from modelport.zoo import list_models
+    from modelport.formats.pytorch import PyTorchRunner
+    from modelport.zoo import build, list_models
 
     path = Path(entry.source)
     zoo_name = not path.exists() and entry.source in list_models()
@@ -134,19 +138,21 @@ def _artifact(entry: ModelEntry, tmp: Path, device: str) -> tuple[Path, Format, 
             raise ModelportError(f"{path}: --batch applies to exports made from weights, not to an existing export")
         if fmt.id not in TRITON_FORMATS:
             raise ModelportError(f"{path}: Triton cannot serve {fmt.name} artifacts")
-        return path, fmt, fmt.read_spec(path)
+        spec = fmt.read_spec(path)
+        return path, fmt, spec, weights_reference(spec, device, entry.arch)
     target = get_format(entry.format or DEFAULT_FORMAT)
     if target.id not in TRITON_FORMATS:
         raise ModelportError(f"Triton cannot serve {target.name} models",
                              hint=f"choose from: {', '.join(TRITON_FORMATS)}")
     weights = None if zoo_name else path
     arch = entry.source if zoo_name else entry.arch
+    built = build(weights, arch=arch, allow_random=entry.allow_random)  # one module: export and golden outputs
     (result,) = export_all(weights, [target.id], arch=arch, out=tmp, batch=entry.batch, device=device,
-                           allow_random=entry.allow_random)
+                           allow_random=entry.allow_random, built=built)
     if not result.ok:
         kind = VerificationError if result.check is not None else ExportError
         raise kind(f"{entry.source}: {target.name} export failed: {result.error}")
-    return result.path, target, target.read_spec(result.path)
+    return result.path, target, target.read_spec(result.path), PyTorchRunner(built.module, built.spec, weights, device)
 
 
 def _place(artifact: Path, fmt: Format, dest: Path, backend: str = "native") -> None:
@@ -207,26 +213,41 @@ def build_model(entry: ModelEntry, repo: str | Path, *, force: bool = False, dev
     refuse_existing(vdir, force, hint)  # before the export, which can take minutes
     old = read_config(model_dir / CONFIG_FILE) if (model_dir / CONFIG_FILE).exists() else None
     with tempfile.TemporaryDirectory(prefix="modelport-triton-") as tmp:
-        artifact, fmt, spec = _artifact(entry, Path(tmp), device)
-        if old is not None and (format_of_config(old) != fmt.id or
-                                (old.backend == "python") != (entry.options.backend == "python")):
-            raise ExportError(f"{model_dir}: model {name!r} is served as {format_of_config(old)} by the "
-                              f"{old.backend} backend; one model has one backend, so a {fmt.id} version for the "
-                              f"{entry.options.backend} backend cannot join it",
-                              hint="pass --name to add it as another model")
-        # The version folder appears whole under its number, or not at all.
-        with atomic_dir(vdir, force=force, hint=hint) as staging:
-            _place(artifact, fmt, staging, entry.options.backend)
-            model_path = staging / TRITON_FORMATS[fmt.id][2]
-            config = make_config(name, fmt.id, read_signature(fmt.id, model_path, spec), spec, entry.options)
-            _check_siblings(config, model_dir, fmt.id, [v for v in present if v != version])
-            text = config_text(config)
+        artifact, fmt, spec, reference = _artifact(entry, Path(tmp), device)
+        try:
+            if old is not None and (format_of_config(old) != fmt.id or
+                                    (old.backend == "python") != (entry.options.backend == "python")):
+                raise ExportError(f"{model_dir}: model {name!r} is served as {format_of_config(old)} by the "
+                                  f"{old.backend} backend; one model has one backend, so a {fmt.id} version for the "
+                                  f"{entry.options.backend} backend cannot join it",
+                                  hint="pass --name to add it as another model")
+            # The version folder appears whole under its number, or not at all.
+            with atomic_dir(vdir, force=force, hint=hint) as staging:
+                _place(artifact, fmt, staging, entry.options.backend)
+                model_path = staging / TRITON_FORMATS[fmt.id][2]
+                config = make_config(name, fmt.id, read_signature(fmt.id, model_path, spec), spec, entry.options)
+                _check_siblings(config, model_dir, fmt.id, [v for v in present if v != version])
+                text = config_text(config)
+                golden = _write_golden(staging, artifact, fmt, reference, device)
+        finally:
+            if reference is not None:
+                reference.close()
     # config.pbtxt and labels.txt are rebuilt for every version; one that differs is kept as a .bak.
     if spec.labels:
         _replace_kept(model_dir / LABELS_FILE, "\n".join(spec.labels) + "\n")
     config_file = model_dir / CONFIG_FILE
     backup = _replace_kept(config_file, text)
-    return BuiltVersion(name, version, fmt.id, vdir, config_file, backup)
+    return BuiltVersion(name, version, fmt.id, vdir, config_file, backup, golden)
+
+
+def _write_golden(staging: Path, artifact: Path, fmt: Format, reference: Runner | None, device: str) -> str:
+    """``golden/`` in the staged version folder: seeded inputs and the reference's outputs for them; returns
+    whose outputs they are."""
+    runner = fmt.load(artifact, device)
+    try:
+        return write_golden(staging, runner, reference).reference
+    finally:
+        runner.close()
 
 
 def _check_siblings(config, model_dir: Path, fmt_id: str, others: list[int]) -> None:

@@ -73,11 +73,12 @@ def build_cmd(
                                    for b in built]))
         return
     table = Table(title=f"model repository {repo}")
-    for col in ("model", "version", "format", "folder", "config"):
+    for col in ("model", "version", "format", "folder", "config", "golden outputs"):
         table.add_column(col)
     for b in built:
         note = f" (previous saved as {b.backup.name})" if b.backup else ""
-        table.add_row(b.name, str(b.version), b.format, str(b.path), f"{b.config}{note}")
+        golden = "PyTorch's" if b.golden == "pytorch" else "the artifact's own"
+        table.add_row(b.name, str(b.version), b.format, str(b.path), f"{b.config}{note}", golden)
     out.print(table)
 
 

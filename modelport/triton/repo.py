@@ -23,6 +23,7 @@ from modelport.triton.config import (
     read_plan_spec,
     read_signature,
 )
+from modelport.triton.golden import is_golden_dir
 from modelport.triton.layout import model_dirs, open_version, outputs_by_config, served_versions, versions
 
 
@@ -238,7 +239,8 @@ def _plan_model(model_dir: Path, root: Path, result: CleanResult) -> list[Path]:
         if entry.is_symlink():
             result.left_alone.append(LeftAlone(entry, _link_reason(entry, root)))
         elif entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0:
-            foreign = [p for p in sorted(entry.iterdir()) if p.is_symlink() or not p.is_file() or p.name not in WRITTEN]
+            foreign = [p for p in sorted(entry.iterdir()) if not is_golden_dir(p)
+                       and (p.is_symlink() or not p.is_file() or p.name not in WRITTEN)]
             if not foreign:
                 result.removed.append(entry)
                 continue
