@@ -69,3 +69,7 @@ class UnsafeCheckpointError(NotACheckpointError):
 
 class RandomWeightsWarning(UserWarning):
     """Raised (as a warning) whenever a model runs with untrained weights."""
+
+
+class ConfigError(ModelportError, ValueError):
+    """A config file (or the arguments standing for one) that cannot be used as written."""

@@ -16,9 +16,10 @@ from modelport.errors import ExportError, ModelportError, VerificationError
 from modelport.formats import EXPORTABLE, ExportOptions, Format, get_format
 from modelport.formats.base import example_batch
 from modelport.formats.pytorch import PyTorchRunner
+from modelport.int8.settings import Int8Settings
 from modelport.quantize import MAX_CALIBRATION, PRECISIONS, VARIANT_FORMATS, calibration_batch, calibration_for
 from modelport.spec import ModelSpec
-from modelport.verify import TOLERANCES, RunnerResult, Tolerance, compare_runner
+from modelport.verify import TOLERANCES, RunnerResult, Tolerance, compare_output, compare_runner
 
 if TYPE_CHECKING:  # torch-backed: imported when a model is exported, so `import modelport` stays light
     from modelport.zoo import BuiltModel
@@ -51,15 +52,17 @@ def parse_formats(formats: str | Iterable[str] | None, device: str = "cpu", prec
         raise ExportError(f"unknown precision {precision!r}", hint=f"choose from: {', '.join(PRECISIONS)}")
     if formats is None:
         usable = available_formats(device)
+        # Engines are left to an explicit --format: ONNX and OpenVINO are the variants made by default.
         return usable if precision == "fp32" else [f for f in usable if f.id in VARIANT_FORMATS]
     names = formats.split(",") if isinstance(formats, str) else list(formats)
     chosen = [get_format(n.strip()) for n in names if n.strip()]
     for fmt in chosen:
         if fmt.id == "pytorch":
             raise ExportError("pytorch is the source format; choose from: " + ", ".join(f.id for f in EXPORTABLE))
-        if precision != "fp32" and fmt.id not in VARIANT_FORMATS:
+        if precision not in fmt.precisions:
+            able = [f.id for f in EXPORTABLE if precision in f.precisions]
             raise ExportError(f"{fmt.name} cannot be exported in {precision}",
-                              hint=f"{precision} variants are made for: {', '.join(VARIANT_FORMATS)}")
+                              hint=f"{precision} variants are made for: {', '.join(able)}")
     return chosen
 
 
@@ -137,6 +140,7 @@ def export_all(
     calib_count: int = MAX_CALIBRATION,
     uint8_input: bool = False,
     force: bool = False,
+    int8: Int8Settings | None = None,
 ) -> list[ExportResult]:
     """Export to every requested format; one result per format, failures included.
 
@@ -144,7 +148,8 @@ def export_all(
     ONNX and OpenVINO; int8 is calibrated on the crops under ``calib`` (synthetic ones when None; other
     precisions ignore it). ``uint8_input`` folds the cast and mean/std into the graph (``modelport.fold``)
     and tags the files ``x.uint8in.onnx``, ``x_uint8in_openvino_model/``. An earlier modelport export at a
-    destination is replaced; any other file there only with ``force``.
+    destination is replaced; any other file there only with ``force``. ``int8`` sets the calibration method
+    and accuracy control (``modelport.int8``); the INT8 search is judged like the verification below.
     """
     from modelport.fold import TAG as FOLD_TAG, fold
     from modelport.naming import weights_stem
@@ -169,7 +174,8 @@ def export_all(
     calibration = None
     if precision == "int8" and chosen:
         # Read once: every format is calibrated and verified on the same rows.
-        calibration = calibration_batch(spec, calib, calib_count)
+        settings = replace(int8 or Int8Settings(), judge=compare_output, tolerance=TOLERANCES["int8"])
+        calibration = calibration_batch(spec, calib, calib_count, settings)
         spec = calibration.record(spec)
     built = BuiltModel(built.module, spec, built.entry)
     options = ExportOptions(opset=opset, simplify=simplify, device=device, calib=Path(calib) if calib else None,

@@ -8,11 +8,12 @@ from modelport.errors import UnsupportedFormatError
 from modelport.formats.base import ExportOptions, Format, Runner
 
 FORMATS: tuple[Format, ...] = (
-    Format("onnx", "ONNX", ".onnx", "modelport.formats.onnx", ("onnxruntime",), "onnxruntime onnx"),
+    Format("onnx", "ONNX", ".onnx", "modelport.formats.onnx", ("onnxruntime",), "onnxruntime onnx",
+           precisions=("fp32", "fp16", "int8")),
     Format("tensorrt", "TensorRT", ".engine", "modelport.formats.tensorrt", ("tensorrt",), "tensorrt",
-           alt_suffixes=(".plan",), devices=("cuda",), needs_cuda=True),
+           alt_suffixes=(".plan", ".trt"), devices=("cuda",), needs_cuda=True, precisions=("fp32", "fp16")),
     Format("openvino", "OpenVINO", "_openvino_model", "modelport.formats.openvino", ("openvino",), "openvino",
-           is_dir=True, devices=("cpu",)),
+           is_dir=True, devices=("cpu",), precisions=("fp32", "fp16", "int8")),
     Format("torchscript", "TorchScript", ".torchscript", "modelport.formats.torchscript", ("torch",), "torch",
            alt_suffixes=(".torchscript.pt",)),
     Format("pytorch", "PyTorch", ".pt", "modelport.formats.pytorch", ("torch",), "torch",

@@ -9,13 +9,14 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
-from modelport.errors import ExportError, MissingRuntimeError, ModelportError
+from modelport.errors import ExportError, MissingRuntimeError, ModelportError, UnsupportedFormatError
+from modelport.formats.feeds import Feed, example_batch  # noqa: F401 - example_batch: its home until callers move
 from modelport.preprocess import ImageLike, prepare
-from modelport.spec import ModelSpec
+from modelport.spec import ModelSpec, TensorSpec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -40,6 +41,8 @@ class ExportOptions:
     calib: Path | None = None  # folder of crops for INT8 calibration; None: synthetic crops, with a warning
     calib_count: int = 300  # at most this many calibration images
     force: bool = False  # replace a file at the destination that is not a modelport export
+    workspace_gib: float = 4.0  # TensorRT builder workspace
+    trt_builder: str = "python"  # TensorRT's Python API, or the `trtexec` command when it is on PATH
     # Prepared once by export_all so every format calibrates and verifies on the same rows.
     calibration: "Calibration | None" = field(default=None, compare=False, repr=False)
 
@@ -58,6 +61,7 @@ class Format:
     is_dir: bool = False
     devices: tuple[str, ...] = ("cpu", "cuda")
     needs_cuda: bool = False
+    precisions: tuple[str, ...] = ("fp32",)  # the precisions an artifact of this format can be written in
 
     @property
     def suffixes(self) -> tuple[str, ...]:
@@ -164,6 +168,17 @@ def strict_fp32(device: str) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32 = matmul
 
 
+def run_module(module: "nn.Module", spec: ModelSpec, device: str,
+               arrays: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
+    """Call a PyTorch (or TorchScript) module on numpy inputs; its outputs by the spec's names, as float32."""
+    import torch
+
+    with torch.inference_mode(), strict_fp32(device):
+        out = module(*(torch.from_numpy(a).to(device) for a in arrays))
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    return {t.name: o.float().cpu().numpy() for t, o in zip(spec.outputs, outs)}
+
+
 class Runner:
     """Runs one model. Subclasses implement ``_infer`` for a batch that fits the model.
 
@@ -196,47 +211,81 @@ class Runner:
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def _check(self, batch: np.ndarray) -> np.ndarray:
-        want = self.spec.inputs[0]
+    def _check(self, batch: np.ndarray, want: TensorSpec | None = None) -> np.ndarray:
+        want = want or self.spec.inputs[0]
         batch = np.asarray(batch)
         if batch.ndim != len(want.shape):
-            raise ValueError(f"{self.describe()}: expected a {len(want.shape)}-d input {want.shape}, got {batch.shape}")
+            raise ValueError(f"{self.describe()}: expected a {len(want.shape)}-d input {want.name} {want.shape}, "
+                             f"got {batch.shape}")
         for got, dim in zip(batch.shape[1:], want.shape[1:]):
             if isinstance(dim, int) and got != dim:
-                raise ValueError(f"{self.describe()}: expected input shape {want.shape}, got {batch.shape}")
+                raise ValueError(f"{self.describe()}: expected input shape {want.shape} ({want.name}), "
+                                 f"got {batch.shape}")
         if want.dtype == "uint8":  # pixels, preprocessing inside the graph
             if batch.dtype != np.uint8:
                 raise ValueError(f"{self.describe()}: expected uint8 (N, H, W, 3) RGB pixels, got {batch.dtype}; "
                                  "this model normalises inside its graph (preprocess.prepare gives its input)")
         elif want.dtype == "int64":  # token ids (CLIP text encoders)
             if not np.issubdtype(batch.dtype, np.integer):
-                raise ValueError(f"{self.describe()}: expected int64 input, got {batch.dtype}")
+                raise ValueError(f"{self.describe()}: expected int64 input {want.name}, got {batch.dtype}")
             batch = batch.astype(np.int64, copy=False)
         elif batch.dtype != np.float32:
             if not np.issubdtype(batch.dtype, np.floating):
-                raise ValueError(f"{self.describe()}: expected float32 input, got {batch.dtype}")
+                raise ValueError(f"{self.describe()}: expected float32 input {want.name}, got {batch.dtype}")
             batch = batch.astype(np.float32)
         return np.ascontiguousarray(batch)
 
-    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        batch = self._check(batch)
-        n = len(batch)
+    def _check_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every input by name, checked against the spec; all with the same number of rows."""
+        names = [t.name for t in self.spec.inputs]
+        if set(feeds) != set(names):
+            raise ValueError(f"{self.describe()}: expected inputs {names}, got {sorted(feeds)}")
+        checked = {t.name: self._check(feeds[t.name], t) for t in self.spec.inputs}
+        rows = {len(v) for v in checked.values()}
+        if len(rows) > 1:
+            raise ValueError(f"{self.describe()}: inputs differ in batch size: "
+                             + ", ".join(f"{k} {len(v)}" for k, v in checked.items()))
+        return checked
+
+    def __call__(self, batch: Feed) -> dict[str, np.ndarray]:
+        if isinstance(batch, Mapping):
+            if len(self.spec.inputs) > 1:
+                return self._call_many(self._check_feeds(batch))
+            batch = self._check_feeds(batch)[self.spec.inputs[0].name]
+        elif len(self.spec.inputs) > 1:
+            raise ValueError(f"{self.describe()}: this model takes {len(self.spec.inputs)} inputs "
+                             f"({', '.join(t.name for t in self.spec.inputs)}); pass a dict of arrays by name")
+        return self._call_many({"": self._check(batch)}, single=True)
+
+    def _call_many(self, feeds: dict[str, np.ndarray], single: bool = False) -> dict[str, np.ndarray]:
+        """Chunk and pad every input alike; ``single``: one unnamed input, run through ``_infer``."""
+        first = next(iter(feeds.values()))
+        n = len(first)
         size = self.max_batch or self.chunk
+
+        def run(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return self._infer(part[""]) if single else self._infer_many(part)
+
         if n == 0:
-            probe = self(np.zeros((1, *batch.shape[1:]), batch.dtype))
+            probe = self._call_many({k: np.zeros((1, *v.shape[1:]), v.dtype) for k, v in feeds.items()}, single)
             return {k: v[:0] for k, v in probe.items()}
         if self.max_batch is None and n <= size:
-            return self._infer(batch)
+            return run(feeds)
         parts: list[dict[str, np.ndarray]] = []
         for start in range(0, n, size):
-            part = batch[start : start + size]
-            real = len(part)
+            part = {k: v[start : start + size] for k, v in feeds.items()}
+            real = len(next(iter(part.values())))
             if self.max_batch is not None and real < size:
-                pad = np.zeros((size - real, *part.shape[1:]), part.dtype)
-                part = np.concatenate([part, pad])
-            out = self._infer(part)
+                part = {k: np.concatenate([v, np.zeros((size - real, *v.shape[1:]), v.dtype)]) for k, v in part.items()}
+            out = run(part)
             parts.append({k: v[:real] for k, v in out.items()})
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _infer_many(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A batch of a model with several inputs; formats that can run one override this."""
+        raise UnsupportedFormatError(f"{self.describe()}: the {self.format} runner takes models with one input; "
+                                     f"this one has {len(self.spec.inputs)}",
+                                     hint="use the onnx, openvino or torchscript export of this model")
 
     def embed(self, items: Sequence[ImageLike] | np.ndarray, *, prepared: bool = False) -> np.ndarray:
         """L2-normalised (N, D) float32 embeddings for crops, images, paths or a preprocessed batch.
@@ -326,16 +375,3 @@ class Runner:
         batch = self.max_batch if self.max_batch is not None else "dynamic"
         return (f"<{type(self).__name__} {self.spec.name} model_type={self.model_type} batch={batch} "
                 f"device={self.device}>")
-
-
-def example_batch(spec: ModelSpec, count: int | None = None, seed: int = 0) -> np.ndarray:
-    """A seeded, realistic input batch for tracing and verification (fixed batch size when the spec has one)."""
-    from modelport.samples import person_crops
-
-    n = spec.max_batch or count or 2
-    if spec.inputs[0].dtype == "int64":
-        from modelport.clip.text import example_tokens
-
-        return example_tokens(spec, n, seed=seed)
-    pre = spec.preprocess
-    return prepare(person_crops(n, pre.height, pre.width, seed=seed), pre)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from modelport.errors import CorruptFileError, ExportError
-from modelport.formats.base import ExportOptions, Runner, example_batch
+from modelport.formats.base import ExportOptions, Runner
+from modelport.formats.feeds import example_batch, feed_tensors
 from modelport.spec import SPEC_KEY, ModelSpec
 
 
@@ -24,7 +25,7 @@ def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
     if spec.precision != "fp32":
         from modelport.quantize import onnx_variant
 
-        model = onnx_variant(model, spec, options)
+        model, spec = onnx_variant(model, spec, options)  # an int8 spec records its quantisation
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = SPEC_KEY, spec.to_json()
@@ -40,7 +41,7 @@ def write_onnx(module, spec: ModelSpec, dest: Path, *, opset: int, dynamic: bool
     import torch
 
     dynamic = spec.max_batch is None if dynamic is None else dynamic
-    example = torch.from_numpy(example_batch(spec))
+    example = feed_tensors(example_batch(spec), spec)
     names_in = [t.name for t in spec.inputs]
     names_out = [t.name for t in spec.outputs]
     axes = {}
@@ -57,7 +58,7 @@ def write_onnx(module, spec: ModelSpec, dest: Path, *, opset: int, dynamic: bool
         try:
             with torch.no_grad():
                 torch.onnx.export(
-                    module, (example,), str(dest), dynamo=False, opset_version=opset,
+                    module, example, str(dest), dynamo=False, opset_version=opset,
                     input_names=names_in, output_names=names_out, dynamic_axes=axes or None,
                     do_constant_folding=True,
                 )
@@ -177,6 +178,9 @@ class OnnxRunner(Runner):
             return self._infer_streams(batch)
         values = self.session.run(self._outputs, {self._input: batch})
         return dict(zip(self._outputs, values))
+
+    def _infer_many(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._outputs, self.session.run(self._outputs, feeds)))
 
     def _streams(self):
         """The single-threaded session and the worker pool, made on first use: callers with small batches

@@ -39,7 +39,7 @@ def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
     if spec.precision == "int8":
         from modelport.quantize import calibration_for, quantize_openvino_int8
 
-        model = quantize_openvino_int8(model, calibration_for(spec, options).batch, spec)
+        model, spec = quantize_openvino_int8(model, calibration_for(spec, options), spec)
     # fp32 artifacts keep fp32 weights; save_model would otherwise compress them to fp16.
     ov.save_model(model, str(dest / f"{stem}.xml"), compress_to_fp16=spec.precision == "fp16")
     (dest / METADATA).write_text(spec.to_json())
@@ -103,6 +103,10 @@ class OpenVinoRunner(Runner):
             result = self._request.infer({0: batch})
             return {name: np.array(result[port]) for port, name in self._outputs}
         return self._infer_async(batch)
+
+    def _infer_many(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self._request.infer(feeds)
+        return {name: np.array(result[port]) for port, name in self._outputs}
 
     def _async_queue(self):
         """The THROUGHPUT queue, made on first use; its callback files each part's outputs in its ``_Job``."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from modelport.errors import UnsupportedFormatError
-from modelport.formats.base import ExportOptions, Runner, strict_fp32, torch_device
+from modelport.formats.base import ExportOptions, Runner, run_module, torch_device
 from modelport.spec import ModelSpec
 
 
@@ -23,12 +23,10 @@ class PyTorchRunner(Runner):
         self.module = module.to(device).eval()
 
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        import torch
+        return run_module(self.module, self.spec, self.device, (batch,))
 
-        with torch.inference_mode(), strict_fp32(self.device):
-            out = self.module(torch.from_numpy(batch).to(self.device))
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        return {t.name: o.float().cpu().numpy() for t, o in zip(self.spec.outputs, outs)}
+    def _infer_many(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return run_module(self.module, self.spec, self.device, tuple(feeds[t.name] for t in self.spec.inputs))
 
 
 def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:

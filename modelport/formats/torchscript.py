@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from modelport.errors import CorruptFileError, ExportError
-from modelport.formats.base import ExportOptions, Runner, example_batch, strict_fp32, torch_device
+from modelport.formats.base import ExportOptions, Runner, run_module, torch_device
+from modelport.formats.feeds import example_batch, feed_tensors
 from modelport.spec import SPEC_KEY, ModelSpec
 
 _EXTRA = f"{SPEC_KEY}.json"
@@ -26,7 +27,7 @@ def _quiet_jit():
 def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
     import torch
 
-    example = torch.from_numpy(example_batch(spec))
+    example = feed_tensors(example_batch(spec), spec)
     try:
         # Traced convolutions record cuDNN's allow_tf32 flag as a constant; fp32 artifacts record False.
         with torch.no_grad(), _quiet_jit(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
@@ -71,12 +72,10 @@ class TorchScriptRunner(Runner):
         self.settings = {"frozen": True, "torch_threads": torch.get_num_threads()}
 
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        import torch
+        return run_module(self.module, self.spec, self.device, (batch,))
 
-        with torch.inference_mode(), strict_fp32(self.device):
-            out = self.module(torch.from_numpy(batch).to(self.device))
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        return {t.name: o.float().cpu().numpy() for t, o in zip(self.spec.outputs, outs)}
+    def _infer_many(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return run_module(self.module, self.spec, self.device, tuple(feeds[t.name] for t in self.spec.inputs))
 
 
 def load(path: Path, device: str = "cpu", threads: int | None = None) -> TorchScriptRunner:

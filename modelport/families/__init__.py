@@ -1,0 +1,83 @@
+"""FAMILIES: the one list of model families. A family says which sources it claims, builds its modules and
+specs, and knows its own verification; every family is exported, listed and refused through this table.
+
+Adding a family is one module (``claims`` and ``export``) plus one line here. Implementations are imported
+when used, so ``import modelport`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from modelport.errors import ConfigError
+from modelport.families.base import ExportRequest, ExportRow
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    name: str
+    summary: str
+    impl: str
+    options: tuple[str, ...]  # ExportRequest fields only this family uses
+    flags: tuple[str, ...]  # the same, as the CLI spells them (for messages)
+
+    def _module(self) -> Any:
+        return importlib.import_module(self.impl)
+
+    def claims(self, source: str | None, request: ExportRequest) -> bool:
+        return bool(self._module().claims(source, request))
+
+    def export(self, source: str | None, request: ExportRequest) -> list[ExportRow]:
+        self.refuse_foreign(request)
+        return self._module().export(source, request)
+
+    def refuse_foreign(self, request: ExportRequest) -> None:
+        """ConfigError naming the options of other families that ``request`` sets."""
+        given = request.given()
+        foreign = {f"{flag} ({fam.name})" for fam in FAMILIES if fam is not self
+                   for option, flag in zip(fam.options, fam.flags) if option in given and option not in self.options}
+        if foreign:
+            raise ConfigError(f"{', '.join(sorted(foreign))}: not an option for a {self.name} model",
+                              hint=f"{self.name} models take: {', '.join(self.flags) or 'the common options only'}")
+
+
+# Order is the claiming order: the most specific families ask first, the torchreid zoo takes what is left.
+FAMILIES: tuple[Family, ...] = (
+    Family("factory", "any PyTorch model from a module:function factory and an export YAML",
+           "modelport.families.factory_export", ("factory", "config", "weights", "trt_builder"),
+           ("--factory", "--config", "--weights", "--trt-builder")),
+    Family("clip", "open_clip MobileCLIP image and text encoders", "modelport.families.clip",
+           ("weights",), ("--weights",)),
+    Family("yolo", "Ultralytics YOLO11 detectors, raw or with NMS in the graph", "modelport.families.yolo",
+           ("nms", "nms_flavor", "topk", "iou", "conf", "normalize_boxes", "imgsz", "dynamic_shape", "images",
+            "allow_empty"),
+           ("--nms", "--nms-flavor", "--topk", "--iou", "--conf", "--normalize-boxes", "--imgsz", "--dynamic-shape",
+            "--images", "--allow-empty")),
+    Family("reid", "torchreid ReID embedders (OSNet, ResNet50, DenseNet121, MobileNetV2)", "modelport.families.reid",
+           ("arch", "batch", "simplify", "precision", "calib", "uint8_input"),
+           ("--arch", "--batch", "--simplify", "--half/--int8", "--calib", "--uint8-input")),
+)
+BY_NAME = {f.name: f for f in FAMILIES}
+
+
+def get_family(name: str) -> Family:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise ConfigError(f"unknown model family {name!r}", hint=f"choose from: {', '.join(BY_NAME)}") from None
+
+
+def family_for(source: str | None, request: ExportRequest, family: str | None = None) -> Family:
+    """The family named, or the first that claims ``source``; claiming never unpickles anything unsafe."""
+    if family is not None:
+        return get_family(family)
+    for fam in FAMILIES:
+        if fam.claims(source, request):
+            return fam
+    raise ConfigError(f"{source}: no model family claims it",
+                      hint="give a weights file, a zoo name (modelport models), or --factory/--config")
+
+
+__all__ = ["BY_NAME", "FAMILIES", "ExportRequest", "ExportRow", "Family", "family_for", "get_family"]

@@ -1,0 +1,76 @@
+"""What every family's export takes and gives back: one typed request, one row per written artifact."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRequest:
+    """Everything an export can be asked for. Options of one family are refused by the others
+    (``Family.options`` lists each family's own; ``refuse_foreign`` checks them)."""
+
+    formats: tuple[str, ...] | None = None
+    out: Path | None = None
+    opset: int | None = None  # None: the family's default (17; a factory config's own)
+    device: str = "cpu"
+    verify: bool = True
+    force: bool = False
+    allow_random: bool = False
+    # reid (torchreid zoo)
+    arch: str | None = None
+    batch: int | None = None
+    simplify: bool = False
+    precision: str = "fp32"  # fp32 | fp16 | int8
+    calib: Path | None = None
+    uint8_input: bool = False
+    # yolo (Ultralytics detectors)
+    nms: bool = False
+    nms_flavor: str = "portable"
+    topk: int | None = None
+    iou: float | None = None
+    conf: float | None = None
+    normalize_boxes: bool = False
+    imgsz: int | None = None
+    dynamic_shape: bool = False
+    images: Path | None = None
+    allow_empty: bool = False
+    # clip and factory: the checkpoint beside a model name (open_clip's) or a factory (the user's)
+    weights: Path | None = None
+    # factory (any PyTorch model)
+    factory: str | None = None
+    config: Path | None = None
+    trt_builder: str | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The options set away from their defaults, by field name."""
+        defaults = ExportRequest()
+        return {name: getattr(self, name) for name in self.__slots__
+                if getattr(self, name) != getattr(defaults, name)}
+
+
+@dataclass(slots=True)
+class ExportRow:
+    """One artifact of one export, whatever the family: where it went, and how its verification went."""
+
+    family: str
+    model: str
+    format: str
+    path: Path | None
+    seconds: float
+    ok: bool
+    part: str = ""  # detector track (raw, e2e-portable...), CLIP encoder (image, text)
+    error: str | None = None
+    note: str = ""
+    checked: str = ""  # what verification compared, in a few words
+    max_abs: float | None = None
+    min_cosine: float | None = None
+    detail: Any = field(default=None, repr=False)  # the family's own result object
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "model": self.model, "format": self.format, "part": self.part,
+                "path": str(self.path) if self.path else None, "ok": self.ok, "seconds": round(self.seconds, 3),
+                "error": self.error, "note": self.note, "checked": self.checked, "max_abs": self.max_abs,
+                "min_cosine": self.min_cosine}

@@ -1,0 +1,29 @@
+"""The ``clip`` family: open_clip MobileCLIPs, two encoders per model, each verified numerically and the pair
+by the image ranking of fixed text queries (``modelport.clip``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelport.families.base import ExportRequest, ExportRow
+from modelport.families.reid import rows_of
+
+PREFIX = "MobileCLIP"
+
+
+def claims(source: str | None, request: ExportRequest) -> bool:
+    return source is not None and source.startswith(PREFIX) and not Path(source).exists()
+
+
+def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
+    from modelport.clip.export import export_clip
+
+    assert source is not None
+    report = export_clip(source, request.weights, request.formats, out=request.out, opset=request.opset or 17,
+                         allow_random=request.allow_random, device=request.device, verify=request.verify)
+    rows = []
+    for which, results in report.results.items():
+        rows += rows_of(results, "clip", report.model.name, part=which)
+    for row in rows:  # structure and ranking checks may have removed an artifact after its numeric check
+        row.detail = report
+    return rows

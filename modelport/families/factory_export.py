@@ -1,0 +1,62 @@
+"""Export of ``factory`` models through the one pipeline (``modelport.export.export_one``: stage, verify
+against the PyTorch module on seeded inputs of the declared shapes, move into place)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from modelport.errors import ConfigError
+from modelport.families.base import ExportRequest, ExportRow
+from modelport.families.factory_config import FactoryConfig, check_factory, read_config
+
+
+def claims(source: str | None, request: ExportRequest) -> bool:
+    return request.factory is not None or request.config is not None
+
+
+def resolve_config(request: ExportRequest) -> FactoryConfig:
+    """The export YAML with the command line's --factory and --weights laid over it."""
+    if request.config is None:
+        raise ConfigError("--factory needs --config export.yaml: the inputs (names, shapes, dtypes) are declared there",
+                          hint="see docs/factory.md for an example config")
+    config = read_config(request.config)
+    if request.factory is not None:
+        check_factory(request.factory)
+    return config.with_overrides(factory=request.factory, weights=request.weights)
+
+
+def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
+    from modelport.export import export_one, parse_formats
+    from modelport.families.factory import build_factory
+    from modelport.families.reid import rows_of
+    from modelport.formats import ExportOptions
+    from modelport.naming import weights_stem
+
+    if source is not None:
+        raise ConfigError(f"{source}: a factory model takes no positional source",
+                          hint="give the checkpoint with --weights and the model with --factory/--config")
+    config = resolve_config(request)
+    built = build_factory(config, allow_random=request.allow_random)
+    formats = request.formats or config.formats
+    chosen = parse_formats(formats, request.device)
+    weights = Path(config.weights) if config.weights else None
+    out_dir = request.out or config.output_dir or (weights.parent if weights else Path.cwd())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = weights_stem(weights) if weights else built.spec.name
+    options = ExportOptions(opset=request.opset or config.opset, device=request.device, force=request.force,
+                            workspace_gib=config.tensorrt.workspace_gib,
+                            trt_builder=request.trt_builder or config.tensorrt.builder)
+    rows: list[ExportRow] = []
+    for fmt in chosen:
+        precision = config.precision_for(fmt.id)
+        if precision not in fmt.precisions:
+            rows.append(ExportRow("factory", built.spec.name, fmt.id, None, 0.0, False,
+                                  error=f"{fmt.name} holds {', '.join(fmt.precisions)}, not {precision}"))
+            continue
+        one = type(built)(built.module, replace(built.spec, precision=precision), built.entry)
+        tag = "" if precision == "fp32" else precision
+        result = export_one(one, fmt, fmt.artifact_path(out_dir, stem, tag), options, verify=request.verify,
+                            source=weights)
+        rows += rows_of([result], "factory", built.spec.name)
+    return rows

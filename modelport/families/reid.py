@@ -1,0 +1,39 @@
+"""The ``reid`` family: torchreid-zoo embedders from a weights file or a zoo name; it claims whatever the more
+specific families leave, so an unreadable file gets the zoo's own error message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelport.families.base import ExportRequest, ExportRow
+
+
+def claims(source: str | None, request: ExportRequest) -> bool:
+    return source is not None
+
+
+def rows_of(results, family: str, model: str, part: str = "") -> list[ExportRow]:
+    """ExportRows from the pipeline's ExportResults (``modelport.export``)."""
+    rows = []
+    for r in results:
+        first = r.check.outputs[0] if r.check is not None and r.check.outputs else None
+        rows.append(ExportRow(family, model, r.format, r.path, r.seconds, r.ok, part=part, error=r.error,
+                              checked="vs PyTorch: max abs diff, cosine" if r.check is not None else "",
+                              max_abs=first.max_abs if first else None,
+                              min_cosine=first.min_cosine if first else None, detail=r))
+    return rows
+
+
+def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
+    from modelport.export import export_all
+    from modelport.zoo import list_models
+
+    path: str | None = source
+    arch = request.arch
+    if source is not None and not Path(source).exists() and source in list_models():
+        path, arch = None, arch or source  # a zoo name stands for an untrained model (--allow-random)
+    results = export_all(path, request.formats, arch=arch, out=request.out, batch=request.batch,
+                         opset=request.opset or 17, simplify=request.simplify, allow_random=request.allow_random,
+                         device=request.device, verify=request.verify, precision=request.precision,
+                         calib=request.calib, uint8_input=request.uint8_input, force=request.force)
+    return rows_of(results, "reid", Path(source).name if source else "model")

@@ -1,0 +1,69 @@
+"""The ``yolo`` family: Ultralytics detectors (``yolo11n.pt``, a trained ``best.pt``, a zoo name), exported raw or
+with NMS inside the graph and verified against Ultralytics' own predict (``modelport.detect``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelport.families.base import ExportRequest, ExportRow
+
+
+def is_detector_source(arg: str) -> bool:
+    """A YOLO11 zoo name, a model YAML, an Ultralytics checkpoint (read statically), a missing ``yolo11*.pt``
+    (so the error says where to put it), or a detector artifact."""
+    from modelport.detect.discover import is_detector
+    from modelport.zoo.yolo import SIZES
+
+    name = Path(arg).name.lower()
+    if name in {f"yolo11{s}" for s in SIZES} or name.endswith((".yaml", ".yml")):
+        return True
+    return is_detector(arg)
+
+
+def claims(source: str | None, request: ExportRequest) -> bool:
+    return source is not None and is_detector_source(source)
+
+
+def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
+    from modelport.detect.export import export_detector
+    from modelport.detect.graph import FLAVORS, NmsConfig
+    from modelport.detect.model import CONF, IMGSZ, IOU, DetectorSource
+    from modelport.errors import ConfigError
+    from modelport.zoo.yolo import SIZES
+
+    assert source is not None
+    if request.nms_flavor not in FLAVORS:
+        raise ConfigError(f"--nms-flavor must be one of {', '.join(FLAVORS)}, not {request.nms_flavor!r}")
+    if request.normalize_boxes and not request.nms:
+        raise ConfigError("--normalize-boxes applies to the end-to-end track (--nms)")
+    iou = IOU if request.iou is None else request.iou
+    conf = CONF if request.conf is None else request.conf
+    nms = NmsConfig(flavor=request.nms_flavor, topk=request.topk, iou=iou, conf=conf,
+                    normalize=request.normalize_boxes) if request.nms else None
+    # A bare zoo name stands for its Ultralytics file (``yolo11n`` -> ``yolo11n.pt``).
+    named = f"{source}.pt" if source in {f"yolo11{z}" for z in SIZES} and not Path(source).exists() else source
+    det = DetectorSource.of(named)
+    if request.topk is not None:
+        det = DetectorSource.of(det.pt_file, det.name, det.max_batch, request.topk, det.labels)
+    images = _image_files(request.images) if request.images else None
+    results = export_detector(det, request.formats, nms=nms, out=request.out, imgsz=request.imgsz or IMGSZ,
+                              verify=request.verify, images=images, verify_conf=request.conf,
+                              opset=request.opset or 17, device=request.device, allow_random=request.allow_random,
+                              dynamic_hw=request.dynamic_shape, force=request.force, allow_empty=request.allow_empty)
+    rows = []
+    for r in results:
+        check = r.check
+        rows.append(ExportRow("yolo", r.model, r.format, r.path, r.seconds, r.ok, part=r.track, error=r.error,
+                              note=r.note, checked="boxes vs Ultralytics predict" if check is not None else "",
+                              detail=r))
+    return rows
+
+
+def _image_files(folder: Path) -> list[Path]:
+    from modelport.errors import WeightsNotFoundError
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp")) \
+        if folder.is_dir() else []
+    if not files:
+        raise WeightsNotFoundError(f"{folder}: no images (.jpg, .png, .bmp, .webp) found")
+    return files

@@ -1,0 +1,1 @@
+"""A user's own package, as `--factory factory_pkg.models:build` imports it in the factory-family tests."""
