@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from conftest import calibrated_model, save_plain
 
-from modelport.ui.jobs import JobQueue
 from modelport.ui.paths import BadPathError, OutsideRootError, confine
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -26,6 +25,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--no-first-run"]
 HAS_CHROMIUM = CHROMIUM.exists() or shutil.which("chromium") is not None
 SCREENSHOTS = os.environ.get("MODELPORT_UI_SCREENSHOTS")  # e.g. docs/img: the test also writes screenshots
+DETECTOR_PX = 160
 
 
 # ---- path confinement ----------------------------------------------------------------------------------
@@ -166,76 +166,6 @@ def test_files_are_served_only_from_under_the_root_and_sandboxed(client, root):
     assert client.get("/model", params={"path": "../secret.txt"}).status_code == 403
 
 
-# ---- the job queue -------------------------------------------------------------------------------------
-
-def _script(code: str):
-    """A job command running ``code`` with the job folder as sys.argv[1] (it may write result.json there)."""
-    return lambda folder: [sys.executable, "-c", code, str(folder)]
-
-
-def _wait(queue: JobQueue, job_id: str, states=("done", "failed", "cancelled"), timeout: float = 60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        job = queue.get(job_id)
-        if job.state in states:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} stayed {queue.get(job_id).state}")
-
-
-WRITES_RESULT = ("import json, sys, pathlib; print('step 1', flush=True); print('step 2', flush=True); "
-                 "pathlib.Path(sys.argv[1], 'result.json').write_text(json.dumps({'ok': True, 'result': "
-                 "{'answer': 42, 'nan': float('nan')}}))")
-
-
-def test_job_queue_runs_a_job_captures_its_log_and_reads_its_result(tmp_path):
-    queue = JobQueue(tmp_path, command=_script(WRITES_RESULT))
-    try:
-        job = _wait(queue, queue.submit("x", "X", "t", {}).id)
-        assert job.state == "done" and job.result == {"answer": 42, "nan": None}
-        assert list(job.log) == ["step 1", "step 2"] and job.elapsed > 0
-    finally:
-        queue.close()
-
-
-def test_job_queue_reports_a_typed_error_and_a_crash(tmp_path):
-    typed = ("import json, sys, pathlib; pathlib.Path(sys.argv[1], 'result.json').write_text(json.dumps("
-             "{'ok': False, 'error': {'message': 'm.pt: bad', 'hint': 'do this'}})); sys.exit(2)")
-    queue = JobQueue(tmp_path, command=_script(typed))
-    try:
-        job = _wait(queue, queue.submit("x", "X", "t", {}).id)
-        assert job.state == "failed" and job.error == {"message": "m.pt: bad", "hint": "do this"}
-        queue.command = _script("raise SystemExit(3)")
-        job = _wait(queue, queue.submit("x", "X", "t", {}).id)
-        assert job.state == "failed" and "code 3" in job.error["message"]
-    finally:
-        queue.close()
-
-
-def test_job_queue_runs_one_job_at_a_time_and_cancels_running_and_queued_jobs(tmp_path):
-    slow = "import time; print('started', flush=True); time.sleep(60)"
-    queue = JobQueue(tmp_path, command=_script(slow))
-    try:
-        first, second, third = (queue.submit("x", "X", "t", {}) for _ in range(3))
-        _wait(queue, first.id, states=("running",))
-        end = time.monotonic() + 30
-        while "started" not in first.log and time.monotonic() < end:
-            time.sleep(0.05)
-        assert second.state == "queued" and third.state == "queued"  # one heavy job at a time
-        queue.cancel(second.id)
-        assert second.state == "cancelled"
-        start = time.monotonic()
-        queue.cancel(first.id)
-        assert _wait(queue, first.id).state == "cancelled" and time.monotonic() - start < 10
-        _wait(queue, third.id, states=("running",))  # the cancelled queued job never ran
-        assert second.started is None
-        queue.cancel(third.id)
-        assert _wait(queue, third.id).state == "cancelled"
-        assert [j.id for j in queue.list()] == [third.id, second.id, first.id]
-    finally:
-        queue.close()
-
-
 # ---- the whole flow in Chromium ------------------------------------------------------------------------
 
 def _free_port() -> int:
@@ -244,10 +174,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_ui(root: Path, cache: Path) -> tuple[subprocess.Popen, str]:
+    """``modelport ui --root root`` on a free loopback port, once it answers; its base URL."""
+    import httpx
+
+    port = _free_port()
+    env = {**os.environ, "MODELPORT_CACHE": str(cache)}
+    proc = subprocess.Popen([sys.executable, "-c", "from modelport.cli import main; main()", "ui", "--root", str(root),
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base + "/", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            pytest.fail(f"modelport ui did not start: {proc.stdout.read().decode()[-2000:]}")
+        time.sleep(0.3)
+
+
+def stop_ui(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(20)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``modelport ui`` on a free loopback port over a root with a calibrated OSNet, a second one (for the
-    comparison) and a small synthetic ReID database."""
+    """``modelport ui`` over a root with a calibrated OSNet, a second one (for the comparison), a small
+    synthetic ReID database and an untrained YOLO detector (BatchNorm calibrated, 160 px)."""
+    from modelport.detect.untrained import save_untrained
     from modelport.reid.importer import import_mot
     from modelport.reid.synth import write_demo_data
 
@@ -257,28 +215,11 @@ def server(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scene = write_demo_data(root / "scene", people=3, frames=90, seed=2)
+        save_untrained(root / "detector" / "yolo11n.pt", seed=0, imgsz=DETECTOR_PX, calib_images=4)
     import_mot(root / "detections.db", scene.video, scene.detections, ground_truth=scene.ground_truth)
-    port = _free_port()
-    env = {**os.environ, "MODELPORT_CACHE": str(tmp_path_factory.mktemp("cache"))}
-    proc = subprocess.Popen([sys.executable, "-c", "from modelport.cli import main; main()", "ui", "--root", str(root),
-                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    import httpx
-
-    base = f"http://127.0.0.1:{port}"
-    end = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > end:
-            proc.kill()
-            pytest.fail(f"modelport ui did not start: {proc.stdout.read().decode()[-2000:]}")
-        time.sleep(0.3)
+    proc, base = start_ui(root, tmp_path_factory.mktemp("cache"))
     yield base, root
-    proc.terminate()
-    proc.wait(20)
+    stop_ui(proc)
 
 
 @pytest.fixture(scope="module")
@@ -433,4 +374,43 @@ def test_reid_flow_extract_cluster_pages_and_comparison(browser, server):
     pages.goto(base + comparison)
     expect(pages.locator("#left .row").first).to_be_visible()
     expect(pages.locator("#right .row").first).to_be_visible()
+    context.close()
+
+
+def test_detector_benchmark_shows_its_table_plot_and_a_pick_that_skips_mismatched_pipelines(browser, server):
+    import json
+
+    from playwright.sync_api import expect
+
+    base, root = server
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(base + "/")
+    expect(page.locator("#listing")).to_contain_text("detector")
+    page.get_by_role("link", name="detector/yolo11n.pt").click()
+    bench = page.locator('form[data-kind="bench"]')
+    _only(bench, "tracks", "onnx-e2e")
+    bench.get_by_label("Batch sizes").fill("1")
+    bench.get_by_label("Image size").fill(str(DETECTOR_PX))
+    bench.get_by_label("Seconds per batch size").fill("0.2")
+    panel = _run(page, bench, "bench")
+    table = panel.locator("table")
+    expect(table).to_contain_text("ultralytics-pytorch")
+    expect(table).to_contain_text("onnx-e2e")
+    expect(panel).to_contain_text("Untrained weights")
+    plot = panel.locator("img.plot")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=plot.element_handle())
+    _shot(page, "ui-detector-bench", panel.locator("h3"))
+
+    record = json.loads((root / "detector" / "benchmarks" / "yolo11n.json").read_text())
+    assert record["kind"] == "detect" and record["model"]["imgsz"] == DETECTOR_PX
+    shown = [row.locator("td").first.inner_text() for row in table.locator("tbody tr").all()]
+    assert shown == [r["runtime"] for r in record["rows"]]  # the page shows the library's record, row by row
+    statuses = {r["runtime"]: r["status"] for r in record["rows"]}
+    pick = panel.locator(".fastest").inner_text()
+    picked = re.search(r"here: (\S+)", pick).group(1)
+    assert statuses[picked] == "ok", pick  # never a pipeline whose boxes differ from Ultralytics'
+    if statuses["onnx-e2e"] != "ok":
+        expect(panel.locator(".warn").last).to_contain_text("onnx-e2e")
+    assert (root / "detector" / "yolo11n.nms.onnx").is_file()  # the benchmark exports next to the weights
     context.close()

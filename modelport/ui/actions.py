@@ -149,15 +149,21 @@ def guide(weights: Path, written: list[Path]) -> list[str]:
 def validate_bench(root: Path, params: dict) -> dict:
     weights = _weights(root, params)
     if _is_detector(weights):
-        raise P.ParamError(f"{weights.name}: the dashboard benchmarks embedding models",
-                           hint=f"benchmark detectors with `modelport bench {weights.name}`")
-    return {"weights": str(weights), "formats": P.choices(params, "formats", _exportable()),
+        from modelport.ui.detect_actions import validate_detect_bench
+
+        return validate_detect_bench(weights, params)
+    return {"weights": str(weights), "detector": False, "formats": P.choices(params, "formats", _exportable()),
             "batches": P.int_list(params, "batches", "1,16", 1, 1024),
             "seconds": P.number(params, "seconds", 3.0, 0.05, 600.0)}
 
 
 def run_bench(p: dict) -> dict:
     import json
+
+    if p["detector"]:  # `modelport bench yolo.pt` routes to `modelport detect bench`: the same call
+        from modelport.ui.detect_actions import run_detect_bench
+
+        return run_detect_bench(p)
 
     from modelport.atomic import atomic_write_text
     from modelport.bench import fastest, run_benchmark, write_plot

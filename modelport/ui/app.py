@@ -13,6 +13,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 
 from modelport import __version__
 from modelport.errors import ModelportError
+from modelport.ui.history import JobHistory, history_path
 from modelport.ui.jobs import JobQueue
 from modelport.ui.paths import OutsideRootError
 
@@ -71,7 +72,8 @@ class Guard(BaseHTTPMiddleware):
 
 def create_app(root: str | Path, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1,
                token: str | None = None, hosts: set[str] | None = None, jobs: JobQueue | None = None) -> FastAPI:
-    """The dashboard for files under ``root``. ``hosts``: accepted Host headers (default: from host and port)."""
+    """The dashboard for files under ``root``. ``hosts``: accepted Host headers (default: from host and port).
+    The job list is kept in ``root/.modelport/ui-jobs.json`` unless ``jobs`` is given."""
     from contextlib import asynccontextmanager
 
     from modelport.ui.routes import add_routes
@@ -79,7 +81,7 @@ def create_app(root: str | Path, *, host: str = "127.0.0.1", port: int = 8080, w
     root = Path(root).resolve(strict=True)
     if not root.is_dir():
         raise ModelportError(f"{root}: not a folder", hint="pass --root DIR")
-    queue = jobs or JobQueue(root, workers=workers)
+    queue = jobs or JobQueue(root, workers=workers, history=JobHistory(history_path(root)))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -1,5 +1,6 @@
-"""The dashboard's job list: jobs live in the server process and run one at a time (by default), each in
-its own worker process, so a page reload finds them and Cancel can always stop one."""
+"""The dashboard's job list: jobs run one at a time (by default), each in its own worker process, so Cancel
+can always stop one. The list lives in the server and, with a history file, survives a restart: a job that
+was queued or running when the server stopped comes back as ``interrupted``."""
 
 from __future__ import annotations
 
@@ -19,9 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from modelport.ui.history import JobHistory, job_record
+from modelport.ui.worker import SERVER_PID
+
 LOG_LINES = 400
 TERMINATE_GRACE_S = 5.0
-STATES = ("queued", "running", "done", "failed", "cancelled")
+SAVE_EVERY_S = 5.0  # while a job logs, the history is rewritten at most this often
+STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 
 
 @dataclass
@@ -54,7 +59,24 @@ class Job:
     def to_dict(self, log_lines: int = 60) -> dict:
         return {"id": self.id, "kind": self.kind, "title": self.title, "target": self.target, "state": self.state,
                 "created": self.created, "elapsed": round(self.elapsed, 1), "log": list(self.log)[-log_lines:],
-                "result": self.result, "error": self.error}
+                "result": self.result, "error": self.error, "cancel_requested": self.cancel_requested}
+
+    @classmethod
+    def from_record(cls, record: dict, stopped_at: float) -> "Job":
+        """A job from the history; one that was queued or running when its server stopped is ``interrupted``."""
+        job = cls(record["id"], record["kind"], record["title"], record["target"], record["params"],
+                  record["state"], record["created"], record["started"], record["finished"],
+                  deque(record.get("log") or [], maxlen=LOG_LINES), record["result"], record["error"])
+        if job.state not in STATES:
+            job.state = "interrupted"
+        if job.active:
+            ran = job.state == "running"
+            job.state = "interrupted"
+            job.finished = max(stopped_at, job.started or job.created) if ran else None
+            job.error = {"message": "the dashboard stopped while this job was running: its result, if any, was "
+                                    "not recorded" if ran else "the dashboard stopped before this job started",
+                         "hint": "run it again"}
+        return job
 
 
 def worker_command(job_dir: Path) -> list[str]:
@@ -66,13 +88,18 @@ class JobQueue:
     """FIFO jobs run by ``workers`` threads, each job in a subprocess started from ``command(job_dir)``."""
 
     def __init__(self, cwd: Path, *, workers: int = 1, command: Callable[[Path], list[str]] = worker_command,
-                 keep: int = 200) -> None:
+                 keep: int = 200, history: JobHistory | None = None) -> None:
         self.cwd = Path(cwd)
         self.command = command
         self.keep = keep
+        self.history = history
         self.jobs: dict[str, Job] = {}
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()
+        self._closed = False
+        if history is not None:
+            self._restore(history)
         self._dir = Path(tempfile.mkdtemp(prefix="modelport-ui-jobs-"))
         self._threads = [threading.Thread(target=self._loop, name=f"ui-jobs-{i}", daemon=True) for i in range(workers)]
         for t in self._threads:
@@ -83,6 +110,7 @@ class JobQueue:
         with self._lock:
             self.jobs[job.id] = job
             self._forget_old()
+        self._save()
         self._queue.put(job)
         return job
 
@@ -101,9 +129,12 @@ class JobQueue:
             return job
         job.cancel_requested = True
         with self._lock:
-            if job.state == "queued":
+            queued = job.state == "queued"
+            if queued:
                 job.state, job.finished = "cancelled", time.time()
-                return job
+        if queued:
+            self._save()
+            return job
         proc = job.process
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -111,13 +142,47 @@ class JobQueue:
         return job
 
     def close(self) -> None:
-        for job in self.list():
-            self.cancel(job.id)
+        """Stop: every queued or running job is recorded as interrupted, then running ones are terminated."""
+        stopped = time.time()
+        with self._lock:
+            active = [j for j in self.jobs.values() if j.active]
+            for job in active:
+                job.state = "interrupted"
+                job.finished = stopped if job.started is not None else None
+                job.error = {"message": "the dashboard stopped while this job was "
+                             + ("running" if job.started is not None else "queued"), "hint": "run it again"}
+        self._save()
+        self._closed = True
+        for job in active:
+            job.cancel_requested = True
+            proc = job.process
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
         for _ in self._threads:
             self._queue.put(None)
         shutil.rmtree(self._dir, ignore_errors=True)
 
     # ---- internals ------------------------------------------------------------------------------------
+
+    def _restore(self, history: JobHistory) -> None:
+        records = history.read()
+        try:
+            stopped = history.path.stat().st_mtime
+        except OSError:
+            stopped = time.time()
+        for record in records[-self.keep:]:
+            job = Job.from_record(record, stopped)
+            self.jobs[job.id] = job
+        if records:
+            self._save()  # the interrupted ones, as such
+
+    def _save(self) -> None:
+        if self.history is None or self._closed:
+            return
+        with self._save_lock:
+            with self._lock:
+                records = [job_record(j) for j in sorted(self.jobs.values(), key=lambda j: j.created)]
+            self.history.write(records)
 
     def _forget_old(self) -> None:
         done = sorted((j for j in self.jobs.values() if not j.active), key=lambda j: j.created)
@@ -137,22 +202,27 @@ class JobQueue:
             if job is None:
                 return
             with self._lock:
-                if job.state != "queued":  # cancelled while waiting
+                if job.state != "queued" or self._closed:  # cancelled while waiting, or the server stops
                     continue
                 job.state, job.started = "running", time.time()
+            self._save()
             try:
                 self._run(job)
             except Exception as exc:  # noqa: BLE001 - the job fails, the queue keeps going
-                job.state, job.error = "failed", {"message": f"could not run the job: {exc}", "hint": ""}
+                if job.state == "running":
+                    job.state, job.error = "failed", {"message": f"could not run the job: {exc}", "hint": ""}
             finally:
                 job.finished = job.finished or time.time()
                 job.process = None
+                self._save()
 
     def _run(self, job: Job) -> None:
+        if job.state != "running":  # the server stopped meanwhile
+            return
         folder = self._dir / job.id
         folder.mkdir()
         (folder / "job.json").write_text(json.dumps({"kind": job.kind, "params": job.params}))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", SERVER_PID: str(os.getpid())}
         proc = subprocess.Popen(self.command(folder), cwd=self.cwd, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace",
                                 env=env)
@@ -160,11 +230,17 @@ class JobQueue:
         if job.cancel_requested:  # cancelled between the state change and the start
             proc.terminate()
         assert proc.stdout is not None
+        saved = time.monotonic()
         for line in proc.stdout:
             job.log.append(line.rstrip("\n")[:500])
+            if time.monotonic() - saved > SAVE_EVERY_S:
+                self._save()
+                saved = time.monotonic()
         code = proc.wait()
         outcome = _read_result(folder)
         shutil.rmtree(folder, ignore_errors=True)
+        if job.state != "running":  # interrupted: the server is stopping
+            return
         job.finished = time.time()
         if job.cancel_requested:
             job.state = "cancelled"

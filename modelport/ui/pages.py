@@ -54,7 +54,8 @@ def home(listing: Listing) -> str:
 
 
 def model(rel: str, listing: Listing, *, detector: bool, formats: list[tuple[str, str, str | None]],
-          triton_formats: list[str]) -> str:
+          triton_formats: list[str], pipelines: list[tuple[str, str, str | None]] | None = None) -> str:
+    """``pipelines``: a detector's benchmark tracks (id, label, why unavailable), as ``formats``."""
     stem = Path(rel).name.split(".")[0]
     hidden = f'<input type="hidden" name="weights" value="{e(rel)}">'
     package_out = str(Path(rel).parent / "packages" / f"{stem}_edge.tar.gz")
@@ -96,12 +97,24 @@ def model(rel: str, listing: Listing, *, detector: bool, formats: list[tuple[str
 <label class="check"><input type="checkbox" name="force"> replace an existing package</label>
 <p><button type="submit">Build package</button></p>{_error_box()}</form>"""
     if detector:
-        bench = ('<div class="card"><h2>Benchmark</h2><p>Detectors are benchmarked from the command line: '
-                 f"<code>modelport bench {e(Path(rel).name)}</code></p></div>")
+        bench = _detector_bench(hidden, pipelines or [])
     kind = "detector (Ultralytics)" if detector else "embedding model"
     exports = exports_table(exports_of(listing, rel), "Its exports")
     return (f"<p>{e(rel)} — {e(kind)}</p><section id='exports-live' data-live>{exports}</section>"
             f'<div class="grid">{export}{bench}{triton}{package}</div>')
+
+
+def _detector_bench(hidden: str, pipelines: list[tuple[str, str, str | None]]) -> str:
+    return f"""<form class="job-form card" data-kind="bench" aria-labelledby="bench-h">
+<h2 id="bench-h">Benchmark</h2>{hidden}<p><small>Ultralytics' own predict against each exported pipeline, on the
+same synthetic street scenes; each pipeline's boxes are checked against Ultralytics' first.</small></p>
+<fieldset><legend>Pipelines</legend>{_format_checks(pipelines, "tracks")}</fieldset>
+<label>Batch sizes <input type="text" name="batches" placeholder="1 and the model's maximum batch"
+inputmode="numeric"></label>
+<label>Image size <input type="number" name="imgsz" value="640" min="32" step="32"></label>
+<label>Confidence threshold <input type="number" name="conf" value="0.25" min="0" max="1" step="0.01"></label>
+<label>Seconds per batch size <input type="number" name="seconds" value="20" min="0.05" step="0.05"></label>
+<p><button type="submit">Run benchmark</button></p>{_error_box()}</form>"""
 
 
 def database(rel: str, db, model_files: list[str]) -> str:

@@ -95,15 +95,18 @@ def options(values: list[tuple[str, str]], selected: str | None = None) -> str:
 
 # ---- job panels --------------------------------------------------------------------------------------
 
-STATE_BADGE = {"queued": "muted", "running": "run", "done": "ok", "failed": "bad", "cancelled": "muted"}
+STATE_BADGE = {"queued": "muted", "running": "run", "done": "ok", "failed": "bad", "cancelled": "muted",
+               "interrupted": "bad"}
 
 
 def job_panel(job: Job, root: Path) -> str:
     head = (f'<h3>{e(job.title)} <small>{e(job.target)}</small> {badge(job.state, STATE_BADGE[job.state])} '
-            f'<span class="elapsed">{job.elapsed:.0f} s</span></h3>')
+            f'<span class="elapsed">{job.elapsed:.0f} s</span> <small>submitted {when(job.created)}</small></h3>')
     last = next((line for line in reversed(job.log) if line.strip()), "")
     parts = [head]
-    if job.active:
+    if job.active and job.cancel_requested:
+        parts.append('<p class="progress" aria-live="polite">cancelling: waiting for the worker to stop ...</p>')
+    elif job.active:
         parts.append(f'<p class="progress" aria-live="polite">{e(last or "waiting for the worker ...")}</p>'
                      f'<button type="button" data-cancel="{e(job.id)}">Cancel</button>')
     if job.error:
@@ -135,6 +138,8 @@ def _fmt(value, spec: str = ".1f") -> str:
 
 
 def _bench(result: dict, root: Path, job: Job) -> str:
+    if result.get("kind") == "detect":
+        return _detect_bench(result, root, job)
     rows = [[e(r["runtime"]), str(r["batch"]), badge(r["status"], "ok" if r["status"] == "ok" else "bad")
              + (f' <small>{e(r["reason"][:80])}</small>' if r["reason"] else ""), _fmt(r["p50_ms"], ".2f"),
              _fmt(r["throughput"]), _fmt(r["min_cosine"], ".6f")] for r in result["rows"]]
@@ -146,6 +151,39 @@ def _bench(result: dict, root: Path, job: Job) -> str:
     img = f'<img class="plot" src="{e(plot)}" alt="throughput of every runtime at every batch size">' if plot else ""
     return (table(["runtime", "batch", "status", "p50 ms", "img/s", "min cosine"], rows, "Benchmark")
             + pick + img + f'<p>Record: {link(root, result["record"])}</p>')
+
+
+def _status(r: dict) -> str:
+    return badge(r["status"], "ok" if r["status"] == "ok" else "bad") + (
+        f' <small>{e(r["reason"][:120])}</small>' if r["reason"] else "")
+
+
+def _detect_bench(result: dict, root: Path, job: Job) -> str:
+    rows = [[e(r["runtime"]), e(r["track"]), str(r["batch"]), _status(r), _fmt(r["preprocess_ms"]),
+             _fmt(r["inference_ms"]), "in graph" if r["track"].startswith("e2e") else _fmt(r["nms_ms"]),
+             _fmt(r["p50_ms"]), _fmt(r["fps"]), _fmt(r["x_ultralytics"], ".2f"),
+             "reference" if r["track"] == "ultralytics" else _fmt(r["min_iou"], ".3f")] for r in result["rows"]]
+    best = result["fastest"]
+    if best is None:
+        pick = "<p class=\"fastest\">No pipeline was measured whose boxes matched Ultralytics'.</p>"
+    else:
+        where = f' ({link(root, best["path"])})' if best["export"] and best["path"] else ""
+        speed = f', {best["x_ultralytics"]:.2f}x the faster Ultralytics run' if best["x_ultralytics"] else ""
+        pick = (f'<p class="fastest">Fastest pipeline whose boxes matched Ultralytics\' here: <b>{e(best["runtime"])}'
+                f'</b>{where} at batch {best["batch"]}, {best["fps"]:.1f} img/s{e(speed)}. '
+                + ("Open it with <code>modelport.load(path)</code>; given only the weights, the detector loader "
+                   "takes exports in its own order (end-to-end ONNX first)." if best["export"] else
+                   "No export beat Ultralytics' own pipeline.") + "</p>")
+        if best["parity_failed"]:
+            pick += (f'<p class="warn">Boxes did not match Ultralytics\' for {e(", ".join(best["parity_failed"]))}: '
+                     "those are left out of the pick (see the status column).</p>")
+    untrained = '<p class="warn">Untrained weights: the boxes mean nothing.</p>' if result["untrained"] else ""
+    plot = file_url(root, result["plot"], stamp=job.finished)
+    img = f'<img class="plot" src="{e(plot)}" alt="images per second of every pipeline at every batch size">' \
+        if plot else ""
+    return (table(["pipeline", "track", "batch", "status", "pre ms", "infer ms", "NMS ms", "p50 ms", "img/s",
+                   "x Ultralytics", "min IoU"], rows, f"Detector benchmark at {result['imgsz']} px")
+            + untrained + pick + img + f'<p>Record: {link(root, result["record"])}</p>')
 
 
 def _triton(result: dict, root: Path, job: Job) -> str:
@@ -198,4 +236,4 @@ RESULTS = {"export": _export, "bench": _bench, "triton": _triton, "package": _pa
 
 
 def when(ts: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(ts))
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))

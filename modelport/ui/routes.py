@@ -67,8 +67,13 @@ def add_routes(app: FastAPI) -> None:
                                          "pick one from the listing")
         except ModelportError as exc:
             return error_page(exc)
+        tracks = None
+        if item.detector:
+            from modelport.ui.detect_actions import pipelines
+
+            tracks = pipelines()
         body = pages.model(rel, listing, detector=item.detector, formats=_formats(),
-                           triton_formats=list(TRITON_FORMATS))
+                           triton_formats=list(TRITON_FORMATS), pipelines=tracks)
         return page(Path(rel).name, body, rel)
 
     @app.get("/db", response_class=HTMLResponse)
@@ -85,7 +90,8 @@ def add_routes(app: FastAPI) -> None:
 
     @app.get("/jobs", response_class=HTMLResponse)
     def jobs_page() -> HTMLResponse:
-        return page("Jobs", "<p>Every job this server has run, newest first. Jobs run one at a time.</p>")
+        return page("Jobs", "<p>The jobs run on this root, newest first, kept across restarts of the dashboard. "
+                            "Jobs run one at a time.</p>")
 
     @app.get("/api/listing")
     def listing_api() -> dict:
@@ -104,7 +110,7 @@ def add_routes(app: FastAPI) -> None:
     def get_job(job_id: str) -> JSONResponse:
         job = jobs.get(job_id)
         if job is None:
-            return JSONResponse({"error": f"no job {job_id!r}", "hint": "the server keeps jobs until it stops"}, 404)
+            return JSONResponse({"error": f"no job {job_id!r}", "hint": "the dashboard keeps the last 200 jobs"}, 404)
         return JSONResponse(job_json(job))
 
     @app.post("/api/jobs")

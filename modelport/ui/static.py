@@ -39,6 +39,7 @@ form.inline { display: inline; } form.inline button { padding: 0 .5rem; font-siz
 .job.done { border-left-color: var(--ok); }
 .job.failed { border-left-color: var(--bad); }
 .job.cancelled { border-left-color: var(--muted); }
+.job.interrupted { border-left-color: var(--bad); }
 .progress { font-family: ui-monospace, monospace; font-size: .85rem; color: var(--muted); }
 pre { background: var(--bg2); padding: .5rem; overflow: auto; max-height: 18rem; font-size: .8rem; }
 img.plot { max-width: 100%; height: auto; border: 1px solid var(--line); }
