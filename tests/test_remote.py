@@ -235,3 +235,114 @@ def test_a_request_that_fails_on_one_endpoint_is_retried_on_another(builtin, tmp
         assert runner.sent[1] == 5  # every request ended on the second endpoint
     finally:
         runner.close()
+
+
+def test_bench_times_a_served_model_at_each_batch_size(builtin):
+    from modelport.triton.remote_bench import bench_endpoint
+
+    url = f"http://{builtin}/osnet"
+    report = bench_endpoint(f"{url},{url}", batches=(1, 12), seconds=0.4, rounds=2)
+    assert [(r["runtime"], r["batch"], r["status"]) for r in report["rows"]] == [("remote", 1, "ok"),
+                                                                                ("remote", 12, "ok")]
+    calls = {r["batch"]: r["latency_ms"]["n"] for r in report["rows"]}
+    assert min(calls.values()) >= 2  # every round took at least one sample of each
+    # batch 1 is one request; batch 12 is two (the server's max_batch_size is 8), spread over both endpoints
+    assert sum(e["requests"] for e in report["requests_per_endpoint"]) == calls[1] + 2 * calls[12]
+    assert len(report["requests_per_endpoint"]) == 2 and report["model"]["name"] == "osnet_x0_25"
+    for row in report["rows"]:
+        lat = row["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p99"] and row["throughput"] == pytest.approx(row["batch"] / lat["mean"] * 1000)
+
+
+def test_bench_cli_writes_the_record_and_refuses_options_for_local_runtimes(builtin, tmp_path, capsys):
+    import json
+
+    import typer
+
+    from modelport.triton.cli import bench_remote
+
+    record = tmp_path / "remote.json"
+    bench_remote(f"http://{builtin}/osnet", batches=[2], seconds=0.2, json_path=record, unsupported={"--half": False})
+    assert json.loads(record.read_text())["rows"][0]["batch"] == 2
+    assert "requests per endpoint" in capsys.readouterr().out
+    with pytest.raises(typer.BadParameter, match="--formats"):
+        bench_remote(f"http://{builtin}/osnet", batches=[1], seconds=0.2, json_path=record,
+                     unsupported={"--formats": "onnx"})
+    with pytest.raises(RemoteError, match="failed"):
+        bench_remote(f"http://127.0.0.1:{free_port()}/osnet", batches=[1], seconds=0.2, json_path=record,
+                     unsupported={})
+
+
+CLIP = "MobileCLIP2-S0"
+
+
+@pytest.fixture(scope="module")
+def clip_server(tmp_path_factory):
+    """ONNX image and text encoders of a calibrated random MobileCLIP2-S0 in one repository, served by the
+    builtin engine; returns (encoder folder, server address)."""
+    import os
+    import warnings
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from modelport.clip.export import export_clip
+    from modelport.clip.model import build_clip
+    from modelport.clip.samples import scene_images
+    from modelport.preprocess import prepare
+    from modelport.spec import Preprocess
+    from modelport.zoo import RandomWeightsWarning
+    from modelport.zoo.calibrate import calibrate_batchnorm
+
+    def calibrate(clip):
+        pre = Preprocess(height=256, width=256, mean=(0.0,) * 3, std=(1.0,) * 3)
+        calibrate_batchnorm(clip.visual, [torch.from_numpy(prepare(scene_images(8, 256, 256, seed=3), pre))])
+
+    out = tmp_path_factory.mktemp("clip_models")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        model = build_clip(CLIP, allow_random=True, prepare=calibrate)
+    assert export_clip(CLIP, formats="onnx", out=out, model=model, verify=False).ok
+    repo = tmp_path_factory.mktemp("clip_repo") / "repo"
+    build_repository([ModelEntry(str(out / f"{CLIP}_untrained_{which}.onnx"), options=ConfigOptions(max_batch_size=8))
+                      for which in ("image", "text")], repo)
+    server, thread, address = _builtin(repo)
+    yield out, address
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_search_index_with_a_served_encoder_equals_the_local_index(clip_server, tmp_path):
+    from typer.testing import CliRunner
+
+    from modelport.cli import app
+    from modelport.clip.samples import write_scenes
+    from modelport.search import IndexStore, index_folder, open_encoders, search
+
+    encoders_dir, address = clip_server
+    gallery = tmp_path / "gallery"
+    write_scenes(gallery, 10, seed=5)
+    local_db, remote_db = tmp_path / "local.db", tmp_path / "remote.db"
+    index_folder(gallery, open_encoders(str(encoders_dir / f"{CLIP}_untrained_image.onnx")), local_db, batch=4)
+    url = f"http://{address}/{CLIP}_untrained_image"
+    done = CliRunner().invoke(app, ["search", "index", str(gallery), "--model", url, "--db", str(remote_db),
+                                    "--batch", "4", "--json"])
+    assert done.exit_code == 0, done.output
+    assert '"added": 10' in done.output and '"failed": 0' in done.output
+    with IndexStore(local_db) as a, IndexStore(remote_db) as b:
+        (paths_a, want), (paths_b, got) = a.embeddings(), b.embeddings()
+        assert b.model().ref == url and b.model().same_model(a.model())
+    assert paths_a == paths_b and np.abs(got - want).max() <= 1e-4
+    # queried without --model: the index reopens the served encoders, the text one as the image one's partner
+    want_hits, got_hits = search(local_db, text="a red car", top=3), search(remote_db, text="a red car", top=3)
+    assert [h.path for h in got_hits] == [h.path for h in want_hits]
+    assert np.allclose([h.score for h in got_hits], [h.score for h in want_hits], atol=1e-4)
+    # an index of the local export is extended through the server: the same model
+    assert index_folder(gallery, open_encoders(url), local_db).skipped == 10
+
+
+def test_search_index_refuses_a_served_model_that_is_no_clip_encoder(builtin):
+    from modelport.search import open_encoders
+
+    with pytest.raises(ModelportError, match="not a CLIP encoder"):
+        open_encoders(f"http://{builtin}/osnet")

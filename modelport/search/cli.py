@@ -19,7 +19,9 @@ err = Console(stderr=True)
 @search_app.command("index")
 def index_cmd(
     folder: Path = typer.Argument(..., help="Folder of images (searched recursively)."),
-    model: str = typer.Option(..., "--model", help="An exported *_image (or *_text) artifact, or a MobileCLIP name."),
+    model: str = typer.Option(..., "--model", help="An exported *_image (or *_text) artifact, a served one's URL "
+                              "(http://HOST:8000/NAME_image; its *_text partner on the same server), or a "
+                              "MobileCLIP name."),
     db: Path = typer.Option(Path("index.db"), "--db", help="SQLite index to create or extend."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint, when --model is a name."),
     allow_random: bool = typer.Option(False, "--allow-random", help="Allow an untrained model (with a name)."),

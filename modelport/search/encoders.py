@@ -1,5 +1,5 @@
-"""Open a CLIP model's image and text encoders from an exported artifact (its sibling found by name) or from a
-model name (open_clip in PyTorch)."""
+"""Open a CLIP model's image and text encoders from an exported artifact (its sibling found by name), from a
+served model's URL (its sibling served under the partner name), or from a model name (open_clip in PyTorch)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ class Encoders:
 
     info: IndexModel
     device: str = "cpu"
-    image_path: Path | None = None
-    text_path: Path | None = None
+    image_path: Path | str | None = None  # an artifact, or a served model's URL
+    text_path: Path | str | None = None
     _runners: dict[str, Runner] = field(default_factory=dict)
 
     def fingerprint(self) -> IndexModel:
@@ -45,7 +45,12 @@ class Encoders:
             if path is None:
                 raise WeightsNotFoundError(f"no {which} encoder was found next to {self.info.ref}",
                                            hint=f"export both encoders with `modelport export {self.info.clip_model}`")
-            self._runners[which] = format_of_path(path).load(path, self.device)
+            if isinstance(path, str):
+                from modelport.formats.remote import load as load_remote
+
+                self._runners[which] = load_remote(path)
+            else:
+                self._runners[which] = format_of_path(path).load(path, self.device)
         return self._runners[which]
 
 
@@ -66,9 +71,45 @@ def sibling(path: Path, want: str, device: str = "cpu") -> Path | None:
     return None
 
 
+def remote_sibling(url: str, want: str) -> str | None:
+    """The ``want`` partner of a served encoder: the same servers, the model name's ``_image``/``_text`` swapped."""
+    from modelport.formats.remote import parse_endpoints
+
+    have = "image" if want == "text" else "text"
+    endpoints = parse_endpoints(url)
+    if not all(e.model.endswith(f"_{have}") for e in endpoints):
+        return None
+    return ",".join(replace(e, model=e.model[: -len(have)] + want).url for e in endpoints)
+
+
+def _remote_encoders(url: str, device: str) -> Encoders:
+    """Encoders served over KServe v2: the given one opened now (its spec says which it is), its partner later."""
+    from modelport.formats.remote import load as load_remote
+
+    runner = load_remote(url)
+    spec = runner.spec
+    which = spec.extra.get("encoder")
+    if which not in ("image", "text"):
+        runner.close()
+        raise ModelportError(f"{url}: not a CLIP encoder (task {spec.task!r})",
+                             hint="serve the *_image and *_text exports of `modelport export MobileCLIP...` "
+                                  "(`modelport triton build` keeps their names) and give the *_image model's URL")
+    other = remote_sibling(url, "text" if which == "image" else "image")
+    image, text = (url, other) if which == "image" else (other, url)
+    info = IndexModel(image or url, spec.extra["clip_model"], int(spec.outputs[0].shape[-1]), spec.source.sha256)
+    encoders = Encoders(info, device, image, text)
+    encoders._runners[which] = runner
+    return encoders
+
+
 def open_encoders(model: str, *, weights: str | Path | None = None, allow_random: bool = False,
                   device: str = "cpu") -> Encoders:
-    """Encoders for an image/text encoder artifact path, or for a MobileCLIP name (with ``weights``)."""
+    """Encoders for an image/text encoder artifact path, a served encoder's URL (``http://HOST:8000/NAME_image``),
+    or a MobileCLIP name (with ``weights``)."""
+    from modelport.formats.remote import is_endpoint
+
+    if is_endpoint(model):
+        return _remote_encoders(model, device)
     path = Path(model)
     if path.exists():
         fmt = format_of_path(path)

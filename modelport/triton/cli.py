@@ -208,3 +208,32 @@ def serve_cmd(
 
     serve(repo, host, port, device=resolve_device(device), max_body=int(max_body_mb * (1 << 20)), threads=threads,
           log_level=log_level, max_queue=max_queue, timeout_s=timeout_s or None, keep_going=keep_going)
+
+
+def bench_remote(source: str, *, batches: list[int], seconds: float, json_path: Path,
+                 unsupported: dict[str, object]) -> None:
+    """``modelport bench URL``: time a served model from here and write the record to ``json_path``."""
+    from modelport.atomic import atomic_write_text
+    from modelport.triton.remote_bench import bench_endpoint
+
+    given = [option for option, value in unsupported.items() if value]
+    if given:
+        raise typer.BadParameter(f"{', '.join(given)} do not apply to a served model: it is timed as the server "
+                                 "runs it (give a weights file to compare runtimes here)")
+    with Console(stderr=True).status("benchmarking ...") as status:
+        report = bench_endpoint(source, batches=batches, seconds=seconds,
+                                progress=lambda msg: status.update(f"benchmarking: {msg}"))
+    atomic_write_text(json_path, json.dumps(report, indent=1), force=True)
+    machine = report["machine"]
+    table = Table(title=f"{report['model']['name']} served at {source}, timed from {machine['cpu']} "
+                        f"({machine['physical_cores']} cores)")
+    for col in ("batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "calls"):
+        table.add_column(col, justify="right")
+    for r in report["rows"]:
+        lat = r["latency_ms"]
+        table.add_row(str(r["batch"]), f"{lat['p50']:.1f}", f"{lat['p90']:.1f}", f"{lat['p99']:.1f}",
+                      f"{r['throughput']:.1f}", str(lat["n"]))
+    out.print(table)
+    spread = ", ".join(f"{e['url']}: {e['requests']}" for e in report["requests_per_endpoint"])
+    out.print(f"requests per endpoint: {spread}", highlight=False, markup=False)
+    out.print(f"record: {json_path}")
