@@ -327,6 +327,8 @@ def test_model_flow_export_verify_bench_triton_package(browser, server):
     panel = page.locator('#jobs section.job[data-kind="verify"]').first
     expect(panel).to_have_attribute("data-state", "done", timeout=120_000)
     expect(panel).to_contain_text("pass")
+    package_row = page.locator("#listing tr", has=page.locator("td", has_text="osnet_x0_25_msmt17_edge.tar.gz"))
+    expect(package_row).to_contain_text("passed")  # the listing refreshed with the package's verification
     _shot(page, "ui-files-after", page.locator("#listing"))
     context.close()
 
@@ -413,4 +415,9 @@ def test_detector_benchmark_shows_its_table_plot_and_a_pick_that_skips_mismatche
     if statuses["onnx-e2e"] != "ok":
         expect(panel.locator(".warn").last).to_contain_text("onnx-e2e")
     assert (root / "detector" / "yolo11n.nms.onnx").is_file()  # the benchmark exports next to the weights
+
+    row = page.locator("#exports-live tr", has=page.locator("td", has_text="detector/yolo11n.nms.onnx"))
+    expect(row).to_contain_text("fresh")  # the NMS variant is known as the detector's own export
+    row.get_by_role("button", name="Verify").click()  # not the embedding check: said so, with the CLI command
+    expect(row.locator(".form-error")).to_contain_text("modelport verify yolo11n.pt yolo11n.nms.onnx")
     context.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import calibrated_model, save_plain
-from test_ui import HAS_CHROMIUM, browser, start_ui, stop_ui  # noqa: F401 - browser is a fixture
+from test_ui import HAS_CHROMIUM, _shot, browser, start_ui, stop_ui  # noqa: F401 - browser is a fixture
 
 from modelport.ui.history import JobHistory, history_path
 from modelport.ui.jobs import JobQueue
@@ -83,6 +83,22 @@ def test_job_queue_runs_one_job_at_a_time_and_cancels_running_and_queued_jobs(tm
         queue.cancel(third.id)
         assert _wait(queue, third.id).state == "cancelled"
         assert [j.id for j in queue.list()] == [third.id, second.id, first.id]
+    finally:
+        queue.close()
+
+
+def test_a_worker_that_ignores_cancel_is_killed_after_the_grace_period_and_the_job_says_so(tmp_path):
+    stubborn = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('started', flush=True); "
+                "time.sleep(60)")
+    queue = JobQueue(tmp_path, command=_script(stubborn), grace_s=0.5)
+    try:
+        job = queue.submit("x", "X", "t", {})
+        end = time.monotonic() + 30
+        while "started" not in job.log and time.monotonic() < end:
+            time.sleep(0.05)
+        queue.cancel(job.id)
+        assert _wait(queue, job.id, timeout=10).state == "cancelled"
+        assert "was killed" in job.log[-1] and ".modelport-staging-" in job.log[-1]
     finally:
         queue.close()
 
@@ -256,6 +272,7 @@ def test_cancel_stops_a_real_export_leaves_nothing_partial_and_history_survives_
         expect(page.locator(f"#job-{running['id']}")).to_contain_text("stopped while this job was running")
         expect(page.locator(f"#job-{job_id}")).to_have_attribute("data-state", "cancelled")
         assert not page.locator(f"#job-{running['id']} button[data-cancel]").count()
+        _shot(page, "ui-jobs-history")
     finally:
         if proc.poll() is None:
             stop_ui(proc)

@@ -238,6 +238,11 @@ def validate_verify(root: Path, params: dict) -> dict:
     if weights is None or fmt.id == "pytorch":
         raise P.ParamError(f"{target.name}: no weights file with its stem beside it to compare with",
                            hint="verify compares an export with the weights it came from")
+    if _is_detector(weights):  # `modelport verify` routes these to `detect verify`, which has no library call yet
+        raise P.ParamError(f"{target.name}: a detector's export is verified against Ultralytics' predictions, "
+                           "which the dashboard cannot run yet",
+                           hint=f"run `modelport verify {weights.name} {target.name}`, or export it again here "
+                                "(every export is verified)")
     return {"path": str(target), "package": False, "reference": str(weights)}
 
 

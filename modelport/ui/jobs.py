@@ -24,7 +24,9 @@ from modelport.ui.history import JobHistory, job_record
 from modelport.ui.worker import SERVER_PID
 
 LOG_LINES = 400
-TERMINATE_GRACE_S = 5.0
+# SIGTERM unwinds the worker's finally blocks (staging folders go) once the running C++ call returns; a
+# worker still alive after this long (a TensorRT build) is killed, and its job says what may be left.
+TERMINATE_GRACE_S = 30.0
 SAVE_EVERY_S = 5.0  # while a job logs, the history is rewritten at most this often
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 
@@ -88,8 +90,9 @@ class JobQueue:
     """FIFO jobs run by ``workers`` threads, each job in a subprocess started from ``command(job_dir)``."""
 
     def __init__(self, cwd: Path, *, workers: int = 1, command: Callable[[Path], list[str]] = worker_command,
-                 keep: int = 200, history: JobHistory | None = None) -> None:
+                 keep: int = 200, history: JobHistory | None = None, grace_s: float = TERMINATE_GRACE_S) -> None:
         self.cwd = Path(cwd)
+        self.grace_s = grace_s
         self.command = command
         self.keep = keep
         self.history = history
@@ -138,7 +141,7 @@ class JobQueue:
         proc = job.process
         if proc is not None and proc.poll() is None:
             proc.terminate()
-            threading.Thread(target=self._kill_later, args=(proc,), daemon=True).start()
+            threading.Thread(target=self._kill_later, args=(job, proc), daemon=True).start()
         return job
 
     def close(self) -> None:
@@ -189,11 +192,13 @@ class JobQueue:
         for job in done[: max(0, len(self.jobs) - self.keep)]:
             del self.jobs[job.id]
 
-    @staticmethod
-    def _kill_later(proc: subprocess.Popen) -> None:
+    def _kill_later(self, job: Job, proc: subprocess.Popen) -> None:
         try:
-            proc.wait(TERMINATE_GRACE_S)
+            proc.wait(self.grace_s)
         except subprocess.TimeoutExpired:
+            job.log.append(f"modelport ui: the worker did not stop within {self.grace_s:g} s of Cancel and was "
+                           "killed; a hidden .modelport-staging-* folder or .*.tmp file may be left beside its "
+                           "outputs")
             proc.kill()
 
     def _loop(self) -> None:

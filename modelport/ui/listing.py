@@ -18,6 +18,7 @@ MAX_DEPTH = 6
 MAX_ENTRIES = 20_000  # a root with more files than this is listed in part
 WEIGHT_SUFFIXES = (".pt", ".pth", ".pth.tar")
 SKIP_DIRS = {"__pycache__", "node_modules", ".git", ".venv", "venv"}
+VARIANT_TAGS = tuple(sep + tag for tag in ("fp16", "int8", "uint8in", "nms", "trtnms") for sep in (".", "_"))
 
 
 @dataclass
@@ -110,8 +111,8 @@ def _stem(path: Path, fmt: Format) -> str:
     name = path.name
     suffix = max((s for s in fmt.suffixes if name.lower().endswith(s)), key=len)
     stem = name[: -len(suffix)]
-    # variants: x.int8.onnx, x_int8_openvino_model
-    for tag in (".fp16", ".int8", ".uint8in", "_fp16", "_int8", "_uint8in"):
+    # variants: x.int8.onnx, x_int8_openvino_model; detectors with NMS inside: x.nms.onnx, x.trtnms.engine
+    for tag in VARIANT_TAGS:
         if stem.endswith(tag):
             return stem[: -len(tag)]
     return stem

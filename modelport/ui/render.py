@@ -101,7 +101,8 @@ STATE_BADGE = {"queued": "muted", "running": "run", "done": "ok", "failed": "bad
 
 def job_panel(job: Job, root: Path) -> str:
     head = (f'<h3>{e(job.title)} <small>{e(job.target)}</small> {badge(job.state, STATE_BADGE[job.state])} '
-            f'<span class="elapsed">{job.elapsed:.0f} s</span> <small>submitted {when(job.created)}</small></h3>')
+            f'<span class="elapsed">{"ran at least " if job.state == "interrupted" else ""}{job.elapsed:.0f} s</span> '
+            f'<small>submitted {when(job.created)}</small></h3>')
     last = next((line for line in reversed(job.log) if line.strip()), "")
     parts = [head]
     if job.active and job.cancel_requested:
