@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-# `export` and `verify` are both submodules and functions of the same name: they are bound eagerly (both
+# `export` and `verify` are both submodules and functions of the same name: they are bound eagerly (the
 # modules import only light code at the top), since a submodule import would replace a lazy attribute.
-from modelport.export import export
+from modelport import export as _export_module  # noqa: F401 - the submodule first: the name below stays the function
+from modelport.api import export  # every family, typed keyword arguments
 from modelport.verify import verify
 from modelport.version import __version__  # defined once, in pyproject.toml
 

@@ -72,10 +72,12 @@ def model_gflops(built: BuiltModel) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    pre = built.spec.preprocess
+    from modelport.formats.feeds import feed_tensors
+
+    feed = example_batch(built.spec.with_batch(None), count=1)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        built.module(torch.zeros(1, 3, pre.height, pre.width))
+        built.module(*feed_tensors(feed, built.spec))
     return counter.get_total_flops() / 1e9
 
 
@@ -227,15 +229,25 @@ def run_benchmark(
     allow_random: bool = False,
     arch: str | None = None,
     progress: Progress | None = None,
+    built: BuiltModel | None = None,
 ) -> dict:
-    """Measure every requested runtime on the same seeded inputs; returns the benchmark record."""
+    """Measure every requested runtime on the same seeded inputs; returns the benchmark record.
+
+    ``built``: a model already built from ``source`` (a factory model, say); its spec's example inputs are
+    what is timed."""
     import torch
 
     say = progress or (lambda _msg: None)
     if threads:
         torch.set_num_threads(threads)
-    weights = _resolve_source(source, allow_random, arch, say)
-    built = build(weights, arch=arch)
+    if built is None:
+        weights = _resolve_source(source, allow_random, arch, say)
+        built = build(weights, arch=arch)
+    elif built.spec.source.sha256 is None:
+        raise WeightsNotFoundError(f"{built.spec.name}: benchmarking needs the weights file the model was built from",
+                                   hint="give the checkpoint (--weights)")
+    else:
+        weights = Path(source)
     out_dir = Path(export_dir) if export_dir else cache_root() / "exports" / built.spec.source.sha256[:16]
     out_dir.mkdir(parents=True, exist_ok=True)
     format_ids = list(formats) if formats else [f for f in BY_ID if f != "pytorch"]
@@ -285,8 +297,10 @@ def run_benchmark(
     report = {
         "schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "modelport": __version__,
         "machine": info, "machine_key": machine_key(info), "peak_gflops": peak_gflops(),
-        "model": {"name": built.spec.name, "source": asdict(built.spec.source), "gflop_per_image": gflop,
-                  "untrained": built.spec.is_random},
+        "model": {"name": built.spec.name, "task": built.spec.task, "source": asdict(built.spec.source),
+                  "gflop_per_image": gflop, "untrained": built.spec.is_random,
+                  "inputs": {t.name: list(t.shape) for t in built.spec.inputs},
+                  "example_shapes": {k: v["shape"] for k, v in built.spec.extra.get("example", {}).items()}},
         "settings": {"batches": list(batches), "device": device, "threads": threads or torch.get_num_threads(),
                      "seconds_per_batch": seconds, "rounds": rounds, "parity_rows": PARITY_ROWS,
                      "formats": format_ids, "half": half, "int8": int8, "calib": str(calib) if calib else None,

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelport.atomic import atomic_write_text
-from modelport.cli_options import TRUST_CHECKPOINT, apply_trust, fmt_number as _fmt
+from modelport.cli_options import TRUST_CHECKPOINT, apply_trust
 from modelport.errors import ModelportError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, verify and load vision models.")
@@ -52,88 +52,9 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON in
     out.print(table)
 
 
-def _source(weights: str, arch: Optional[str]) -> tuple[Optional[str], Optional[str]]:
-    """A path, or a zoo name standing for an untrained model (``modelport export osnet_x0_25 --allow-random``)."""
-    from modelport.zoo import list_models
+from modelport.cli_export import export_cmd  # noqa: E402
 
-    if not Path(weights).exists() and weights in list_models():
-        return None, arch or weights
-    return weights, arch
-
-
-@app.command("export")
-def export_cmd(
-    weights: str = typer.Argument(..., help="Weights file (.pt/.pth/.pth.tar), or a zoo name with --allow-random."),
-    formats: Optional[str] = typer.Option(None, "--format", "-f", help="Comma-separated formats; default: all "
-                                          "usable here."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder; default: next to the weights."),
-    batch: Optional[int] = typer.Option(None, "--batch", help="Fixed batch size (default: dynamic batch)."),
-    dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic batch dimension (the default)."),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset."),
-    simplify: bool = typer.Option(False, "--simplify", help="Simplify the ONNX graph with onnxslim."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture, when the file name does not say."),
-    allow_random: bool = typer.Option(False, "--allow-random", help="Allow an untrained model."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    no_verify: bool = typer.Option(False, "--no-verify", help="Skip verification against PyTorch."),
-    half: bool = typer.Option(False, "--half", help="FP16 variants (x.fp16.onnx, x_fp16_openvino_model/)."),
-    uint8_input: bool = typer.Option(False, "--uint8-input", help="Take uint8 HxWx3 RGB pixels, cast and "
-                                     "mean/std inside the graph (x.uint8in.onnx, ...): less host CPU per image."),
-    int8: bool = typer.Option(False, "--int8", help="INT8 variants, statically quantised (x.int8.onnx, ...)."),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of crops like the deployment's to calibrate "
-                                         "--int8 with (default: synthetic crops, with a warning)."),
-    as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
-    clip_weights: Optional[Path] = typer.Option(None, "--weights", help="open_clip checkpoint for a MobileCLIP name."),
-    force: bool = typer.Option(False, "--force", help="Replace files at the destination that are not modelport "
-                               "exports."),
-    trust: bool = TRUST_CHECKPOINT,
-) -> None:
-    """Export weights to ONNX / TorchScript / OpenVINO / TensorRT, verifying each against PyTorch."""
-    apply_trust(trust)
-    from modelport.export import export_all
-
-    if weights.startswith("MobileCLIP") and not Path(weights).exists():  # two encoders: see modelport.clip
-        from modelport.clip.cli import export_named
-
-        unsupported = {"--batch": batch, "--half": half, "--int8": int8, "--calib": calib, "--simplify": simplify}
-        if not export_named(weights, clip_weights, formats, out_dir=out_dir, opset=opset, allow_random=allow_random,
-                            device=device, verify=not no_verify, as_json=as_json, console=out, unsupported=unsupported):
-            raise typer.Exit(1)
-        return
-
-    if dynamic and batch is not None:
-        raise typer.BadParameter("--batch and --dynamic exclude each other")
-    if half and int8:
-        raise typer.BadParameter("--half and --int8 exclude each other")
-    if calib is not None and not int8:
-        raise typer.BadParameter("--calib is only used with --int8")
-    precision = "fp16" if half else "int8" if int8 else "fp32"
-    path, arch = _source(weights, arch)
-    results = export_all(path, formats, arch=arch, out=out_dir, batch=batch, opset=opset, simplify=simplify,
-                         allow_random=allow_random, device=device, verify=not no_verify, precision=precision,
-                         calib=calib, uint8_input=uint8_input, force=force)
-    _print_exports(results, as_json)
-    if not all(r.ok for r in results):
-        raise typer.Exit(1)
-
-
-def _print_exports(results, as_json: bool) -> None:
-    if as_json:
-        rows = [{"format": r.format, "path": str(r.path) if r.path else None, "ok": r.ok, "seconds": r.seconds,
-                 "error": r.error, "max_abs": r.check.outputs[0].max_abs if r.check and r.check.outputs else None,
-                 "min_cosine": r.check.outputs[0].min_cosine if r.check and r.check.outputs else None}
-                for r in results]
-        out.print_json(json.dumps(rows))
-        return
-    table = Table(title="exports")
-    for col in ("format", "status", "max abs diff", "min cosine", "seconds", "path / problem"):
-        table.add_column(col)
-    for r in results:
-        first = r.check.outputs[0] if r.check and r.check.outputs else None
-        status = "[green]ok[/]" if r.ok else "[red]failed[/]"
-        table.add_row(r.format, status, _fmt(first.max_abs) if first else "-",
-                      _fmt(first.min_cosine, ".6f") if first else "-", f"{r.seconds:.1f}",
-                      str(r.path) if r.ok else (r.error or ""))
-    out.print(table)
+app.command("export")(export_cmd)
 
 
 @app.command("info")
@@ -214,8 +135,9 @@ def _csv_ints(text: str) -> list[int]:
 
 @app.command("bench")
 def bench_cmd(
-    source: str = typer.Argument(..., help="Weights file, or a zoo name with --allow-random; a MobileCLIP name, "
-                                 "open_clip checkpoint or encoder artifact benchmarks both encoders."),
+    source: Optional[str] = typer.Argument(None, help="Weights file, or a zoo name with --allow-random; a MobileCLIP "
+                                           "name, open_clip checkpoint or encoder artifact benchmarks both encoders; "
+                                           "none with --factory/--config."),
     formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated formats (default: all)."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Comma-separated batch sizes (default 1,16,64; "
                                         "MobileCLIP 1,16)."),
@@ -231,13 +153,26 @@ def bench_cmd(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a throughput plot (PNG)."),
     allow_random: bool = typer.Option(False, "--allow-random"),
     arch: Optional[str] = typer.Option(None, "--arch"),
-    clip_weights: Optional[Path] = typer.Option(None, "--weights", help="open_clip checkpoint for a MobileCLIP name."),
+    clip_weights: Optional[Path] = typer.Option(None, "--weights", help="The checkpoint: open_clip's for a MobileCLIP "
+                                                "name, yours for --factory."),
+    factory: Optional[str] = typer.Option(None, "--factory", help="mypkg.models:build (your code; runs as such)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="The factory model's export YAML."),
+    size: str = typer.Option("1280x720", "--size", help="WxH an image-to-image factory model is timed at, where its "
+                             "input's height and width are dynamic."),
     trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Measure every runtime side by side: latency, throughput, parity, size, export and load time."""
     apply_trust(trust)
     from modelport.bench import run_benchmark, write_plot
     from modelport.clip.bench import is_clip_source
+
+    built = None
+    if factory is not None or config is not None:
+        built = _factory_for_bench(factory, config, clip_weights, size)
+        source = built.spec.source.file
+        batch = batch or "1,4"
+    if source is None:
+        raise typer.BadParameter("give a weights file or zoo name, or --factory/--config for your own model")
 
     if is_clip_source(source, arch):  # two encoders, fp32 only: see modelport.clip.bench
         from modelport.clip.cli import bench_command
@@ -253,13 +188,28 @@ def bench_cmd(
             source, formats=formats.split(",") if formats else None, batches=batches, device=device,
             threads=threads, seconds=seconds, half=half, int8=int8, calib=calib, baseline=baseline,
             export_dir=Path(source).parent if export_here else None, allow_random=allow_random, arch=arch,
-            progress=lambda msg: status.update(f"benchmarking: {msg}"),
+            progress=lambda msg: status.update(f"benchmarking: {msg}"), built=built,
         )
     atomic_write_text(json_path, json.dumps(report, indent=1), force=True)  # this run's record: replaced whole
     print_bench(report)
     out.print(f"record: {json_path}")
     if plot:
         out.print(f"plot: {write_plot(report, plot)}")
+
+
+def _factory_for_bench(factory: Optional[str], config: Optional[Path], weights: Optional[Path], size: str):
+    from modelport.families import ExportRequest
+    from modelport.families.factory import bench_spec, build_factory
+    from modelport.families.factory_export import resolve_config
+
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"--size {size!r}: write it as WIDTHxHEIGHT, e.g. 1280x720") from None
+    err.print(f"note: --factory {factory or '(from the config)'} imports and runs your own code (trusted)",
+              highlight=False)
+    built = build_factory(resolve_config(ExportRequest(factory=factory, config=config, weights=weights)))
+    return type(built)(built.module, bench_spec(built.spec, (height, width)), built.entry)
 
 
 def print_bench(report: dict) -> None:

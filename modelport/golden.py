@@ -14,11 +14,16 @@ import numpy as np
 
 from modelport.errors import CorruptFileError, WeightsNotFoundError
 from modelport.formats.base import Runner
+from modelport.formats.feeds import feed_rows
 from modelport.verify import TOLERANCES, RunnerResult, SeededInputs, compare_runner
 
 GOLDEN_DIR = "golden"
-GOLDEN_FILES = ("inputs.npy", "outputs.npz", "golden.json")  # under GOLDEN_DIR
+GOLDEN_FILES = ("inputs.npy", "inputs.npz", "outputs.npz", "golden.json")  # under GOLDEN_DIR
 GOLDEN_ROWS = 8
+# Rows are dropped (down to GOLDEN_MIN_ROWS) while inputs and outputs exceed this: eight 640x640 detector rows
+# with their raw outputs would be ~60 MB, more than the artifact they check.
+GOLDEN_MAX_BYTES = 16 << 20
+GOLDEN_MIN_ROWS = 2
 # A package is the artifact plus a few small files; this bounds what extraction may write.
 MAX_PACKAGE_BYTES = 16 << 30
 MAX_PACKAGE_MEMBERS = 10_000
@@ -28,7 +33,7 @@ MAX_PACKAGE_MEMBERS = 10_000
 class Golden:
     """Inputs prepared for the artifact, the reference's outputs on the same pixels, and what produced them."""
 
-    inputs: np.ndarray
+    inputs: np.ndarray | dict[str, np.ndarray]  # one array, or one per input name (multi-input models)
     outputs: dict[str, np.ndarray]
     reference: str  # "pytorch" (verified against the source model) or "artifact" (its own outputs here)
     precision: str
@@ -36,21 +41,34 @@ class Golden:
     def files(self) -> dict[str, bytes]:
         """``golden/`` members: inputs.npy, outputs.npz and golden.json."""
         inputs, outputs = io.BytesIO(), io.BytesIO()
-        np.save(inputs, self.inputs, allow_pickle=False)
-        np.savez(outputs, **self.outputs)
-        meta = {"reference": self.reference, "precision": self.precision, "rows": int(len(self.inputs)),
+        named = isinstance(self.inputs, dict)
+        if named:  # a multi-input model: one array per input name
+            np.savez_compressed(inputs, **self.inputs)
+        else:
+            np.save(inputs, self.inputs, allow_pickle=False)
+        np.savez_compressed(outputs, **self.outputs)
+        rows = len(next(iter(self.inputs.values()))) if named else len(self.inputs)
+        meta = {"reference": self.reference, "precision": self.precision, "rows": int(rows),
                 "outputs": sorted(self.outputs)}
-        return {f"{GOLDEN_DIR}/inputs.npy": inputs.getvalue(), f"{GOLDEN_DIR}/outputs.npz": outputs.getvalue(),
+        return {f"{GOLDEN_DIR}/inputs.{'npz' if named else 'npy'}": inputs.getvalue(),
+                f"{GOLDEN_DIR}/outputs.npz": outputs.getvalue(),
                 f"{GOLDEN_DIR}/golden.json": json.dumps(meta, indent=1).encode()}
 
 
 def make_golden(runner: Runner, reference: Runner | None = None, *, count: int = GOLDEN_ROWS,
                 seed: int = 7) -> Golden:
-    """Seeded inputs for ``runner`` and ``reference``'s outputs on them (``runner``'s own without one)."""
+    """Seeded inputs for ``runner`` and ``reference``'s outputs on them (``runner``'s own without one); fewer
+    than ``count`` rows (not under GOLDEN_MIN_ROWS) when the rows' inputs and outputs exceed GOLDEN_MAX_BYTES."""
     seeded = SeededInputs.of(runner.spec, count, seed)
     source = reference or runner
-    expected = source(seeded.for_spec(source.spec))
-    return Golden(seeded.for_spec(runner.spec), {k: np.asarray(v) for k, v in expected.items()},
+    expected = {k: np.asarray(v) for k, v in source(seeded.for_spec(source.spec)).items()}
+    inputs = seeded.for_spec(runner.spec)
+    arrays = list(inputs.values()) if isinstance(inputs, dict) else [inputs]
+    rows = feed_rows(inputs)
+    per_row = (sum(a.nbytes for a in arrays) + sum(v.nbytes for v in expected.values())) / max(rows, 1)
+    keep = max(min(GOLDEN_MIN_ROWS, rows), min(rows, int(GOLDEN_MAX_BYTES // max(per_row, 1))))
+    kept = {k: v[:keep] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[:keep]
+    return Golden(kept, {k: v[:keep] for k, v in expected.items()},
                   "pytorch" if reference is not None else "artifact", runner.spec.precision)
 
 
@@ -62,7 +80,11 @@ def read_golden(folder: Path) -> Golden:
                                hint="rebuild the package (or Triton repository) with this modelport version")
     try:
         meta = json.loads((base / "golden.json").read_text())
-        inputs = np.load(base / "inputs.npy", allow_pickle=False)
+        if (base / "inputs.npz").is_file():  # a multi-input model: one array per input name
+            with np.load(base / "inputs.npz", allow_pickle=False) as npz:
+                inputs = {k: npz[k] for k in npz.files}
+        else:
+            inputs = np.load(base / "inputs.npy", allow_pickle=False)
         with np.load(base / "outputs.npz", allow_pickle=False) as npz:
             outputs = {k: npz[k] for k in npz.files}
         listed = sorted(meta["outputs"])
@@ -80,7 +102,7 @@ def check_golden(runner: Runner, golden: Golden, label: str | None = None) -> Ru
     against the artifact's own (then only the runtime differs)."""
     tolerance = TOLERANCES.get(golden.precision if golden.reference == "pytorch" else "fp32")
     missing = sorted({t.name for t in runner.spec.outputs} - set(golden.outputs))
-    problem = ("the golden set holds no inputs" if len(golden.inputs) == 0 else
+    problem = ("the golden set holds no inputs" if feed_rows(golden.inputs) == 0 else
                f"the golden set has no reference for outputs {missing}" if missing else
                f"unknown precision {golden.precision!r} in golden.json" if tolerance is None else None)
     if problem is not None:  # never pass by comparing nothing

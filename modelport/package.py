@@ -21,8 +21,8 @@ README = """# {name} — modelport edge package
 - output: {outputs}
 - source weights sha256: `{sha}`
 
-`sample.png` is a test input; `sample_output.npy` is what this artifact returned for it (after the
-preprocessing above) on the packaging machine: compare your deployment's output with it.
+`{sample}` is a test input; `sample_output.npy` is what this artifact returned for it (after the
+preprocessing above, for images) on the packaging machine: compare your deployment's output with it.
 
 `golden/` holds {golden_rows} seeded inputs and the {golden_ref} outputs for them. On the target machine,
 `modelport verify {package}` re-runs the artifact with the runtime installed there (no PyTorch needed) and
@@ -67,13 +67,21 @@ def build_package(runner: Runner, report: dict, out: Path, *, force: bool = Fals
         raise ExportError("the model has no file to package (random weights?)", hint="export it first")
     spec = runner.spec
     pre = spec.preprocess
-    crop = person_crops(1, pre.height, pre.width, seed=11)[0]
-    png = io.BytesIO()
-    Image.fromarray(crop[..., ::-1].copy()).save(png, format="PNG")
-    expected = runner(prepare([crop], pre))
+    sample = io.BytesIO()
+    if spec.task == "tensors":  # plain tensors in: the sample input is one seeded row of each, by name
+        from modelport.formats.feeds import example_batch
+
+        feed = example_batch(spec.with_batch(None), count=1, seed=11)
+        np.savez(sample, **feed)
+        sample_name, expected = "sample_input.npz", runner(feed)
+    else:
+        crop = person_crops(1, pre.height, pre.width, seed=11)[0]
+        Image.fromarray(crop[..., ::-1].copy()).save(sample, format="PNG")
+        sample_name, expected = "sample.png", runner(prepare([crop], pre))
     npy = io.BytesIO()
     np.save(npy, expected[spec.outputs[0].name])
     golden = make_golden(runner, reference)
+    golden_rows = len(next(iter(golden.inputs.values()))) if isinstance(golden.inputs, dict) else len(golden.inputs)
     runtime = runner.format if spec.precision == "fp32" else f"{runner.format}.{spec.precision}"
     readme = README.format(
         name=spec.name, artifact=runner.path.name, format=runner.format, precision=spec.precision,
@@ -83,7 +91,7 @@ def build_package(runner: Runner, report: dict, out: Path, *, force: bool = Fals
         h=pre.height, w=pre.width, order=pre.channel_order, scale=pre.scale, mean=pre.mean, std=pre.std,
         sha=spec.source.sha256, cpu=report["machine"]["cpu"], cores=report["machine"]["physical_cores"],
         version=report["modelport"], rows=_bench_rows(report, runtime), package=out.name,
-        golden_rows=len(golden.inputs),
+        golden_rows=golden_rows, sample=sample_name,
         golden_ref="PyTorch model's" if golden.reference == "pytorch"
                    else "artifact's own (no weights to compare with)",
     )
@@ -91,7 +99,7 @@ def build_package(runner: Runner, report: dict, out: Path, *, force: bool = Fals
         tar.add(runner.path, arcname=runner.path.name)
         _add_bytes(tar, "model.json", spec.to_json().encode())
         _add_bytes(tar, "benchmark.json", json.dumps(report, indent=1).encode())
-        _add_bytes(tar, "sample.png", png.getvalue())
+        _add_bytes(tar, sample_name, sample.getvalue())
         _add_bytes(tar, "sample_output.npy", npy.getvalue())
         _add_bytes(tar, "README.md", readme.encode())
         for name, data in golden.files().items():
@@ -124,5 +132,7 @@ def package(source: Path, out: Path, *, force: bool = False, seconds: float = 2.
                               hint="run `modelport bench WEIGHTS` where the weights are")
         report = run_benchmark(weights, formats=[runner.format] if runner.format != "pytorch" else [],
                                batches=(1, 16), seconds=seconds)
-    reference = open_artifact(weights) if weights is not None and weights.exists() else None
+    # A factory model's PyTorch reference would mean importing the code its metadata names: never from a file.
+    own = weights is not None and weights.exists() and runner.spec.task != "tensors"
+    reference = open_artifact(weights) if own else None
     return build_package(runner, report, out, force=force, reference=reference)

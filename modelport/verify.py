@@ -8,7 +8,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from modelport.formats.base import Runner, example_batch
+from modelport.formats.base import Runner
+from modelport.formats.feeds import Feed, example_batch
 from modelport.preprocess import finish, resize_all
 from modelport.samples import person_crops
 from modelport.spec import ModelSpec
@@ -191,15 +192,15 @@ class SeededInputs:
     that take token ids, an example batch."""
 
     pixels: np.ndarray | None
-    batch: np.ndarray
+    batch: Feed
 
     @classmethod
     def of(cls, spec: ModelSpec, count: int = 8, seed: int = 0) -> "SeededInputs":
-        if spec.inputs[0].dtype == "int64":
+        if spec.inputs[0].dtype == "int64" or spec.task == "tensors":  # token ids, or a model's plain tensors
             return cls(None, example_batch(spec.with_batch(None), count=count, seed=seed))
         pre = spec.preprocess
         pixels = resize_all(person_crops(count, pre.height, pre.width, seed=seed), pre)
         return cls(pixels, finish(pixels, pre))
 
-    def for_spec(self, spec: ModelSpec) -> np.ndarray:
+    def for_spec(self, spec: ModelSpec) -> Feed:
         return self.batch if self.pixels is None else finish(self.pixels, spec.preprocess)

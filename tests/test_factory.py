@@ -3,6 +3,8 @@ inputs, through the one export pipeline (stage, verify on seeded inputs of the d
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +184,92 @@ def test_a_factory_that_names_no_function_says_so():
 
     with pytest.raises(ConfigError, match="no function"):
         import_factory("factory_pkg.models:missing")
+
+
+def _cli(args: list[str], cwd: Path):
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "MODELPORT_CACHE": str(cwd / "cache")}
+    return subprocess.run([sys.executable, "-m", "modelport.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def test_cli_export_bench_package_and_verify_a_factory_model(project):
+    args = ["--factory", "factory_pkg.models:build", "--weights", "best.pth", "--config", "export.yaml"]
+    done = _cli(["export", *args, "--json"], project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "your own code" in done.stderr  # the CLI says the factory is trusted code
+    rows = json.loads(done.stdout)
+    assert {r["format"] for r in rows} >= {"onnx", "openvino", "torchscript"} and all(r["ok"] for r in rows)
+    bench = _cli(["bench", *args, "--seconds", "0.3", "--batch", "1", "--size", "96x64", "--formats", "onnx"],
+                 project)
+    assert bench.returncode == 0, bench.stdout + bench.stderr
+    record = json.loads((project / "benchmark.json").read_text())
+    assert record["model"]["task"] == "tensors"
+    assert record["model"]["example_shapes"]["target"] == [1, 3, 64, 96]  # timed at --size, WxH
+    timed = {r["runtime"] for r in record["rows"] if r["throughput"]}
+    assert {"pytorch", "onnx"} <= timed
+    pack = _cli(["package", "best.onnx", "--out", "swap.tar.gz"], project)
+    assert pack.returncode == 0, pack.stdout + pack.stderr
+    import tarfile
+
+    with tarfile.open(project / "swap.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"best.onnx", "benchmark.json", "sample_input.npz", "golden/inputs.npz"} <= names
+    check = _cli(["verify", "swap.tar.gz"], project)
+    assert check.returncode == 0 and "pass" in check.stdout, check.stdout + check.stderr
+
+
+def test_bench_times_image_to_image_models_at_1280x720_by_default(project):
+    from modelport.families.factory import BENCH_SIZE, bench_spec, build_factory
+    from modelport.families.factory_config import read_config
+
+    built = build_factory(read_config(project / "export.yaml"))
+    assert BENCH_SIZE == (720, 1280)
+    assert bench_spec(built.spec).extra["example"]["target"]["shape"] == [1, 3, 720, 1280]
+    assert bench_spec(built.spec).extra["example"]["source"]["shape"] == [1, 16]
+
+
+def test_export_help_lists_every_family_options_in_panels():
+    from typer.testing import CliRunner
+
+    from modelport.cli import app
+
+    text = CliRunner().invoke(app, ["export", "--help"], env={"COLUMNS": "200"}).output
+    for flag in ("--nms", "--conf", "--topk", "--images", "--imgsz", "--weights", "--factory", "--config",
+                 "--trt-builder", "--half", "--int8", "--uint8-input"):
+        assert flag in text, flag
+    for panel in ("Detectors (Ultralytics YOLO11)", "ReID embedders", "your own models (factory)"):
+        assert panel in text
+
+
+def test_python_api_exports_any_family_and_refuses_foreign_options(project, tmp_path):
+    import modelport
+    from modelport.zoo.calibrate import make_untrained_checkpoint
+
+    paths = modelport.export(factory="factory_pkg.models:build", config=project / "export.yaml", formats="onnx")
+    assert [p.name for p in paths] == ["best.onnx"]
+    weights = make_untrained_checkpoint(tmp_path, "osnet_x0_25")
+    (reid_onnx,) = modelport.export(weights, "onnx", out=tmp_path / "reid")
+    assert reid_onnx.suffix == ".onnx" and modelport.load(reid_onnx).spec.task == "embed"
+    with pytest.raises(ConfigError, match="--nms"):
+        modelport.export(weights, "onnx", nms=True)
+    with pytest.raises(ConfigError, match="--half/--int8"):
+        modelport.export(factory="factory_pkg.models:build", config=project / "export.yaml", precision="fp16")
+
+
+def test_python_api_exports_a_detector(tmp_path):
+    pytest.importorskip("ultralytics")
+    import warnings
+
+    import modelport
+    from modelport.detect.untrained import save_untrained
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pt = save_untrained(tmp_path / "yolo11n.pt", seed=0, imgsz=320)
+    (path,) = modelport.export(pt, "onnx", nms=True, imgsz=320, conf=0.01)
+    assert path.name == "yolo11n.nms.onnx"
+    runner = modelport.load(path)
+    assert hasattr(runner, "detect")

@@ -33,13 +33,20 @@ def invoke(args: list[str]):
     return CliRunner().invoke(app, route(args), catch_exceptions=False)
 
 
-def test_shared_commands_route_detectors_and_leave_reid_alone(pts, tmp_path):
-    assert route(["export", str(pts[0]), "--format", "onnx"])[:2] == ["detect", "export"]
-    assert route(["export", "missing/yolo11x.pt"])[0] == "detect"  # so the error says where to put the file
-    assert route(["export", "--model", "best.pt:plates:8"])[0] == "detect"
+def test_one_export_command_claims_detectors_by_family_and_leaves_reid_alone(pts, tmp_path):
+    from modelport.families import ExportRequest, family_for
+
+    def claimed(source: str) -> str:
+        return family_for(source, ExportRequest()).name
+
+    assert claimed(str(pts[0])) == "yolo"
+    assert claimed("missing/yolo11x.pt") == "yolo"  # so the error says where to put the file
+    assert claimed("yolo11n") == "yolo"
+    assert claimed("osnet_x0_25_msmt17.pt") == "reid"
+    assert claimed("MobileCLIP-S0") == "clip"
+    assert route(["export", str(pts[0]), "--format", "onnx"])[0] == "export"  # no rewriting of the command line
+    assert route(["export", "--model", "best.pt:plates:8"])[0] == "detect"  # several detectors in one run
     assert route(["bench", "models.yaml"])[0] == "detect"
-    assert route(["export", "yolo11n", "--format", "onnx"])[0] == "detect"
-    assert route(["export", "osnet_x0_25_msmt17.pt", "--format", "onnx"])[0] == "export"
     assert route(["models"]) == ["models"]
 
 

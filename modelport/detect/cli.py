@@ -22,13 +22,9 @@ DETECT_FLAGS = ("--nms", "--nms-flavor", "--model", "--models", "--normalize-box
 
 
 def _is_detector(arg: str) -> bool:
-    from modelport.detect.discover import is_detector
-    from modelport.zoo.yolo import SIZES
+    from modelport.families.yolo import is_detector_source
 
-    name = Path(arg).name.lower()
-    if name in {f"yolo11{s}" for s in SIZES} or name.endswith((".yaml", ".yml")):
-        return True
-    return is_detector(arg)  # checkpoints, missing yolo11*.pt (so the error says where to put it), artifacts
+    return is_detector_source(arg)
 
 
 def route(argv: list[str]) -> list[str]:
@@ -36,6 +32,10 @@ def route(argv: list[str]) -> list[str]:
     if not argv or argv[0] not in ROUTED:
         return argv
     rest = argv[1:]
+    if any(a.split("=")[0] in ("--factory", "--config") for a in rest):  # the user's own model (factory family)
+        return argv
+    if argv[0] == "export":  # `modelport export` takes every family; only several detectors at once are here
+        return ["detect", *argv] if any(a.split("=")[0] in ("--model", "--models") for a in rest) else argv
     if any(a.split("=")[0] in DETECT_FLAGS for a in rest) or any(_is_detector(a) for a in rest
                                                                  if not a.startswith("-")):
         return ["detect", *argv]
@@ -118,13 +118,9 @@ def export_cmd(
 
 
 def _image_files(folder: Path) -> list[Path]:
-    from modelport.errors import WeightsNotFoundError
+    from modelport.families.yolo import image_files
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp")) \
-        if folder.is_dir() else []
-    if not files:
-        raise WeightsNotFoundError(f"{folder}: no images (.jpg, .png, .bmp, .webp) found")
-    return files
+    return image_files(folder)
 
 
 def _print_exports(results, as_json: bool) -> None:

@@ -45,7 +45,7 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
     det = DetectorSource.of(named)
     if request.topk is not None:
         det = DetectorSource.of(det.pt_file, det.name, det.max_batch, request.topk, det.labels)
-    images = _image_files(request.images) if request.images else None
+    images = image_files(request.images) if request.images else None
     results = export_detector(det, request.formats, nms=nms, out=request.out, imgsz=request.imgsz or IMGSZ,
                               verify=request.verify, images=images, verify_conf=request.conf,
                               opset=request.opset or 17, device=request.device, allow_random=request.allow_random,
@@ -59,7 +59,7 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
     return rows
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     from modelport.errors import WeightsNotFoundError
 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp")) \

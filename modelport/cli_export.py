@@ -1,0 +1,150 @@
+"""`modelport export`: every family through one command; each family's own options in their own help panel,
+refused with a clear message where they do not apply (``modelport.families``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modelport.cli_options import TRUST_CHECKPOINT, apply_trust, fmt_number as _fmt
+
+out = Console()
+err = Console(stderr=True)
+REID = "ReID embedders (torchreid zoo)"
+YOLO = "Detectors (Ultralytics YOLO11)"
+OWN = "MobileCLIP and your own models (factory)"
+
+
+def export_cmd(
+    source: Optional[str] = typer.Argument(None, help="Weights file (.pt/.pth), a zoo name with --allow-random, a "
+                                           "YOLO11 .pt or name, a MobileCLIP name; none with --factory/--config."),
+    formats: Optional[str] = typer.Option(None, "--format", "-f", help="Comma-separated formats; default: all "
+                                          "usable here."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder; default: next to the weights."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 17, or the config's)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip verification against PyTorch / Ultralytics."),
+    allow_random: bool = typer.Option(False, "--allow-random", help="Allow an untrained model."),
+    force: bool = typer.Option(False, "--force", help="Replace files at the destination that are not modelport "
+                               "exports."),
+    family: Optional[str] = typer.Option(None, "--family", help="reid, yolo, clip or factory (default: the one "
+                                         "that claims the source)."),
+    as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+    trust: bool = TRUST_CHECKPOINT,
+    # ReID
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture, when the file name does not say.",
+                                       rich_help_panel=REID),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Fixed batch size (default: dynamic batch).",
+                                        rich_help_panel=REID),
+    dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic batch dimension (the default).",
+                                 rich_help_panel=REID),
+    simplify: bool = typer.Option(False, "--simplify", help="Simplify the ONNX graph with onnxslim.",
+                                  rich_help_panel=REID),
+    half: bool = typer.Option(False, "--half", help="FP16 variants (x.fp16.onnx, x_fp16_openvino_model/).",
+                              rich_help_panel=REID),
+    int8: bool = typer.Option(False, "--int8", help="INT8 variants, statically quantised (x.int8.onnx, ...).",
+                              rich_help_panel=REID),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of crops like the deployment's to calibrate "
+                                         "--int8 with (default: synthetic crops, with a warning).",
+                                         rich_help_panel=REID),
+    uint8_input: bool = typer.Option(False, "--uint8-input", help="Take uint8 HxWx3 RGB pixels, cast and mean/std "
+                                     "inside the graph (x.uint8in.onnx, ...): less host CPU per image.",
+                                     rich_help_panel=REID),
+    # Detectors
+    nms: bool = typer.Option(False, "--nms", help="End-to-end track: NMS inside the graph.", rich_help_panel=YOLO),
+    nms_flavor: str = typer.Option("portable", "--nms-flavor", help="portable (ONNX NonMaxSuppression) or tensorrt "
+                                   "(EfficientNMS_TRT).", rich_help_panel=YOLO),
+    topk: Optional[int] = typer.Option(None, "--topk", help="Detections kept per image (default 300).",
+                                       rich_help_panel=YOLO),
+    iou: Optional[float] = typer.Option(None, "--iou", help="NMS IoU threshold (default 0.7).", rich_help_panel=YOLO),
+    conf: Optional[float] = typer.Option(None, "--conf", help="Confidence threshold (NMS in the graph; verification "
+                                         "of raw tracks; default 0.25).", rich_help_panel=YOLO),
+    normalize_boxes: bool = typer.Option(False, "--normalize-boxes", help="Boxes in [0,1] of the model input.",
+                                         rich_help_panel=YOLO),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", help="Square input size (default 640).",
+                                        rich_help_panel=YOLO),
+    dynamic_shape: bool = typer.Option(False, "--dynamic-shape", help="Any input height and width up to --imgsz, "
+                                       "letterboxed as Ultralytics' predict does (onnx, openvino, tensorrt).",
+                                       rich_help_panel=YOLO),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images to verify on (default: synthetic "
+                                          "scenes).", rich_help_panel=YOLO),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Pass verification (with a warning) when the "
+                                     "reference finds no box.", rich_help_panel=YOLO),
+    # MobileCLIP and factory models
+    weights: Optional[Path] = typer.Option(None, "--weights", help="The checkpoint: open_clip's for a MobileCLIP "
+                                           "name, yours for --factory (read with weights_only=True).",
+                                           rich_help_panel=OWN),
+    factory: Optional[str] = typer.Option(None, "--factory", help="mypkg.models:build — your function that returns "
+                                          "the nn.Module. It is your code and runs as such.", rich_help_panel=OWN),
+    config: Optional[Path] = typer.Option(None, "--config", help="Export YAML: factory args, inputs (names, shapes, "
+                                          "dtypes), dynamic axes, opset, formats, precision, TensorRT settings.",
+                                          rich_help_panel=OWN),
+    trt_builder: Optional[str] = typer.Option(None, "--trt-builder", help="python (TensorRT's API) or trtexec.",
+                                              rich_help_panel=OWN),
+) -> None:
+    """Export any model to ONNX / TorchScript / OpenVINO / TensorRT, verifying each artifact before it is kept."""
+    apply_trust(trust)
+    from modelport.api import export_rows
+
+    if dynamic and batch is not None:
+        raise typer.BadParameter("--batch and --dynamic exclude each other")
+    if half and int8:
+        raise typer.BadParameter("--half and --int8 exclude each other")
+    if calib is not None and not int8:
+        raise typer.BadParameter("--calib is only used with --int8")
+    if factory is not None:
+        err.print(f"note: --factory {factory} imports and runs your own code (trusted); the weights are read with "
+                  "weights_only=True", highlight=False)
+    rows = export_rows(
+        source, formats, family=family, out=out_dir, opset=opset, device=device, verify=not no_verify, force=force,
+        allow_random=allow_random, arch=arch, batch=batch, simplify=simplify,
+        precision="fp16" if half else "int8" if int8 else "fp32", calib=calib, uint8_input=uint8_input, nms=nms,
+        nms_flavor=nms_flavor, topk=topk, iou=iou, conf=conf, normalize_boxes=normalize_boxes, imgsz=imgsz,
+        dynamic_shape=dynamic_shape, images=images, allow_empty=allow_empty, weights=weights, factory=factory,
+        config=config, trt_builder=trt_builder)
+    render(rows, as_json)
+    if not all(r.ok for r in rows):
+        raise typer.Exit(1)
+
+
+def render(rows: list, as_json: bool) -> None:
+    """Each family's own table (its verification says different things); JSON rows are the same for all."""
+    family = rows[0].family if rows else "reid"
+    if family == "yolo":
+        from modelport.detect.cli import _print_exports as detector_table
+
+        detector_table([r.detail for r in rows], as_json)
+    elif family == "clip":
+        from modelport.clip.cli import print_report
+
+        print_report(rows[0].detail, as_json, out)
+    elif as_json:
+        out.print_json(json.dumps([{**r.to_dict(), "format": r.format} for r in rows]))
+    else:
+        _print_exports(rows)
+
+
+def _print_exports(rows: list) -> None:
+    table = Table(title="exports")
+    for col in ("format", "status", "max abs diff", "min cosine", "seconds", "path / problem"):
+        table.add_column(col)
+    for r in rows:
+        status = "[green]ok[/]" if r.ok else "[red]failed[/]"
+        table.add_row(r.format, status, _fmt(r.max_abs) if r.max_abs is not None else "-",
+                      _fmt(r.min_cosine, ".6f") if r.min_cosine is not None else "-", f"{r.seconds:.1f}",
+                      str(r.path) if r.ok else (r.error or ""))
+    out.print(table)
+
+
+
+
+def print_export_results(results: list) -> None:
+    """The exports table for the pipeline's own ExportResults (``modelport.export.export_all``)."""
+    from modelport.families.reid import rows_of
+
+    _print_exports(rows_of(results, "reid", ""))
