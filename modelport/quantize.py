@@ -11,11 +11,12 @@ import tempfile
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from modelport.errors import CalibrationError, ExportError
+from modelport.int8.settings import Int8Settings
 from modelport.preprocess import prepare
 from modelport.spec import ModelSpec
 
@@ -41,6 +42,7 @@ class Calibration:
 
     batch: np.ndarray
     source: str  # the folder, or "synthetic"
+    settings: Int8Settings = Int8Settings()  # calibration method and accuracy target (modelport.int8)
 
     @property
     def info(self) -> dict[str, object]:
@@ -51,9 +53,11 @@ class Calibration:
         return replace(spec, extra={**spec.extra, "calibration": self.info})
 
 
-def calibration_batch(spec: ModelSpec, calib_dir: str | Path | None = None,
-                      count: int = MAX_CALIBRATION) -> Calibration:
-    """Every image under ``calib_dir`` (sorted, at most ``count``), or synthetic crops when it is None."""
+def calibration_batch(spec: ModelSpec, calib_dir: str | Path | None = None, count: int = MAX_CALIBRATION,
+                      settings: Int8Settings | None = None) -> Calibration:
+    """Every image under ``calib_dir`` (sorted, at most ``count``), or synthetic crops when it is None; INT8
+    exports calibrate and search as ``settings`` says (default ``Int8Settings()``: no judge, no search)."""
+    settings = settings or Int8Settings()
     if count < 1:
         raise CalibrationError(f"calibration needs at least one image, got count={count}")
     pre = spec.preprocess
@@ -67,7 +71,7 @@ def calibration_batch(spec: ModelSpec, calib_dir: str | Path | None = None,
         )
         # Two views per person so the nearest-neighbour check has a true neighbour to find.
         crops = person_tracks((count + 1) // 2, 2, pre.height, pre.width, seed=2024)[:count]
-        return Calibration(prepare(crops, pre), "synthetic")
+        return Calibration(prepare(crops, pre), "synthetic", settings)
     folder = Path(calib_dir)
     if not folder.is_dir():
         raise CalibrationError(f"{folder}: calibration folder not found",
@@ -79,7 +83,7 @@ def calibration_batch(spec: ModelSpec, calib_dir: str | Path | None = None,
     if not files:
         raise CalibrationError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) to calibrate INT8 with",
                                hint="put crops like the deployment's in it (a few hundred is plenty)")
-    return Calibration(prepare(files[:count], pre), str(folder))
+    return Calibration(prepare(files[:count], pre), str(folder), settings)
 
 
 def calibration_for(spec: ModelSpec, options: "ExportOptions") -> Calibration:
@@ -87,12 +91,6 @@ def calibration_for(spec: ModelSpec, options: "ExportOptions") -> Calibration:
     if options.calibration is not None:
         return options.calibration
     return calibration_batch(spec, options.calib, options.calib_count)
-
-
-def _batches(batch: np.ndarray, size: int) -> Iterator[np.ndarray]:
-    """Chunks of exactly ``size`` rows; the last wraps around to real rows (padding would skew the ranges)."""
-    for start in range(0, len(batch), size):
-        yield batch[np.arange(start, start + size) % len(batch)]
 
 
 def _chunk(spec: ModelSpec) -> int:
@@ -112,97 +110,45 @@ def onnx_to_fp16(model: "onnx.ModelProto") -> "onnx.ModelProto":
     return half.model
 
 
-def quantize_onnx_int8(src: Path, dst: Path, batch: np.ndarray, spec: ModelSpec) -> Path:
-    """Static QDQ INT8 with ONNX Runtime, calibrated on ``batch``.
+def quantize_onnx_int8(src: Path, dst: Path, calibration: Calibration, spec: ModelSpec) -> ModelSpec:
+    """Static QDQ INT8 with ONNX Runtime (``modelport.int8.onnxrt``), calibrated on ``calibration``; returns
+    ``spec`` with the run's record (method, points measured, nodes kept in fp32) in ``extra["int8"]``.
 
-    Settings, as measured on BN-calibrated OSNet (see the export tests):
-    - QDQ, per-channel QInt8 weights, QUInt8 activations: ORT's recommendation for x86 CPUs.
-    - MinMax calibration. Entropy gave identical results and Percentile (99.999) the same accuracy
-      within 1e-3 of cosine, but both keep every intermediate tensor of every calibration batch in
-      memory (7.4 GB for 64 crops on OSNet x1_0), while MinMax reduces each to its min and max in the
-      graph. Outlier clipping matters less here than it would for detectors: ReID heads average-pool.
-    - The first convolution gets 7-bit weights: its input is the whole image range, and on x86 CPUs
-      without VNNI the u8 x s8 pair sums saturate int16 there (OSNet x0_25: min cosine 0.957, against
-      0.9995 for the same ranges simulated in float). 7 bits cannot overflow; on OSNet x1_0 that gave
-      min cosine 0.9985 and ran 10% faster than keeping the layer float (0.9992). Deeper layers see
-      mostly small activations and did not saturate, so they keep 8 bits (reduce_range everywhere:
-      0.997). This is what NNCF does by default for OpenVINO (overflow fix on the first layer).
+    Per-channel QInt8 weights and QUInt8 activations in QDQ form (ORT's recommendation for x86 CPUs), 7-bit
+    weights in the first convolution (int16 saturation without VNNI), BatchNormalization left in float.
     """
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from modelport.int8.onnxrt import quantize_onnx
 
-    name, size = spec.inputs[0].name, _chunk(spec)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._chunks = _batches(batch, size)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            chunk = next(self._chunks, None)
-            return None if chunk is None else {name: chunk}
-
-    with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        try:
-            quant_pre_process(str(src), str(prepared))  # shape inference + graph clean-up, as ORT advises
-            nodes = onnx.load(str(prepared)).graph.node
-            convs = [n for n in nodes if n.op_type == "Conv"]
-            seven_bit = {convs[0].input[1]: [{"axis": 0, "reduce_range": True}]} if convs else {}
-            # A BatchNormalization left unfused (after a Gemm) has rank-1 weights that ORT cannot quantize
-            # per channel (it warns and falls back); as a per-feature affine it costs nothing in float.
-            keep_float = [n.name for n in nodes if n.op_type == "BatchNormalization"]
-            quantize_static(
-                str(prepared), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float,
-                extra_options={"TensorQuantOverrides": seven_bit},
-            )
-        except Exception as exc:  # the quantisation tools raise many unrelated types
-            raise ExportError(f"{dst}: ONNX Runtime INT8 quantisation failed: {exc}") from exc
-    return dst
+    result = quantize_onnx(src, dst, calibration.batch, spec.inputs[0].name, _chunk(spec), calibration.settings)
+    return replace(spec, extra={**spec.extra, "int8": result.record})
 
 
-def onnx_variant(model: "onnx.ModelProto", spec: ModelSpec, options: "ExportOptions") -> "onnx.ModelProto":
-    """The fp16 / int8 version of an fp32 ONNX model, as ``spec.precision`` asks."""
+def onnx_variant(model: "onnx.ModelProto", spec: ModelSpec,
+                 options: "ExportOptions") -> tuple["onnx.ModelProto", ModelSpec]:
+    """The fp16 / int8 version of an fp32 ONNX model, as ``spec.precision`` asks, and its spec (an int8
+    one records what its quantisation did)."""
     import onnx
 
     if spec.precision == "fp16":
-        return onnx_to_fp16(model)
+        return onnx_to_fp16(model), spec
     if spec.precision != "int8":
         raise ExportError(f"unknown precision {spec.precision!r}", hint=f"choose from: {', '.join(PRECISIONS)}")
     calibration = calibration_for(spec, options)
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(src))
-        quantize_onnx_int8(src, dst, calibration.batch, spec)
-        return onnx.load(str(dst))
+        spec = quantize_onnx_int8(src, dst, calibration, spec)
+        return onnx.load(str(dst)), spec
 
 
 # ---- OpenVINO ---------------------------------------------------------------------------------------
 
 
-def quantize_openvino_int8(model, batch: np.ndarray, spec: ModelSpec):
-    """NNCF post-training INT8 of an ``openvino.Model``, calibrated on ``batch``.
-
-    PERFORMANCE preset (symmetric activations; MIXED measured no better here), fast bias correction
-    and NNCF's default overflow fix (7-bit weights in the first layer, see ``quantize_onnx_int8``).
-    On OSNet x1_0 keeping the first layer float instead gave the same accuracy 5% slower, and the
-    overflow fix on every layer was 0.002 worse in min cosine for no speed gain.
+def quantize_openvino_int8(model, calibration: Calibration, spec: ModelSpec):
+    """NNCF INT8 of an ``openvino.Model`` (``modelport.int8.nncf_ov``), calibrated on ``calibration``; returns the
+    quantised model and ``spec`` with the run's record (method, points, layers kept in fp32) in ``extra["int8"]``.
     """
-    import nncf
+    from modelport.int8.nncf_ov import quantize_openvino
 
-    items = list(_batches(batch, _chunk(spec)))
-    try:
-        return nncf.quantize(
-            model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
-            subset_size=len(items),  # counts dataset items (batches), not images
-        )
-    except Exception as exc:  # NNCF raises many unrelated types
-        raise ExportError(f"OpenVINO INT8 quantisation (NNCF) failed: {exc}") from exc
+    result = quantize_openvino(model, calibration.batch, _chunk(spec), calibration.settings)
+    return result.model, replace(spec, extra={**spec.extra, "int8": result.record})

@@ -1,0 +1,185 @@
+"""What an INT8 export is asked for (calibration method, accuracy target) and the points a search measured."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from modelport.errors import CalibrationError, VerificationError
+
+log = logging.getLogger("modelport.int8")
+
+METHODS = ("minmax", "percentile", "entropy")  # how activation ranges are read from the calibration crops
+DEFAULT_METHOD = "minmax"
+DEFAULT_PERCENTILE = 99.999
+# The search stops keeping nodes in fp32 beyond this share of the quantised ones: past it an "INT8" model is
+# mostly float, slower than fp32 (every boundary costs a quantise/dequantise) and not what --int8 promises.
+MAX_FP32_SHARE = 0.5
+SPEED_BATCH = 16  # rows per call when a search point's speed is estimated against fp32
+SPEED_ROUNDS = 3
+
+
+class Comparison(Protocol):
+    """What the injected judge returns for one output (``verify.OutputComparison`` is one)."""
+
+    min_cosine: float
+    min_centered_cosine: float
+    nn_agreement: float
+    failures: tuple[str, ...]
+
+
+# judge(output name, reference, got, tolerance) -> Comparison; export passes ``verify.compare_output`` so the
+# search and the export's own verification apply the same definitions and thresholds.
+Judge = Callable[[str, np.ndarray, np.ndarray, Any], Comparison]
+
+
+@dataclass(frozen=True, slots=True)
+class Int8Settings:
+    """How to calibrate, and whether and how far to trade INT8 nodes for accuracy.
+
+    ``judge`` and ``tolerance`` come from the caller (export gives ``verify.compare_output`` and
+    ``verify.INT8``); without them the model is quantised once and left to the caller's verification.
+    """
+
+    method: str = DEFAULT_METHOD
+    percentile: float = DEFAULT_PERCENTILE
+    accuracy_control: bool = True
+    max_fp32_share: float = MAX_FP32_SHARE
+    time_points: bool = True  # estimate each point's speed against fp32 (paired, batch SPEED_BATCH)
+    speed_rounds: int = SPEED_ROUNDS
+    # False keeps the best point when none meets the target (benchmarks measure it); export's verification
+    # against PyTorch still fails such a model, so only an export without verification writes it.
+    fail_closed: bool = True
+    tolerance: Any = None
+    judge: Judge | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise CalibrationError(f"unknown INT8 calibration method {self.method!r}",
+                                   hint=f"choose from: {', '.join(METHODS)}")
+        if not 0.0 < self.percentile <= 100.0:
+            raise CalibrationError(f"percentile must be in (0, 100], got {self.percentile}")
+        if not 0.0 <= self.max_fp32_share <= 1.0:
+            raise CalibrationError(f"max_fp32_share must be in [0, 1], got {self.max_fp32_share}")
+
+    @property
+    def info(self) -> dict[str, object]:
+        info: dict[str, object] = {"method": self.method, "accuracy_control": self.accuracy_control,
+                                   "max_fp32_share": self.max_fp32_share, "fail_closed": self.fail_closed}
+        if self.method == "percentile":
+            info["percentile"] = self.percentile
+        return info
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One configuration a search measured against the fp32 model on the validation rows."""
+
+    label: str
+    fp32_nodes: tuple[str, ...]
+    quantized_nodes: int  # nodes (ONNX) or operations (OpenVINO) that run in INT8
+    min_cosine: float
+    min_centered_cosine: float
+    nn_agreement: float
+    failures: tuple[str, ...]
+    speed_vs_fp32: float | None = None  # paired quick estimate at batch SPEED_BATCH; benchmarks measure it properly
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def margin(self, tolerance: Any) -> float:
+        """How far above (positive) or below the target's worst criterion this point is."""
+        gaps = [self.min_cosine - tolerance.min_cosine if tolerance.min_cosine is not None else 1.0,
+                self.nn_agreement - tolerance.min_nn_agreement if tolerance.min_nn_agreement is not None else 1.0]
+        return min(gaps)
+
+    def describe(self) -> str:
+        speed = f", {self.speed_vs_fp32:.2f}x fp32" if self.speed_vs_fp32 is not None else ""
+        return (f"{self.label}: min cosine {self.min_cosine:.4f}, centred {self.min_centered_cosine:.4f}, "
+                f"NN agreement {self.nn_agreement:.3f}{speed}")
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["fp32_nodes"] = list(self.fp32_nodes)
+        data["failures"] = list(self.failures)
+        data["passed"] = self.passed
+        return data
+
+
+class Int8TargetError(VerificationError):
+    """No INT8 configuration tried met the accuracy target; ``points`` holds every one measured."""
+
+    def __init__(self, message: str, points: Sequence[Point], hint: str = "") -> None:
+        super().__init__(message, hint)
+        self.points = list(points)
+
+
+def judge_point(settings: Int8Settings, label: str, fp32_nodes: Sequence[str], quantized: int,
+                reference: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray],
+                speed: float | None = None, quiet: bool = False) -> Point:
+    """Score ``got`` against ``reference`` output by output with the settings' judge; the worst output counts."""
+    if settings.judge is None:
+        raise ValueError("judge_point needs Int8Settings.judge")
+    checks = [settings.judge(name, ref, got[name], settings.tolerance) for name, ref in reference.items()]
+    failures = tuple(f"{name}: {f}" for name, c in zip(reference, checks) for f in c.failures)
+    point = Point(label, tuple(fp32_nodes), quantized, min(c.min_cosine for c in checks),
+                  min(c.min_centered_cosine for c in checks), min(c.nn_agreement for c in checks), failures, speed)
+    if not quiet:
+        log.info("INT8 %s", point.describe())
+    return point
+
+
+def choose(points: Sequence[Point], settings: Int8Settings, what: str) -> Point:
+    """The passing point with the fewest fp32 nodes (then the fastest), or Int8TargetError naming the best
+    (with ``settings.fail_closed`` off: the best point, logged as missing the target)."""
+    passing = [p for p in points if p.passed]
+    if passing:
+        return min(passing, key=lambda p: (len(p.fp32_nodes), -(p.speed_vs_fp32 or 0.0)))
+    best = sorted(points, key=lambda p: p.margin(settings.tolerance), reverse=True)[:3]
+    if not settings.fail_closed:
+        log.warning("INT8 %s misses the target; keeping the best point, %s", what, best[0].describe())
+        return best[0]
+    raise Int8TargetError(
+        f"{what}: no INT8 configuration met the target (min cosine >= {settings.tolerance.min_cosine}, "
+        f"NN agreement >= {settings.tolerance.min_nn_agreement}); {len(points)} tried, best: "
+        + "; ".join(p.describe() for p in best),
+        points, hint="calibrate on crops like the deployment's (--calib DIR), try another calibration method, "
+        "or keep fp32 / fp16 for this model",
+    )
+
+
+def paired_speed(fp32: Callable[[np.ndarray], object], int8: Callable[[np.ndarray], object],
+                 batch: np.ndarray, rounds: int = SPEED_ROUNDS) -> float:
+    """fp32 seconds / int8 seconds per call on ``batch``, alternating the two (median of ``rounds`` pairs)."""
+    fp32(batch)
+    int8(batch)  # warm-up: first calls allocate
+    ratios = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fp32(batch)
+        middle = time.perf_counter()
+        int8(batch)
+        ratios.append((middle - start) / max(time.perf_counter() - middle, 1e-9))
+    return float(np.median(ratios))
+
+
+def speed_rows(batch: np.ndarray) -> np.ndarray:
+    """``SPEED_BATCH`` rows of ``batch`` (repeated when it has fewer)."""
+    return np.ascontiguousarray(batch[np.arange(SPEED_BATCH) % len(batch)])
+
+
+def record(settings: Int8Settings, runtime: str, points: Sequence[Point], chosen: Point | None) -> dict[str, object]:
+    """What the artifact's spec keeps under ``extra["int8"]``: settings, every point, and what stayed fp32."""
+    data: dict[str, object] = {"runtime": runtime, **settings.info}
+    if chosen is not None:
+        data["target_met"] = chosen.passed
+        data["fp32_nodes"] = list(chosen.fp32_nodes)
+        data["quantized_nodes"] = chosen.quantized_nodes
+        data["speed_vs_fp32"] = chosen.speed_vs_fp32
+    data["points"] = [p.to_dict() for p in points]
+    return data
