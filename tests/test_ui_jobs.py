@@ -179,6 +179,22 @@ def test_a_damaged_history_is_set_aside_and_an_unwritable_one_only_warns(tmp_pat
         queue.close()
 
 
+def test_a_restored_job_whose_result_an_older_version_wrote_still_renders(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from modelport.ui.app import create_app
+
+    record = {"id": "old1", "kind": "bench", "title": "Benchmark", "target": "m.pt", "params": {}, "state": "done",
+              "created": 1.0, "started": 1.0, "finished": 2.0, "result": {"rows": "not a list"}, "error": None,
+              "log": ["measured"]}
+    history_path(tmp_path).parent.mkdir()
+    history_path(tmp_path).write_text(json.dumps({"schema": 1, "jobs": [record]}))
+    with TestClient(create_app(tmp_path, hosts={"testserver"})) as client:
+        jobs = client.get("/api/jobs").json()
+    assert [(j["id"], j["state"]) for j in jobs] == [("old1", "done")]
+    assert "not a list" in jobs[0]["html"] and "measured" in jobs[0]["html"]
+
+
 # ---- Cancel and restart with the real worker -----------------------------------------------------------
 
 def _files(root: Path) -> set[str]:

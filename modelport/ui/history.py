@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelport.atomic import atomic_write_text
 from modelport.errors import ModelportError
+
+if TYPE_CHECKING:
+    from modelport.ui.jobs import Job
 
 log = logging.getLogger("modelport.ui")
 
@@ -27,7 +31,7 @@ def history_path(root: Path) -> Path:
     return Path(root) / STATE_DIR / HISTORY_FILE
 
 
-def job_record(job) -> dict:
+def job_record(job: "Job") -> dict:
     """What the history keeps of a job: its fields, and the tail of its log."""
     record = {name: getattr(job, name) for name in FIELDS}
     record["log"] = list(job.log)[-LOG_KEPT:]

@@ -114,7 +114,10 @@ def job_panel(job: Job, root: Path) -> str:
         parts.append(f'<div class="error" role="alert"><b>{e(job.error.get("message", ""))}</b>'
                      + (f'<br>hint: {e(job.error["hint"])}' if job.error.get("hint") else "") + "</div>")
     if job.result is not None:
-        parts.append(RESULTS.get(job.kind, _generic)(job.result, root, job))
+        try:
+            parts.append(RESULTS.get(job.kind, _generic)(job.result, root, job))
+        except (KeyError, TypeError, ValueError, AttributeError):  # a result kept by an older version
+            parts.append(_generic(job.result, root, job))
     if job.log:
         parts.append(f'<details{" open" if job.state == "failed" else ""}><summary>log ({len(job.log)} lines)'
                      f'</summary><pre class="log">{e(chr(10).join(list(job.log)[-60:]))}</pre></details>')
