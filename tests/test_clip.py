@@ -280,7 +280,7 @@ def _invoke(*args):
 
 
 def test_models_lists_every_mobileclip_from_configs_without_building():
-    from modelport.zoo.clip import clip_rows
+    from modelport.catalog import clip_rows
 
     rows = {r["name"]: r for r in clip_rows()}
     assert set(rows) == set(clip_models())

@@ -23,13 +23,13 @@ from modelport.bench import (
     size_mb,
     time_interleaved,
 )
+from modelport.catalog import CLIP_PREFIX as PREFIX
 from modelport.clip.model import ClipModel
 from modelport.clip.verify import ENCODERS, artifact_base, encoder_spec, is_checkpoint, recorded_weights
 from modelport.errors import ModelportError, UnknownArchitectureError, WeightsNotFoundError
 from modelport.formats import EXPORTABLE, get_format
 from modelport.naming import weights_stem
 from modelport.version import __version__
-from modelport.zoo.clip import PREFIX
 
 DEFAULT_BATCHES = (1, 16)
 Progress = Callable[[str], None]

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from modelport.catalog import CLIP_PREFIX as PREFIX
 from modelport.families.base import ExportRequest, ExportRow
 from modelport.families.reid import rows_of
-
-PREFIX = "MobileCLIP"
 
 
 def claims(source: str | None, request: ExportRequest) -> bool:
