@@ -1,16 +1,20 @@
 """Load test: `modelport serve` (builtin engine) against a real Triton Inference Server (`--engine triton`), on
 loopback, with the official tritonclient (HTTP, aio) at several concurrencies.
 
-    flock /tmp/modelport-bench.lock python benchmarks/serve_triton_load.py          # ~6 minutes
-    python benchmarks/serve_triton_load.py --concurrency 1,4 --seconds 2 --rounds 1 --json /tmp/check.json
+    flock /tmp/modelport-bench.lock python benchmarks/serve_triton_load.py          # ~10 minutes
+    python benchmarks/serve_triton_load.py --models osnet --concurrency 1,4 --seconds 2 --rounds 1 --json /tmp/c.json
 
-Both engines serve the same repository, one verified ONNX export of OSNet x0_25 with the same config:
-max_batch_size 16, dynamic batching (preferred 4, 8, 16 within 2 ms), one instance. Each request is one
-3x256x128 float32 crop as binary tensor data. Both servers run for the whole test and the (engine,
+Both engines serve the same repository of verified ONNX exports, one instance each, dynamic batching within
+2 ms: ``osnet`` (OSNet x0_25; max batch 16, preferred 4/8/16; a request is one 3x256x128 float32 crop) and
+``yolo11n`` (the raw-head export, [1, 84, 8400] per image; max batch 8, preferred 4/8; a request is one
+letterboxed 3x640x640 float32 street scene). Both servers run for the whole test and each model's (engine,
 concurrency) cells run in interleaved rounds, so drift on the machine hits every cell alike. Per cell:
 requests per second, p50/p90/p99 latency, errors, and the mean batch the server executed (its statistics
-endpoint). Writes a JSON record (git commit, library versions, machine, load average) and prints a table;
-the model is untrained (BatchNorm-calibrated): speed does not depend on the weights.
+endpoint). Writes a JSON record (git commit, library versions, machine, load average) and prints a table.
+The models are untrained, speed does not depend on the weights: OSNet is BatchNorm-calibrated on synthetic
+crops; yolo11n is Ultralytics' yolo11n.yaml with seeded weights (torch seed 0), BatchNorm-calibrated on 8
+synthetic street scenes at 640 (``modelport.detect.untrained.save_untrained``), exported by
+``modelport.detect.export.export_detector`` (raw track, verified against Ultralytics' predict).
 """
 
 from __future__ import annotations
@@ -23,33 +27,129 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from serve_load import _preprocess, run_mode, summarise, wait_ready  # noqa: E402
+from serve_load import summarise, wait_ready  # noqa: E402
 
 from modelport.machine import library_versions, machine_info  # noqa: E402
-from modelport.preprocess import prepare  # noqa: E402
-from modelport.samples import person_crops  # noqa: E402
 from modelport.triton import ConfigOptions, ModelEntry, build_repository  # noqa: E402
 from modelport.triton.server import free_port  # noqa: E402
-from modelport.zoo.calibrate import make_untrained_checkpoint  # noqa: E402
 
-ARCH = "osnet_x0_25"
-MODEL = "osnet"
 ENGINES = ("builtin", "triton")
-VERSIONED = ("tritonclient", "nvidia-pytriton", "fastapi", "uvicorn", "grpcio")
+VERSIONED = ("tritonclient", "nvidia-pytriton", "fastapi", "uvicorn", "grpcio", "onnxruntime", "ultralytics")
 
 
-def build(work: Path) -> Path:
-    weights = make_untrained_checkpoint(work, ARCH)
+@dataclass(frozen=True)
+class Served:
+    """One model of the repository: how it is configured and what a request to it is."""
+
+    name: str
+    options: ConfigOptions
+    recipe: str
+    concurrency: str  # default client counts
+
+
+MODELS = {
+    "osnet": Served("osnet", ConfigOptions(max_batch_size=16, preferred_batch_sizes=(4, 8, 16),
+                                           max_queue_delay_us=2000),
+                    "OSNet x0_25, untrained, BatchNorm-calibrated on synthetic crops (make_untrained_checkpoint); "
+                    "ONNX export verified against PyTorch", "1,4,16,32,64"),
+    "yolo11n": Served("yolo11n", ConfigOptions(max_batch_size=8, preferred_batch_sizes=(4, 8), max_queue_delay_us=2000),
+                      "yolo11n.yaml (Ultralytics) with torch seed 0, BatchNorm-calibrated on 8 synthetic street scenes "
+                      "at 640 (detect.untrained.save_untrained); raw-head ONNX export ([B, 84, 8400]) verified "
+                      "against Ultralytics' predict", "1,4,16"),
+}
+
+
+def artifact(work: Path, model: str) -> Path:
+    """The verified ONNX export each model is served from."""
+    if model == "osnet":
+        from modelport.export import export
+        from modelport.zoo.calibrate import make_untrained_checkpoint
+
+        (onnx,) = export(make_untrained_checkpoint(work, "osnet_x0_25"), "onnx", out=work)
+        return onnx
+    from modelport.detect.export import export_detector
+    from modelport.detect.untrained import save_untrained
+
+    (result,) = export_detector(save_untrained(work / "yolo11n.pt", "yolo11n", seed=0, imgsz=640), "onnx", out=work)
+    if not result.ok:
+        raise SystemExit(f"yolo11n export failed: {result.error}")
+    return result.path
+
+
+def requests_for(repo: Path, model: str) -> list[np.ndarray]:
+    """One-image requests prepared as the served spec says: 64 person crops, or 12 street scenes letterboxed."""
+    from modelport.formats import get_format
+    from modelport.preprocess import prepare, prepare_letterboxed
+
+    spec = get_format("onnx").read_spec(repo / model / "1" / "model.onnx")
+    if model == "osnet":
+        from modelport.samples import person_crops
+
+        batch = prepare(person_crops(64, spec.preprocess.height, spec.preprocess.width, seed=42), spec.preprocess)
+    else:
+        from modelport.detect.samples import street_scenes
+
+        batch = prepare_letterboxed(street_scenes(12, seed=42), spec.preprocess)[0]
+    return [batch[i : i + 1] for i in range(len(batch))]
+
+
+def build(work: Path, models: list[str]) -> Path:
     repo = work / "repo"
-    build_repository([ModelEntry(str(weights), name=MODEL, options=ConfigOptions(
-        max_batch_size=16, preferred_batch_sizes=(4, 8, 16), max_queue_delay_us=2000))], repo)
+    build_repository([ModelEntry(str(artifact(work, m)), name=m, options=MODELS[m].options) for m in models], repo)
     return repo
+
+
+async def run_cell(url: str, model: str, clients: int, seconds: float, images: list[np.ndarray]) -> dict:
+    """``clients`` concurrent clients, each sending one request after another for ``seconds``; every error counts."""
+    import tritonclient.http.aio as aioclient
+
+    client = aioclient.InferenceServerClient(url, conn_limit=clients, conn_timeout=60)
+    metadata = await client.get_model_metadata(model)
+    input_name, output_name = metadata["inputs"][0]["name"], metadata["outputs"][0]["name"]
+    latencies: list[float] = []
+    errors: list[str] = []
+    stop = time.perf_counter() + seconds
+
+    async def one_client(index: int) -> None:
+        i = index
+        while time.perf_counter() < stop:
+            image = images[i % len(images)]
+            i += clients
+            inp = aioclient.InferInput(input_name, list(image.shape), "FP32")
+            inp.set_data_from_numpy(image, binary_data=True)
+            start = time.perf_counter()
+            try:
+                result = await client.infer(model, [inp], outputs=[aioclient.InferRequestedOutput(output_name)])
+                answer = result.as_numpy(output_name)
+                if answer is None or answer.shape[0] != 1 or not np.isfinite(answer).all():
+                    errors.append("wrong or non-finite output")
+                    continue
+            except Exception as exc:  # every failure is counted, none stops the run
+                errors.append(str(exc)[:200])
+                continue
+            latencies.append(time.perf_counter() - start)
+
+    stats_before = await client.get_inference_statistics(model)
+    began = time.perf_counter()
+    await asyncio.gather(*(one_client(i) for i in range(clients)))
+    elapsed = time.perf_counter() - began
+    stats_after = await client.get_inference_statistics(model)
+    await client.close()
+    before, after = stats_before["model_stats"][0], stats_after["model_stats"][0]
+    executions = int(after["execution_count"]) - int(before["execution_count"])
+    rows = int(after["inference_count"]) - int(before["inference_count"])
+    return {"requests": len(latencies), "errors": len(errors), "error_samples": sorted(set(errors))[:3],
+            "seconds": elapsed, "latencies": latencies, "executions": executions,
+            "mean_batch": rows / executions if executions else None}
 
 
 def start(engine: str, repo: Path, threads: int | None, log: Path) -> tuple[subprocess.Popen, str]:
@@ -77,19 +177,18 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-async def bench(urls: dict[str, str], levels: list[int], seconds: float, rounds: int) -> dict:
-    pre = prepare(person_crops(64, 256, 128, seed=42), _preprocess())
-    images = [pre[i : i + 1] for i in range(len(pre))]
+async def bench(urls: dict[str, str], model: str, images: list[np.ndarray], levels: list[int], seconds: float,
+                rounds: int) -> dict:
     for url in urls.values():  # warm-up: every code path, both engines
-        await run_mode(url, MODEL, max(levels), 2.0, images)
+        await run_cell(url, model, max(levels), 2.0, images)
     runs: dict[str, dict[int, list[dict]]] = {e: {c: [] for c in levels} for e in urls}
     for r in range(rounds):
         for clients in levels:
             for engine, url in urls.items():
-                last = await run_mode(url, MODEL, clients, seconds, images)
+                last = await run_cell(url, model, clients, seconds, images)
                 runs[engine][clients].append(last)
-                print(f"round {r + 1} {engine:8s} c={clients:3d} {last['requests'] / last['seconds']:7.1f} req/s "
-                      f"errors {last['errors']}", flush=True)
+                print(f"round {r + 1} {model:8s} {engine:8s} c={clients:3d} "
+                      f"{last['requests'] / last['seconds']:7.1f} req/s errors {last['errors']}", flush=True)
     return {engine: {str(c): summarise(v) for c, v in by_level.items()} for engine, by_level in runs.items()}
 
 
@@ -104,39 +203,48 @@ def git_commit() -> str | None:
 
 
 def table(record: dict) -> str:
-    lines = ["| engine | clients | req/s | p50 ms | p90 ms | p99 ms | mean batch | errors |",
-             "|---|---|---|---|---|---|---|---|"]
-    for engine, by_level in record["results"].items():
-        for clients, row in by_level.items():
-            lat = row["latency_ms"] or {}
-            batch = f"{row['mean_batch']:.1f}" if row["mean_batch"] else "-"
-            lines.append(f"| {engine} | {clients} | {row['throughput_rps']:.1f} | {lat.get('p50', 0):.1f} | "
-                         f"{lat.get('p90', 0):.1f} | {lat.get('p99', 0):.1f} | {batch} | {row['errors']} |")
+    lines = ["| model | engine | clients | req/s | p50 ms | p90 ms | p99 ms | mean batch | errors |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for model, by_engine in record["results"].items():
+        for engine, by_level in by_engine.items():
+            for clients, row in by_level.items():
+                lat = row["latency_ms"] or {}
+                batch = f"{row['mean_batch']:.1f}" if row["mean_batch"] else "-"
+                lines.append(f"| {model} | {engine} | {clients} | {row['throughput_rps']:.1f} | "
+                             f"{lat.get('p50', 0):.1f} | {lat.get('p90', 0):.1f} | {lat.get('p99', 0):.1f} | "
+                             f"{batch} | {row['errors']} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--concurrency", default="1,4,16,32,64", help="client counts, comma-separated")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"some of {', '.join(MODELS)}")
+    parser.add_argument("--concurrency", default=MODELS["osnet"].concurrency, help="osnet client counts")
+    parser.add_argument("--detector-concurrency", default=MODELS["yolo11n"].concurrency, help="yolo11n client counts")
     parser.add_argument("--seconds", type=float, default=8.0, help="per cell and round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--threads", type=int, default=None, help="runtime threads per model instance (both engines)")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "serve_triton_load.json")
     args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    levels = {"osnet": [int(c) for c in args.concurrency.split(",") if c.strip()],
+              "yolo11n": [int(c) for c in args.detector_concurrency.split(",") if c.strip()]}
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    if not levels or min(levels) < 1 or not set(engines) <= set(ENGINES):
-        parser.error(f"--concurrency takes positive integers, --engines some of {ENGINES}")
+    if not models or not set(models) <= set(MODELS) or not set(engines) <= set(ENGINES) or \
+            any(not levels[m] or min(levels[m]) < 1 for m in models):
+        parser.error(f"--models takes some of {tuple(MODELS)}, --engines some of {ENGINES}, client counts positive "
+                     "integers")
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="modelport-serve-triton-load-") as tmp:
-        repo = build(Path(tmp))
+        repo = build(Path(tmp), models)
+        images = {m: requests_for(repo, m) for m in models}
         procs, urls = {}, {}
         try:
             for engine in engines:
                 procs[engine], urls[engine] = start(engine, repo, args.threads, Path(tmp) / f"{engine}.log")
                 asyncio.run(wait_ready(urls[engine], procs[engine], timeout=300))
-            results = asyncio.run(bench(urls, levels, args.seconds, args.rounds))
+            results = {m: asyncio.run(bench(urls, m, images[m], levels[m], args.seconds, args.rounds)) for m in models}
         except BaseException:
             for engine, _proc in procs.items():
                 log = (Path(tmp) / f"{engine}.log").read_text(errors="replace")[-2000:]
@@ -146,10 +254,13 @@ def main() -> None:
             for proc in procs.values():
                 stop(proc)
     record = {"benchmark": "serve_triton_load", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "git_commit": git_commit(), "model": ARCH, "concurrency": levels, "seconds": args.seconds,
-              "rounds": args.rounds, "protocol": "HTTP/REST, binary tensor data, tritonclient.http.aio",
-              "config": {"max_batch_size": 16, "preferred_batch_sizes": [4, 8, 16], "max_queue_delay_us": 2000,
-                         "instances": 1, "format": "onnx (ONNX Runtime, CPU)"},
+              "git_commit": git_commit(), "models": {m: MODELS[m].recipe for m in models},
+              "concurrency": {m: levels[m] for m in models}, "seconds": args.seconds, "rounds": args.rounds,
+              "protocol": "HTTP/REST, binary tensor data, tritonclient.http.aio",
+              "config": {m: {"max_batch_size": MODELS[m].options.max_batch_size,
+                             "preferred_batch_sizes": list(MODELS[m].options.preferred_batch_sizes),
+                             "max_queue_delay_us": MODELS[m].options.max_queue_delay_us, "instances": 1,
+                             "format": "onnx (ONNX Runtime, CPU)"} for m in models},
               "engines": {"builtin": "modelport serve (FastAPI + uvicorn, modelport's dynamic batcher)",
                           "triton": "modelport serve --engine triton (tritonserver from nvidia-pytriton, Python "
                                     "backend running modelport's runner, Triton's dynamic batcher)"},

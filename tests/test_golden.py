@@ -105,3 +105,17 @@ def test_import_modelport_does_not_import_torch():
             "print(heavy)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_large_rows_are_trimmed_to_the_byte_budget_but_never_below_two(exported_dir, monkeypatch):
+    import modelport.golden as golden
+    from modelport.discover import open_artifact
+
+    runner = open_artifact(exported_dir / "osnet_x0_25_msmt17.onnx")
+    row = 3 * 256 * 128 * 4 + 512 * 4  # one crop and its embedding, float32
+    monkeypatch.setattr(golden, "GOLDEN_MAX_BYTES", 3 * row + 1)
+    made = golden.make_golden(runner)
+    assert len(made.inputs) == 3 and made.outputs["embeddings"].shape == (3, 512)
+    monkeypatch.setattr(golden, "GOLDEN_MAX_BYTES", 1)
+    assert len(golden.make_golden(runner).inputs) == 2
+    assert golden.check_golden(runner, made).passed
