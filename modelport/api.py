@@ -9,40 +9,32 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from modelport.errors import ExportError, VerificationError
+
+if TYPE_CHECKING:
+    from modelport.families import ExportRequest
 
 log = logging.getLogger(__name__)
 
 
-def export_rows(source: str | Path | None = None, formats: str | Iterable[str] | None = None, *,
-                family: str | None = None, out: str | Path | None = None, opset: int | None = None,
-                device: str = "cpu", verify: bool = True, force: bool = False, allow_random: bool = False,
-                arch: str | None = None, batch: int | None = None, simplify: bool = False, precision: str = "fp32",
-                calib: str | Path | None = None, uint8_input: bool = False, nms: bool = False,
-                nms_flavor: str = "portable", topk: int | None = None, iou: float | None = None,
-                conf: float | None = None, normalize_boxes: bool = False, imgsz: int | None = None,
-                dynamic_shape: bool = False, images: str | Path | None = None, allow_empty: bool = False,
-                weights: str | Path | None = None, factory: str | None = None, config: str | Path | None = None,
-                trt_builder: str | None = None) -> list:
-    """Export ``source`` with the family that claims it; one ``ExportRow`` per artifact, failures included."""
-    from modelport.families import ExportRequest, family_for
+def format_names(formats: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    """``"onnx,openvino"`` or an iterable of names -> a tuple of names; None stays None (every usable format)."""
+    if formats is None:
+        return None
+    names = formats.split(",") if isinstance(formats, str) else list(formats)
+    return tuple(n.strip() for n in names if n.strip())
 
-    def path(p: str | Path | None) -> Path | None:
-        return Path(p) if p is not None else None
 
-    names = tuple(f.strip() for f in formats.split(",") if f.strip()) if isinstance(formats, str) \
-        else tuple(formats) if formats is not None else None
-    request = ExportRequest(
-        formats=names, out=path(out), opset=opset, device=device, verify=verify, force=force,
-        allow_random=allow_random, arch=arch, batch=batch, simplify=simplify, precision=precision, calib=path(calib),
-        uint8_input=uint8_input, nms=nms, nms_flavor=nms_flavor, topk=topk, iou=iou, conf=conf,
-        normalize_boxes=normalize_boxes, imgsz=imgsz, dynamic_shape=dynamic_shape, images=path(images),
-        allow_empty=allow_empty, weights=path(weights), factory=factory, config=path(config), trt_builder=trt_builder)
+def export_rows(source: str | Path | None, request: "ExportRequest", family: str | None = None) -> list:
+    """Export ``source`` with the family that claims it (or ``family``); one ``ExportRow`` per artifact,
+    failures included."""
+    from modelport.families import family_for
+
     text = str(source) if source is not None else None
     chosen = family_for(text, request, family)
-    log.info("exporting %s as a %s model", text or factory or config, chosen.name)
+    log.info("exporting %s as a %s model", text or request.factory or request.config, chosen.name)
     return chosen.export(text, request)
 
 
@@ -62,12 +54,18 @@ def export(source: str | Path | None = None, formats: str | Iterable[str] | None
     Options of one family (``nms`` for detectors, ``factory``/``config`` for your own models, ``precision``
     for ReID embedders...) are refused by the others with a ConfigError.
     """
-    rows = export_rows(source, formats, family=family, out=out, opset=opset, device=device, verify=verify,
-                       force=force, allow_random=allow_random, arch=arch, batch=batch, simplify=simplify,
-                       precision=precision, calib=calib, uint8_input=uint8_input, nms=nms, nms_flavor=nms_flavor,
-                       topk=topk, iou=iou, conf=conf, normalize_boxes=normalize_boxes, imgsz=imgsz,
-                       dynamic_shape=dynamic_shape, images=images, allow_empty=allow_empty, weights=weights,
-                       factory=factory, config=config, trt_builder=trt_builder)
+    from modelport.families import ExportRequest
+
+    def path(p: str | Path | None) -> Path | None:
+        return Path(p) if p is not None else None
+
+    request = ExportRequest(
+        formats=format_names(formats), out=path(out), opset=opset, device=device, verify=verify, force=force,
+        allow_random=allow_random, arch=arch, batch=batch, simplify=simplify, precision=precision, calib=path(calib),
+        uint8_input=uint8_input, nms=nms, nms_flavor=nms_flavor, topk=topk, iou=iou, conf=conf,
+        normalize_boxes=normalize_boxes, imgsz=imgsz, dynamic_shape=dynamic_shape, images=path(images),
+        allow_empty=allow_empty, weights=path(weights), factory=factory, config=path(config), trt_builder=trt_builder)
+    rows = export_rows(source, request, family)
     failed = [r for r in rows if not r.ok]
     if failed:
         written = ", ".join(str(r.path) for r in rows if r.ok) or "none"

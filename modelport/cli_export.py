@@ -89,7 +89,8 @@ def export_cmd(
 ) -> None:
     """Export any model to ONNX / TorchScript / OpenVINO / TensorRT, verifying each artifact before it is kept."""
     apply_trust(trust)
-    from modelport.api import export_rows
+    from modelport.api import export_rows, format_names
+    from modelport.families import ExportRequest
 
     if dynamic and batch is not None:
         raise typer.BadParameter("--batch and --dynamic exclude each other")
@@ -100,13 +101,13 @@ def export_cmd(
     if factory is not None:
         err.print(f"note: --factory {factory} imports and runs your own code (trusted); the weights are read with "
                   "weights_only=True", highlight=False)
-    rows = export_rows(
-        source, formats, family=family, out=out_dir, opset=opset, device=device, verify=not no_verify, force=force,
+    rows = export_rows(source, ExportRequest(
+        formats=format_names(formats), out=out_dir, opset=opset, device=device, verify=not no_verify, force=force,
         allow_random=allow_random, arch=arch, batch=batch, simplify=simplify,
         precision="fp16" if half else "int8" if int8 else "fp32", calib=calib, uint8_input=uint8_input, nms=nms,
         nms_flavor=nms_flavor, topk=topk, iou=iou, conf=conf, normalize_boxes=normalize_boxes, imgsz=imgsz,
         dynamic_shape=dynamic_shape, images=images, allow_empty=allow_empty, weights=weights, factory=factory,
-        config=config, trt_builder=trt_builder)
+        config=config, trt_builder=trt_builder), family)
     render(rows, as_json)
     if not all(r.ok for r in rows):
         raise typer.Exit(1)
