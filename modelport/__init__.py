@@ -21,9 +21,9 @@ __all__ = ["__version__", "benchmark", "export", "load", "verify"]
 
 def __getattr__(name: str) -> Any:
     if name == "benchmark":
-        from modelport.bench import run_benchmark
+        from modelport.api import benchmark
 
-        return run_benchmark
+        return benchmark
     if name == "load":
         from modelport.discover import load
 

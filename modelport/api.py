@@ -74,3 +74,30 @@ def export(source: str | Path | None = None, formats: str | Iterable[str] | None
         raise kind(f"export of {source or factory or config} failed for {detail} (written: {written})",
                    hint="no artifact was left for a failed format")
     return [r.path for r in rows if r.path is not None]
+
+
+def benchmark(source: str | Path | None = None, *, family: str | None = None,
+              formats: str | Iterable[str] | None = None, batches: Iterable[int] | None = None, device: str = "cpu",
+              threads: int | None = None, seconds: float = 3.0, rounds: int = 5, allow_random: bool = False,
+              arch: str | None = None, precision: str = "fp32", calib: str | Path | None = None,
+              imgsz: int | None = None, conf: float | None = None, weights: str | Path | None = None,
+              factory: str | None = None, config: str | Path | None = None,
+              size: tuple[int, int] | None = None) -> dict:
+    """Time every runtime of any family's model side by side on the same inputs; the benchmark record.
+
+    ReID embedders also time their fp16 or int8 variants with ``precision``; detectors are timed image in,
+    boxes out (``imgsz``, ``conf``); a factory model (``factory``/``config``/``weights``) on its declared
+    inputs, an image-to-image one at ``size`` (width, height; default 1280x720).
+    """
+    from modelport.families import BenchRequest, family_for
+
+    request = BenchRequest(
+        formats=format_names(formats), batches=tuple(batches) if batches is not None else None, device=device,
+        threads=threads, seconds=seconds, rounds=rounds, allow_random=allow_random, arch=arch, precision=precision,
+        calib=Path(calib) if calib is not None else None, imgsz=imgsz, conf=conf,
+        weights=Path(weights) if weights is not None else None, factory=factory,
+        config=Path(config) if config is not None else None, size=size)
+    text = str(source) if source is not None else None
+    chosen = family_for(text, request, family)
+    log.info("benchmarking %s as a %s model", text or factory or config, chosen.name)
+    return chosen.benchmark(text, request)

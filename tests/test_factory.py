@@ -273,3 +273,18 @@ def test_python_api_exports_a_detector(tmp_path):
     assert path.name == "yolo11n.nms.onnx"
     runner = modelport.load(path)
     assert hasattr(runner, "detect")
+
+
+def test_python_benchmark_takes_any_family_and_refuses_foreign_options(project, monkeypatch):
+    import modelport
+
+    monkeypatch.setenv("MODELPORT_CACHE", str(project / "cache"))
+    report = modelport.benchmark(factory="factory_pkg.models:build", config=project / "export.yaml",
+                                 formats=["onnx"], batches=[1], seconds=0.2, rounds=1, size=(96, 64))
+    assert report["model"]["task"] == "tensors" and report["model"]["example_shapes"]["target"] == [1, 3, 64, 96]
+    rows = {r["runtime"]: r for r in report["rows"]}
+    assert rows["onnx"]["status"] == "ok" and rows["onnx"]["parity"]["min_cosine"] > 0.9999
+    with pytest.raises(ConfigError, match="--imgsz"):
+        modelport.benchmark(factory="factory_pkg.models:build", config=project / "export.yaml", imgsz=320)
+    with pytest.raises(ConfigError, match="--size"):
+        modelport.benchmark("osnet_x0_25", allow_random=True, size=(96, 64))

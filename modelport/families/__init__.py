@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelport.errors import ConfigError
-from modelport.families.base import ExportRequest, ExportRow
+from modelport.families.base import BenchRequest, ExportRequest, ExportRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,14 +26,19 @@ class Family:
     def _module(self) -> Any:
         return importlib.import_module(self.impl)
 
-    def claims(self, source: str | None, request: ExportRequest) -> bool:
+    def claims(self, source: str | None, request: ExportRequest | BenchRequest) -> bool:
         return bool(self._module().claims(source, request))
+
+    def benchmark(self, source: str | None, request: BenchRequest) -> dict:
+        """The benchmark record (docs/benchmark-schema.md) of ``source``'s runtimes, side by side."""
+        self.refuse_foreign(request)
+        return self._module().benchmark(source, request)
 
     def export(self, source: str | None, request: ExportRequest) -> list[ExportRow]:
         self.refuse_foreign(request)
         return self._module().export(source, request)
 
-    def refuse_foreign(self, request: ExportRequest) -> None:
+    def refuse_foreign(self, request: ExportRequest | BenchRequest) -> None:
         """ConfigError naming the options of other families that ``request`` sets."""
         given = request.given()
         foreign = {f"{flag} ({fam.name})" for fam in FAMILIES if fam is not self
@@ -46,8 +51,8 @@ class Family:
 # Order is the claiming order: the most specific families ask first, the torchreid zoo takes what is left.
 FAMILIES: tuple[Family, ...] = (
     Family("factory", "any PyTorch model from a module:function factory and an export YAML",
-           "modelport.families.factory_export", ("factory", "config", "weights", "trt_builder"),
-           ("--factory", "--config", "--weights", "--trt-builder")),
+           "modelport.families.factory_export", ("factory", "config", "weights", "trt_builder", "size"),
+           ("--factory", "--config", "--weights", "--trt-builder", "--size")),
     Family("clip", "open_clip MobileCLIP image and text encoders", "modelport.families.clip",
            ("weights",), ("--weights",)),
     Family("yolo", "Ultralytics YOLO11 detectors, raw or with NMS in the graph", "modelport.families.yolo",
@@ -69,7 +74,7 @@ def get_family(name: str) -> Family:
         raise ConfigError(f"unknown model family {name!r}", hint=f"choose from: {', '.join(BY_NAME)}") from None
 
 
-def family_for(source: str | None, request: ExportRequest, family: str | None = None) -> Family:
+def family_for(source: str | None, request: ExportRequest | BenchRequest, family: str | None = None) -> Family:
     """The family named, or the first that claims ``source``; claiming never unpickles anything unsafe."""
     if family is not None:
         return get_family(family)
@@ -80,4 +85,4 @@ def family_for(source: str | None, request: ExportRequest, family: str | None = 
                       hint="give a weights file, a zoo name (modelport models), or --factory/--config")
 
 
-__all__ = ["BY_NAME", "FAMILIES", "ExportRequest", "ExportRow", "Family", "family_for", "get_family"]
+__all__ = ["BY_NAME", "FAMILIES", "BenchRequest", "ExportRequest", "ExportRow", "Family", "family_for", "get_family"]

@@ -74,3 +74,30 @@ class ExportRow:
                 "path": str(self.path) if self.path else None, "ok": self.ok, "seconds": round(self.seconds, 3),
                 "error": self.error, "note": self.note, "checked": self.checked, "max_abs": self.max_abs,
                 "min_cosine": self.min_cosine}
+
+
+@dataclass(frozen=True, slots=True)
+class BenchRequest:
+    """What a benchmark can be asked for; family-only options are refused by the others as for exports."""
+
+    formats: tuple[str, ...] | None = None
+    batches: tuple[int, ...] | None = None  # None: the family's default
+    device: str = "cpu"
+    threads: int | None = None
+    seconds: float = 3.0
+    rounds: int = 5
+    allow_random: bool = False
+    arch: str | None = None  # reid
+    precision: str = "fp32"  # reid: also time the fp16 or int8 variants
+    calib: Path | None = None  # reid
+    imgsz: int | None = None  # yolo
+    conf: float | None = None  # yolo
+    weights: Path | None = None  # clip, factory
+    factory: str | None = None  # factory
+    config: Path | None = None  # factory
+    size: tuple[int, int] | None = None  # factory: (width, height) an image-to-image model is timed at
+
+    def given(self) -> dict[str, Any]:
+        defaults = BenchRequest()
+        return {name: getattr(self, name) for name in self.__slots__
+                if getattr(self, name) != getattr(defaults, name)}

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from modelport.catalog import CLIP_PREFIX as PREFIX
-from modelport.families.base import ExportRequest, ExportRow
+from modelport.families.base import BenchRequest, ExportRequest, ExportRow
 from modelport.families.reid import rows_of
 
 
-def claims(source: str | None, request: ExportRequest) -> bool:
+def claims(source: str | None, request: ExportRequest | BenchRequest) -> bool:
     return source is not None and source.startswith(PREFIX) and not Path(source).exists()
 
 
@@ -26,3 +26,14 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
     for row in rows:  # structure and ranking checks may have removed an artifact after its numeric check
         row.detail = report
     return rows
+
+
+def benchmark(source: str | None, request: BenchRequest) -> dict:
+    """Both encoders in every runtime (``modelport.clip.bench``)."""
+    from modelport.clip.bench import DEFAULT_BATCHES, run_clip_benchmark
+
+    assert source is not None
+    return run_clip_benchmark(source, weights=request.weights, formats=request.formats,
+                              batches=request.batches or DEFAULT_BATCHES, device=request.device,
+                              threads=request.threads, seconds=request.seconds, rounds=request.rounds,
+                              allow_random=request.allow_random)

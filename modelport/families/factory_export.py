@@ -7,15 +7,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from modelport.errors import ConfigError
-from modelport.families.base import ExportRequest, ExportRow
+from modelport.families.base import BenchRequest, ExportRequest, ExportRow
 from modelport.families.factory_config import FactoryConfig, check_factory, read_config
 
 
-def claims(source: str | None, request: ExportRequest) -> bool:
+def claims(source: str | None, request: ExportRequest | BenchRequest) -> bool:
     return request.factory is not None or request.config is not None
 
 
-def resolve_config(request: ExportRequest) -> FactoryConfig:
+def resolve_config(request: ExportRequest | BenchRequest) -> FactoryConfig:
     """The export YAML with the command line's --factory and --weights laid over it."""
     if request.config is None:
         raise ConfigError("--factory needs --config export.yaml: the inputs (names, shapes, dtypes) are declared there",
@@ -60,3 +60,16 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
                             source=weights)
         rows += rows_of([result], "factory", built.spec.name)
     return rows
+
+
+def benchmark(source: str | None, request: BenchRequest) -> dict:
+    """Every runtime on the model's declared inputs; an image-to-image model at 1280x720 unless ``size``."""
+    from modelport.bench import run_benchmark
+    from modelport.families.factory import BENCH_SIZE, bench_spec, build_factory
+
+    built = build_factory(resolve_config(request))
+    height, width = (request.size[1], request.size[0]) if request.size else BENCH_SIZE
+    built = type(built)(built.module, bench_spec(built.spec, (height, width)), built.entry)
+    return run_benchmark(built.spec.source.file or "", formats=request.formats, batches=request.batches or (1, 4),
+                         device=request.device, threads=request.threads, seconds=request.seconds,
+                         rounds=request.rounds, built=built)

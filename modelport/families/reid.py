@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelport.families.base import ExportRequest, ExportRow
+from modelport.families.base import BenchRequest, ExportRequest, ExportRow
 
 
-def claims(source: str | None, request: ExportRequest) -> bool:
+def claims(source: str | None, request: ExportRequest | BenchRequest) -> bool:
     return source is not None
 
 
@@ -37,3 +37,13 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
                          device=request.device, verify=request.verify, precision=request.precision,
                          calib=request.calib, uint8_input=request.uint8_input, force=request.force)
     return rows_of(results, "reid", Path(source).name if source else "model")
+
+
+def benchmark(source: str | None, request: BenchRequest) -> dict:
+    from modelport.bench import run_benchmark
+
+    assert source is not None
+    return run_benchmark(source, formats=request.formats, batches=request.batches or (1, 16, 64),
+                         device=request.device, threads=request.threads, seconds=request.seconds,
+                         rounds=request.rounds, half=request.precision == "fp16", int8=request.precision == "int8",
+                         calib=request.calib, allow_random=request.allow_random, arch=request.arch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelport.families.base import ExportRequest, ExportRow
+from modelport.families.base import BenchRequest, ExportRequest, ExportRow
 
 
 def is_detector_source(arg: str) -> bool:
@@ -20,7 +20,7 @@ def is_detector_source(arg: str) -> bool:
     return is_detector(arg)
 
 
-def claims(source: str | None, request: ExportRequest) -> bool:
+def claims(source: str | None, request: ExportRequest | BenchRequest) -> bool:
     return source is not None and is_detector_source(source)
 
 
@@ -67,3 +67,13 @@ def image_files(folder: Path) -> list[Path]:
     if not files:
         raise WeightsNotFoundError(f"{folder}: no images (.jpg, .png, .bmp, .webp) found")
     return files
+
+
+def benchmark(source: str | None, request: BenchRequest) -> dict:
+    """Ultralytics' own pipeline and every exported track, image in to boxes out (``modelport.detect.bench``)."""
+    from modelport.detect.bench import run_detect_benchmark
+    from modelport.detect.model import CONF, IMGSZ
+
+    assert source is not None
+    return run_detect_benchmark(source, batches=request.batches, imgsz=request.imgsz or IMGSZ,
+                                conf=CONF if request.conf is None else request.conf, seconds=request.seconds)
