@@ -21,7 +21,7 @@ from modelport.detect.samples import street_scenes  # noqa: E402
 from modelport.detect.untrained import save_untrained  # noqa: E402
 from modelport.detect.verify import compare_detections  # noqa: E402
 from modelport.errors import CorruptFileError, ExportError, WeightsNotFoundError  # noqa: E402
-from modelport.formats import get_format  # noqa: E402
+from modelport.formats import Runner, get_format  # noqa: E402
 from modelport.preprocess import letterbox, prepare_letterboxed, scale_boxes  # noqa: E402
 
 IMGSZ = 320  # nothing below depends on 640; a quarter of the pixels keeps the suite fast
@@ -393,8 +393,9 @@ def test_modelport_load_gives_detector_runners_for_checkpoints_and_artifacts(exp
     assert (forced.format, forced.track) == ("openvino", "e2e-portable")
     for key in (("onnx", "raw"), ("openvino", "raw")):
         direct = modelport.load(exports[key].path)
-        assert isinstance(direct, DetectRunner) and (direct.format, direct.track) == (key[0], "raw")
-        direct.settings = NmsSettings(conf=CONF)  # the end-to-end graph's threshold
+        assert isinstance(direct, DetectRunner) and isinstance(direct, Runner)  # modelport.load gives a Runner
+        assert (direct.format, direct.track) == (key[0], "raw")
+        direct.nms = NmsSettings(conf=CONF)  # the end-to-end graph's threshold
         for ours, theirs in zip(direct.detect(frames), expected):
             assert len(ours) == len(theirs)
             np.testing.assert_allclose(ours.boxes, theirs.boxes, atol=0.5)

@@ -182,10 +182,10 @@ def verify_cmd(
     checks = []
     for path in artifacts:
         runner = DetectRunner(load_runtime(format_of_path(path), path), NmsSettings(conf, IOU, TOPK))
-        ref = UltralyticsReference(pts[0], runner.spec.preprocess.height, runner.settings, runner.spec.labels)
+        ref = UltralyticsReference(pts[0], runner.spec.preprocess.height, runner.nms, runner.spec.labels)
         if runner.track == "raw":  # a verification-only threshold at which the reference finds boxes
-            runner.settings = ref.settings = NmsSettings(verification_conf(ref, frames, conf), IOU, TOPK)
-        tol = DetTolerance(nms_iou=runner.settings.iou, conf=runner.settings.conf, allow_empty=allow_empty)
+            runner.nms = ref.settings = NmsSettings(verification_conf(ref, frames, conf), IOU, TOPK)
+        tol = DetTolerance(nms_iou=runner.nms.iou, conf=runner.nms.conf, allow_empty=allow_empty)
         checks.append(compare_detections(*detect_both(ref, runner, frames), label=str(path),
                                          format=runner.format, track=runner.track, tol=tol))
         runner.close()

@@ -7,7 +7,7 @@ what every export is verified against.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -50,26 +50,35 @@ class Timings:
         return self.preprocess + self.inference + self.nms + self.postprocess
 
 
-@dataclass(slots=True)
-class DetectRunner:
-    """A detector artifact (raw or end-to-end) behind one ``detect(images)`` call."""
+class DetectRunner(Runner):
+    """A detector artifact (raw or end-to-end) as a Runner: ``runner(batch)`` gives the artifact's own
+    outputs, ``detect(images)`` boxes in each image's coordinates. ``nms`` holds the thresholds (a raw
+    track's CPU NMS; an end-to-end graph's own, read from its spec)."""
 
-    runner: Runner
-    settings: NmsSettings = field(default_factory=NmsSettings)
-    last: Timings = field(default_factory=Timings)
-
-    def __post_init__(self) -> None:
-        if self.runner.spec.task != "detect":
-            raise ModelportError(f"{self.runner.describe()}: a {self.runner.spec.task!r} model, not a detector")
+    def __init__(self, runner: Runner, nms: NmsSettings | None = None) -> None:
+        if runner.spec.task != "detect":
+            raise ModelportError(f"{runner.describe()}: a {runner.spec.task!r} model, not a detector")
+        super().__init__(runner.spec, runner.path, runner.device)
+        self.runner = runner
+        self.nms = nms or NmsSettings()
+        self.last = Timings()
+        self.settings = runner.settings  # the runtime's tuning, for benchmark records
+        self.format_id = runner.format
         # Dynamic exports still run in chunks of the model's maximum batch.
         self.runner.chunk = int(self.spec.extra.get("max_batch") or self.runner.chunk)
         if self.end_to_end:  # the thresholds are part of the graph
-            nms = self.spec.extra["nms"]
-            self.settings = NmsSettings(conf=nms["conf"], iou=nms["iou"], topk=nms["topk"])
+            graph = self.spec.extra["nms"]
+            self.nms = NmsSettings(conf=graph["conf"], iou=graph["iou"], topk=graph["topk"])
+
+    def __call__(self, batch):  # the inner runner chunks and pads in its own way
+        return self.runner(batch)
+
+    def stream(self, batches):
+        return self.runner.stream(batches)
 
     @property
-    def spec(self):
-        return self.runner.spec
+    def model_type(self) -> str:
+        return self.runner.model_type
 
     @property
     def end_to_end(self) -> bool:
@@ -79,21 +88,13 @@ class DetectRunner:
     def track(self) -> str:
         return f"e2e-{self.spec.extra['nms']['flavor']}" if self.end_to_end else "raw"
 
-    @property
-    def format(self) -> str:
-        return self.runner.format
-
-    @property
-    def path(self) -> Path | None:
-        return self.runner.path
-
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Padded detections (num_dets, det_boxes, det_scores, det_classes) in model-input coordinates."""
         start = time.perf_counter()
         out = self.runner(batch)
         mid = time.perf_counter()
         if not self.end_to_end:
-            out = nms_raw(out[self.spec.outputs[0].name], self.settings)
+            out = nms_raw(out[self.spec.outputs[0].name], self.nms)
         self.last.inference += mid - start
         self.last.nms += time.perf_counter() - mid
         return out
