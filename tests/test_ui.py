@@ -25,7 +25,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--no-first-run"]
 HAS_CHROMIUM = CHROMIUM.exists() or shutil.which("chromium") is not None
 SCREENSHOTS = os.environ.get("MODELPORT_UI_SCREENSHOTS")  # e.g. docs/img: the test also writes screenshots
-DETECTOR_PX = 160
+DETECTOR_PX = 320
 
 
 # ---- path confinement ----------------------------------------------------------------------------------
@@ -204,7 +204,7 @@ def stop_ui(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``modelport ui`` over a root with a calibrated OSNet, a second one (for the comparison), a small
-    synthetic ReID database and an untrained YOLO detector (BatchNorm calibrated, 160 px)."""
+    synthetic ReID database and an untrained YOLO detector (BatchNorm calibrated, 320 px)."""
     from modelport.detect.untrained import save_untrained
     from modelport.reid.importer import import_mot
     from modelport.reid.synth import write_demo_data
@@ -215,7 +215,7 @@ def server(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scene = write_demo_data(root / "scene", people=3, frames=90, seed=2)
-        save_untrained(root / "detector" / "yolo11n.pt", seed=0, imgsz=DETECTOR_PX, calib_images=4)
+        save_untrained(root / "detector" / "yolo11n.pt", seed=0, imgsz=DETECTOR_PX)
     import_mot(root / "detections.db", scene.video, scene.detections, ground_truth=scene.ground_truth)
     proc, base = start_ui(root, tmp_path_factory.mktemp("cache"))
     yield base, root
@@ -379,7 +379,7 @@ def test_reid_flow_extract_cluster_pages_and_comparison(browser, server):
     context.close()
 
 
-def test_detector_benchmark_shows_its_table_plot_and_a_pick_that_skips_mismatched_pipelines(browser, server):
+def test_detector_export_with_nms_then_benchmark_with_table_plot_and_a_pick_that_skips_mismatches(browser, server):
     import json
 
     from playwright.sync_api import expect
@@ -390,6 +390,19 @@ def test_detector_benchmark_shows_its_table_plot_and_a_pick_that_skips_mismatche
     page.goto(base + "/")
     expect(page.locator("#listing")).to_contain_text("detector")
     page.get_by_role("link", name="detector/yolo11n.pt").click()
+
+    export = page.locator('form[data-kind="export"]')
+    _only(export, "formats", "onnx")
+    export.get_by_label("NMS inside the graph").check()
+    export.get_by_label("Image size").fill(str(DETECTOR_PX))
+    panel = _run(page, export, "export")
+    expect(panel.locator("table")).to_contain_text("onnx (e2e-portable)")
+    expect(panel.locator("table")).to_contain_text("reference boxes")  # checked against Ultralytics' predict
+    expect(panel.locator("table")).to_contain_text("pass")
+    expect(page.locator("#exports-live")).to_contain_text("yolo11n.nms.onnx")  # listed with its weights
+    export_row = page.locator("#exports-live tr", has=page.locator("td", has_text="detector/yolo11n.nms.onnx"))
+    expect(export_row).to_contain_text("passed")
+
     bench = page.locator('form[data-kind="bench"]')
     _only(bench, "tracks", "onnx-e2e")
     bench.get_by_label("Batch sizes").fill("1")
@@ -416,8 +429,8 @@ def test_detector_benchmark_shows_its_table_plot_and_a_pick_that_skips_mismatche
         expect(panel.locator(".warn").last).to_contain_text("onnx-e2e")
     assert (root / "detector" / "yolo11n.nms.onnx").is_file()  # the benchmark exports next to the weights
 
-    row = page.locator("#exports-live tr", has=page.locator("td", has_text="detector/yolo11n.nms.onnx"))
-    expect(row).to_contain_text("fresh")  # the NMS variant is known as the detector's own export
-    row.get_by_role("button", name="Verify").click()  # not the embedding check: said so, with the CLI command
-    expect(row.locator(".form-error")).to_contain_text("modelport verify yolo11n.pt yolo11n.nms.onnx")
+    page.reload()  # no refresh of the listing pending (it would replace the row and its message)
+    expect(export_row).to_contain_text("fresh")  # the NMS variant is known as the detector's own export
+    export_row.get_by_role("button", name="Verify").click()  # not the embedding check: said so, with the command
+    expect(export_row.locator(".form-error")).to_contain_text("modelport verify yolo11n.pt yolo11n.nms.onnx")
     context.close()
