@@ -3,6 +3,7 @@ loopback, with the official tritonclient (HTTP, aio) at several concurrencies.
 
     flock /tmp/modelport-bench.lock python benchmarks/serve_triton_load.py          # ~10 minutes
     python benchmarks/serve_triton_load.py --models osnet --concurrency 1,4 --seconds 2 --rounds 1 --json /tmp/c.json
+    python benchmarks/serve_triton_load.py --models yolo11n --client sync --json /tmp/yolo_sync.json
 
 Both engines serve the same repository of verified ONNX exports, one instance each, dynamic batching within
 2 ms: ``osnet`` (OSNet x0_25; max batch 16, preferred 4/8/16; a request is one 3x256x128 float32 crop) and
@@ -10,11 +11,13 @@ Both engines serve the same repository of verified ONNX exports, one instance ea
 letterboxed 3x640x640 float32 street scene). Both servers run for the whole test and each model's (engine,
 concurrency) cells run in interleaved rounds, so drift on the machine hits every cell alike. Per cell:
 requests per second, p50/p90/p99 latency, errors, and the mean batch the server executed (its statistics
-endpoint). Writes a JSON record (git commit, library versions, machine, load average) and prints a table.
-The models are untrained, speed does not depend on the weights: OSNet is BatchNorm-calibrated on synthetic
-crops; yolo11n is Ultralytics' yolo11n.yaml with seeded weights (torch seed 0), BatchNorm-calibrated on 8
-synthetic street scenes at 640 (``modelport.detect.untrained.save_untrained``), exported by
-``modelport.detect.export.export_detector`` (raw track, verified against Ultralytics' predict).
+endpoint) and its model compute time per execution. ``--client sync`` replaces the aiohttp client with one
+thread per client, each with its own synchronous ``tritonclient.http`` client (aiohttp is slow with Triton's
+multi-megabyte answers: see SERVE_RESULTS.md). Writes a JSON record (git commit, library versions, machine,
+load average) and prints a table. The models are untrained, speed does not depend on the weights: OSNet is
+BatchNorm-calibrated on synthetic crops; yolo11n is Ultralytics' yolo11n.yaml with seeded weights (torch seed
+0), BatchNorm-calibrated on 8 synthetic street scenes at 640 (``modelport.detect.untrained.save_untrained``),
+exported by ``modelport.detect.export.export_detector`` (raw track, verified against Ultralytics' predict).
 """
 
 from __future__ import annotations
@@ -108,8 +111,12 @@ def build(work: Path, models: list[str]) -> Path:
     return repo
 
 
-async def run_cell(url: str, model: str, clients: int, seconds: float, images: list[np.ndarray]) -> dict:
-    """``clients`` concurrent clients, each sending one request after another for ``seconds``; every error counts."""
+async def run_cell(url: str, model: str, clients: int, seconds: float, images: list[np.ndarray],
+                   sync: bool = False) -> dict:
+    """``clients`` concurrent clients, each sending one request after another for ``seconds``; every error counts.
+    ``sync``: each client a thread with its own ``tritonclient.http`` (geventhttpclient) client, not aiohttp."""
+    if sync:
+        return await asyncio.to_thread(run_cell_threads, url, model, clients, seconds, images)
     import tritonclient.http.aio as aioclient
 
     client = aioclient.InferenceServerClient(url, conn_limit=clients, conn_timeout=60)
@@ -129,14 +136,13 @@ async def run_cell(url: str, model: str, clients: int, seconds: float, images: l
             start = time.perf_counter()
             try:
                 result = await client.infer(model, [inp], outputs=[aioclient.InferRequestedOutput(output_name)])
-                answer = result.as_numpy(output_name)
-                if answer is None or answer.shape[0] != 1 or not np.isfinite(answer).all():
-                    errors.append("wrong or non-finite output")
-                    continue
+                problem = _wrong(result.as_numpy(output_name))
             except Exception as exc:  # every failure is counted, none stops the run
-                errors.append(str(exc)[:200])
-                continue
-            latencies.append(time.perf_counter() - start)
+                problem = str(exc)[:200]
+            if problem:
+                errors.append(problem)
+            else:
+                latencies.append(time.perf_counter() - start)
 
     stats_before = await client.get_inference_statistics(model)
     began = time.perf_counter()
@@ -144,12 +150,75 @@ async def run_cell(url: str, model: str, clients: int, seconds: float, images: l
     elapsed = time.perf_counter() - began
     stats_after = await client.get_inference_statistics(model)
     await client.close()
+    return _cell(latencies, errors, elapsed, stats_before, stats_after)
+
+
+def run_cell_threads(url: str, model: str, clients: int, seconds: float, images: list[np.ndarray]) -> dict:
+    """``run_cell`` with one thread and one synchronous ``tritonclient.http`` client per simulated client."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tritonclient.http as httpclient
+
+    admin = httpclient.InferenceServerClient(url, connection_timeout=60, network_timeout=300)
+    metadata = admin.get_model_metadata(model)
+    input_name, output_name = metadata["inputs"][0]["name"], metadata["outputs"][0]["name"]
+    latencies: list[float] = []
+    errors: list[str] = []
+    stop = time.perf_counter() + seconds
+
+    def one_client(index: int) -> None:
+        client = httpclient.InferenceServerClient(url, connection_timeout=60, network_timeout=300)
+        i = index
+        try:
+            while time.perf_counter() < stop:
+                image = images[i % len(images)]
+                i += clients
+                inp = httpclient.InferInput(input_name, list(image.shape), "FP32")
+                inp.set_data_from_numpy(image, binary_data=True)
+                start = time.perf_counter()
+                try:
+                    result = client.infer(model, [inp], outputs=[httpclient.InferRequestedOutput(output_name)])
+                    problem = _wrong(result.as_numpy(output_name))
+                except Exception as exc:  # every failure is counted, none stops the run
+                    problem = str(exc)[:200]
+                if problem:
+                    errors.append(problem)
+                else:
+                    latencies.append(time.perf_counter() - start)
+        finally:
+            client.close()
+
+    stats_before = admin.get_inference_statistics(model)
+    began = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one_client, range(clients)))
+    elapsed = time.perf_counter() - began
+    stats_after = admin.get_inference_statistics(model)
+    admin.close()
+    return _cell(latencies, errors, elapsed, stats_before, stats_after)
+
+
+def _wrong(answer: np.ndarray | None) -> str | None:
+    if answer is None or answer.shape[0] != 1 or not np.isfinite(answer).all():
+        return "wrong or non-finite output"
+    return None
+
+
+def _cell(latencies: list[float], errors: list[str], elapsed: float, stats_before: dict, stats_after: dict) -> dict:
+    """One cell's record: the clients' requests and latencies, the server's executions between the two reads."""
     before, after = stats_before["model_stats"][0], stats_after["model_stats"][0]
     executions = int(after["execution_count"]) - int(before["execution_count"])
     rows = int(after["inference_count"]) - int(before["inference_count"])
+    compute_ns = _compute_ns(after) - _compute_ns(before)
     return {"requests": len(latencies), "errors": len(errors), "error_samples": sorted(set(errors))[:3],
             "seconds": elapsed, "latencies": latencies, "executions": executions,
-            "mean_batch": rows / executions if executions else None}
+            "mean_batch": rows / executions if executions else None,
+            "compute_ms_per_execution": compute_ns / executions / 1e6 if executions else None}
+
+
+def _compute_ns(stats: dict) -> int:
+    """Time the server spent running the model (its batch statistics' compute_infer), over all batch sizes."""
+    return sum(int(b["compute_infer"]["ns"]) for b in stats.get("batch_stats", []))
 
 
 def start(engine: str, repo: Path, threads: int | None, log: Path) -> tuple[subprocess.Popen, str]:
@@ -178,18 +247,26 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 async def bench(urls: dict[str, str], model: str, images: list[np.ndarray], levels: list[int], seconds: float,
-                rounds: int) -> dict:
+                rounds: int, sync: bool = False) -> dict:
     for url in urls.values():  # warm-up: every code path, both engines
-        await run_cell(url, model, max(levels), 2.0, images)
+        await run_cell(url, model, max(levels), 2.0, images, sync)
     runs: dict[str, dict[int, list[dict]]] = {e: {c: [] for c in levels} for e in urls}
     for r in range(rounds):
         for clients in levels:
             for engine, url in urls.items():
-                last = await run_cell(url, model, clients, seconds, images)
+                last = await run_cell(url, model, clients, seconds, images, sync)
                 runs[engine][clients].append(last)
                 print(f"round {r + 1} {model:8s} {engine:8s} c={clients:3d} "
                       f"{last['requests'] / last['seconds']:7.1f} req/s errors {last['errors']}", flush=True)
-    return {engine: {str(c): summarise(v) for c, v in by_level.items()} for engine, by_level in runs.items()}
+    return {engine: {str(c): _summary(v) for c, v in by_level.items()} for engine, by_level in runs.items()}
+
+
+def _summary(runs: list[dict]) -> dict:
+    """serve_load's summary plus the server's model compute time per execution (mean over the rounds' executions)."""
+    executions = sum(r["executions"] for r in runs)
+    timed = [r for r in runs if r["compute_ms_per_execution"] is not None]
+    compute = sum(r["compute_ms_per_execution"] * r["executions"] for r in timed) / executions if timed else None
+    return {**summarise(runs), "compute_ms_per_execution": compute}
 
 
 def git_commit() -> str | None:
@@ -203,16 +280,17 @@ def git_commit() -> str | None:
 
 
 def table(record: dict) -> str:
-    lines = ["| model | engine | clients | req/s | p50 ms | p90 ms | p99 ms | mean batch | errors |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | engine | clients | req/s | p50 ms | p90 ms | p99 ms | mean batch | compute ms/exec | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for model, by_engine in record["results"].items():
         for engine, by_level in by_engine.items():
             for clients, row in by_level.items():
                 lat = row["latency_ms"] or {}
                 batch = f"{row['mean_batch']:.1f}" if row["mean_batch"] else "-"
+                compute = row.get("compute_ms_per_execution")
                 lines.append(f"| {model} | {engine} | {clients} | {row['throughput_rps']:.1f} | "
                              f"{lat.get('p50', 0):.1f} | {lat.get('p90', 0):.1f} | {lat.get('p99', 0):.1f} | "
-                             f"{batch} | {row['errors']} |")
+                             f"{batch} | {f'{compute:.1f}' if compute else '-'} | {row['errors']} |")
     return "\n".join(lines)
 
 
@@ -225,6 +303,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--threads", type=int, default=None, help="runtime threads per model instance (both engines)")
+    parser.add_argument("--client", choices=("aio", "sync"), default="aio",
+                        help="aio: tritonclient.http.aio (aiohttp); sync: a thread per client with tritonclient.http")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "serve_triton_load.json")
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -244,7 +324,8 @@ def main() -> None:
             for engine in engines:
                 procs[engine], urls[engine] = start(engine, repo, args.threads, Path(tmp) / f"{engine}.log")
                 asyncio.run(wait_ready(urls[engine], procs[engine], timeout=300))
-            results = {m: asyncio.run(bench(urls, m, images[m], levels[m], args.seconds, args.rounds)) for m in models}
+            results = {m: asyncio.run(bench(urls, m, images[m], levels[m], args.seconds, args.rounds,
+                                            args.client == "sync")) for m in models}
         except BaseException:
             for engine, _proc in procs.items():
                 log = (Path(tmp) / f"{engine}.log").read_text(errors="replace")[-2000:]
@@ -256,7 +337,8 @@ def main() -> None:
     record = {"benchmark": "serve_triton_load", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "git_commit": git_commit(), "models": {m: MODELS[m].recipe for m in models},
               "concurrency": {m: levels[m] for m in models}, "seconds": args.seconds, "rounds": args.rounds,
-              "protocol": "HTTP/REST, binary tensor data, tritonclient.http.aio",
+              "protocol": "HTTP/REST, binary tensor data, " + ("tritonclient.http.aio (aiohttp)" if args.client == "aio"
+                                                               else "tritonclient.http (a thread per client)"),
               "config": {m: {"max_batch_size": MODELS[m].options.max_batch_size,
                              "preferred_batch_sizes": list(MODELS[m].options.preferred_batch_sizes),
                              "max_queue_delay_us": MODELS[m].options.max_queue_delay_us, "instances": 1,

@@ -52,7 +52,8 @@ def build_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an existing version folder."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Write models into a Triton repository: REPO/{name}/{version}/model.* plus config.pbtxt."""
+    """Write models into a Triton repository: REPO/{name}/{version}/model.* and golden/ (seeded inputs, reference
+    outputs: `modelport verify REPO`), plus config.pbtxt."""
     from modelport.triton import ConfigOptions, ModelEntry, build_repository, read_models_yaml
 
     options = ConfigOptions(max_batch_size=max_batch_size, preferred_batch_sizes=_ints(preferred),
