@@ -433,4 +433,6 @@ def test_detector_export_with_nms_then_benchmark_with_table_plot_and_a_pick_that
     expect(export_row).to_contain_text("fresh")  # the NMS variant is known as the detector's own export
     export_row.get_by_role("button", name="Verify").click()  # not the embedding check: said so, with the command
     expect(export_row.locator(".form-error")).to_contain_text("modelport verify yolo11n.pt yolo11n.nms.onnx")
+    page.evaluate("reloadLive()")  # what a finished job triggers: the table is replaced, the message stays
+    expect(export_row.locator(".form-error")).to_contain_text("modelport verify yolo11n.pt yolo11n.nms.onnx")
     context.close()

@@ -116,7 +116,15 @@ async function reloadLive() {
       const next = fresh.getElementById(el.id);
       if (!next) continue;
       const value = el.tagName === 'SELECT' ? el.value : null;
+      // A message under a form in this table (a refused Verify) outlives the refresh.
+      const said = new Map(Array.from(el.querySelectorAll('form.job-form')).map(f =>
+        [f.getAttribute('aria-label'), f.querySelector('.form-error')?.textContent || '']));
       el.innerHTML = next.innerHTML;
+      for (const f of el.querySelectorAll('form.job-form')) {
+        const text = said.get(f.getAttribute('aria-label'));
+        const box = f.querySelector('.form-error');
+        if (text && box) box.textContent = text;
+      }
       if (value !== null && Array.from(el.options).some(o => o.value === value)) el.value = value;
     }
   } catch (err) { /* keep the old tables */ }
