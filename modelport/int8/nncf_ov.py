@@ -151,7 +151,7 @@ def quantize_openvino(model, batch: np.ndarray, chunk: int, settings: Int8Settin
                 subset_size=len(items), advanced_quantization_parameters=_advanced(settings),
                 advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
                     max_num_iterations=max(1, int(settings.max_fp32_share * total)), num_ranking_workers=1,
-                    ranking_subset_size=max(1, len(items) // 2)),
+                    ranking_subset_size=max(1, min(len(items), -(-settings.ranking_rows // chunk)))),
             )
         except Exception as exc:
             raise ExportError(f"OpenVINO INT8 accuracy control (NNCF) failed: {exc}") from exc

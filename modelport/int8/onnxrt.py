@@ -31,7 +31,6 @@ from modelport.int8.settings import (
     speed_rows,
 )
 
-RANK_ROWS = 16  # validation rows each node's sensitivity is measured on
 EVAL_CHUNK = 32  # rows per evaluation call
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")  # what the sensitivity search counts and may keep in fp32
 FOLDED_ACTIVATIONS = ("Relu", "Clip")  # removed by QDQ quantisation (its QuantizeLinear clips instead)
@@ -326,7 +325,7 @@ def quantize_onnx(src: Path, dst: Path, batch: np.ndarray, input_name: str, chun
         paths = {(): full}
         if not points[0].passed and settings.accuracy_control and total:
             log.info("INT8 full model misses the target; ranking %d nodes by sensitivity", total)
-            ranked = rank_nodes(quantizer, evaluate, min(RANK_ROWS, len(batch)))
+            ranked = rank_nodes(quantizer, evaluate, min(settings.ranking_rows, len(batch)))
             limit = int(settings.max_fp32_share * total)
 
             def attempt(k: int) -> Point:
