@@ -163,10 +163,20 @@ def test_closing_the_queue_records_running_and_queued_jobs_as_interrupted_and_st
 def test_a_damaged_history_is_set_aside_and_an_unwritable_one_only_warns(tmp_path, caplog):
     path = history_path(tmp_path)
     path.parent.mkdir()
-    path.write_text('{"schema": 1, "jobs": [{"id": "x"}]}')
+    record = {"id": "x", "kind": "k", "title": "t", "target": "m.pt", "params": {}, "state": "done", "created": 1.0,
+              "started": 1.0, "finished": 2.0, "result": None, "error": None, "log": []}
+    for damaged in ('{"schema": 1, "jobs": [{"id": "x"}]}', "{not json", json.dumps({"schema": 2, "jobs": []}),
+                    json.dumps({"schema": 1, "jobs": [{**record, "created": "yesterday"}]})):
+        path.write_text(damaged)
+        queue = JobQueue(tmp_path, command=_script(WRITES_RESULT), history=JobHistory(path))
+        try:
+            assert queue.list() == [] and path.with_name(path.name + ".damaged").read_text() == damaged
+        finally:
+            queue.close()
+    path.write_text(json.dumps({"schema": 1, "jobs": [record]}))  # and a good one is read
     queue = JobQueue(tmp_path, command=_script(WRITES_RESULT), history=JobHistory(path))
     try:
-        assert queue.list() == [] and path.with_name(path.name + ".damaged").is_file()
+        assert [(j.id, j.state) for j in queue.list()] == [("x", "done")]
     finally:
         queue.close()
     blocked = tmp_path / "blocked"

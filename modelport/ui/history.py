@@ -86,7 +86,14 @@ def _records(data, path: Path) -> list[dict]:
         raise HistoryError(f"{path}: expected {{\"schema\": {SCHEMA}, \"jobs\": [...]}}")
     out = []
     for item in data["jobs"]:
-        if not isinstance(item, dict) or not all(k in item for k in FIELDS) or not isinstance(item["id"], str):
+        if not isinstance(item, dict) or not all(k in item for k in FIELDS):
             raise HistoryError(f"{path}: a job record lacks one of {', '.join(FIELDS)}")
+        texts = all(isinstance(item[k], str) for k in ("id", "kind", "title", "target", "state"))
+        times = isinstance(item["created"], (int, float)) and all(
+            item[k] is None or isinstance(item[k], (int, float)) for k in ("started", "finished"))
+        shapes = isinstance(item["params"], dict) and all(
+            item[k] is None or isinstance(item[k], dict) for k in ("result", "error"))
+        if not (texts and times and shapes and isinstance(item.get("log", []), list)):
+            raise HistoryError(f"{path}: job record {str(item.get('id'))[:20]!r} has a field of the wrong type")
         out.append(item)
     return out
