@@ -5,8 +5,11 @@ with the real worker in Chromium: the export stops, shows cancelled and leaves n
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -101,6 +104,19 @@ def test_a_worker_that_ignores_cancel_is_killed_after_the_grace_period_and_the_j
         assert "was killed" in job.log[-1] and ".modelport-staging-" in job.log[-1]
     finally:
         queue.close()
+
+
+def test_job_folders_of_servers_that_are_gone_are_swept_and_live_ones_kept(tmp_path):
+    from modelport.ui.jobs import sweep_job_dirs
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead, alive = tmp_path / f"modelport-ui-jobs-{gone.pid}-x1", tmp_path / f"modelport-ui-jobs-{os.getpid()}-x2"
+    odd = tmp_path / "modelport-ui-jobs-abc-x3"
+    for folder in (dead, alive, odd):
+        (folder / "job1").mkdir(parents=True)
+    assert sweep_job_dirs(tmp_path) == [dead]
+    assert not dead.exists() and alive.is_dir() and odd.is_dir()
 
 
 # ---- the job history -----------------------------------------------------------------------------------
@@ -292,7 +308,10 @@ def test_cancel_stops_a_real_export_leaves_nothing_partial_and_history_survives_
         proc.send_signal(signal.SIGKILL)  # a crash: no shutdown, no SIGTERM to the worker
         proc.wait(10)
         assert _gone(running["id"], 30), "the worker outlived its server"
+        killed = proc.pid
+        assert list(Path(tempfile.gettempdir()).glob(f"modelport-ui-jobs-{killed}-*"))  # left by the crash
         proc, base = start_ui(root, cache)
+        assert not list(Path(tempfile.gettempdir()).glob(f"modelport-ui-jobs-{killed}-*"))  # swept at the start
         page.goto(base + "/jobs")
         expect(page.locator(f"#job-{running['id']}")).to_have_attribute("data-state", "interrupted", timeout=10_000)
         expect(page.locator(f"#job-{running['id']}")).to_contain_text("stopped while this job was running")

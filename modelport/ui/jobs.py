@@ -27,6 +27,7 @@ LOG_LINES = 400
 # SIGTERM unwinds the worker's finally blocks (staging folders go) once the running C++ call returns; a
 # worker still alive after this long (a TensorRT build) is killed, and its job says what may be left.
 TERMINATE_GRACE_S = 30.0
+JOB_DIR_PREFIX = "modelport-ui-jobs-"
 SAVE_EVERY_S = 5.0  # while a job logs, the history is rewritten at most this often
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 
@@ -81,6 +82,24 @@ class Job:
         return job
 
 
+def sweep_job_dirs(base: Path) -> list[Path]:
+    """Remove the job folders (``modelport-ui-jobs-<server pid>-*`` under ``base``) of servers that are gone:
+    a killed server never removes its own. Folders of live servers, and names without a pid, are kept."""
+    removed = []
+    for folder in base.glob(f"{JOB_DIR_PREFIX}*-*"):
+        pid = folder.name[len(JOB_DIR_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or not folder.is_dir() or folder.is_symlink():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except (PermissionError, OverflowError):  # alive under another user; not a pid
+            continue
+    return removed
+
+
 def worker_command(job_dir: Path) -> list[str]:
     """The worker process for a job: this Python, the worker module, the job's folder (no shell involved)."""
     return [sys.executable, "-m", "modelport.ui.worker", str(job_dir)]
@@ -103,7 +122,8 @@ class JobQueue:
         self._closed = False
         if history is not None:
             self._restore(history)
-        self._dir = Path(tempfile.mkdtemp(prefix="modelport-ui-jobs-"))
+        sweep_job_dirs(Path(tempfile.gettempdir()))
+        self._dir = Path(tempfile.mkdtemp(prefix=f"{JOB_DIR_PREFIX}{os.getpid()}-"))
         self._threads = [threading.Thread(target=self._loop, name=f"ui-jobs-{i}", daemon=True) for i in range(workers)]
         for t in self._threads:
             t.start()
