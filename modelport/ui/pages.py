@@ -109,8 +109,9 @@ def _detector_bench(hidden: str, pipelines: list[tuple[str, str, str | None]]) -
 <h2 id="bench-h">Benchmark</h2>{hidden}<p><small>Ultralytics' own predict against each exported pipeline, on the
 same synthetic street scenes; each pipeline's boxes are checked against Ultralytics' first.</small></p>
 <fieldset><legend>Pipelines</legend>{_format_checks(pipelines, "tracks")}</fieldset>
-<label>Batch sizes <input type="text" name="batches" placeholder="1 and the model's maximum batch"
-inputmode="numeric"></label>
+<label>Batch sizes <input type="text" name="batches" value="1" placeholder="1 and the model's maximum batch"
+inputmode="numeric"></label><p><small>Empty: 1 and the model's maximum batch, as the CLI does (from 128 for yolo11n
+to 8 for yolo11x: several GB of memory at 640 px).</small></p>
 <label>Image size <input type="number" name="imgsz" value="640" min="32" step="32"></label>
 <label>Confidence threshold <input type="number" name="conf" value="0.25" min="0" max="1" step="0.01"></label>
 <label>Seconds per batch size <input type="number" name="seconds" value="20" min="0.05" step="0.05"></label>
