@@ -1,7 +1,8 @@
 """INT8 with an accuracy target on an undamped, BN-calibrated OSNet: every calibration method and the
 accuracy-aware search for ONNX Runtime and OpenVINO (NNCF), then speed side by side with fp32.
 
-    flock /tmp/modelport-bench.lock python benchmarks/int8_bench.py                # osnet_x1_0
+    python benchmarks/int8_bench.py --exports-only                                  # osnet_x1_0, ~1 h on 2 cores
+    flock /tmp/modelport-bench.lock python benchmarks/int8_bench.py --measure-only  # the timed part, under the lock
     python benchmarks/int8_bench.py --report-only
 
 Model recipe: torchreid-layout checkpoint of a random-init OSNet (``torch.manual_seed(0)``) whose BatchNorm
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--report-dir", type=Path, default=HERE,
                         help="where INT8_RESULTS.md and results/int8_ARCH.json/.png go")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--exports-only", action="store_true", help="export and stop (time later, under the lock)")
     parser.add_argument("--measure-only", action="store_true", help="time the exports already in --work")
     args = parser.parse_args()
     out = args.report_dir / "results" / f"int8_{args.arch}.json"
@@ -130,7 +132,8 @@ def main() -> None:
         keep(export_variant(weights, args.work / f"search_{method}", fmt, calib,
                             Int8Settings(method=method, fail_closed=False, speed_rounds=5, max_fp32_share=share),
                             say))
-    finish(args, out, measure(args, weights, held, fp32, variants, say))
+    if not args.exports_only:
+        finish(args, out, measure(args, weights, held, fp32, variants, say))
 
 
 def finish(args, out: Path, report: dict) -> None:
