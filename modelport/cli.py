@@ -106,7 +106,7 @@ def load_cmd(path: Path = typer.Argument(..., help="Weights file or artifact."),
     runner = load(path, format=format, device=device, allow_random=allow_random,
                   prefer="fastest" if fastest else "priority")
     if runner.spec.task == "embed_text":  # a CLIP text encoder: run it on captions
-        from modelport.clip.text import example_captions
+        from modelport.tasks.embed_text import example_captions
 
         emb = runner.embed_text(example_captions(2))
     else:
@@ -157,7 +157,17 @@ def bench_cmd(
     apply_trust(trust)
     from modelport.bench import run_benchmark, write_plot
     from modelport.clip.bench import is_clip_source
+    from modelport.formats.remote import is_endpoint
 
+    if source is not None and is_endpoint(source):  # a served model, timed from this client
+        from modelport.triton.cli import bench_remote
+
+        bench_remote(source, batches=_csv_ints(batch or "1,16,64"), seconds=seconds, json_path=json_path,
+                     unsupported={"--formats": formats, "--device": device != "cpu", "--threads": threads,
+                                  "--half": half, "--int8": int8, "--calib": calib, "--baseline": baseline,
+                                  "--export-here": export_here, "--plot": plot, "--allow-random": allow_random,
+                                  "--arch": arch, "--weights": clip_weights, "--factory": factory, "--config": config})
+        return
     built = None
     if factory is not None or config is not None:
         built = _factory_for_bench(factory, config, clip_weights, size)

@@ -273,6 +273,22 @@ def test_bench_cli_writes_the_record_and_refuses_options_for_local_runtimes(buil
                      unsupported={})
 
 
+def test_modelport_bench_url_times_the_served_model(builtin, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from modelport.cli import app
+
+    record = tmp_path / "served.json"
+    done = CliRunner().invoke(app, ["bench", f"http://{builtin}/osnet", "--batch", "2", "--seconds", "0.2",
+                                    "--json", str(record)])
+    assert done.exit_code == 0, done.output
+    assert json.loads(record.read_text())["rows"][0]["batch"] == 2
+    refused = CliRunner().invoke(app, ["bench", f"http://{builtin}/osnet", "--half"])
+    assert refused.exit_code != 0 and "--half" in (refused.output + str(refused.exception))
+
+
 CLIP = "MobileCLIP2-S0"
 
 

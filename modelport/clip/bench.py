@@ -116,8 +116,8 @@ def _existing(src: ClipSource, model: ClipModel, out_dir: Path, fmt_id: str, whi
 
 def _inputs(model: ClipModel, which: str, count: int, seed: int) -> np.ndarray:
     from modelport.clip.samples import scene_images
-    from modelport.clip.text import example_tokens
     from modelport.preprocess import prepare
+    from modelport.tasks.embed_text import example as example_tokens
 
     if which == "text":
         return example_tokens(model.text_spec, count, seed=seed)

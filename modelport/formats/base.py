@@ -354,7 +354,7 @@ class Runner:
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised (N, D) float32 embeddings of ``texts``, tokenised as the spec says (text encoders)."""
-        from modelport.clip.text import tokenize
+        from modelport.tasks.embed_text import tokenize
 
         return self._normalised(self(tokenize(texts, self.spec)), len(texts))
 

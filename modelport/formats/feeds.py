@@ -6,8 +6,6 @@ from typing import Any, Mapping, Union
 
 import numpy as np
 
-from modelport.errors import ExportError
-from modelport.preprocess import prepare
 from modelport.spec import ModelSpec
 
 # What a runner takes: one array for single-input models, or one array per input name.
@@ -15,42 +13,11 @@ Feed = Union[np.ndarray, Mapping[str, np.ndarray]]
 
 
 def example_batch(spec: ModelSpec, count: int | None = None, seed: int = 0) -> Feed:
-    """A seeded, realistic input batch for tracing and verification (fixed batch size when the spec has one).
+    """A seeded, realistic input batch for tracing and verification (fixed batch size when the spec has one),
+    as the spec's task makes it (``modelport.tasks``): crops, images, captions, or one array per input name."""
+    from modelport.tasks import get_task
 
-    Plain-tensor models (``task == "tensors"``, several inputs or none of them pixels) get one seeded array per
-    input, by name, drawn from each input's declared range (``spec.extra["example"]``).
-    """
-    from modelport.samples import person_crops
-
-    n = spec.max_batch or count or 2
-    if spec.task == "tensors":
-        return example_tensors(spec, n, seed)
-    if spec.inputs[0].dtype == "int64":
-        from modelport.clip.text import example_tokens
-
-        return example_tokens(spec, n, seed=seed)
-    pre = spec.preprocess
-    return prepare(person_crops(n, pre.height, pre.width, seed=seed), pre)
-
-
-def example_tensors(spec: ModelSpec, rows: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded values for every input: the shapes of ``spec.extra["example"][name]["shape"]`` (dynamic
-    dimensions there are concrete) with ``rows`` rows, uniform in that entry's ``[low, high)``."""
-    rng = np.random.default_rng(seed)
-    table = spec.extra.get("example", {})
-    feeds = {}
-    for t in spec.inputs:
-        entry = table.get(t.name, {})
-        shape = tuple(entry.get("shape") or t.shape)[1:]
-        if not all(isinstance(d, int) for d in shape):
-            raise ExportError(f"{spec.name}: input {t.name} has dynamic dimensions {t.shape} and no example size",
-                              hint="give its shape with concrete sizes in the export config")
-        low, high = entry.get("low", 0.0), entry.get("high", 1.0)
-        if t.dtype.startswith("int"):
-            feeds[t.name] = rng.integers(int(low), max(int(high), int(low) + 1), (rows, *shape)).astype(t.dtype)
-        else:
-            feeds[t.name] = rng.uniform(low, high, (rows, *shape)).astype(np.float32)
-    return feeds
+    return get_task(spec.task).example(spec, spec.max_batch or count or 2, seed)
 
 
 def feed_rows(feed: Feed) -> int:
