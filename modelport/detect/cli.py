@@ -161,34 +161,14 @@ def verify_cmd(
 ) -> None:
     """Compare every artifact's detections with Ultralytics' predict; a table per format, exit 1 on mismatch."""
     apply_trust(trust)
-    from modelport.detect.discover import candidates
-    from modelport.detect.model import IOU, TOPK
-    from modelport.detect.nms import NmsSettings
-    from modelport.detect.runner import DetectRunner, UltralyticsReference, load_runtime
-    from modelport.detect.samples import street_scenes
-    from modelport.detect.verify import DetTolerance, compare_detections, detect_both, verification_conf
+    from modelport.detect.verify import verify_artifacts
     from modelport.formats import format_of_path
 
     pts = [p for p in paths if p.suffix == ".pt" and format_of_path(p).id == "pytorch"]
     if len(pts) != 1:
         raise typer.BadParameter("give exactly one Ultralytics .pt as the reference")
-    from modelport.detect.model import load_ultralytics
-
-    load_ultralytics(pts[0])  # a missing, corrupt or unsafe reference says so before its exports are looked for
-    artifacts = [p for p in paths if p not in pts] or candidates(pts[0])
-    if not artifacts:
-        raise typer.BadParameter(f"no exports of {pts[0]} found; give artifact paths or run `modelport export` first")
-    frames = _image_files(images) if images else street_scenes(count, seed=0)
-    checks = []
-    for path in artifacts:
-        runner = DetectRunner(load_runtime(format_of_path(path), path), NmsSettings(conf, IOU, TOPK))
-        ref = UltralyticsReference(pts[0], runner.spec.preprocess.height, runner.nms, runner.spec.labels)
-        if runner.track == "raw":  # a verification-only threshold at which the reference finds boxes
-            runner.nms = ref.settings = NmsSettings(verification_conf(ref, frames, conf), IOU, TOPK)
-        tol = DetTolerance(nms_iou=runner.nms.iou, conf=runner.nms.conf, allow_empty=allow_empty)
-        checks.append(compare_detections(*detect_both(ref, runner, frames), label=str(path),
-                                         format=runner.format, track=runner.track, tol=tol))
-        runner.close()
+    checks = verify_artifacts(pts[0], [p for p in paths if p not in pts], conf=conf,
+                              images=_image_files(images) if images else None, count=count, allow_empty=allow_empty)
     if as_json:
         text = json.dumps([c.to_dict() for c in checks], indent=2, default=str)
         if as_json == "-":

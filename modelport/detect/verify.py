@@ -14,13 +14,17 @@ with a warning): it proves nothing.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from modelport.detect.runner import Detections
+from modelport.preprocess import ImageLike
 
+log = logging.getLogger(__name__)
 DEGENERATE_PX = 1.0
 
 
@@ -229,3 +233,39 @@ def detect_both(reference, runner, images: Sequence) -> tuple[list[Detections], 
             theirs += reference.detect([image])
             ours += runner.detect([image])
     return theirs, ours
+
+
+def verify_artifacts(pt_file: Path, artifacts: Sequence[Path] = (), *, conf: float = 0.25,
+                     images: Sequence[ImageLike] | None = None, count: int = 8,
+                     allow_empty: bool = False) -> list[DetectionCheck]:
+    """Compare each artifact's detections (default: every export of ``pt_file`` found) with Ultralytics'
+    predict on ``images`` (default: ``count`` synthetic scenes). Raw tracks are judged at a verification-only
+    threshold at which the reference finds boxes; end-to-end graphs at their own. One check per artifact."""
+    from modelport.detect.discover import candidates
+    from modelport.detect.model import IOU, TOPK, load_ultralytics
+    from modelport.detect.nms import NmsSettings
+    from modelport.detect.runner import DetectRunner, UltralyticsReference, load_runtime
+    from modelport.detect.samples import street_scenes
+    from modelport.errors import WeightsNotFoundError
+    from modelport.formats import format_of_path
+
+    load_ultralytics(pt_file)  # a missing, corrupt or unsafe reference says so before its exports are looked for
+    artifacts = list(artifacts) or candidates(pt_file)
+    if not artifacts:
+        raise WeightsNotFoundError(f"{pt_file}: no exports found to verify",
+                                   hint="give artifact paths or run `modelport export` first")
+    frames = list(images) if images is not None else street_scenes(count, seed=0)
+    checks = []
+    for path in artifacts:
+        runner = DetectRunner(load_runtime(format_of_path(path), path), NmsSettings(conf, IOU, TOPK))
+        ref = UltralyticsReference(pt_file, runner.spec.preprocess.height, runner.nms, runner.spec.labels)
+        if runner.track == "raw":
+            runner.nms = ref.settings = NmsSettings(verification_conf(ref, frames, conf), IOU, TOPK)
+        tol = DetTolerance(nms_iou=runner.nms.iou, conf=runner.nms.conf, allow_empty=allow_empty)
+        try:
+            checks.append(compare_detections(*detect_both(ref, runner, frames), label=str(path),
+                                             format=runner.format, track=runner.track, tol=tol))
+        finally:
+            runner.close()
+        log.info("%s: %s", path, checks[-1].summary())
+    return checks
