@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -35,6 +34,9 @@ def demo_data_cmd(out_dir: Optional[Path] = typer.Option(None, "--out", help="Fo
                   people: Optional[int] = typer.Option(None, "--people"),
                   frames: Optional[int] = typer.Option(None, "--frames"),
                   seed: Optional[int] = typer.Option(None, "--seed"),
+                  camera: Optional[str] = typer.Option(None, "--camera",
+                                                       help="Synthetic camera: A (clean) or B (dim, washed-out, "
+                                                            "warm, soft, low resolution)."),
                   force: bool = typer.Option(False, "--force", help="Replace existing demo files."),
                   config: Optional[Path] = CONFIG) -> None:
     """Write a synthetic street scene with MOT detections and ground-truth identities."""
@@ -45,7 +47,9 @@ def demo_data_cmd(out_dir: Optional[Path] = typer.Option(None, "--out", help="Fo
     folder = Path(setting(cfg, "demo_data", "out", out_dir))
     data = write_demo_data(folder, people=setting(cfg, "demo_data", "people", people),
                            frames=setting(cfg, "demo_data", "frames", frames),
-                           seed=setting(cfg, "demo_data", "seed", seed), force=force)
+                           seed=setting(cfg, "demo_data", "seed", seed),
+                           camera=setting(cfg, "demo_data", "camera", camera), force=force)
+    out.print(f"[bold yellow]synthetic scene[/] seen by camera {data.camera.name}: {data.camera.description}")
     out.print(f"video: {data.video} ({data.frames} frames, {data.people} people)\n"
               f"detections: {data.detections} ({data.detection_count} in {data.track_count} tracks)\n"
               f"ground truth: {data.ground_truth}")
@@ -182,49 +186,6 @@ def print_cluster(report, console: Console | None = None) -> None:
         console.print(table)
 
 
-@reid_app.command("adapt")
-def adapt_cmd(db: Optional[Path] = typer.Option(None, "--db"),
-              model: Optional[str] = typer.Option(None, "--model", help="Weights file (a zoo checkpoint) to adapt."),
-              camera: Optional[str] = typer.Option(None, "--camera", help="Adapt to this camera's detections only."),
-              out_path: Optional[Path] = typer.Option(None, "--out", help="Checkpoint to write."),
-              crops: Optional[int] = typer.Option(None, "--crops", help="At most this many crops."),
-              holdout: Optional[float] = typer.Option(None, "--holdout", help="Share of people held out to measure."),
-              class_name: Optional[str] = typer.Option(None, "--class"),
-              force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
-              as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-              config: Optional[Path] = CONFIG) -> None:
-    """AdaBN: re-estimate BatchNorm statistics on the database's own crops (no labels); write a new checkpoint."""
-    from modelport.reid.adapt import adapt
-
-    cfg = load_config(config)
-    weights = setting(cfg, "", "model", model)
-    if not weights:
-        raise typer.BadParameter("--model is required (or `model:` in the config)")
-    result = adapt(setting(cfg, "", "db", db), weights, out=setting(cfg, "adapt", "out", out_path),
-                   camera=setting(cfg, "adapt", "camera", camera), crops=setting(cfg, "adapt", "crops", crops),
-                   holdout=setting(cfg, "adapt", "holdout", holdout),
-                   class_name=setting(cfg, "", "class_name", class_name), force=force)
-    summary = {"out": str(result.path), "source": str(result.source), "source_sha256": result.source_sha256,
-               "crops": result.crops, "tracks": result.tracks, "camera": result.camera,
-               "held_out_people": result.held_out_people, "seconds": round(result.seconds, 2),
-               "before": asdict(result.before) if result.before else None,
-               "after": asdict(result.after) if result.after else None}
-    if as_json:
-        out.print_json(json.dumps(summary))
-        return
-    out.print(f"adapted {result.source} on {result.crops} crops from {result.tracks} tracks"
-              f"{f' of camera {result.camera}' if result.camera else ''} -> {result.path}")
-    if result.before and result.after:
-        table = Table(title=f"held-out tracks of {result.held_out_people} people ({result.after.queries} queries)")
-        for col in ("", "cross-track rank-1", "mAP"):
-            table.add_column(col, justify="right")
-        table.add_row("before", f"{result.before.rank1:.3f}", f"{result.before.mAP:.3f}")
-        table.add_row("after", f"{result.after.rank1:.3f}", f"{result.after.mAP:.3f}")
-        out.print(table)
-    else:
-        out.print("no ground truth in the database: before/after not measured")
-
-
 @reid_app.command("report")
 def report_cmd(db: Optional[Path] = typer.Option(None, "--db"),
                output: Optional[Path] = typer.Option(None, "--output"),
@@ -261,3 +222,6 @@ def compare_cmd(left: str = typer.Argument(..., help="A report page, or with --d
     path = compare_reports(left, right, output, force=force, db=db,
                            class_name=setting(cfg, "", "class_name", class_name))
     out.print(f"comparison: {path}")
+
+
+from modelport.reid import cli_tuning  # noqa: E402,F401  (registers `reid adapt` and `reid finetune`)

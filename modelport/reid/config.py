@@ -34,6 +34,7 @@ KEYS: dict[str, dict[str, tuple[Any, str]]] = {
         "people": (8, "number of people in the scene"),
         "frames": (450, "number of frames"),
         "seed": (0, "random seed of the scene"),
+        "camera": ("A", "synthetic camera: A (clean daylight) or B (dim, washed-out, warm, soft, low resolution)"),
     },
     "import": {
         "video": (None, "video file or image folder"),
@@ -61,6 +62,23 @@ KEYS: dict[str, dict[str, tuple[Any, str]]] = {
         "camera": (None, "adapt to this camera only (the table's camera column, else the video's name or folder)"),
         "crops": (2048, "at most this many crops estimate the BatchNorm statistics"),
         "holdout": (0.5, "share of the people with ground truth kept out of adaptation to measure it"),
+        "holdout_by": ("people", "hold out whole people, or 'tracks': some of their tracks (others may be used)"),
+        "export": ("onnx", "formats to export and verify the new checkpoint in (comma-separated; 'none': skip)"),
+    },
+    "finetune": {
+        "out": (None, "checkpoint to write (default: <weights stem>_finetuned[_<camera>].pt beside the weights)"),
+        "camera": (None, "train on this camera only (the table's camera column, else the video's name or folder)"),
+        "epochs": (10, "passes in which every trainable track seeds one batch"),
+        "crops": (1024, "at most this many crops, spread evenly along the tracks, are trained on"),
+        "tracks_per_batch": (8, "P: tracks per batch (seeds and a co-occurring partner of each)"),
+        "crops_per_track": (4, "K: crops per track per batch"),
+        "lr": (1e-4, "Adam learning rate"),
+        "margin": (0.3, "triplet loss margin (on L2-normalised features)"),
+        "holdout": (0.5, "share of the tracks (or people) with ground truth kept out of training to measure it"),
+        "holdout_by": ("tracks", "hold out tracks (their people's other tracks may be trained on, unlabelled) "
+                                 "or 'people': all of a person's tracks"),
+        "seed": (0, "random seed of the hold-out, the batches and the flips"),
+        "export": ("onnx", "formats to export and verify the new checkpoint in (comma-separated; 'none': skip)"),
     },
     "report": {
         "output": ("report/timeline.html", "HTML file to write"),

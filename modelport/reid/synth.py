@@ -1,6 +1,6 @@
 """A synthetic street scene for the demo and the tests: people with distinct clothing walk across,
 occlude each other, leave and come back. Writes the video, MOTChallenge detections (with tracker-like
-track breaks) and ground-truth identities."""
+track breaks) and ground-truth identities, as seen by one of the synthetic cameras of ``cameras.py``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 
 from modelport.atomic import atomic_write_text, publish, refuse_existing
 from modelport.errors import ModelportError
+from modelport.reid.cameras import CameraConditions, camera as camera_named
 
 # Clothing palette (BGR): far apart so that identities differ by colour, as real outfits mostly do.
 TOPS = [(40, 40, 200), (200, 80, 30), (40, 160, 40), (30, 200, 230), (235, 235, 235), (35, 35, 35),
@@ -59,6 +60,7 @@ class DemoData:
     fps: float
     detection_count: int
     track_count: int
+    camera: CameraConditions
 
 
 def _appearances(people: int, rng: np.random.Generator) -> list[Appearance]:
@@ -170,10 +172,13 @@ def _draw_person(canvas: np.ndarray, label: np.ndarray, pid: int, look: Appearan
 
 
 def write_demo_data(out: str | Path, *, people: int = 8, frames: int = 450, width: int = 640, height: int = 360,
-                    fps: float = 15.0, seed: int = 0, force: bool = False) -> DemoData:
-    """Render the scene to ``out/video.mp4`` with ``det.txt`` and ``gt.txt`` beside it (each appears whole,
-    and replaces an existing file only with ``force``)."""
+                    fps: float = 15.0, seed: int = 0, camera: str | CameraConditions = "A",
+                    force: bool = False) -> DemoData:
+    """Render the scene, as ``camera`` sees it, to ``out/video.mp4`` with ``det.txt`` and ``gt.txt`` beside it
+    (each appears whole, and replaces an existing file only with ``force``). The same ``seed`` gives the same
+    people, walks and detections through every camera."""
     out = Path(out)
+    conditions = camera_named(camera)
     video, det_path, gt_path = out / "video.mp4", out / "det.txt", out / "gt.txt"
     for path in (video, det_path, gt_path):  # before rendering; each is published atomically at the end
         refuse_existing(path, force, DEMO_HINT)
@@ -184,17 +189,18 @@ def write_demo_data(out: str | Path, *, people: int = 8, frames: int = 450, widt
     # its destination, then moved there in one rename.
     staging = Path(tempfile.mkdtemp(prefix=".video.", dir=out))
     try:
-        det_lines, gt_lines, tracks = _render(staging / video.name, people, frames, width, height, fps, seed)
+        det_lines, gt_lines, tracks = _render(staging / video.name, people, frames, width, height, fps, seed,
+                                              conditions)
         atomic_write_text(det_path, "\n".join(det_lines) + "\n", force=force, hint=DEMO_HINT)
         atomic_write_text(gt_path, "\n".join(gt_lines) + "\n", force=force, hint=DEMO_HINT)
         publish(staging / video.name, video, force=force, hint=DEMO_HINT)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return DemoData(video, det_path, gt_path, people, frames, fps, len(det_lines), tracks)
+    return DemoData(video, det_path, gt_path, people, frames, fps, len(det_lines), tracks, conditions)
 
 
-def _render(video: Path, people: int, frames: int, width: int, height: int, fps: float,
-            seed: int) -> tuple[list[str], list[str], int]:
+def _render(video: Path, people: int, frames: int, width: int, height: int, fps: float, seed: int,
+            conditions: CameraConditions) -> tuple[list[str], list[str], int]:
     """Write the scene's video to ``video``; returns the det.txt and gt.txt lines and the number of tracks."""
     import cv2
 
@@ -229,7 +235,7 @@ def _render(video: Path, people: int, frames: int, width: int, height: int, fps:
             _draw_person(frame, label, p, looks[p], cx, fy, h, phase=t * 0.35 + p, facing=facing)
             boxes[p] = (cx - 0.2 * h, fy - 0.99 * h, cx + 0.2 * h, fy + 0.02 * h, v_index)
         light = float(np.clip(light + rng.normal(0, 0.01), 0.9, 1.1))
-        noisy = frame.astype(np.float32) * light + noise[int(rng.integers(len(noise)))]
+        noisy = conditions.apply(frame.astype(np.float32)) * light + noise[int(rng.integers(len(noise)))]
         writer.write(np.clip(noisy, 0, 255).astype(np.uint8))
         for p, (x1, y1, x2, y2, v_index) in boxes.items():
             full = (x2 - x1) * (y2 - y1)

@@ -1,0 +1,164 @@
+"""ReID fine-tuning on the database's own tracks, the synthetic cameras, and what adapt and finetune share."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import save_plain
+
+from modelport.reid.importer import import_mot
+from modelport.reid.synth import write_demo_data
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "modelport.cli", "reid", *args], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory) -> Path:
+    """The demo's model: a random OSNet with BatchNorm calibrated on clean synthetic crops ("camera A")."""
+    from modelport.zoo.calibrate import calibrated_untrained
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = tmp_path_factory.mktemp("ft") / "osnet_x0_25_demo.pt"  # the name tells the architecture
+        return save_plain(calibrated_untrained("osnet_x0_25", 0), path, 512)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> dict:
+    """One scene (same people, walks and detections) through camera A and camera B: 10 people, so that some
+    look alike once camera B washes their colours out (with 6, the untrained model already scores 1.0)."""
+    root = tmp_path_factory.mktemp("cameras")
+    return {cam: write_demo_data(root / f"camera_{cam}", people=10, frames=300, seed=0, camera=cam)
+            for cam in ("A", "B")}
+
+
+@pytest.fixture
+def db_b(scenes, tmp_path) -> Path:
+    db = tmp_path / "camera_b.db"
+    data = scenes["B"]
+    import_mot(db, data.video, data.detections, ground_truth=data.ground_truth)
+    return db
+
+
+def test_camera_b_sees_the_same_scene_darker_greyer_and_softer(scenes):
+    import cv2
+
+    a, b = scenes["A"], scenes["B"]
+    assert a.detections.read_text() == b.detections.read_text()  # same people, walks and detections
+    assert a.ground_truth.read_text() == b.ground_truth.read_text()
+    frames = []
+    for data in (a, b):
+        cap = cv2.VideoCapture(str(data.video))
+        cap.set(cv2.CAP_PROP_POS_FRAMES, 120)
+        ok, frame = cap.read()
+        cap.release()
+        assert ok
+        frames.append(frame.astype(np.float32))
+    fa, fb = frames
+    balanced = [f / f.reshape(-1, 3).mean(axis=0) for f in frames]  # the cast removed, as white balance would
+    saturation = [np.mean(f.max(axis=2) - f.min(axis=2)) for f in balanced]
+    detail = [cv2.Laplacian(f.mean(axis=2), cv2.CV_32F).var() for f in frames]
+    assert fb.mean() < 0.7 * fa.mean() and saturation[1] < 0.5 * saturation[0] and detail[1] < 0.2 * detail[0]
+    assert fb[..., 2].mean() > fb[..., 0].mean()  # the warm cast: more red than blue
+
+
+def test_unknown_or_impossible_camera_is_a_clear_error(tmp_path):
+    from modelport.reid.cameras import CameraConditions, CameraError
+
+    with pytest.raises(CameraError, match="unknown camera 'C'") as info:
+        write_demo_data(tmp_path, people=2, frames=30, camera="C")
+    assert "A, B" in info.value.hint
+    with pytest.raises(CameraError, match="scale"):
+        CameraConditions("bad", scale=0.0)
+
+
+def test_triplet_loss_pushes_apart_only_tracks_seen_together():
+    import torch
+
+    from modelport.reid.finetune import triplet_loss
+
+    features = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.05], [1.0, 0.05]])
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    negative = torch.zeros((3, 3), dtype=torch.bool)
+    negative[0, 1] = negative[1, 0] = True  # tracks 0 and 1 met; track 2 (same look as 0) never met 0
+    assert float(triplet_loss(features, labels, negative, 0.3)) == 0.0  # 0 and 2 alike: no pressure
+    negative[0, 2] = negative[2, 0] = True  # now 0 and 2 met: they are two people, so 0 and 2 must part
+    assert float(triplet_loss(features, labels, negative, 0.3)) > 0.15  # 4 of 6 anchors at ~0.25
+    assert float(triplet_loss(features, labels, torch.zeros((3, 3), dtype=torch.bool), 0.3)) == 0.0
+
+
+def test_finetune_on_a_shifted_camera_improves_held_out_tracks_and_round_trips_through_export(db_b, untrained,
+                                                                                             tmp_path):
+    from modelport import load
+    from modelport.reid.tuning import load_split
+    from modelport.spec import sha256_file
+    from modelport.verify import verify
+    from modelport.zoo.checkpoints import read_checkpoint
+
+    out = tmp_path / "finetuned_b.pt"  # a name that does not tell the architecture: export is told it
+    result = cli("finetune", "--db", str(db_b), "--model", str(untrained), "--epochs", "2", "--crops", "384",
+                 "--out", str(out), "--export", "onnx", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    before, after = summary["before"], summary["after"]
+    assert summary["held_out_by"] == "tracks" and summary["held_out_tracks"] > 0
+    assert before["queries"] == after["queries"] > 0
+    assert after["mAP"] > before["mAP"] and after["rank1"] >= before["rank1"], summary
+    assert summary["losses"][-1] < summary["losses"][0]  # it learns to tell co-occurring tracks apart
+    assert summary["co_occurring_pairs"] > 0 and summary["resumed_from"] == 0
+    # ground truth only scores: the held-out tracks are never trained on
+    split = load_split(db_b, class_name="person", camera=None, holdout=0.5, seed=0, by="tracks")
+    assert len(split.eval_tracks) == summary["held_out_tracks"]
+    assert not set(split.learn_tracks) & set(split.eval_tracks)
+    state, extras = read_checkpoint(out)  # torchreid's layout, read back weights-only
+    record = extras["modelport_finetune"]
+    assert extras["epoch"] == 2 and record["source_sha256"] == sha256_file(untrained)
+    assert record["database"] == str(db_b.resolve()) and "triplet" in record["method"]
+    assert record["tracks"] == summary["tracks"] and record["after"] == after and record["before"] == before
+    assert not out.with_name(f"{out.stem}.resume.pt").exists()  # the resumable checkpoint is gone when done
+    (export,) = summary["exports"]
+    assert export["ok"] and export["verified"] and Path(export["path"]).is_file()
+    reference = load(out, arch=summary["arch"])  # the file name does not tell it: the summary does
+    report = verify([Path(export["path"])], reference=reference, count=4)
+    assert report.passed
+
+
+def test_an_interrupted_finetune_resumes_where_it_stopped_and_matches_an_uninterrupted_run(db_b, untrained, tmp_path):
+    import torch
+
+    from modelport.reid.finetune import TuningError, finetune, resume_path
+
+    settings = dict(epochs=2, crops=48, tracks_per_batch=4, crops_per_track=2, holdout=0.0)
+    whole = finetune(db_b, untrained, out=tmp_path / "whole.pt", **settings)
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_epoch_two(epoch: int, step: int, steps: int, loss: float) -> None:
+        if epoch == 1:
+            raise Stop
+
+    cut = tmp_path / "cut.pt"
+    with pytest.raises(Stop):
+        finetune(db_b, untrained, out=cut, progress=stop_in_epoch_two, **settings)
+    assert not cut.exists()
+    saved = torch.load(resume_path(cut), weights_only=True)
+    assert saved["epoch"] == 1 and "optimizer" in saved
+    with pytest.raises(TuningError, match="other settings .*lr"):
+        finetune(db_b, untrained, out=cut, **{**settings, "lr": 1e-3})
+    resumed = finetune(db_b, untrained, out=cut, **settings)
+    assert resumed.resumed_from == 1 and resumed.losses == pytest.approx(whole.losses)
+    a, b = torch.load(whole.path, weights_only=True), torch.load(cut, weights_only=True)
+    assert all(torch.allclose(a["state_dict"][k].float(), b["state_dict"][k].float(), atol=1e-6)
+               for k in a["state_dict"])
+    assert not resume_path(cut).exists()
