@@ -111,6 +111,22 @@ def write_report(report: dict, here: Path) -> Path:
         else:
             lines.append(f"| {v['format']} | {v['settings']['method']} | export failed: {v['error'][:80]} | | | | | |")
     (here / "results").mkdir(exist_ok=True)
+    caps = {v["format"]: v["record"]["max_fp32_share"] for v in report["variants"]
+            if "record" in v and v["record"]["accuracy_control"]}
+    lines += ["", "Notes:", "",
+              "- `full`: every quantisable node INT8 with that calibration method. `search`: the accuracy-aware "
+              "result with the method whose full INT8 came closest (ONNX Runtime: layer-sensitivity search; "
+              "OpenVINO: NNCF `quantize_with_accuracy_control`); when it misses, the best point is kept so its "
+              "speed can be measured (`Int8Settings(fail_closed=False)`; a normal export refuses it).",
+              "- Search caps (share of quantised nodes allowed in fp32): "
+              + ", ".join(f"{fmt} {share:.0%}" for fmt, share in caps.items())
+              + ". NNCF re-ranks every remaining group after each step that made accuracy worse, minutes each on "
+              "this machine, so its cap is lower to fit one run.",
+              "- `fp32 nodes`: ONNX nodes the search kept in fp32 (BatchNormalization after a Gemm is always "
+              "float and not counted); OpenVINO operations without a FakeQuantize input, including any NNCF "
+              "never quantises.",
+              "- The INT8 rows in `RESULTS.md` come from `benchmarks/run.py`, which damps the residual "
+              "BatchNorm by 0.3; the model here is not damped."]
     png = plot(report, here / "results" / f"int8_{arch}.png")
     lines += ["", f"![cosine vs speed](results/{png.name})", ""]
     for v in report["variants"]:
