@@ -161,8 +161,8 @@ def run_finetune_demo(folder: Path, weights: Path, out: Console) -> bool:
                 scores[label] = run_cluster(db, folder / f"identities_{label}", model=str(model), threshold="auto",
                                             standardize=True, webp=False, force=True).scores
     if scores["untrained"] and scores["fine-tuned"]:
-        table = Table(title="camera B re-clustered, every track (the fine-tuning saw these tracks, never their "
-                            "identities)")
+        table = Table(title="camera B re-clustered, every track (the fine-tuning saw all but the held-out ones, "
+                            "never their identities)")
         for col in ("model", "ARI", "track ARI", "cross-track rank-1", "identities / people"):
             table.add_column(col, justify="right")
         for label, s in scores.items():

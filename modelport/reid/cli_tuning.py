@@ -34,11 +34,11 @@ def tuning_table(title: str, before: Retrieval, after: Retrieval, labels: tuple[
     return table
 
 
-SCORE_MEANING = ("Held-out tracks: those of people kept out of the training/adaptation, whose identities only the "
-                 "scoring knows. Cross-track rank-1: share of their crops whose most similar crop of another track "
-                 "is the same person; mAP: how high that person's crops in other tracks rank, on average; ARI: "
-                 "agreement of the tracks clustered (threshold auto) with the true people (1 = identical, 0 = "
-                 "chance).")
+SCORE_MEANING = ("Held-out tracks are never trained or adapted on (the title says whose they are); only the "
+                 "scoring knows their identities. Cross-track rank-1: share of their crops whose most similar crop "
+                 "of another track is the same person; mAP: how high that person's crops in other tracks rank, on "
+                 "average; ARI: agreement of the tracks clustered (threshold auto) with the true people (1 = "
+                 "identical, 0 = chance).")
 
 
 def held_out_title(result) -> str:

@@ -151,8 +151,10 @@ def _training_crops(split: Split, pre: Any, limit: int, db: str | Path) -> tuple
     if len(tracks) < 2:
         raise TuningError(f"{db}: no two learnable tracks are ever seen in the same frame, so nothing tells "
                           f"people apart", hint="fine-tune on footage where people meet, or lower --holdout")
-    members = [np.flatnonzero(split.tracks.index == t) for t in tracks]
-    members = [m[np.argsort(split.det.frame[m], kind="stable")] for m in members]
+    order = np.lexsort((split.det.frame, split.tracks.index))  # by track, then frame
+    starts = np.searchsorted(split.tracks.index[order], tracks)
+    ends = np.searchsorted(split.tracks.index[order], tracks, side="right")
+    members = [order[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
     per_track = max(2, limit // len(tracks))
     rows = np.concatenate([m[np.unique(np.linspace(0, len(m) - 1, min(per_track, len(m))).astype(int))]
                            for m in members])
@@ -185,8 +187,11 @@ def _epoch(module, optimizer, pixels: np.ndarray, owner: np.ndarray, pairs: np.n
     rng = np.random.default_rng([seed, epoch])
     torch.manual_seed(seed * 100003 + epoch)
     count = int(owner.max()) + 1
-    partners = [np.concatenate([pairs[pairs[:, 0] == t, 1], pairs[pairs[:, 1] == t, 0]]) for t in range(count)]
-    by_track = [np.flatnonzero(owner == t) for t in range(count)]
+    both = np.concatenate([pairs, pairs[:, ::-1]])
+    both = both[np.argsort(both[:, 0], kind="stable")]
+    partners = np.split(both[:, 1], np.searchsorted(both[:, 0], np.arange(1, count)))
+    crops = np.argsort(owner, kind="stable")
+    by_track = np.split(crops, np.searchsorted(owner[crops], np.arange(1, count)))
     negative = torch.zeros((count, count), dtype=torch.bool, device=device)
     negative[pairs[:, 0], pairs[:, 1]] = negative[pairs[:, 1], pairs[:, 0]] = True
     order = rng.permutation(count)
