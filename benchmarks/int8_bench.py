@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -169,7 +170,9 @@ def measure(args, weights: Path, held: Path, fp32: dict, variants: list[dict], s
         say(f"{c.id}: held-out min cosine {check.min_cosine:.4f}, NN {check.nn_agreement:.3f}")
     batch = heldout[:BATCH]
     say(f"timing {len(cands)} artifacts at batch {BATCH}, {args.seconds:.0f} s over {args.rounds} rounds")
+    load_before = os.getloadavg()
     times = time_interleaved(cands, batch, args.seconds, args.rounds)
+    load_after = os.getloadavg()
     rows = []
     for c in cands:
         lat = percentiles(times[c.id])
@@ -191,6 +194,7 @@ def measure(args, weights: Path, held: Path, fp32: dict, variants: list[dict], s
                          "heldout": "128 crops: person_tracks(64 people, 2 views, seed 4242)",
                          "target": {"min_cosine": INT8.min_cosine, "min_nn_agreement": INT8.min_nn_agreement,
                                     "speed_vs_best_fp32": 1.3}},
+            "load_average": {"before": list(load_before), "after": list(load_after)},
             "best_fp32": best32["runtime"], "rows": rows,
             "variants": [{k: v for k, v in x.items() if k != "path"} for x in variants]}
 

@@ -123,6 +123,8 @@ def test_unknown_calibration_method_is_a_typed_error():
     assert "minmax, percentile, entropy" in info.value.hint
     with pytest.raises(CalibrationError, match="max_fp32_share"):
         Int8Settings(max_fp32_share=1.5)
+    with pytest.raises(CalibrationError, match="nncf_max_reverts must be at least 1, got 0"):
+        Int8Settings(nncf_max_reverts=0)
 
 
 def test_openvino_accuracy_control_reverts_the_hostile_layer(outlier):

@@ -119,7 +119,8 @@ def quantize_openvino(model, batch: np.ndarray, chunk: int, settings: Int8Settin
     PERFORMANCE preset (symmetric activations; MIXED measured no better on OSNet), fast bias correction and
     NNCF's default overflow fix (7-bit weights in the first layer). When full INT8 misses the target and
     ``settings.accuracy_control`` is on, ``quantize_with_accuracy_control`` reverts at most
-    ``settings.max_fp32_share`` of the quantised operations; Int8TargetError names the points when it fails.
+    ``settings.max_fp32_share`` of the quantised operations and at most ``settings.nncf_max_reverts`` groups;
+    Int8TargetError names the points when it fails.
     """
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
@@ -150,7 +151,8 @@ def quantize_openvino(model, batch: np.ndarray, chunk: int, settings: Int8Settin
                 drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset.PERFORMANCE,
                 subset_size=len(items), advanced_quantization_parameters=_advanced(settings),
                 advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-                    max_num_iterations=max(1, int(settings.max_fp32_share * total)), num_ranking_workers=1,
+                    max_num_iterations=max(1, min(settings.nncf_max_reverts, int(settings.max_fp32_share * total))),
+                    num_ranking_workers=1,
                     ranking_subset_size=max(1, min(len(items), -(-settings.ranking_rows // chunk)))),
             )
         except Exception as exc:
