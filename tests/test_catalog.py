@@ -34,3 +34,24 @@ def test_models_listing_imports_no_framework():
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["heavy"] == [] and result["rows"] >= len(ZOO)
+
+
+def test_counting_a_detector_on_the_meta_device_leaves_ultralytics_usable():
+    """Ultralytics keeps class-level tensors (the Detect head's anchors); imported under the meta device
+    they stay meta tensors, and every later predict failed with "Cannot copy out of meta tensor"."""
+    pytest.importorskip("ultralytics")
+    code = """
+import tempfile, warnings, pathlib
+from modelport.zoo import get_entry
+get_entry("yolo11n").parameter_count()
+from modelport.detect.untrained import save_untrained
+from modelport.detect.runner import UltralyticsReference
+from modelport.detect.samples import street_scenes
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    pt = save_untrained(pathlib.Path(tempfile.mkdtemp()) / "yolo11n.pt", seed=0, imgsz=160, calib_images=2)
+    UltralyticsReference(pt, 160).detect(street_scenes(1, seed=0))
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]

@@ -190,12 +190,12 @@ def test_serve_refuses_a_repository_holding_a_corrupt_artifact(bad, tmp_path):
 
 
 def test_an_unexpected_exception_is_one_line_naming_its_log(work, monkeypatch, capsys):
-    import modelport.zoo
+    import modelport.catalog
 
     def boom(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(modelport.zoo, "list_models", boom)
+    monkeypatch.setattr(modelport.catalog, "model_rows", boom)
     code, stderr = run_cli(["models"], monkeypatch, capsys)
     assert code == 70
     (line,) = [line for line in stderr.splitlines() if line.strip()]

@@ -28,15 +28,19 @@ class ZooEntry:
     task: str = "embed"
     # State-dict key prefixes that belong to training heads and are ignored when loading.
     ignored_prefixes: tuple[str, ...] = ("classifier.",)
-    # Builds the same layers without running them (parameter counts on the meta device); default: ``builder``.
+    # Builds the same layers on the meta device itself, without running them (parameter counts); default:
+    # ``builder`` under a meta-device context.
     layers: Callable[[], nn.Module] | None = None
 
     def parameter_count(self) -> int:
         """Parameters of the architecture, counted on the meta device: no weights allocated or initialised."""
         import torch
 
-        with torch.device("meta"):
-            module = (self.layers or self.builder)()
+        if self.layers is not None:
+            module = self.layers()
+        else:
+            with torch.device("meta"):
+                module = self.builder()
         return sum(p.numel() for p in module.parameters())
 
 

@@ -34,11 +34,17 @@ def build_untrained(name: str, nc: int = COCO_CLASSES) -> nn.Module:
 
 def build_layers(name: str, nc: int = COCO_CLASSES) -> nn.Module:
     """The layers of ``name`` as Ultralytics parses its YAML, without the forward pass its DetectionModel runs
-    to find the strides (which the meta device cannot run)."""
+    to find the strides (which the meta device cannot run), on the meta device.
+
+    Ultralytics is imported before the meta device is entered: imported inside it, its module-level tensors
+    would be meta tensors for the rest of the process (every later Ultralytics model then failed with
+    "Cannot copy out of meta tensor")."""
+    import torch
     from ultralytics.nn.tasks import parse_model, yaml_model_load
 
     cfg = {**yaml_model_load(yolo_yaml(name)), "nc": nc}
-    layers, _save = parse_model(cfg, ch=3, verbose=False)
+    with torch.device("meta"):
+        layers, _save = parse_model(cfg, ch=3, verbose=False)
     return layers
 
 
