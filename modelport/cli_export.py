@@ -138,7 +138,7 @@ def _print_exports(rows: list) -> None:
         status = "[green]ok[/]" if r.ok else "[red]failed[/]"
         table.add_row(r.format, status, _fmt(r.max_abs) if r.max_abs is not None else "-",
                       _fmt(r.min_cosine, ".6f") if r.min_cosine is not None else "-", f"{r.seconds:.1f}",
-                      str(r.path) if r.ok else (r.error or ""))
+                      (str(r.path) + (f" ({r.note})" if r.note else "")) if r.ok else (r.error or ""))
     out.print(table)
 
 

@@ -106,6 +106,10 @@ def test_int8_variants_calibrated_on_a_folder_pass_their_thresholds(variants):
     ops = {n.op_type for n in onnx.load(str(int8["onnx"].path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert "FakeQuantize" in next(int8["openvino"].path.glob("*.xml")).read_text()
+    from modelport.families.reid import _int8_note, rows_of
+
+    (row,) = rows_of([int8["onnx"]], "reid", STEM)
+    assert _int8_note(row) == "fully INT8"  # what the exports table says beside the path
 
 
 def test_int8_accuracy_holds_on_crops_it_was_not_calibrated_on(variants):

@@ -36,7 +36,23 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
                          opset=request.opset or 17, simplify=request.simplify, allow_random=request.allow_random,
                          device=request.device, verify=request.verify, precision=request.precision,
                          calib=request.calib, uint8_input=request.uint8_input, force=request.force)
-    return rows_of(results, "reid", Path(source).name if source else "model")
+    rows = rows_of(results, "reid", Path(source).name if source else "model")
+    if request.precision == "int8":
+        for row in rows:
+            row.note = _int8_note(row)
+    return rows
+
+
+def _int8_note(row: ExportRow) -> str:
+    """What an INT8 artifact kept in fp32 (its spec records the search), for the exports table."""
+    from modelport.formats import get_format
+
+    if not row.ok or row.path is None:
+        return ""
+    record = get_format(row.format).read_spec(row.path).extra.get("int8", {})
+    nodes = record.get("fp32_nodes") or []
+    return f"{len(nodes)} node(s) kept in fp32: {', '.join(nodes[:6])}{' ...' if len(nodes) > 6 else ''}" \
+        if nodes else "fully INT8"
 
 
 def benchmark(source: str | None, request: BenchRequest) -> dict:
