@@ -65,3 +65,26 @@ def test_detector_benchmark_form_values_are_checked(params, message):
 def test_empty_batch_sizes_leave_the_library_its_default():
     checked = validate_detect_bench(Path("/m/yolo11n.pt"), {"tracks": ["onnx-raw"], "batches": ""})
     assert checked["batches"] is None and checked["seconds"] == 20.0 and checked["imgsz"] == 640
+
+
+def test_verify_on_a_detector_export_compares_it_with_ultralytics(tmp_path):
+    """The page's Verify makes the CLI's call (detect.verify.verify_artifacts) and renders its boxes."""
+    import warnings
+
+    pytest.importorskip("ultralytics")
+    from modelport.detect.export import export_detector
+    from modelport.detect.graph import NmsConfig
+    from modelport.detect.untrained import save_untrained
+    from modelport.ui.actions import run_verify, validate_verify
+    from modelport.ui.render import _verify
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pt = save_untrained(tmp_path / "yolo11n.pt", seed=0, imgsz=320)
+    (result,) = export_detector(pt, "onnx", nms=NmsConfig(conf=0.01), imgsz=320)
+    assert result.ok, result.error
+    params = validate_verify(tmp_path, {"path": result.path.name})
+    assert params["detector"] and Path(params["reference"]) == pt
+    done = run_verify(params)
+    assert done["passed"] and done["boxes"] > 0  # boxes were compared, not zero of them
+    assert "Detections vs Ultralytics predict" in _verify(done, tmp_path, None)

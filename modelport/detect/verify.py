@@ -236,11 +236,12 @@ def detect_both(reference, runner, images: Sequence) -> tuple[list[Detections], 
 
 
 def verify_artifacts(pt_file: Path, artifacts: Sequence[Path] = (), *, conf: float = 0.25,
-                     images: Sequence[ImageLike] | None = None, count: int = 8,
+                     images: Sequence[ImageLike] | None = None, count: int = 8, seed: int = 1234,
                      allow_empty: bool = False) -> list[DetectionCheck]:
     """Compare each artifact's detections (default: every export of ``pt_file`` found) with Ultralytics'
-    predict on ``images`` (default: ``count`` synthetic scenes). Raw tracks are judged at a verification-only
-    threshold at which the reference finds boxes; end-to-end graphs at their own. One check per artifact."""
+    predict on ``images`` (default: ``count`` synthetic scenes of ``seed``, the scenes export verifies on).
+    Raw tracks are judged at a verification-only threshold at which the reference finds boxes; end-to-end
+    graphs at their own. One check per artifact."""
     from modelport.detect.discover import candidates
     from modelport.detect.model import IOU, TOPK, load_ultralytics
     from modelport.detect.nms import NmsSettings
@@ -254,7 +255,7 @@ def verify_artifacts(pt_file: Path, artifacts: Sequence[Path] = (), *, conf: flo
     if not artifacts:
         raise WeightsNotFoundError(f"{pt_file}: no exports found to verify",
                                    hint="give artifact paths or run `modelport export` first")
-    frames = list(images) if images is not None else street_scenes(count, seed=0)
+    frames = list(images) if images is not None else street_scenes(count, seed=seed)
     checks = []
     for path in artifacts:
         runner = DetectRunner(load_runtime(format_of_path(path), path), NmsSettings(conf, IOU, TOPK))

@@ -238,12 +238,8 @@ def validate_verify(root: Path, params: dict) -> dict:
     if weights is None or fmt.id == "pytorch":
         raise P.ParamError(f"{target.name}: no weights file with its stem beside it to compare with",
                            hint="verify compares an export with the weights it came from")
-    if _is_detector(weights):  # `modelport verify` routes these to `detect verify`, which has no library call yet
-        raise P.ParamError(f"{target.name}: a detector's export is verified against Ultralytics' predictions, "
-                           "which the dashboard cannot run yet",
-                           hint=f"run `modelport verify {weights.name} {target.name}`, or export it again here "
-                                "(every export is verified)")
-    return {"path": str(target), "package": False, "reference": str(weights)}
+    # A detector's export is compared with Ultralytics' predictions, as `modelport verify yolo.pt yolo.onnx` does.
+    return {"path": str(target), "package": False, "reference": str(weights), "detector": _is_detector(weights)}
 
 
 def run_verify(p: dict) -> dict:
@@ -255,6 +251,14 @@ def run_verify(p: dict) -> dict:
 
         result = verify_package(target)
         label = result.label
+    elif p.get("detector"):
+        from modelport.detect.verify import verify_artifacts
+
+        (check,) = verify_artifacts(Path(p["reference"]), [target])
+        VerificationLog.default().record(target, check.passed)
+        return {"label": check.label, "passed": check.passed, "summary": check.summary(), "outputs": [],
+                "boxes": check.detections, "ties": check.ties, "min_iou": check.min_iou,
+                "max_score_diff": check.max_score_diff}
     else:
         from modelport.discover import open_artifact
         from modelport.verify import verify

@@ -208,8 +208,12 @@ def _verify(result: dict, root: Path, job: Job) -> str:
     rows = [[e(o["output"]), _fmt(o["max_abs"], ".2e"), _fmt(o["min_cosine"], ".6f"), _fmt(o["nn_agreement"], ".2f"),
              badge("pass", "ok") if o["passed"] else badge("; ".join(o["failures"]), "bad")] for o in result["outputs"]]
     verdict = badge("pass", "ok") if result["passed"] else badge("FAIL", "bad")
-    return (f"<p>{e(result['label'])}: {verdict} {e(result['summary'])}</p>"
-            + table(["output", "max abs", "min cosine", "NN agreement", "result"], rows, "Verification"))
+    head = f"<p>{e(result['label'])}: {verdict} {e(result['summary'])}</p>"
+    if "boxes" in result:  # a detector: its boxes against Ultralytics' predictions
+        return head + table(["reference boxes", "NMS ties", "min IoU", "max score diff", "result"],
+                            [[str(result["boxes"]), str(result["ties"]), _fmt(result["min_iou"], ".4f"),
+                              _fmt(result["max_score_diff"], ".1e"), verdict]], "Detections vs Ultralytics predict")
+    return head + table(["output", "max abs", "min cosine", "NN agreement", "result"], rows, "Verification")
 
 
 def _extract(result: dict, root: Path, job: Job) -> str:
