@@ -201,8 +201,7 @@ def bench_cmd(
 
 def _factory_for_bench(factory: Optional[str], config: Optional[Path], weights: Optional[Path], size: str):
     from modelport.families import BenchRequest
-    from modelport.families.factory import bench_spec, build_factory
-    from modelport.families.factory_export import resolve_config
+    from modelport.families.factory_export import built_for_bench
 
     try:
         width, height = (int(v) for v in size.lower().split("x"))
@@ -210,8 +209,7 @@ def _factory_for_bench(factory: Optional[str], config: Optional[Path], weights: 
         raise typer.BadParameter(f"--size {size!r}: write it as WIDTHxHEIGHT, e.g. 1280x720") from None
     err.print(f"note: --factory {factory or '(from the config)'} imports and runs your own code (trusted)",
               highlight=False)
-    built = build_factory(resolve_config(BenchRequest(factory=factory, config=config, weights=weights)))
-    return type(built)(built.module, bench_spec(built.spec, (height, width)), built.entry)
+    return built_for_bench(BenchRequest(factory=factory, config=config, weights=weights, size=(width, height)))
 
 
 def print_bench(report: dict) -> None:

@@ -46,9 +46,7 @@ class ExportRequest:
 
     def given(self) -> dict[str, Any]:
         """The options set away from their defaults, by field name."""
-        defaults = ExportRequest()
-        return {name: getattr(self, name) for name in self.__slots__
-                if getattr(self, name) != getattr(defaults, name)}
+        return _given(self)
 
 
 @dataclass(slots=True)
@@ -98,6 +96,10 @@ class BenchRequest:
     size: tuple[int, int] | None = None  # factory: (width, height) an image-to-image model is timed at
 
     def given(self) -> dict[str, Any]:
-        defaults = BenchRequest()
-        return {name: getattr(self, name) for name in self.__slots__
-                if getattr(self, name) != getattr(defaults, name)}
+        return _given(self)
+
+
+def _given(request: ExportRequest | BenchRequest) -> dict[str, Any]:
+    defaults = type(request)()
+    return {name: getattr(request, name) for name in request.__slots__
+            if getattr(request, name) != getattr(defaults, name)}

@@ -62,14 +62,21 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
     return rows
 
 
-def benchmark(source: str | None, request: BenchRequest) -> dict:
-    """Every runtime on the model's declared inputs; an image-to-image model at 1280x720 unless ``size``."""
-    from modelport.bench import run_benchmark
+def built_for_bench(request: BenchRequest):
+    """The factory model, its example inputs at the size it is timed at: an image-to-image model at 1280x720
+    unless ``request.size`` (width, height)."""
     from modelport.families.factory import BENCH_SIZE, bench_spec, build_factory
 
     built = build_factory(resolve_config(request))
     height, width = (request.size[1], request.size[0]) if request.size else BENCH_SIZE
-    built = type(built)(built.module, bench_spec(built.spec, (height, width)), built.entry)
+    return type(built)(built.module, bench_spec(built.spec, (height, width)), built.entry)
+
+
+def benchmark(source: str | None, request: BenchRequest) -> dict:
+    """Every runtime on the model's declared inputs (``built_for_bench``)."""
+    from modelport.bench import run_benchmark
+
+    built = built_for_bench(request)
     return run_benchmark(built.spec.source.file or "", formats=request.formats, batches=request.batches or (1, 4),
                          device=request.device, threads=request.threads, seconds=request.seconds,
                          rounds=request.rounds, built=built)
