@@ -8,7 +8,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -20,14 +20,11 @@ from modelport.machine import machine_info, machine_key, peak_gflops
 from modelport.naming import weights_stem
 from modelport.quantize import calibration_batch
 from modelport.spec import sha256_file
+from modelport.timing import SCHEMA, interleave, percentiles
 from modelport.verify import TOLERANCES, compare_output
 from modelport.version import __version__
 from modelport.zoo import BuiltModel, build
 
-T = TypeVar("T")
-R = TypeVar("R")
-
-SCHEMA = 1
 PARITY_ROWS = 16
 Progress = Callable[[str], None]
 
@@ -59,12 +56,6 @@ def size_mb(path: Path | None) -> float | None:
         return None
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     return round(sum(p.stat().st_size for p in files) / 1e6, 3)
-
-
-def percentiles(latencies: Sequence[float]) -> dict[str, float]:
-    ms = np.asarray(latencies) * 1000.0
-    return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
-            "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "n": int(len(ms))}
 
 
 def model_gflops(built: BuiltModel) -> float:
@@ -177,25 +168,6 @@ def check_parity(cand: Candidate, reference: Runner, batch: np.ndarray) -> None:
                    "passed": result.passed, "failures": list(result.failures)}
     if not result.passed and cand.status == "ok":
         cand.status, cand.reason = "parity-failed", "; ".join(result.failures)
-
-
-def interleave(items: Sequence[T], measure: Callable[[T], R], seconds: float, rounds: int, *,
-               key: Callable[[T], str], after_turn: Callable[[T], None] | None = None) -> dict[str, list[R]]:
-    """Give each item ``rounds`` turns of an equal time slot, in turn, so that machine drift (thermal, other
-    load) hits all of them alike; ``measure(item)`` runs one timed call and returns its sample. Every turn
-    takes at least one sample. ``after_turn`` runs untimed at the end of each turn."""
-    samples: dict[str, list[R]] = {key(item): [] for item in items}
-    slot = seconds / (rounds * max(1, len(items)))
-    for _ in range(rounds):
-        for item in items:
-            end = time.perf_counter() + slot
-            while True:
-                samples[key(item)].append(measure(item))
-                if time.perf_counter() >= end:
-                    break
-            if after_turn is not None:
-                after_turn(item)
-    return samples
 
 
 def time_interleaved(cands: list[Candidate], batch: np.ndarray, seconds: float, rounds: int) -> dict[str, list[float]]:

@@ -155,11 +155,9 @@ def bench_cmd(
 ) -> None:
     """Measure every runtime side by side: latency, throughput, parity, size, export and load time."""
     apply_trust(trust)
-    from modelport.bench import run_benchmark, write_plot
-    from modelport.clip.bench import is_clip_source
     from modelport.formats.remote import is_endpoint
 
-    if source is not None and is_endpoint(source):  # a served model, timed from this client
+    if source is not None and is_endpoint(source):  # a served model, timed from this client (needs no torch)
         from modelport.triton.cli import bench_remote
 
         bench_remote(source, batches=_csv_ints(batch or "1,16,64"), seconds=seconds, json_path=json_path,
@@ -168,6 +166,9 @@ def bench_cmd(
                                   "--export-here": export_here, "--plot": plot, "--allow-random": allow_random,
                                   "--arch": arch, "--weights": clip_weights, "--factory": factory, "--config": config})
         return
+    from modelport.bench import run_benchmark, write_plot
+    from modelport.clip.bench import is_clip_source
+
     built = None
     if factory is not None or config is not None:
         built = _factory_for_bench(factory, config, clip_weights, size)

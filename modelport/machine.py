@@ -82,13 +82,15 @@ def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None
     return versions
 
 
-def machine_info() -> dict:
+def machine_info(*, gpu: bool = True) -> dict:
+    """CPU, cores, GPU, platform and library versions. ``gpu=False`` records no GPU and so imports no torch: for
+    records of work run elsewhere (a served model timed from this client), where this machine's GPU plays no part."""
     return {
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
         "physical_cores": physical_cores(),
         "logical_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "gpu": gpu_name(),
+        "gpu": gpu_name() if gpu else None,
         "platform": platform.platform(),
         "python": platform.python_version(),
         "libraries": library_versions(),

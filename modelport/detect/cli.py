@@ -29,6 +29,8 @@ def _is_detector(arg: str) -> bool:
 
 def route(argv: list[str]) -> list[str]:
     """``export yolo11n.pt ...`` -> ``detect export yolo11n.pt ...`` when the arguments name a detector."""
+    from modelport.formats.remote import is_endpoint
+
     if not argv or argv[0] not in ROUTED:
         return argv
     rest = argv[1:]
@@ -36,6 +38,8 @@ def route(argv: list[str]) -> list[str]:
         return argv
     if argv[0] == "export":  # `modelport export` takes every family; only several detectors at once are here
         return ["detect", *argv] if any(a.split("=")[0] in ("--model", "--models") for a in rest) else argv
+    if any(is_endpoint(a) for a in rest):  # a served model: the remote runner, whatever it serves (no torch here)
+        return argv
     if any(a.split("=")[0] in DETECT_FLAGS for a in rest) or any(_is_detector(a) for a in rest
                                                                  if not a.startswith("-")):
         return ["detect", *argv]

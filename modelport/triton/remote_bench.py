@@ -1,7 +1,8 @@
 """``modelport bench URL``: a served model timed from this client through the remote runner. Per batch size:
 latency per call (the runner splits a batch into requests of the server's max_batch_size, several in flight)
 and images/s, the batch sizes interleaved in rounds so drift on either machine hits all alike; plus which
-endpoint answered how many requests."""
+endpoint answered how many requests. The client needs numpy and tritonclient only: no torch or local runtime
+(tests/test_remote_bench_torchfree.py)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,22 @@ import numpy as np
 
 from modelport.errors import ModelportError
 from modelport.formats.base import example_batch
+from modelport.timing import SCHEMA, interleave, percentiles
 
 Progress = Callable[[str], None]
 
 
-def bench_endpoint(source: str, *, batches: Sequence[int] = (1, 16, 64), seconds: float = 3.0, rounds: int = 5,
-                   timeout: float = 60.0, progress: Progress | None = None) -> dict:
+def bench_endpoint(
+    source: str,
+    *,
+    batches: Sequence[int] = (1, 16, 64),
+    seconds: float = 3.0,
+    rounds: int = 5,
+    timeout: float = 60.0,
+    progress: Progress | None = None,
+) -> dict:
     """Time the model served at ``source`` (one URL, or several comma-separated) at each batch size; returns a
     record shaped like ``modelport bench``'s (schema in docs/benchmark-schema.md), one ``remote`` row per batch."""
-    from modelport.bench import SCHEMA, interleave, percentiles
     from modelport.formats.remote import load as load_remote
     from modelport.machine import machine_info, machine_key
     from modelport.version import __version__
@@ -58,19 +66,53 @@ def bench_endpoint(source: str, *, batches: Sequence[int] = (1, 16, 64), seconds
     rows = []
     for b in batches:
         stats = percentiles(samples[str(b)])
-        rows.append({"runtime": "remote", "format": "remote", "precision": runner.spec.precision, "batch": b,
-                     "status": "ok", "reason": "", "path": source, "size_mb": None, "export_s": None,
-                     "load_s": load_s, "parity": {}, "settings": settings, "latency_ms": stats,
-                     "throughput": b / (stats["mean"] / 1000.0), "gflops_achieved": None})
-    info = machine_info()
-    return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "modelport": __version__,
-            "machine": info, "machine_key": machine_key(info), "peak_gflops": None,
-            "model": {"name": runner.spec.name, "source": asdict(runner.spec.source), "gflop_per_image": None,
-                      "untrained": runner.spec.is_random},
-            "endpoints": [e.url for e in runner.endpoints], "requests_per_endpoint": requests,
-            "settings": {"batches": list(batches), "device": "remote", "threads": None, "seconds_per_batch": seconds,
-                         "rounds": rounds, "parity_rows": 0, "formats": ["remote"], "timeout_s": timeout},
-            "rows": rows}
+        rows.append(
+            {
+                "runtime": "remote",
+                "format": "remote",
+                "precision": runner.spec.precision,
+                "batch": b,
+                "status": "ok",
+                "reason": "",
+                "path": source,
+                "size_mb": None,
+                "export_s": None,
+                "load_s": load_s,
+                "parity": {},
+                "settings": settings,
+                "latency_ms": stats,
+                "throughput": b / (stats["mean"] / 1000.0),
+                "gflops_achieved": None,
+            }
+        )
+    info = machine_info(gpu=False)  # the client's GPU plays no part, and probing it would import torch
+    return {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "modelport": __version__,
+        "machine": info,
+        "machine_key": machine_key(info),
+        "peak_gflops": None,
+        "model": {
+            "name": runner.spec.name,
+            "source": asdict(runner.spec.source),
+            "gflop_per_image": None,
+            "untrained": runner.spec.is_random,
+        },
+        "endpoints": [e.url for e in runner.endpoints],
+        "requests_per_endpoint": requests,
+        "settings": {
+            "batches": list(batches),
+            "device": "remote",
+            "threads": None,
+            "seconds_per_batch": seconds,
+            "rounds": rounds,
+            "parity_rows": 0,
+            "formats": ["remote"],
+            "timeout_s": timeout,
+        },
+        "rows": rows,
+    }
 
 
 def _check_rows(outputs: dict[str, np.ndarray], rows: int, source: str) -> None:
