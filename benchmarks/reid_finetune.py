@@ -1,27 +1,46 @@
 """Before/after scores of `reid adapt` and `reid finetune` on the synthetic scene through cameras A and B.
 
-The model is the demo's (random OSNet x0.25, BatchNorm calibrated on clean synthetic crops). Every scene is
-synthetic. For each scene seed: held-out people's scores (crop-level cross-track rank-1 and mAP, track ARI)
-for the untrained model on camera A and B and after AdaBN (held-out people), and before/after fine-tuning on
-camera B with held-out people and with held-out tracks (`--holdout-by`); then camera B's
-every track clustered (extract + cluster --standardize --threshold auto) with the untrained and the fine-tuned
-model. Writes JSON lines to --out and prints a Markdown table.
+Every scene is synthetic (modelport/reid/synth.py, cameras.py). The starting model is the demo's: a random
+OSNet x0.25 whose BatchNorm statistics are calibrated on clean synthetic crops (camera-A-like); no trained
+weights. One run, one scene seed, each model labelled with its recipe:
 
-    python benchmarks/reid_finetune.py --seeds 0,1 --out benchmarks/results/reid_finetune.jsonl
+- held-out people (``--holdout-by people``: every track of half the people is never trained on): the
+  untrained model on camera A and on camera B; AdaBN on camera B; fine-tuned on camera B from the untrained
+  model; fine-tuned on camera B from the AdaBN model;
+- held-out tracks (``--holdout-by tracks``: people seen in other tracks, unlabelled): untrained and fine-tuned;
+- camera B's every track clustered (extract + cluster --standardize --threshold auto) with the untrained and
+  the fine-tuned (held-out tracks) model.
+
+Writes one JSON line (git commit, library versions, machine, load average) to --out and prints a table.
+
+    flock /tmp/modelport-bench.lock python benchmarks/reid_finetune.py --out benchmarks/results/reid_finetune.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import subprocess
 import tempfile
 import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
 
+ROWS = (  # (key, model recipe, camera, held out)
+    ("untrained_A", "untrained (random, BatchNorm calibrated on clean crops)", "A", "people"),
+    ("untrained_B", "untrained (random, BatchNorm calibrated on clean crops)", "B", "people"),
+    ("adabn_B", "AdaBN on camera B (BatchNorm statistics re-estimated, nothing trained)", "B", "people"),
+    ("finetuned_B_people", "fine-tuned on camera B's tracks, from untrained", "B", "people"),
+    ("adabn_finetuned_B_people", "AdaBN on camera B, then fine-tuned on its tracks", "B", "people"),
+    ("untrained_B_tracks", "untrained (random, BatchNorm calibrated on clean crops)", "B", "tracks"),
+    ("finetuned_B_tracks", "fine-tuned on camera B's tracks, from untrained", "B", "tracks"),
+)
 
-def run(seed: int, people: int, frames: int, epochs: int, root: Path) -> dict:
+
+def run(seed: int, people: int, frames: int, epochs: int, lr: float, crops: int, root: Path) -> dict:
     from modelport.reid.adapt import adapt
     from modelport.reid.extract import extract, load_model
     from modelport.reid.finetune import finetune
@@ -31,29 +50,40 @@ def run(seed: int, people: int, frames: int, epochs: int, root: Path) -> dict:
     from modelport.zoo.calibrate import make_untrained_checkpoint
 
     weights = make_untrained_checkpoint(root)
-    row: dict = {"seed": seed, "people": people, "frames": frames, "epochs": epochs}
+    settings = {"epochs": epochs, "lr": lr, "crops": crops, "holdout": 0.5, "seed": 0}
+    row: dict = {"scene_seed": seed, "people": people, "frames": frames, "finetune": settings, "adabn_crops": 512,
+                 "seconds": {}}
     dbs = {}
     for cam in ("A", "B"):
         data = write_demo_data(root / f"camera_{cam}", people=people, frames=frames, seed=seed, camera=cam)
         dbs[cam] = root / f"camera_{cam}.db"
         import_mot(dbs[cam], data.video, data.detections, ground_truth=data.ground_truth)
+        row[f"camera_{cam}"] = data.camera.description
+        row[f"detections_{cam}"] = data.detection_count
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # the untrained model's held-out scores on camera A are that adaptation's "before"
-        plain = adapt(dbs["A"], weights, out=root / "a_adabn.pt", crops=512)
-        row["untrained_A"] = asdict(plain.before) if plain.before else None
-        adapted = adapt(dbs["B"], weights, out=root / "b_adabn.pt", crops=512)
-        row["untrained_B"] = asdict(adapted.before) if adapted.before else None
-        row["adabn_B"] = asdict(adapted.after) if adapted.after else None
-        strict = finetune(dbs["B"], weights, out=root / "osnet_x0_25_people.pt", epochs=epochs, holdout_by="people")
-        row["untrained_B_people"] = asdict(strict.before) if strict.before else None
-        row["finetuned_B_people"] = asdict(strict.after) if strict.after else None
+        plain = adapt(dbs["A"], weights, out=root / "a_adabn.pt", crops=512)  # its "before": untrained on A
+        row["untrained_A"] = asdict(plain.before)
         start = time.perf_counter()
-        tuned = finetune(dbs["B"], weights, out=root / "osnet_x0_25_finetuned.pt", epochs=epochs)
-        row["finetune_seconds"] = round(time.perf_counter() - start, 1)
-        row["untrained_B_tracks"] = asdict(tuned.before) if tuned.before else None
-        row["finetuned_B_tracks"] = asdict(tuned.after) if tuned.after else None
-        row["finetune_losses"] = [round(v, 4) for v in tuned.losses]
+        adapted = adapt(dbs["B"], weights, out=root / "osnet_x0_25_adabn_B.pt", crops=512)
+        row["seconds"]["adabn"] = round(time.perf_counter() - start, 1)
+        row["untrained_B"], row["adabn_B"] = asdict(adapted.before), asdict(adapted.after)
+        kw = {k: v for k, v in settings.items() if k != "holdout"}
+        start = time.perf_counter()
+        strict = finetune(dbs["B"], weights, out=root / "osnet_x0_25_people.pt", holdout_by="people", **kw)
+        row["seconds"]["finetune_people"] = round(time.perf_counter() - start, 1)
+        assert asdict(strict.before) == row["untrained_B"]  # same held-out people, same crops
+        row["finetuned_B_people"] = asdict(strict.after)
+        row["finetune_people_losses"] = [round(v, 4) for v in strict.losses]
+        both = finetune(dbs["B"], adapted.path, out=root / "osnet_x0_25_adabn_ft.pt", holdout_by="people", **kw)
+        row["adabn_finetuned_B_people"] = asdict(both.after)
+        tuned = finetune(dbs["B"], weights, out=root / "osnet_x0_25_finetuned.pt", holdout_by="tracks", **kw)
+        row["untrained_B_tracks"], row["finetuned_B_tracks"] = asdict(tuned.before), asdict(tuned.after)
+        row["trained_on"] = {
+            "people": {"tracks": strict.tracks, "pairs": strict.pairs, "crops": strict.crops,
+                       "held_out_people": strict.held_out_people, "held_out_tracks": strict.held_out_tracks},
+            "tracks": {"tracks": tuned.tracks, "pairs": tuned.pairs, "crops": tuned.crops,
+                       "held_out_people": tuned.held_out_people, "held_out_tracks": tuned.held_out_tracks}}
         for label, model in (("untrained", weights), ("finetuned", tuned.path)):
             extract(dbs["B"], load_model(model), batch=16)
             scores = run_cluster(dbs["B"], root / f"ids_{label}", model=str(model), threshold="auto",
@@ -62,34 +92,54 @@ def run(seed: int, people: int, frames: int, epochs: int, root: Path) -> dict:
     return row
 
 
+def environment() -> dict:
+    import numpy
+    import onnxruntime
+    import sklearn
+    import torch
+
+    from modelport.machine import physical_cores
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "modelport/reid", "benchmarks/reid_finetune.py"],
+                           cwd=Path(__file__).parent.parent, capture_output=True, text=True).stdout.strip()
+    return {"commit": commit, "uncommitted_reid_changes": bool(dirty),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {"cpu": platform.processor() or platform.machine(), "physical_cores": physical_cores(),
+                        "python": platform.python_version()},
+            "versions": {"torch": torch.__version__, "numpy": numpy.__version__, "onnxruntime": onnxruntime.__version__,
+                         "scikit-learn": sklearn.__version__}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0")
-    parser.add_argument("--people", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=450)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0, help="the scene's seed")
+    parser.add_argument("--people", type=int, default=10)
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--crops", type=int, default=1024)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/reid_finetune.jsonl"))
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for seed in (int(s) for s in args.seeds.split(",")):
-        with tempfile.TemporaryDirectory() as tmp:
-            row = run(seed, args.people, args.frames, args.epochs, Path(tmp))
-        rows.append(row)
-        with args.out.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
-    print("| seed | model, camera (held out) | rank-1 | mAP | ARI |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        for key in ("untrained_A", "untrained_B", "adabn_B", "untrained_B_people", "finetuned_B_people",
-                    "untrained_B_tracks", "finetuned_B_tracks"):
-            s = row[key]
-            if s:
-                print(f"| {row['seed']} | {key} | {s['rank1']:.3f} | {s['mAP']:.3f} | {s['ari']:.3f} |")
-        for key in ("cluster_B_untrained", "cluster_B_finetuned"):
-            s = row[key]
-            if s:
-                print(f"| {row['seed']} | {key} (every track) | {s['rank1']:.3f} (track) | - | {s['ari']:.3f} |")
+    record = environment()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        record.update(run(args.seed, args.people, args.frames, args.epochs, args.lr, args.crops, Path(tmp)))
+    record["machine"]["load_average"] = {"before": [round(x, 2) for x in load_before],
+                                         "after": [round(x, 2) for x in os.getloadavg()]}
+    with args.out.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    print("| model (recipe) | camera | held out | rank-1 | mAP | ARI |")
+    print("|---|---|---|---:|---:|---:|")
+    for key, recipe, cam, held in ROWS:
+        s = record[key]
+        print(f"| {recipe} | {cam} | {held} | {s['rank1']:.3f} | {s['mAP']:.3f} | {s['ari']:.3f} |")
+    for key in ("cluster_B_untrained", "cluster_B_finetuned"):
+        s = record[key]
+        if s:
+            print(f"| {key}: every camera-B track | B | - | {s['rank1']:.3f} (track) | - | {s['ari']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,7 @@ def untrained(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> dict:
-    """One scene (same people, walks and detections) through camera A and camera B: 10 people, so that some
-    look alike once camera B washes their colours out (with 6, the untrained model already scores 1.0)."""
+    """One scene (same people, walks and detections) through camera A and camera B (10 people, 300 frames)."""
     root = tmp_path_factory.mktemp("cameras")
     return {cam: write_demo_data(root / f"camera_{cam}", people=10, frames=300, seed=0, camera=cam)
             for cam in ("A", "B")}
@@ -50,26 +49,54 @@ def db_b(scenes, tmp_path) -> Path:
     return db
 
 
-def test_camera_b_sees_the_same_scene_darker_greyer_and_softer(scenes):
+def _frame(video: Path, index: int) -> np.ndarray:
     import cv2
 
+    cap = cv2.VideoCapture(str(video))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    return frame.astype(np.float32)
+
+
+def test_camera_b_sees_the_same_scene_darker_greyer_and_unevenly_lit(scenes):
     a, b = scenes["A"], scenes["B"]
     assert a.detections.read_text() == b.detections.read_text()  # same people, walks and detections
     assert a.ground_truth.read_text() == b.ground_truth.read_text()
-    frames = []
-    for data in (a, b):
-        cap = cv2.VideoCapture(str(data.video))
-        cap.set(cv2.CAP_PROP_POS_FRAMES, 120)
-        ok, frame = cap.read()
-        cap.release()
-        assert ok
-        frames.append(frame.astype(np.float32))
-    fa, fb = frames
-    balanced = [f / f.reshape(-1, 3).mean(axis=0) for f in frames]  # the cast removed, as white balance would
+    fa, fb = _frame(a.video, 120), _frame(b.video, 120)
+    assert fb.mean() < 0.85 * fa.mean()
+    balanced = [f / f.reshape(-1, 3).mean(axis=0) for f in (fa, fb)]  # the cast removed, as white balance would
     saturation = [np.mean(f.max(axis=2) - f.min(axis=2)) for f in balanced]
-    detail = [cv2.Laplacian(f.mean(axis=2), cv2.CV_32F).var() for f in frames]
-    assert fb.mean() < 0.7 * fa.mean() and saturation[1] < 0.5 * saturation[0] and detail[1] < 0.2 * detail[0]
-    assert fb[..., 2].mean() > fb[..., 0].mean()  # the warm cast: more red than blue
+    assert saturation[1] < 0.6 * saturation[0]
+
+
+def test_camera_b_lights_the_street_unevenly_and_its_light_changes_over_time():
+    from modelport.reid.cameras import CAMERAS
+
+    grey = np.full((180, 320, 3), 128, np.float32)  # an evenly grey street
+    for name, uneven in (("A", False), ("B", True)):
+        cam = CAMERAS[name]
+        seen = cam.apply(grey, 10)
+        columns = seen[90:].mean(axis=0)  # (W, 3) the lower half, where people walk, column by column
+        spread = columns.mean(axis=1).std() / columns.mean()  # brightness along the street
+        hue = np.std(columns[:, 2] / columns[:, 0])  # red over blue along the street: the lights' colours differ
+        later = cam.apply(grey, 60).reshape(-1, 3).mean(axis=0) / seen.reshape(-1, 3).mean(axis=0)
+        change = np.abs(later / later.mean() - 1).max()  # flicker and white-balance drift between two frames
+        if uneven:  # a person walking across changes brightness and colour; so does everyone, over time
+            assert spread > 0.1 and hue > 0.05 and change > 0.03, (spread, hue, change)
+        else:
+            assert spread < 1e-6 and hue < 1e-6 and change < 1e-6, (spread, hue, change)
+
+
+def test_a_camera_renders_each_frame_the_same_way_every_time():
+    from modelport.reid.cameras import CAMERAS
+
+    frame = np.random.default_rng(0).uniform(0, 255, (36, 64, 3)).astype(np.float32)
+    b = CAMERAS["B"]
+    assert np.array_equal(b.apply(frame, 5), b.apply(frame, 5))
+    assert not np.array_equal(b.apply(frame, 5), b.apply(frame, 6))  # noise, flicker and drift move on
+    assert b.apply(frame, 5).shape == frame.shape and b.apply(frame, 5).dtype == np.float32
 
 
 def test_unknown_or_impossible_camera_is_a_clear_error(tmp_path):

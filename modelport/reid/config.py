@@ -72,7 +72,7 @@ KEYS: dict[str, dict[str, tuple[Any, str]]] = {
         "crops": (1024, "at most this many crops, spread evenly along the tracks, are trained on"),
         "tracks_per_batch": (8, "P: tracks per batch (seeds and a co-occurring partner of each)"),
         "crops_per_track": (4, "K: crops per track per batch"),
-        "lr": (1e-4, "Adam learning rate"),
+        "lr": (3e-4, "Adam learning rate (torchreid's default)"),
         "margin": (0.3, "triplet loss margin (on L2-normalised features)"),
         "holdout": (0.5, "share of the tracks (or people) with ground truth kept out of training to measure it"),
         "holdout_by": ("tracks", "hold out tracks (their people's other tracks may be trained on, unlabelled) "

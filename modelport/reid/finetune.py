@@ -75,7 +75,7 @@ def resume_path(out: Path) -> Path:
 
 def finetune(db: str | Path, weights: str | Path, *, out: str | Path | None = None, epochs: int = 10,
              camera: str | None = None, class_name: str | None = "person", tracks_per_batch: int = 8,
-             crops_per_track: int = 4, crops: int = 1024, lr: float = 1e-4, margin: float = 0.3,
+             crops_per_track: int = 4, crops: int = 1024, lr: float = 3e-4, margin: float = 0.3,
              holdout: float = 0.5, holdout_by: str = "tracks", device: str = "cpu", seed: int = 0,
              force: bool = False, progress: Progress | None = None) -> FinetuneResult:
     """Train ``weights`` on up to ``crops`` crops of ``db``'s tracks (of one camera when given) for ``epochs``

@@ -235,7 +235,7 @@ def _render(video: Path, people: int, frames: int, width: int, height: int, fps:
             _draw_person(frame, label, p, looks[p], cx, fy, h, phase=t * 0.35 + p, facing=facing)
             boxes[p] = (cx - 0.2 * h, fy - 0.99 * h, cx + 0.2 * h, fy + 0.02 * h, v_index)
         light = float(np.clip(light + rng.normal(0, 0.01), 0.9, 1.1))
-        noisy = conditions.apply(frame.astype(np.float32)) * light + noise[int(rng.integers(len(noise)))]
+        noisy = conditions.apply(frame.astype(np.float32), t) * light + noise[int(rng.integers(len(noise)))]
         writer.write(np.clip(noisy, 0, 255).astype(np.uint8))
         for p, (x1, y1, x2, y2, v_index) in boxes.items():
             full = (x2 - x1) * (y2 - y1)
