@@ -51,7 +51,7 @@ VERSIONED = (
     "fastapi",
     "uvicorn",
     "onnxruntime",
-    "opencv-python-headless",
+    "opencv-python",
     "pillow",
     "psutil",
 )
