@@ -84,10 +84,8 @@ def crops(count: int, seed: int = 42) -> list[np.ndarray]:
     """``count`` decoded BGR uint8 person crops, cycling through CROP_SIZES."""
     from modelport.samples import person_crops
 
-    return [
-        person_crops(1, h, w, seed=seed + i)[0]
-        for i, (h, w) in zip(range(count), (CROP_SIZES[i % len(CROP_SIZES)] for i in range(count)))
-    ]
+    sizes = [CROP_SIZES[i % len(CROP_SIZES)] for i in range(count)]
+    return [person_crops(1, h, w, seed=seed + i)[0] for i, (h, w) in enumerate(sizes)]
 
 
 class Client:
