@@ -30,7 +30,8 @@ def verify_cmd(
     as_json: Optional[str] = typer.Option(None, "--json", help="Write the report as JSON to this file ('-' for "
                                           "stdout)."),
     tol: Optional[List[str]] = typer.Option(None, "--tol", help="Per-output tolerance, OUTPUT:KEY=VALUE (keys: "
-                                            "max_abs, min_cosine, min_nn_agreement; 'none' disables), repeatable."),
+                                            "max_abs, min_cosine, min_centered_cosine, min_nn_agreement; 'none' "
+                                            "disables), repeatable."),
     localize: bool = typer.Option(False, "--localize", help="For a failing ONNX or OpenVINO export, name the first "
                                   "graph node whose output departs from the PyTorch model's."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="On failure, write an error-vs-magnitude plot (PNG)."),

@@ -102,7 +102,9 @@ class Point:
 
     def margin(self, tolerance: Any) -> float:
         """How far above (positive) or below the target's worst criterion this point is."""
+        centred = getattr(tolerance, "min_centered_cosine", None)
         gaps = [self.min_cosine - tolerance.min_cosine if tolerance.min_cosine is not None else 1.0,
+                self.min_centered_cosine - centred if centred is not None else 1.0,
                 self.nn_agreement - tolerance.min_nn_agreement if tolerance.min_nn_agreement is not None else 1.0]
         return min(gaps)
 
@@ -154,6 +156,7 @@ def choose(points: Sequence[Point], settings: Int8Settings, what: str) -> Point:
         return best[0]
     raise Int8TargetError(
         f"{what}: no INT8 configuration met the target (min cosine >= {settings.tolerance.min_cosine}, "
+        f"centred cosine >= {getattr(settings.tolerance, 'min_centered_cosine', None)}, "
         f"NN agreement >= {settings.tolerance.min_nn_agreement}); {len(points)} tried, best: "
         + "; ".join(p.describe() for p in best),
         points, hint="calibrate on crops like the deployment's (--calib DIR), try another calibration method, "
