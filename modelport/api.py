@@ -15,6 +15,7 @@ from modelport.errors import ExportError, VerificationError
 
 if TYPE_CHECKING:
     from modelport.families import ExportRequest
+    from modelport.int8.settings import Int8Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ def export(source: str | Path | None = None, formats: str | Iterable[str] | None
            family: str | None = None, out: str | Path | None = None, opset: int | None = None,
            device: str = "cpu", verify: bool = True, force: bool = False, allow_random: bool = False,
            arch: str | None = None, batch: int | None = None, simplify: bool = False, precision: str = "fp32",
-           calib: str | Path | None = None, uint8_input: bool = False, nms: bool = False,
+           calib: str | Path | None = None, int8: Int8Settings | None = None, uint8_input: bool = False,
+           nms: bool = False,
            nms_flavor: str = "portable", topk: int | None = None, iou: float | None = None,
            conf: float | None = None, normalize_boxes: bool = False, imgsz: int | None = None,
            dynamic_shape: bool = False, images: str | Path | None = None, allow_empty: bool = False,
@@ -52,7 +54,8 @@ def export(source: str | Path | None = None, formats: str | Iterable[str] | None
 
     Raises VerificationError / ExportError naming each failed artifact; the successful ones stay written.
     Options of one family (``nms`` for detectors, ``factory``/``config`` for your own models, ``precision``
-    for ReID embedders...) are refused by the others with a ConfigError.
+    for ReID embedders...) are refused by the others with a ConfigError. ``int8`` (``modelport.int8.Int8Settings``)
+    chooses the calibration method and the accuracy search of ``precision="int8"``.
     """
     from modelport.families import ExportRequest
 
@@ -62,7 +65,7 @@ def export(source: str | Path | None = None, formats: str | Iterable[str] | None
     request = ExportRequest(
         formats=format_names(formats), out=path(out), opset=opset, device=device, verify=verify, force=force,
         allow_random=allow_random, arch=arch, batch=batch, simplify=simplify, precision=precision, calib=path(calib),
-        uint8_input=uint8_input, nms=nms, nms_flavor=nms_flavor, topk=topk, iou=iou, conf=conf,
+        int8=int8, uint8_input=uint8_input, nms=nms, nms_flavor=nms_flavor, topk=topk, iou=iou, conf=conf,
         normalize_boxes=normalize_boxes, imgsz=imgsz, dynamic_shape=dynamic_shape, images=path(images),
         allow_empty=allow_empty, weights=path(weights), factory=factory, config=path(config), trt_builder=trt_builder)
     rows = export_rows(source, request, family)

@@ -130,7 +130,8 @@ def bench_cmd(
     source: Optional[str] = typer.Argument(None, help="Weights file, or a zoo name with --allow-random; a MobileCLIP "
                                            "name, open_clip checkpoint or encoder artifact benchmarks both encoders; "
                                            "none with --factory/--config."),
-    formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated formats (default: all)."),
+    formats: Optional[str] = typer.Option(None, "--formats", "--format",
+                                          help="Comma-separated formats (default: all)."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Comma-separated batch sizes (default 1,16,64; "
                                         "MobileCLIP 1,16)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),

@@ -23,8 +23,8 @@ OWN = "MobileCLIP and your own models (factory)"
 def export_cmd(
     source: Optional[str] = typer.Argument(None, help="Weights file (.pt/.pth), a zoo name with --allow-random, a "
                                            "YOLO11 .pt or name, a MobileCLIP name; none with --factory/--config."),
-    formats: Optional[str] = typer.Option(None, "--format", "-f", help="Comma-separated formats; default: all "
-                                          "usable here."),
+    formats: Optional[str] = typer.Option(None, "--format", "--formats", "-f",
+                                          help="Comma-separated formats; default: all usable here."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder; default: next to the weights."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 17, or the config's)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
@@ -52,6 +52,17 @@ def export_cmd(
     calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of crops like the deployment's to calibrate "
                                          "--int8 with (default: synthetic crops, with a warning).",
                                          rich_help_panel=REID),
+    int8_method: Optional[str] = typer.Option(None, "--int8-method", help="How --int8 reads activation ranges: "
+                                              "minmax (default), percentile or entropy.", rich_help_panel=REID),
+    int8_percentile: Optional[float] = typer.Option(None, "--int8-percentile", help="Percentile kept by "
+                                                    "--int8-method percentile (default 99.999).",
+                                                    rich_help_panel=REID),
+    int8_search: Optional[bool] = typer.Option(None, "--int8-search/--no-int8-search", help="When full INT8 misses "
+                                               "the accuracy target, keep the most sensitive nodes in fp32 until "
+                                               "it holds (default on).", rich_help_panel=REID),
+    int8_max_fp32: Optional[float] = typer.Option(None, "--int8-max-fp32", help="Largest share of the quantised "
+                                                  "nodes the search may keep in fp32 (default 0.5).",
+                                                  rich_help_panel=REID),
     uint8_input: bool = typer.Option(False, "--uint8-input", help="Take uint8 HxWx3 RGB pixels, cast and mean/std "
                                      "inside the graph (x.uint8in.onnx, ...): less host CPU per image.",
                                      rich_help_panel=REID),
@@ -98,19 +109,39 @@ def export_cmd(
         raise typer.BadParameter("--half and --int8 exclude each other")
     if calib is not None and not int8:
         raise typer.BadParameter("--calib is only used with --int8")
+    int8_settings = _int8_settings(int8, int8_method, int8_percentile, int8_search, int8_max_fp32)
     if factory is not None:
         err.print(f"note: --factory {factory} imports and runs your own code (trusted); the weights are read with "
                   "weights_only=True", highlight=False)
     rows = export_rows(source, ExportRequest(
         formats=format_names(formats), out=out_dir, opset=opset, device=device, verify=not no_verify, force=force,
         allow_random=allow_random, arch=arch, batch=batch, simplify=simplify,
-        precision="fp16" if half else "int8" if int8 else "fp32", calib=calib, uint8_input=uint8_input, nms=nms,
-        nms_flavor=nms_flavor, topk=topk, iou=iou, conf=conf, normalize_boxes=normalize_boxes, imgsz=imgsz,
-        dynamic_shape=dynamic_shape, images=images, allow_empty=allow_empty, weights=weights, factory=factory,
-        config=config, trt_builder=trt_builder), family)
+        precision="fp16" if half else "int8" if int8 else "fp32", calib=calib, int8=int8_settings,
+        uint8_input=uint8_input, nms=nms, nms_flavor=nms_flavor, topk=topk, iou=iou, conf=conf,
+        normalize_boxes=normalize_boxes, imgsz=imgsz, dynamic_shape=dynamic_shape, images=images,
+        allow_empty=allow_empty, weights=weights, factory=factory, config=config, trt_builder=trt_builder), family)
     render(rows, as_json)
     if not all(r.ok for r in rows):
         raise typer.Exit(1)
+
+
+def _int8_settings(int8: bool, method: Optional[str], percentile: Optional[float], search: Optional[bool],
+                   max_fp32: Optional[float]):
+    """The Int8Settings the --int8-* flags ask for (None when none is given: the library's defaults)."""
+    given = {"method": method, "percentile": percentile, "accuracy_control": search, "max_fp32_share": max_fp32}
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return None
+    if not int8:
+        raise typer.BadParameter("--int8-method, --int8-percentile, --int8-search and --int8-max-fp32 are only "
+                                 "used with --int8")
+    from modelport.errors import CalibrationError
+    from modelport.int8.settings import Int8Settings
+
+    try:
+        return Int8Settings(**given)
+    except CalibrationError as exc:
+        raise typer.BadParameter(f"{exc.message}{'; ' + exc.hint if exc.hint else ''}") from None
 
 
 def render(rows: list, as_json: bool) -> None:

@@ -257,6 +257,11 @@ def test_python_api_exports_any_family_and_refuses_foreign_options(project, tmp_
         modelport.export(weights, "onnx", nms=True)
     with pytest.raises(ConfigError, match="--half/--int8"):
         modelport.export(factory="factory_pkg.models:build", config=project / "export.yaml", precision="fp16")
+    from modelport.int8 import Int8Settings
+
+    with pytest.raises(ConfigError, match="--int8-method/--int8-search"):
+        modelport.export(factory="factory_pkg.models:build", config=project / "export.yaml",
+                         int8=Int8Settings(method="entropy"))
 
 
 def test_python_api_exports_a_detector(tmp_path):

@@ -61,8 +61,9 @@ FAMILIES: tuple[Family, ...] = (
            ("--nms", "--nms-flavor", "--topk", "--iou", "--conf", "--normalize-boxes", "--imgsz", "--dynamic-shape",
             "--images", "--allow-empty")),
     Family("reid", "torchreid ReID embedders (OSNet, ResNet50, DenseNet121, MobileNetV2)", "modelport.families.reid",
-           ("arch", "batch", "simplify", "precision", "calib", "uint8_input"),
-           ("--arch", "--batch", "--simplify", "--half/--int8", "--calib", "--uint8-input")),
+           ("arch", "batch", "simplify", "precision", "calib", "int8", "uint8_input"),
+           ("--arch", "--batch", "--simplify", "--half/--int8", "--calib", "--int8-method/--int8-search",
+            "--uint8-input")),
 )
 BY_NAME = {f.name: f for f in FAMILIES}
 

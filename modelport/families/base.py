@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modelport.int8.settings import Int8Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,7 @@ class ExportRequest:
     simplify: bool = False
     precision: str = "fp32"  # fp32 | fp16 | int8
     calib: Path | None = None
+    int8: Int8Settings | None = None  # calibration method and accuracy search (None: modelport.int8's defaults)
     uint8_input: bool = False
     # yolo (Ultralytics detectors)
     nms: bool = False

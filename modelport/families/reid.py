@@ -35,7 +35,8 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
     results = export_all(path, request.formats, arch=arch, out=request.out, batch=request.batch,
                          opset=request.opset or 17, simplify=request.simplify, allow_random=request.allow_random,
                          device=request.device, verify=request.verify, precision=request.precision,
-                         calib=request.calib, uint8_input=request.uint8_input, force=request.force)
+                         calib=request.calib, int8=request.int8, uint8_input=request.uint8_input,
+                         force=request.force)
     rows = rows_of(results, "reid", Path(source).name if source else "model")
     if request.precision == "int8":
         for row in rows:
