@@ -64,7 +64,8 @@ def export_cmd(
                                                   "nodes the search may keep in fp32 (default 0.5).",
                                                   rich_help_panel=REID),
     uint8_input: bool = typer.Option(False, "--uint8-input", help="Take uint8 HxWx3 RGB pixels, cast and mean/std "
-                                     "inside the graph (x.uint8in.onnx, ...): less host CPU per image.",
+                                     "inside the graph (x.uint8in.onnx, ...): less host CPU per image. ReID and "
+                                     "YOLO (pixels letterboxed on the client, /255 and transpose in the graph).",
                                      rich_help_panel=REID),
     # Detectors
     nms: bool = typer.Option(False, "--nms", help="End-to-end track: NMS inside the graph.", rich_help_panel=YOLO),

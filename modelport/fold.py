@@ -28,13 +28,15 @@ class FoldedPreprocess(nn.Module):
         self.bgr = pre.channel_order == "BGR"  # host pixels are RGB; a BGR-trained model flips them inside
         self.register_buffer("mul", (pre.scale / std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("add", (-mean / std).view(1, 3, 1, 1), persistent=False)
+        self.shift = bool(mean.any())  # detectors only scale (mean 0, std 1): no Add of zeros in their graph
         self.model = model
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.permute(0, 3, 1, 2)
         if self.bgr:
             x = x.flip(1)
-        return self.model(x.float() * self.mul + self.add)
+        x = x.float() * self.mul
+        return self.model(x + self.add if self.shift else x)
 
 
 def folded_spec(spec: ModelSpec) -> ModelSpec:
@@ -46,7 +48,9 @@ def folded_spec(spec: ModelSpec) -> ModelSpec:
         return spec
     pre = spec.preprocess
     image = spec.inputs[0]
-    pixels = TensorSpec(image.name, "uint8", (image.shape[0], pre.height, pre.width, 3))
+    # A dynamic-shape detector keeps its named height and width; a fixed input takes the spec's size.
+    hw = image.shape[2:] if pre.stride else (pre.height, pre.width)
+    pixels = TensorSpec(image.name, "uint8", (image.shape[0], *hw, 3))
     return replace(spec, inputs=(pixels,), preprocess=replace(pre, in_graph=True, channel_order="RGB"))
 
 
@@ -55,7 +59,7 @@ def fold(model: nn.Module, spec: ModelSpec) -> tuple[nn.Module, ModelSpec]:
     if spec.preprocess.in_graph:
         return model, spec
     if spec.task != "embed":
-        # Detectors letterbox on the host with their own preprocessing path; keep to image embedders.
+        # Detectors letterbox on the host with their own path: modelport.detect.pixels wraps them.
         raise ExportError(f"{spec.name}: --uint8-input is for image embedders, not {spec.task} models",
                           hint="export without --uint8-input")
     return FoldedPreprocess(model, spec).eval(), folded_spec(spec)

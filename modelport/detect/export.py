@@ -23,6 +23,7 @@ from modelport.detect.model import (
     load_detector,
 )
 from modelport.detect.nms import NmsSettings
+from modelport.detect.pixels import pixels_in, tag as pixels_tag
 from modelport.detect.runner import DetectRunner, UltralyticsReference, load_runtime
 from modelport.detect.samples import street_scenes
 from modelport.detect.verify import DetectionCheck, DetTolerance, compare_detections, detect_both, verification_conf
@@ -54,8 +55,11 @@ class DetectExportResult:
         return self.error is None and (self.check is None or self.check.passed)
 
 
-def artifact_path(fmt: Format, out_dir: Path, name: str, flavor: str | None) -> Path:
-    return fmt.artifact_path(out_dir, name, TAGS[flavor] if flavor else "")
+def artifact_path(fmt: Format, out_dir: Path, name: str, flavor: str | None, pixels: bool = False) -> Path:
+    """``yolo11n.onnx``, ``yolo11n.nms.onnx``; pixels-in: ``yolo11n.uint8in.onnx``, ``yolo11n.nms.uint8in.onnx``,
+    ``yolo11n_nms_uint8in_openvino_model/``."""
+    tag = TAGS[flavor] if flavor else ""
+    return fmt.artifact_path(out_dir, name, pixels_tag(tag, "_" if fmt.is_dir else ".") if pixels else tag)
 
 
 def write_labels(directory: Path, labels: Sequence[str]) -> Path:
@@ -125,7 +129,7 @@ def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfi
     start = time.perf_counter()
     flavor = nms.flavor if nms else None
     track = f"e2e-{flavor}" if flavor else "raw"
-    dest = artifact_path(fmt, out_dir, det.source.name, flavor)
+    dest = artifact_path(fmt, out_dir, det.source.name, flavor, det.spec.preprocess.in_graph)
     result = DetectExportResult(det.source.name, fmt.id, track, None, 0.0)
     if dest.resolve() == det.source.pt_file.resolve():
         raise ExportError(f"{dest}: refusing to overwrite the source checkpoint", hint="use --out DIR")
@@ -210,8 +214,8 @@ def export_detector(source: DetectorSource | str | Path, formats: str | Iterable
                     nms: NmsConfig | None = None, out: str | Path | None = None, imgsz: int = IMGSZ,
                     verify: bool = True, images: Sequence[ImageLike] | None = None, verify_conf: float | None = None,
                     opset: int = 17, device: str = "cpu", allow_random: bool = False,
-                    dynamic_hw: bool = False, force: bool = False,
-                    allow_empty: bool = False) -> list[DetectExportResult]:
+                    dynamic_hw: bool = False, force: bool = False, allow_empty: bool = False,
+                    uint8_input: bool = False) -> list[DetectExportResult]:
     """Export one Ultralytics detector to ``formats`` (default: every format of the track usable here).
 
     ``nms`` None writes the raw track ([B, 4+C, anchors]); an NmsConfig writes the end-to-end track.
@@ -221,6 +225,8 @@ def export_detector(source: DetectorSource | str | Path, formats: str | Iterable
     (with a warning; the artifacts' spec says ``source: random``). ``dynamic_hw``: inputs of any height and
     width up to imgsz, letterboxed to the smallest stride-32 rectangle as Ultralytics' own predict does
     (ONNX, OpenVINO and TensorRT; TorchScript traces keep a fixed size); verified batched and image by image.
+    ``uint8_input``: the graph takes letterboxed (B, H, W, 3) uint8 RGB pixels and casts, scales and transposes
+    them itself (``modelport.detect.pixels``); files are tagged ``yolo11n.uint8in.onnx``, verified the same way.
     """
     if nms is not None and nms.flavor not in FLAVORS:
         raise ExportError(f"unknown NMS flavour {nms.flavor!r}", hint=f"choose from: {', '.join(FLAVORS)}")
@@ -233,7 +239,8 @@ def export_detector(source: DetectorSource | str | Path, formats: str | Iterable
         with untrained_checkpoint(source.pt_file, imgsz=imgsz) as random_pt:  # lives until the exports are verified
             return export_detector(replace(source, pt_file=random_pt), formats, nms=nms, out=out, imgsz=imgsz,
                                    verify=verify, images=images, verify_conf=verify_conf, opset=opset, device=device,
-                                   dynamic_hw=dynamic_hw, force=force, allow_empty=allow_empty)
+                                   dynamic_hw=dynamic_hw, force=force, allow_empty=allow_empty,
+                                   uint8_input=uint8_input)
     if nms is not None:
         nms = replace(nms, topk=source.topk if nms.topk is None else nms.topk)
     chosen = parse_detect_formats(formats, nms, device)
@@ -243,6 +250,8 @@ def export_detector(source: DetectorSource | str | Path, formats: str | Iterable
         raise ExportError("a TorchScript trace keeps the input size it was traced at; dynamic height and width "
                           "are for onnx, openvino and tensorrt", hint="drop torchscript from --formats")
     det = load_detector(source, imgsz, dynamic_hw)
+    if uint8_input:
+        det = pixels_in(det)
     out_dir = Path(out) if out is not None else source.pt_file.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     if any(not f.is_dir for f in chosen):

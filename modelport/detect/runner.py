@@ -15,9 +15,10 @@ import numpy as np
 
 from modelport.detect.model import CONF, IOU, TOPK
 from modelport.detect.nms import NmsSettings, nms_raw
+from modelport.detect.pixels import input_size, letterboxed
 from modelport.errors import ModelportError
 from modelport.formats import Runner
-from modelport.preprocess import ImageLike, prepare_letterboxed, scale_boxes
+from modelport.preprocess import ImageLike, scale_boxes
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,15 +101,16 @@ class DetectRunner(Runner):
         return out
 
     def detect(self, images: Sequence[ImageLike] | ImageLike) -> list[Detections]:
-        """Detections for BGR uint8 arrays, PIL images or paths, in each image's own coordinates."""
+        """Detections for BGR uint8 arrays, PIL images or paths, in each image's own coordinates; a pixels-in
+        artifact (``--uint8-input``) is fed letterboxed uint8 RGB, any other the normalised float batch."""
         self.last = Timings()
         start = time.perf_counter()
-        batch, boxes = prepare_letterboxed(images, self.spec.preprocess)
+        batch, boxes = letterboxed(images, self.spec.preprocess)
         self.last.preprocess = time.perf_counter() - start
         out = self.infer(batch)
         start = time.perf_counter()
         normalized = bool(self.end_to_end and self.spec.extra["nms"].get("normalized"))
-        size = tuple(batch.shape[2:])  # the letterboxed size this batch ran at
+        size = input_size(batch, self.spec.preprocess)  # the letterboxed size this batch ran at
         results = []
         for i, info in enumerate(boxes):
             n = int(out["num_dets"][i, 0])
@@ -144,7 +146,8 @@ def release_memory(runner: Runner) -> None:
         # One image, as small as the model takes: a dynamic height/width gets one stride.
         least = max(runner.spec.preprocess.stride, 1)
         shape = [1, *(d if isinstance(d, int) else least for d in feed.shape[1:])]
-        session.run(None, {feed.name: np.zeros(shape, np.float32)}, options)
+        dtype = np.uint8 if runner.spec.inputs[0].dtype == "uint8" else np.float32  # pixels-in exports
+        session.run(None, {feed.name: np.zeros(shape, dtype)}, options)
         return
     for compiled in getattr(runner, "_compiled", {}).values():  # OpenVINO: one compiled model per hint
         compiled.release_memory()

@@ -49,7 +49,8 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
     results = export_detector(det, request.formats, nms=nms, out=request.out, imgsz=request.imgsz or IMGSZ,
                               verify=request.verify, images=images, verify_conf=request.conf,
                               opset=request.opset or 17, device=request.device, allow_random=request.allow_random,
-                              dynamic_hw=request.dynamic_shape, force=request.force, allow_empty=request.allow_empty)
+                              dynamic_hw=request.dynamic_shape, force=request.force, allow_empty=request.allow_empty,
+                              uint8_input=request.uint8_input)
     rows = []
     for r in results:
         check = r.check

@@ -1,5 +1,6 @@
-"""The ``detect`` task: images in, letterboxed as Ultralytics' predict does; decoding boxes back to each image
-(and NMS for raw tracks) is ``modelport.detect.runner.DetectRunner.detect``."""
+"""The ``detect`` task: images in, letterboxed as Ultralytics' predict does (uint8 pixels for an export with
+preprocessing in its graph); decoding boxes back to each image (and NMS for raw tracks) is
+``modelport.detect.runner.DetectRunner.detect``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from modelport.preprocess import ImageLike, prepare as prepare_pixels, prepare_letterboxed
+from modelport.preprocess import ImageLike, prepare as prepare_pixels
 from modelport.spec import ModelSpec
 
 
@@ -20,4 +21,7 @@ def example(spec: ModelSpec, rows: int, seed: int = 0) -> np.ndarray:
 
 
 def prepare(spec: ModelSpec, images: Sequence[ImageLike]) -> np.ndarray:
-    return prepare_letterboxed(images, spec.preprocess)[0]
+    """Letterboxed images: uint8 (N, H, W, 3) RGB for a pixels-in export, else normalised (N, 3, H, W) float."""
+    from modelport.detect.pixels import letterboxed
+
+    return letterboxed(images, spec.preprocess)[0]
