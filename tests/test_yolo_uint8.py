@@ -15,12 +15,13 @@ import modelport  # noqa: E402
 from modelport.detect import export as detect_export  # noqa: E402
 from modelport.detect.export import export_detector  # noqa: E402
 from modelport.detect.graph import NmsConfig  # noqa: E402
-from modelport.detect.pixels import letterbox_pixels, pixels_in  # noqa: E402
+from modelport.detect.pixels import pixels_in  # noqa: E402
 from modelport.detect.samples import street_scenes  # noqa: E402
 from modelport.detect.untrained import save_untrained  # noqa: E402
 from modelport.errors import ConfigError  # noqa: E402
 from modelport.families import ExportRequest, get_family  # noqa: E402
 from modelport.preprocess import prepare_letterboxed  # noqa: E402
+from modelport.tasks.detect import letterbox_pixels  # noqa: E402
 
 IMGSZ = 320  # as tests/test_yolo.py: a quarter of 640's pixels keeps the suite fast
 CONF = 0.01  # seeded random weights score low; a low threshold gives them boxes to compare

@@ -15,10 +15,10 @@ import numpy as np
 
 from modelport.detect.model import CONF, IOU, TOPK
 from modelport.detect.nms import NmsSettings, nms_raw
-from modelport.detect.pixels import input_size, letterboxed
 from modelport.errors import ModelportError
 from modelport.formats import Runner
 from modelport.preprocess import ImageLike, scale_boxes
+from modelport.tasks.detect import input_size, letterboxed
 
 
 @dataclass(frozen=True, slots=True)

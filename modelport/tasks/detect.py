@@ -4,12 +4,21 @@ preprocessing in its graph); decoding boxes back to each image (and NMS for raw 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
-from modelport.preprocess import ImageLike, prepare as prepare_pixels
-from modelport.spec import ModelSpec
+from modelport.preprocess import (
+    ImageLike,
+    Letterbox,
+    _to_bgr_array,
+    letterbox,
+    prepare as prepare_pixels,
+    prepare_letterboxed,
+)
+from modelport.spec import ModelSpec, Preprocess
 
 
 def example(spec: ModelSpec, rows: int, seed: int = 0) -> np.ndarray:
@@ -22,6 +31,41 @@ def example(spec: ModelSpec, rows: int, seed: int = 0) -> np.ndarray:
 
 def prepare(spec: ModelSpec, images: Sequence[ImageLike]) -> np.ndarray:
     """Letterboxed images: uint8 (N, H, W, 3) RGB for a pixels-in export, else normalised (N, 3, H, W) float."""
-    from modelport.detect.pixels import letterboxed
-
     return letterboxed(images, spec.preprocess)[0]
+
+
+def letterbox_pixels(items: Sequence[ImageLike] | ImageLike, pre: Preprocess) -> tuple[np.ndarray, list[Letterbox]]:
+    """(N, H, W, 3) uint8 RGB letterboxed images and each one's letterbox: the input of a pixels-in detector.
+
+    Same letterbox and the same stride choice as ``prepare_letterboxed``; no float copy of the batch is made.
+    """
+    import cv2
+
+    if isinstance(items, (np.ndarray, Image.Image, str, Path)):
+        items = [items]
+    arrays = [_to_bgr_array(item) for item in items]
+    stride = pre.stride if pre.stride and len({a.shape for a in arrays}) == 1 else 0
+    out = np.empty((len(arrays), pre.height, pre.width, 3), np.uint8)
+    boxes = []
+    for i, array in enumerate(arrays):
+        img, info = letterbox(array, pre.height, pre.width, stride)
+        if i == 0 and img.shape[:2] != out.shape[1:3]:  # same-sized images share the first one's rectangle
+            out = np.empty((len(arrays), *img.shape[:2], 3), np.uint8)
+        if pre.channel_order == "RGB":
+            cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out[i])
+        else:
+            out[i] = img
+        boxes.append(info)
+    return out, boxes
+
+
+def letterboxed(items: Sequence[ImageLike] | ImageLike, pre: Preprocess) -> tuple[np.ndarray, list[Letterbox]]:
+    """A detector's input for ``items``: uint8 pixels when its graph normalises (``pre.in_graph``), else the
+    float (N, 3, H, W) batch; and each image's letterbox."""
+    return letterbox_pixels(items, pre) if pre.in_graph else prepare_letterboxed(items, pre)
+
+
+def input_size(batch: np.ndarray, pre: Preprocess) -> tuple[int, int]:
+    """The (height, width) a prepared batch runs at: NHWC pixels or NCHW floats."""
+    return (int(batch.shape[1]), int(batch.shape[2])) if pre.in_graph else (int(batch.shape[2]), int(batch.shape[3]))
+
