@@ -15,8 +15,10 @@ and wall time, the CPU per stage (prepare / request / results, ``time.thread_tim
 and the server processes' CPU (``psutil``, the server and its children). The cells (engine, batch, input) run in
 interleaved rounds, float and uint8 alternating first, so machine load hits both alike.
 
-yolo11n is not measured: modelport has no detector export with preprocessing in the graph (``modelport.fold`` folds
-image embedders only; detectors letterbox on the host), see SERVE_RESULTS.md.
+yolo11n is not measured yet. Its pixels-in export exists (``modelport export yolo11n.pt --uint8-input`` writes
+yolo11n.uint8in.onnx; ``modelport.detect.pixels``), but the builtin server's detect task
+(``modelport/serve/tasks.py``) still letterboxes uploads to float, so it cannot serve that export until it
+letterboxes through ``modelport.tasks.detect.letterboxed``.
 """
 
 from __future__ import annotations
