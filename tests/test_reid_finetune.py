@@ -109,6 +109,28 @@ def test_unknown_or_impossible_camera_is_a_clear_error(tmp_path):
         CameraConditions("bad", scale=0.0)
 
 
+def test_camera_b_hurts_the_untrained_model_on_held_out_people_and_adabn_is_scored_on_the_same_crops(
+        scenes, db_b, untrained, tmp_path):
+    from modelport.reid.adapt import adapt
+    from modelport.reid.tuning import eval_crops, held_out_scores, load_split
+    from modelport.zoo import build
+
+    db_a = tmp_path / "camera_a.db"
+    import_mot(db_a, scenes["A"].video, scenes["A"].detections, ground_truth=scenes["A"].ground_truth)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        built = build(untrained)
+        split = load_split(db_a, class_name="person", camera=None, holdout=0.5, seed=0, by="people")
+        on_a = held_out_scores(built.module, split, eval_crops(split, built.spec.preprocess, 32))
+        result = adapt(db_b, untrained, out=tmp_path / "adapted_b.pt", crops=64)
+    on_b, adapted = result.before, result.after
+    assert on_a.queries == on_b.queries == adapted.queries > 0  # the same held-out people's crops, both cameras
+    # the shift hurts: the same people, walks and crops score far lower through camera B (measured 0.78 -> 0.36
+    # mAP). AdaBN is not asserted to help: on this scene it does not, reliably (benchmarks/REID_FINETUNE.md)
+    assert on_b.mAP < on_a.mAP - 0.2 and on_b.rank1 < on_a.rank1 - 0.2, (on_a, on_b)
+    assert adapted != on_b  # new statistics, new scores, on the same pixels
+
+
 def test_triplet_loss_pushes_apart_only_tracks_seen_together():
     import torch
 
@@ -140,6 +162,8 @@ def test_finetune_on_a_shifted_camera_improves_held_out_tracks_and_round_trips_t
     before, after = summary["before"], summary["after"]
     assert summary["held_out_by"] == "tracks" and summary["held_out_tracks"] > 0
     assert before["queries"] == after["queries"] > 0
+    # at these settings (the demo's) mAP 0.242 -> 0.263 and rank-1 0.207 -> 0.256 were measured; at 4 epochs on
+    # 1024 crops the benchmark saw no gain (benchmarks/REID_FINETUNE.md): this pins one seeded run, not a trend
     assert after["mAP"] > before["mAP"] and after["rank1"] >= before["rank1"], summary
     assert summary["losses"][-1] < summary["losses"][0]  # it learns to tell co-occurring tracks apart
     assert summary["co_occurring_pairs"] > 0 and summary["resumed_from"] == 0

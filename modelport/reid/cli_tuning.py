@@ -21,14 +21,15 @@ HOLDOUT_BY_HELP = "'people' (all their tracks) or 'tracks' (some tracks; the res
 SCORES = {"cross-track rank-1": "rank1", "mAP": "mAP", "ARI": "ari"}
 
 
-def tuning_table(title: str, before: Retrieval, after: Retrieval, labels: tuple[str, str] = ("before", "after")
-                 ) -> Table:
-    """Before/after held-out scores, one row each."""
+def tuning_table(title: str, before: Retrieval, after: Retrieval, labels: tuple[str, str] = ("before", "after"),
+                 reference: tuple[str, Retrieval] | None = None) -> Table:
+    """Before/after held-out scores, one row each, after an optional ``reference`` row (label, scores)."""
     table = Table(title=title)
     table.add_column("")
     for col in SCORES:
         table.add_column(col, justify="right")
-    for label, scores in zip(labels, (before, after)):
+    rows = [reference] if reference else []
+    for label, scores in [*rows, *zip(labels, (before, after))]:
         table.add_row(label, *(f"{getattr(scores, f):.3f}" if getattr(scores, f) is not None else "-"
                                for f in SCORES.values()))
     return table
