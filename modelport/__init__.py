@@ -25,7 +25,7 @@ def __getattr__(name: str) -> Any:
 
         return benchmark
     if name == "load":
-        from modelport.discover import load
+        from modelport.api import load
 
         return load
     raise AttributeError(f"module 'modelport' has no attribute {name!r}")

@@ -15,6 +15,7 @@ from modelport.errors import ExportError, VerificationError
 
 if TYPE_CHECKING:
     from modelport.families import ExportRequest
+    from modelport.formats.base import Runner
     from modelport.int8.settings import Int8Settings
 
 log = logging.getLogger(__name__)
@@ -104,3 +105,44 @@ def benchmark(source: str | Path | None = None, *, family: str | None = None,
     chosen = family_for(text, request, family)
     log.info("benchmarking %s as a %s model", text or factory or config, chosen.name)
     return chosen.benchmark(text, request)
+
+
+def load(path: str | Path, format: str | None = None, device: str = "cpu", *, arch: str | None = None,
+         allow_random: bool = False, prefer: str = "priority", batch: int | None = None, verbose: bool = True,
+         trust_checkpoint: bool = False) -> Runner:
+    """A Runner for an artifact, a weights file (its best usable export, see ``discover.load``) or a served
+    model (``http://HOST:PORT/MODEL``, ``grpc://...``; comma-separated: several servers used together).
+
+    Detectors (an Ultralytics ``.pt``, a detector artifact or endpoint) get a DetectRunner with ``.detect()``,
+    found in their own priority order (``prefer`` does not apply). ``trust_checkpoint`` unpickles a detector
+    checkpoint in full (it can run code): only for files you made; otherwise only its allow-listed model classes
+    are read.
+    """
+    from modelport.formats.remote import is_endpoint
+
+    if trust_checkpoint:
+        from modelport.trust import trusted_checkpoints
+
+        with trusted_checkpoints():
+            return load(path, format, device, arch=arch, allow_random=allow_random, prefer=prefer, batch=batch,
+                        verbose=verbose)
+    if is_endpoint(path):
+        from modelport.formats.remote import load as load_remote
+
+        runner = load_remote(str(path), device)
+    else:
+        if Path(path).suffix == ".pt":
+            from modelport.detect.discover import is_detector, open_detector
+
+            if is_detector(path):  # its own export names (yolo11n.nms.onnx) and priority order
+                return open_detector(path, format=format, device=device, allow_random=allow_random,
+                                     verbose=verbose)
+        from modelport.discover import load as load_local
+
+        runner = load_local(path, format, device, arch=arch, allow_random=allow_random, prefer=prefer, batch=batch,
+                            verbose=verbose)
+    if runner.spec.task == "detect":  # detectors answer with boxes: modelport.detect's runner
+        from modelport.detect.discover import as_detector
+
+        return as_detector(runner, device)
+    return runner

@@ -63,7 +63,7 @@ def info_cmd(artifact: Path = typer.Argument(..., help="An exported artifact (or
         raise WeightsNotFoundError(f"{artifact}: not found")
     from modelport.detect.safe_load import is_ultralytics_checkpoint
 
-    if fmt.id == "pytorch" and is_ultralytics_checkpoint(artifact):  # a detector: read through the allow-list
+    if fmt.is_weights and is_ultralytics_checkpoint(artifact):  # a detector: read through the allow-list
         from modelport.detect.model import load_detector
 
         spec = load_detector(artifact).spec

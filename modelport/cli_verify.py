@@ -58,7 +58,7 @@ def verify_cmd(
     if len(paths) == 1 and paths[0].name.endswith(".tar.gz"):  # an edge package: its golden outputs
         return _verify_package(paths[0], device, as_json)
     clip = verify_runners(paths, device)  # CLIP encoders: open_clip's PyTorch model is the reference
-    weights = [] if clip else [p for p in paths if format_of_path(p).id == "pytorch"]
+    weights = [] if clip else [p for p in paths if format_of_path(p).is_weights]
     reference_path = weights[0] if weights else paths[0]
     reference = clip[0] if clip else open_artifact(reference_path, device, arch=arch)
     others = clip[1] if clip else [open_artifact(p, device) for p in paths if p != reference_path]

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def run_demo(workdir: Path, arch: str, out: Console, err: Console) -> bool:
-    from modelport.discover import load
+    from modelport.api import load
     from modelport.export import available_formats, export_all
     from modelport.formats import EXPORTABLE
     from modelport.samples import person_crops

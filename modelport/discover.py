@@ -6,11 +6,12 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 from modelport.errors import MissingRuntimeError, ModelportError, WeightsNotFoundError
 from modelport.formats import EXPORTABLE, FORMATS, Format, Runner, format_of_path, get_format
 from modelport.naming import weights_stem
-from modelport.spec import ModelSpec, sha256_file
+from modelport.spec import sha256_file
 
 EXPORT_FOLDER = "exported_models"
 
@@ -27,31 +28,70 @@ def _say(message: str) -> None:
 class Candidate:
     format: Format
     path: Path
+    tag: str = ""  # a variant's name part: "nms" in yolo11n.nms.onnx
 
 
 def search_dirs(weights: Path) -> list[Path]:
-    """The weights' folder, the working directory, and an ``exported_models/`` folder in either."""
-    dirs = [weights.parent, Path.cwd(), weights.parent / EXPORT_FOLDER, Path.cwd() / EXPORT_FOLDER]
+    """Where exports of ``weights`` are looked for, in order: the weights' folder, the working directory and
+    an ``exported_models/`` folder in either, each also with a sub-folder named after the weights' stem."""
+    stem = weights_stem(weights)
+    bases = [weights.parent, Path.cwd(), weights.parent / EXPORT_FOLDER, Path.cwd() / EXPORT_FOLDER]
     unique: list[Path] = []
-    for d in dirs:
+    for d in (d for base in bases for d in (base, base / stem)):
         d = d.resolve()
         if d not in unique and d.is_dir():
             unique.append(d)
     return unique
 
 
-def find_exports(weights: str | Path, formats: tuple[Format, ...] = EXPORTABLE) -> list[Candidate]:
-    """Every existing export of ``weights`` by name, in format-priority order, then search-folder order."""
+def find_exports(weights: str | Path, formats: Sequence[Format] = EXPORTABLE, *,
+                 order: Sequence[tuple[Format, str]] | None = None) -> list[Candidate]:
+    """Every existing export of ``weights`` by name: in ``order`` ((format, variant tag) pairs; default each
+    of ``formats`` untagged), then search-folder order."""
     weights = Path(weights)
     stem = weights_stem(weights)
     found = []
-    for fmt in formats:
+    for fmt, tag in order if order is not None else [(f, "") for f in formats]:
         for folder in search_dirs(weights):
-            for suffix in fmt.suffixes:
-                path = folder / f"{stem}{suffix}"
-                if path.exists() and path.is_dir() == fmt.is_dir:
-                    found.append(Candidate(fmt, path))
+            paths = [fmt.artifact_path(folder, stem, tag)] if tag else [folder / f"{stem}{s}" for s in fmt.suffixes]
+            found += [Candidate(fmt, p, tag) for p in paths if p.exists() and p.is_dir() == fmt.is_dir]
     return found
+
+
+def first_usable(weights: Path, candidates: Sequence[Candidate], device: str, open_one: Callable[[Candidate], Runner],
+                 say: Callable[[str], None]) -> tuple[Runner | None, Candidate | None, list[str]]:
+    """The first candidate that runs here and was made from ``weights`` (``Source.made_from``), opened with
+    ``open_one``, and that candidate; else None, None. Also what was skipped and why (stale ones warn with
+    StaleExportWarning)."""
+    digest = sha256_file(weights) if weights.is_file() else None
+    skipped: list[str] = []
+
+    def skip(cand: Candidate, why: str) -> None:
+        skipped.append(f"{cand.path}: {why}")
+        say(f"  skipping {cand.path}: {why}")
+
+    for cand in candidates:
+        reason = cand.format.unavailable_reason(device)
+        if reason:
+            skip(cand, reason)
+            continue
+        try:
+            fresh = cand.format.read_spec(cand.path).source.made_from(digest)
+        except ModelportError as exc:
+            skip(cand, exc.message)
+            continue
+        if fresh is False:
+            warnings.warn(f"{cand.path} was exported from different weights than {weights}; skipping it "
+                          f"(re-export with `modelport export {weights}`)", StaleExportWarning, stacklevel=3)
+            skipped.append(f"{cand.path}: stale")
+            continue
+        try:
+            runner = open_one(cand)
+        except ModelportError as exc:
+            skip(cand, f"could not load it: {exc.message}")
+            continue
+        return runner, cand, skipped
+    return None, None, skipped
 
 
 def open_artifact(path: str | Path, device: str = "cpu", *, arch: str | None = None,
@@ -59,7 +99,7 @@ def open_artifact(path: str | Path, device: str = "cpu", *, arch: str | None = N
     """Load an artifact (or a weights file) directly, by its suffix."""
     path = Path(path)
     fmt = format_of_path(path)
-    if fmt.id == "pytorch":
+    if fmt.is_weights:
         from modelport.formats.pytorch import load as load_pytorch
 
         fmt.require(device)
@@ -67,13 +107,6 @@ def open_artifact(path: str | Path, device: str = "cpu", *, arch: str | None = N
     if not path.exists():
         raise WeightsNotFoundError(f"{path}: artifact not found")
     return fmt.load(path, device)
-
-
-def _is_stale(candidate: Candidate, digest: str | None) -> tuple[bool, ModelSpec | None]:
-    spec = candidate.format.read_spec(candidate.path)
-    if digest is None or spec.source.sha256 is None:
-        return False, spec
-    return spec.source.sha256 != digest, spec
 
 
 def load(
@@ -86,93 +119,37 @@ def load(
     prefer: str = "priority",
     batch: int | None = None,
     verbose: bool = True,
-    trust_checkpoint: bool = False,
 ) -> Runner:
-    """A Runner for ``path``.
+    """A Runner for an artifact, or for a weights file: its best usable export.
 
-    An export is loaded directly. A weights file is resolved to its best usable export (priority
-    ONNX > TensorRT > OpenVINO > TorchScript), skipping stale or unusable ones, then falls back to
-    PyTorch, and to random weights only when ``allow_random`` is set. ``format`` forces one format.
-    ``prefer="fastest"`` takes the verified runtime that this machine's latest benchmark of these
-    weights measured fastest (at ``batch``, default its largest batch), else the priority order.
-    Detectors (Ultralytics ``.pt``, detector artifacts) get ``modelport.detect``'s DetectRunner, found in its
-    own priority order (``prefer`` does not apply). ``trust_checkpoint`` unpickles a detector checkpoint in full
-    (it can run code): only for files you made; otherwise only its allow-listed model classes are read.
+    A weights file is resolved to its best usable export (priority ONNX > TensorRT > OpenVINO >
+    TorchScript), skipping stale or unusable ones, then falls back to PyTorch, and to random weights only
+    when ``allow_random`` is set. ``format`` forces one format. ``prefer="fastest"`` takes the verified
+    runtime that this machine's latest benchmark of these weights measured fastest (at ``batch``, default
+    its largest batch), else the priority order. ``modelport.load`` (``api.load``) adds remote endpoints and
+    detectors on top of this.
     """
-    from modelport.formats.remote import is_endpoint
-
-    if is_endpoint(path):  # http://, grpc:// (comma-separated: several servers used together)
-        from modelport.formats.remote import load as load_remote
-
-        runner = load_remote(path, device)
-        if runner.spec.task == "detect":
-            from modelport.detect.discover import as_detector
-
-            return as_detector(runner, device)
-        return runner
-    if trust_checkpoint:
-        from modelport.trust import trusted_checkpoints
-
-        with trusted_checkpoints():
-            return load(path, format, device, arch=arch, allow_random=allow_random, prefer=prefer, batch=batch,
-                        verbose=verbose)
     path = Path(path)
     say = _say if verbose else (lambda _msg: None)
     source_fmt = format_of_path(path)
-    if source_fmt.id != "pytorch":
+    if not source_fmt.is_weights:
         if format and get_format(format).id != source_fmt.id:
             raise ModelportError(f"{path} is a {source_fmt.name} artifact, not {format}")
-        runner = open_artifact(path, device)
-        if runner.spec.task == "detect":  # detectors answer with boxes: modelport.detect's runner
-            from modelport.detect.discover import as_detector
-
-            return as_detector(runner, device)
-        return runner
-    if path.suffix == ".pt":
-        from modelport.detect.discover import is_detector, open_detector
-
-        if is_detector(path):  # its own export names (yolo11n.nms.onnx) and priority order
-            return open_detector(path, format=format, device=device, allow_random=allow_random, verbose=verbose)
-
+        return open_artifact(path, device)
     if prefer not in ("priority", "fastest"):
         raise ModelportError(f"prefer must be 'priority' or 'fastest', not {prefer!r}")
     if prefer == "fastest" and not format and path.is_file():
-        runner = _fastest(path, device, batch, say)
-        if runner is not None:
-            return runner
+        fastest = _fastest(path, device, batch, say)
+        if fastest is not None:
+            return fastest
     forced = get_format(format) if format else None
-    if forced and forced.id == "pytorch":
+    if forced and forced.is_weights:
         return open_artifact(path, device, arch=arch, allow_random=allow_random)
-    digest = sha256_file(path) if path.is_file() else None
-    if digest is None:
+    if not path.is_file():
         say(f"! weights file {path} not found; looking for exports of {path.name} without a freshness check")
-    formats = (forced,) if forced else EXPORTABLE
-    skipped: list[str] = []
-
-    def skip(cand: Candidate, why: str) -> None:
-        skipped.append(f"{cand.path}: {why}")
-        say(f"  skipping {cand.path}: {why}")
-
-    for cand in find_exports(path, formats):
-        reason = cand.format.unavailable_reason(device)
-        if reason:
-            skip(cand, reason)
-            continue
-        try:
-            stale, _ = _is_stale(cand, digest)
-        except ModelportError as exc:
-            skip(cand, exc.message)
-            continue
-        if stale:
-            warnings.warn(f"{cand.path} was exported from different weights than {path}; skipping it "
-                          f"(re-export with `modelport export {path}`)", StaleExportWarning, stacklevel=2)
-            skipped.append(f"{cand.path}: stale")
-            continue
-        try:
-            runner = cand.format.load(cand.path, device)
-        except ModelportError as exc:
-            skip(cand, f"could not load it: {exc.message}")
-            continue
+    runner, cand, skipped = first_usable(path, find_exports(path, (forced,) if forced else EXPORTABLE), device,
+                                   lambda cand: cand.format.load(cand.path, device), say)
+    if runner is not None and cand is not None:
         say(f"→ Found exported {cand.format.name} model: {cand.path}")
         return runner
     if forced:
@@ -196,7 +173,7 @@ def _fastest(path: Path, device: str, batch: int | None, say) -> Runner | None:
     artifact = Path(row["path"])
     fmt = get_format(row["format"])
     try:
-        stale, _ = _is_stale(Candidate(fmt, artifact), sha256_file(path)) if artifact.exists() else (True, None)
+        stale = not artifact.exists() or fmt.read_spec(artifact).source.made_from(sha256_file(path)) is False
         if not stale and fmt.unavailable_reason(device) is None:
             runner = fmt.load(artifact, device)
             say(f"→ Fastest verified runtime on this machine: {row['runtime']} "

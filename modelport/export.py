@@ -57,7 +57,7 @@ def parse_formats(formats: str | Iterable[str] | None, device: str = "cpu", prec
     names = formats.split(",") if isinstance(formats, str) else list(formats)
     chosen = [get_format(n.strip()) for n in names if n.strip()]
     for fmt in chosen:
-        if fmt.id == "pytorch":
+        if fmt.is_weights:
             raise ExportError("pytorch is the source format; choose from: " + ", ".join(f.id for f in EXPORTABLE))
         if precision not in fmt.precisions:
             able = [f.id for f in EXPORTABLE if precision in f.precisions]

@@ -137,7 +137,7 @@ def verify_package(package: str | Path, device: str = "cpu") -> RunnerResult:
         folder = extract_package(package, Path(tmp))
         golden = read_golden(folder)
         artifacts = [p for p in folder.iterdir() if p.name != GOLDEN_DIR and any(f.matches(p) for f in FORMATS)
-                     and format_of_path(p).id != "pytorch"]
+                     and not format_of_path(p).is_weights]
         if len(artifacts) != 1:
             raise CorruptFileError(f"{package}: expected one artifact, found {[p.name for p in artifacts]}")
         runner = format_of_path(artifacts[0]).load(artifacts[0], device)

@@ -117,7 +117,7 @@ def package(source: Path, out: Path, *, force: bool = False, seconds: float = 2.
     from modelport.machine import machine_key
 
     source = Path(source)
-    is_weights = format_of_path(source).id == "pytorch"
+    is_weights = format_of_path(source).is_weights
     runner = load(source, prefer="fastest") if is_weights else open_artifact(source)
     sha = runner.spec.source.sha256
     weights = Path(runner.spec.source.file) if runner.spec.source.file else None

@@ -58,6 +58,13 @@ class Source:
     file: str | None = None
     sha256: str | None = None
 
+    def made_from(self, digest: str | None) -> bool | None:
+        """The one freshness rule: whether an artifact with this provenance was made from the weights whose
+        sha256 is ``digest``; None when either side does not say (a weights file gone, an untrained export)."""
+        if digest is None or self.sha256 is None:
+            return None
+        return self.sha256 == digest
+
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:

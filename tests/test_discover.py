@@ -112,3 +112,22 @@ def test_cuda_request_without_cuda_runs_on_cpu_and_says_so(exported):
     with pytest.warns(RuntimeWarning, match="CPU"):
         runner = open_artifact(exported.parent / f"{STEM}.onnx", device="cuda")
     assert runner.device == "cpu" and runner.session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_one_discovery_finds_every_family_in_a_folder_named_after_the_weights(exported, tmp_path, monkeypatch):
+    # The detector layout (exported_models/yolo11n/yolo11n.onnx) is searched for every family by the same code.
+    monkeypatch.chdir(tmp_path)
+    nested = tmp_path / "exported_models" / STEM
+    nested.mkdir(parents=True)
+    for suffix in (".onnx", "_openvino_model", ".torchscript"):
+        shutil.move(exported.parent / f"{STEM}{suffix}", nested / f"{STEM}{suffix}")
+    assert modelport.load(exported).path == nested / f"{STEM}.onnx"
+    assert [c.path.parent for c in find_exports(exported)] == [nested] * 3
+
+
+def test_the_freshness_rule_says_unknown_when_either_side_has_no_digest():
+    from modelport.spec import Source
+
+    made = Source("weights", "w.pt", "a" * 64)
+    assert made.made_from("a" * 64) is True and made.made_from("b" * 64) is False
+    assert made.made_from(None) is None and Source("random").made_from("a" * 64) is None

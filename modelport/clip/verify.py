@@ -18,7 +18,7 @@ def is_checkpoint(path: Path) -> bool:
     if path.name.lower().endswith(OPEN_CLIP_SUFFIXES):
         return True
     try:
-        return format_of_path(path).id == "pytorch"  # x.torchscript.pt is TorchScript
+        return format_of_path(path).is_weights  # x.torchscript.pt is TorchScript
     except ModelportError:
         return False
 
@@ -48,7 +48,7 @@ def recorded_weights(spec: ModelSpec) -> Path | None:
     file = spec.source.file
     if not file or not Path(file).is_file() or not spec.source.sha256:
         return None
-    return Path(file) if sha256_file(file) == spec.source.sha256 else None
+    return Path(file) if spec.source.made_from(sha256_file(file)) else None
 
 
 def verify_runners(paths: Sequence[Path], device: str = "cpu") -> tuple[Runner, list[Runner]] | None:

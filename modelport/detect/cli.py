@@ -168,7 +168,7 @@ def verify_cmd(
     from modelport.detect.verify import verify_artifacts
     from modelport.formats import format_of_path
 
-    pts = [p for p in paths if p.suffix == ".pt" and format_of_path(p).id == "pytorch"]
+    pts = [p for p in paths if p.suffix == ".pt" and format_of_path(p).is_weights]
     if len(pts) != 1:
         raise typer.BadParameter("give exactly one Ultralytics .pt as the reference")
     checks = verify_artifacts(pts[0], [p for p in paths if p not in pts], conf=conf,

@@ -10,36 +10,23 @@ from modelport.detect.model import is_zoo_name, load_detector
 from modelport.detect.nms import NmsSettings
 from modelport.detect.runner import DetectRunner, load_runtime
 from modelport.detect.safe_load import is_ultralytics_checkpoint
+from modelport.discover import find_exports, first_usable
 from modelport.errors import ModelportError, UnsupportedFormatError
-from modelport.formats import Runner, format_of_path, get_format
-from modelport.spec import sha256_file
+from modelport.formats import Format, Runner, format_of_path, get_format
 
 # End-to-end ONNX first (NMS inside, nothing left for Python), then raw tracks; TensorRT where it runs.
 PRIORITY = (("tensorrt", "nms"), ("onnx", "nms"), ("onnx", ""), ("tensorrt", ""), ("openvino", "nms"),
             ("openvino", ""), ("torchscript", ""))
 
 
-def search_dirs(pt_file: Path, name: str) -> list[Path]:
-    dirs = [pt_file.parent, pt_file.parent / name, Path.cwd(), Path.cwd() / "exported_models",
-            Path.cwd() / "exported_models" / name]
-    seen: list[Path] = []
-    for d in dirs:
-        d = d.resolve()
-        if d.is_dir() and d not in seen:
-            seen.append(d)
-    return seen
+def order() -> list[tuple[Format, str]]:
+    """PRIORITY as (format, variant tag) pairs for ``discover.find_exports``."""
+    return [(get_format(fmt_id), TAGS["portable"] if tag == "nms" else "") for fmt_id, tag in PRIORITY]
 
 
-def candidates(pt_file: Path, name: str | None = None) -> list[Path]:
-    name = name or pt_file.name.removesuffix(".pt")
-    found = []
-    for fmt_id, tag in PRIORITY:
-        fmt = get_format(fmt_id)
-        for folder in search_dirs(pt_file, name):
-            path = fmt.artifact_path(folder, name, TAGS["portable"] if tag == "nms" else "")
-            if path.exists():
-                found.append(path)
-    return found
+def candidates(pt_file: Path) -> list[Path]:
+    """Every export of ``pt_file`` found by the one discovery (``discover.find_exports``), in PRIORITY order."""
+    return [c.path for c in find_exports(pt_file, order=order())]
 
 
 def is_detector(path: str | Path) -> bool:
@@ -50,7 +37,7 @@ def is_detector(path: str | Path) -> bool:
         fmt = format_of_path(path)
     except UnsupportedFormatError:
         return False
-    if fmt.id == "pytorch":
+    if fmt.is_weights:
         if path.is_file():
             return path.suffix == ".pt" and is_ultralytics_checkpoint(path)
         if is_zoo_name(path):
@@ -86,29 +73,15 @@ def open_detector(path: str | Path, *, format: str | None = None, device: str = 
     path = Path(path)
     fmt = format_of_path(path)
     settings = settings or NmsSettings()
-    if fmt.id != "pytorch":
+    if not fmt.is_weights:
         if not path.exists():
             raise ModelportError(f"{path}: artifact not found")
         return DetectRunner(load_runtime(fmt, path, device), settings)
-    digest = sha256_file(path) if path.is_file() else None
-    for cand in candidates(path):
-        cfmt = format_of_path(cand)
-        if format and cfmt.id != format:
-            continue
-        reason = cfmt.unavailable_reason(device)
-        if reason:
-            say(f"  skipping {cand}: {reason}")
-            continue
-        try:
-            spec = cfmt.read_spec(cand)
-            if digest and spec.source.sha256 and spec.source.sha256 != digest:
-                say(f"  skipping {cand}: exported from other weights than {path}")
-                continue
-            runner = DetectRunner(load_runtime(cfmt, cand, device), settings)
-        except ModelportError as exc:
-            say(f"  skipping {cand}: {exc.message}")
-            continue
-        say(f"→ Found exported {cfmt.name} model ({runner.track}): {cand}")
+    forced = [(fmt, tag) for fmt, tag in order() if fmt.id == format] if format else order()
+    runner, cand, _ = first_usable(path, find_exports(path, order=forced), device,
+                             lambda c: DetectRunner(load_runtime(c.format, c.path, device), settings), say)
+    if isinstance(runner, DetectRunner) and cand is not None:
+        say(f"→ Found exported {cand.format.name} model ({runner.track}): {cand.path}")
         return runner
     if format and format != "pytorch":
         raise ModelportError(f"no usable {format} export of {path}",

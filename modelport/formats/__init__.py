@@ -9,18 +9,19 @@ from modelport.formats.base import ExportOptions, Format, Runner
 
 FORMATS: tuple[Format, ...] = (
     Format("onnx", "ONNX", ".onnx", "modelport.formats.onnx", ("onnxruntime",), "onnxruntime onnx",
-           precisions=("fp32", "fp16", "int8")),
+           precisions=("fp32", "fp16", "int8"), triton=("onnxruntime_onnx", "onnxruntime", "model.onnx")),
     Format("tensorrt", "TensorRT", ".engine", "modelport.formats.tensorrt", ("tensorrt",), "tensorrt",
-           alt_suffixes=(".plan", ".trt"), devices=("cuda",), needs_cuda=True, precisions=("fp32", "fp16")),
+           alt_suffixes=(".plan", ".trt"), devices=("cuda",), needs_cuda=True, precisions=("fp32", "fp16"),
+           triton=("tensorrt_plan", "tensorrt", "model.plan")),
     Format("openvino", "OpenVINO", "_openvino_model", "modelport.formats.openvino", ("openvino",), "openvino",
-           is_dir=True, devices=("cpu",), precisions=("fp32", "fp16", "int8")),
+           is_dir=True, devices=("cpu",), precisions=("fp32", "fp16", "int8"), triton=("", "openvino", "model.xml")),
     Format("torchscript", "TorchScript", ".torchscript", "modelport.formats.torchscript", ("torch",), "torch",
-           alt_suffixes=(".torchscript.pt",)),
+           alt_suffixes=(".torchscript.pt",), triton=("pytorch_libtorch", "pytorch", "model.pt")),
     Format("pytorch", "PyTorch", ".pt", "modelport.formats.pytorch", ("torch",), "torch",
-           alt_suffixes=(".pth", ".pth.tar", ".tar")),
+           alt_suffixes=(".pth", ".pth.tar", ".tar"), is_weights=True),
 )
 BY_ID = {f.id: f for f in FORMATS}
-EXPORTABLE = tuple(f for f in FORMATS if f.id != "pytorch")
+EXPORTABLE = tuple(f for f in FORMATS if not f.is_weights)
 REMOTE = Format("remote", "KServe v2 endpoint", "://", "modelport.formats.remote", ("tritonclient",),
                 "tritonclient[grpc,http]")
 

@@ -62,6 +62,9 @@ class Format:
     devices: tuple[str, ...] = ("cpu", "cuda")
     needs_cuda: bool = False
     precisions: tuple[str, ...] = ("fp32",)  # the precisions an artifact of this format can be written in
+    is_weights: bool = False  # the source checkpoint (PyTorch), not an exported artifact
+    # Triton's (platform, backend, model file name) for a native config; None: Triton cannot serve it natively
+    triton: tuple[str, str, str] | None = None
 
     @property
     def suffixes(self) -> tuple[str, ...]:

@@ -63,7 +63,7 @@ def sibling(path: Path, want: str, device: str = "cpu") -> Path | None:
     if not stem.endswith(f"_{have}"):
         return None
     base = stem[: -len(have)] + want
-    for f in (fmt, *[f for f in FORMATS if f is not fmt and f.id != "pytorch"]):
+    for f in (fmt, *[f for f in FORMATS if f is not fmt and not f.is_weights]):
         for s in f.suffixes:
             candidate = path.parent / f"{base}{s}"
             if candidate.exists() and f.unavailable_reason(device) is None:

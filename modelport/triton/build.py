@@ -108,7 +108,7 @@ def default_name(source: str) -> str:
         fmt = format_of_path(path)
     except ModelportError:
         return path.name
-    if fmt.id == "pytorch":
+    if fmt.is_weights:
         return weights_stem(path)
     lower = path.name.lower()
     suffix = max((s for s in fmt.suffixes if lower.endswith(s)), key=len)
@@ -130,7 +130,7 @@ def _artifact(entry: ModelEntry, tmp: Path, device: str) -> tuple[Path, Format, 
     if zoo_name and not entry.allow_random:
         raise ModelportError(f"{entry.source} is a zoo name, not a file: an untrained model needs --allow-random")
     fmt = None if zoo_name else format_of_path(path)
-    if fmt is not None and fmt.id != "pytorch":
+    if fmt is not None and not fmt.is_weights:
         if entry.format and get_format(entry.format).id != fmt.id:
             raise ModelportError(f"{path} is a {fmt.name} export; it cannot be written as {entry.format}",
                                  hint="give the weights file to export another format")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from modelport.errors import CorruptFileError, ModelportError, UnsupportedFormatError
+from modelport.formats import FORMATS
 from modelport.spec import ModelSpec
 
 CONFIG_FILE = "config.pbtxt"
@@ -28,12 +29,8 @@ PARAM_THREADS = "modelport_threads"
 BACKENDS = ("native", "python")  # native: Triton's own backend for the format; python: modelport's model.py
 
 # format id -> (platform, backend, file Triton looks for in a version folder)
-TRITON_FORMATS: dict[str, tuple[str, str, str]] = {
-    "onnx": ("onnxruntime_onnx", "onnxruntime", "model.onnx"),
-    "tensorrt": ("tensorrt_plan", "tensorrt", "model.plan"),
-    "torchscript": ("pytorch_libtorch", "pytorch", "model.pt"),
-    "openvino": ("", "openvino", "model.xml"),
-}
+# (platform, backend, model file) per format Triton serves natively: read from the Format (formats.FORMATS).
+TRITON_FORMATS: dict[str, tuple[str, str, str]] = {f.id: f.triton for f in FORMATS if f.triton is not None}
 
 
 def _pb2():

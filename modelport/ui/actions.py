@@ -124,7 +124,8 @@ def _export_detector(p: dict) -> list[dict]:
 def guide(weights: Path, written: list[Path]) -> list[str]:
     """What the CLI's guide says after an export: where the files are, that they are found automatically,
     and which one ``modelport.load`` takes (asked of the loader itself)."""
-    from modelport.discover import load, search_dirs
+    from modelport.api import load
+    from modelport.discover import search_dirs
 
     lines = []
     if written:
@@ -235,7 +236,7 @@ def validate_verify(root: Path, params: dict) -> dict:
     fmt = format_of_path(target)
     reference = params.get("reference")
     weights = P.path(root, params, "reference") if reference else weights_for(target, fmt)
-    if weights is None or fmt.id == "pytorch":
+    if weights is None or fmt.is_weights:
         raise P.ParamError(f"{target.name}: no weights file with its stem beside it to compare with",
                            hint="verify compares an export with the weights it came from")
     # A detector's export is compared with Ultralytics' predictions, as `modelport verify yolo.pt yolo.onnx` does.

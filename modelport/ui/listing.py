@@ -104,7 +104,7 @@ def _artifact_format(path: Path) -> Format | None:
 def _is_weights(path: Path) -> bool:
     name = path.name.lower()
     return path.is_file() and name.endswith(WEIGHT_SUFFIXES) and _artifact_format(path) is not None \
-        and _artifact_format(path).id == "pytorch"
+        and _artifact_format(path).is_weights
 
 
 def _stem(path: Path, fmt: Format) -> str:
@@ -142,8 +142,9 @@ def describe_export(root: Path, path: Path, fmt: Format, log: VerificationLog) -
         item.fresh, item.problem = "unreadable", f"{type(exc).__name__}: {exc}"
         return item
     item.precision, item.model = spec.precision, spec.name
-    if weights is not None and spec.source.sha256:
-        item.fresh = "fresh" if spec.source.sha256 == DIGESTS(weights) else "stale"
+    made = spec.source.made_from(DIGESTS(weights)) if weights is not None else None
+    if made is not None:
+        item.fresh = "fresh" if made else "stale"
     elif spec.is_random:
         item.fresh = "unknown"
     return item
@@ -222,7 +223,7 @@ def scan(root: Path, log: VerificationLog | None = None) -> Listing:
 
                 detector = lower.endswith(".pt") and is_ultralytics_checkpoint(path)
                 listing.weights.append(Weights(relative(root, path), round(path.stat().st_size / 1e6, 2), detector))
-            elif (fmt := _artifact_format(path)) is not None and fmt.id != "pytorch" and not fmt.is_dir:
+            elif (fmt := _artifact_format(path)) is not None and not fmt.is_weights and not fmt.is_dir:
                 listing.exports.append(describe_export(root, path, fmt, log))
             elif lower.endswith((".db", ".sqlite", ".sqlite3")):
                 db = _database(root, path)
