@@ -136,3 +136,29 @@ def test_export_command_writes_the_pixels_in_variant(yolo_pt, tmp_path):
     assert result.exit_code == 0, result.output
     assert modelport.load(tmp_path / "yolo11n.uint8in.onnx").spec.inputs[0].dtype == "uint8"
     assert not (tmp_path / "yolo11n.onnx").exists()
+
+
+def test_the_builtin_server_serves_a_pixels_in_detector(exports, tmp_path):
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from modelport.serve import create_app
+    from modelport.triton import ModelEntry, build_repository
+
+    path = exports["onnx", "raw", True]
+    build_repository([ModelEntry(str(path), name="yolo_pixels")], tmp_path / "repo")
+    scene = street_scenes(1, seed=1234)[0]
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(scene[..., ::-1])).save(buffer, "PNG")
+    runner = modelport.load(path)
+    runner.nms = replace(runner.nms, conf=0.25)
+    (want,) = runner.detect([scene])
+    with TestClient(create_app(tmp_path / "repo")) as http:
+        response = http.post("/predict/yolo_pixels", files={"image": ("s.png", buffer.getvalue(), "image/png")})
+    assert response.status_code == 200, response.text
+    got = response.json()["detections"]
+    assert len(got) == len(want)
+    if got:
+        np.testing.assert_allclose([d["box"] for d in got], want.boxes, atol=0.05)

@@ -56,10 +56,11 @@ register_image_task("embed", ImageTask(_embed_prepare, _embed_finish))
 
 
 def _detect_prepare(spec: ModelSpec, image: Image.Image) -> tuple[np.ndarray, Any]:
-    from modelport.preprocess import prepare_letterboxed
+    from modelport.tasks.detect import letterboxed
 
     # Full size even for a dynamic-shape model: requests are batched together, so they must share one shape.
-    batch, (box,) = prepare_letterboxed([image], replace(spec.preprocess, stride=0))
+    # A graph that normalises itself (--uint8-input) is sent letterboxed uint8 pixels, the others floats.
+    batch, (box,) = letterboxed([image], replace(spec.preprocess, stride=0))
     return batch, box
 
 
