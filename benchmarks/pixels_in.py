@@ -1,24 +1,27 @@
 """Pixels in, results out: the client CPU per image a model with preprocessing in its graph saves against float input.
 
-    flock /tmp/modelport-bench.lock python benchmarks/pixels_in.py                      # ~6 minutes
+    flock /tmp/modelport-bench.lock python benchmarks/pixels_in.py                      # OSNet x0_25, ~6 minutes
+    flock /tmp/modelport-bench.lock python benchmarks/pixels_in.py --model yolo11n      # ~6 minutes
     python benchmarks/pixels_in.py --engines builtin --seconds 1 --rounds 1 --json /tmp/p.json   # a smoke run
 
-OSNet x0_25 is exported twice from one checkpoint (BatchNorm-calibrated random weights, ``make_untrained_checkpoint``,
-both exports verified against PyTorch): ``osnet`` takes (N, 3, 256, 128) float32, ``osnet_uint8in`` (``--uint8-input``)
-takes (N, 256, 128, 3) uint8 RGB pixels and casts, scales and normalises inside the graph. Both serve from one
-repository on each engine (``modelport serve``, builtin and ``--engine triton``). The client, this process alone,
-starts from decoded BGR uint8 person crops of several sizes (as cut from camera frames) and per request: prepares
-them as the served spec says (``modelport.tasks.embed.prepare``: resize, and for float input also mean/std and NCHW),
-sends them with the official synchronous ``tritonclient.http`` (binary tensor data), and L2-normalises the answer
-(``modelport.tasks.embed.normalised``). Measured per image: the client's CPU (``time.process_time``, all its threads)
-and wall time, the CPU per stage (prepare / request / results, ``time.thread_time``), request and answer body bytes,
-and the server processes' CPU (``psutil``, the server and its children). The cells (engine, batch, input) run in
-interleaved rounds, float and uint8 alternating first, so machine load hits both alike.
-
-yolo11n is not measured yet. Its pixels-in export exists (``modelport export yolo11n.pt --uint8-input`` writes
-yolo11n.uint8in.onnx; ``modelport.detect.pixels``), but the builtin server's detect task
-(``modelport/serve/tasks.py``) still letterboxes uploads to float, so it cannot serve that export until it
-letterboxes through ``modelport.tasks.detect.letterboxed``.
+One checkpoint is exported twice, both exports verified: with float input and with ``--uint8-input`` (the graph
+casts, scales and normalises pixels itself). ``osnet``: OSNet x0_25 (BatchNorm-calibrated random weights,
+``make_untrained_checkpoint``, verified against PyTorch); ``osnet`` takes (N, 3, 256, 128) float32,
+``osnet_uint8in`` (N, 256, 128, 3) uint8 RGB. ``yolo11n``: Ultralytics' yolo11n.yaml with seeded weights,
+BatchNorm-calibrated on synthetic street scenes (``detect.untrained.save_untrained``), raw-head exports verified
+against Ultralytics' predict; ``yolo11n`` takes (N, 3, 640, 640) float32, ``yolo11n_uint8in`` (N, 640, 640, 3)
+uint8 RGB. Both exports serve from one repository on each engine (``modelport serve``, builtin and
+``--engine triton``). The client, this process alone, starts from decoded BGR uint8 images of several sizes
+(person crops as cut from camera frames; street scenes of 375x500 to 720x1280) and per request prepares them as
+the served spec says (``modelport.tasks.embed.prepare``: resize, and for float input also mean/std and NCHW;
+``modelport.tasks.detect.letterboxed``: letterbox, and for float input also /255 and NCHW), sends them with the
+official synchronous ``tritonclient.http`` (binary tensor data), and reads the answer as a modelport client
+would (``tasks.embed.normalised``; a raw detector head through modelport's CPU NMS at the served defaults and
+each image's letterbox back to its pixels). Measured per image: the client's CPU (``time.process_time``, all its
+threads) and wall time, the CPU per stage (prepare / request / results, ``time.thread_time``), request and
+answer body bytes, and the server processes' CPU (``psutil``, the server and its children). The cells (engine,
+batch, input) run in interleaved rounds, float and uint8 alternating first, so machine load hits both alike.
+Before the timed cells both exports' answers for the same images are compared (``agreement`` in the record).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -44,9 +49,6 @@ from modelport.spec import ModelSpec  # noqa: E402
 from modelport.triton import ConfigOptions, ModelEntry, build_repository  # noqa: E402
 
 INPUTS = ("float", "uint8")
-MODELS = {"float": "osnet", "uint8": "osnet_uint8in"}
-OPTIONS = ConfigOptions(max_batch_size=16, preferred_batch_sizes=(4, 8, 16), max_queue_delay_us=2000)
-CROP_SIZES = ((192, 80), (288, 112), (384, 160), (480, 208))  # (height, width) of the decoded crops
 VERSIONED = (
     "tritonclient",
     "nvidia-pytriton",
@@ -56,33 +58,46 @@ VERSIONED = (
     "opencv-python",
     "pillow",
     "psutil",
-)
-RECIPE = (
-    "OSNet x0_25, untrained: random weights, BatchNorm-calibrated on synthetic crops "
-    "(make_untrained_checkpoint); ONNX exports (float input, and --uint8-input) verified against PyTorch"
+    "ultralytics",
 )
 
 
-def build(work: Path) -> Path:
-    """A repository serving the float-input and the uint8-input export of one OSNet x0_25 checkpoint."""
+@dataclass(frozen=True)
+class Subject:
+    """One model measured: its two exports, what the client starts from, and how it prepares a request and reads
+    the answer, both as the served spec says (the ``modelport.tasks`` functions a modelport client uses)."""
+
+    stem: str  # the record is results/pixels_in_<stem>.json
+    models: dict[str, str]  # input kind -> served model name
+    options: ConfigOptions
+    batches: str  # default images per request
+    seconds: float  # default seconds per cell and round
+    rounds: int
+    recipe: str
+    images: str  # what the client starts from
+    count: int  # distinct images
+    client: str  # what the client does per request
+    exports: Callable[[Path], tuple[Path, Path]]  # the float-input and the uint8-input export, both verified
+    sample: Callable[[int], list[np.ndarray]]  # decoded BGR uint8 images
+    prepare: Callable[[ModelSpec, list[np.ndarray]], tuple[np.ndarray, Any]]  # -> (batch, what finish needs)
+    finish: Callable[[ModelSpec, dict[str, np.ndarray], Any, int], list]  # -> one result per image
+    compare: Callable[[list, list], dict]  # the two exports' results for the same images
+
+
+CROP_SIZES = ((192, 80), (288, 112), (384, 160), (480, 208))  # (height, width) of the decoded crops
+
+
+def _osnet_exports(work: Path) -> tuple[Path, Path]:
     from modelport.export import export
     from modelport.zoo.calibrate import make_untrained_checkpoint
 
     weights = make_untrained_checkpoint(work, "osnet_x0_25")
     (plain,) = export(weights, "onnx", out=work)
     (folded,) = export(weights, "onnx", out=work, uint8_input=True)
-    repo = work / "repo"
-    build_repository(
-        [
-            ModelEntry(str(plain), name=MODELS["float"], options=OPTIONS),
-            ModelEntry(str(folded), name=MODELS["uint8"], options=OPTIONS),
-        ],
-        repo,
-    )
-    return repo
+    return plain, folded
 
 
-def crops(count: int, seed: int = 42) -> list[np.ndarray]:
+def _crops(count: int, seed: int = 42) -> list[np.ndarray]:
     """``count`` decoded BGR uint8 person crops, cycling through CROP_SIZES."""
     from modelport.samples import person_crops
 
@@ -90,27 +105,137 @@ def crops(count: int, seed: int = 42) -> list[np.ndarray]:
     return [person_crops(1, h, w, seed=seed + i)[0] for i, (h, w) in enumerate(sizes)]
 
 
+def _embed_prepare(spec: ModelSpec, items: list[np.ndarray]) -> tuple[np.ndarray, None]:
+    from modelport.tasks.embed import prepare
+
+    return prepare(spec, items), None
+
+
+def _embed_finish(spec: ModelSpec, outputs: dict[str, np.ndarray], context: None, rows: int) -> list:
+    from modelport.tasks.embed import normalised
+
+    return list(normalised(spec, outputs, rows))
+
+
+def _embed_compare(a: list, b: list) -> dict:
+    a, b = np.stack(a), np.stack(b)
+    return {"min_cosine": float((a * b).sum(axis=1).min()), "max_abs_diff": float(np.abs(a - b).max())}
+
+
+def _yolo_exports(work: Path) -> tuple[Path, Path]:
+    from modelport.detect.export import export_detector
+    from modelport.detect.untrained import save_untrained
+
+    weights = save_untrained(work / "yolo11n.pt", "yolo11n", seed=0, imgsz=640)
+    results = [export_detector(weights, "onnx", out=work, uint8_input=u)[0] for u in (False, True)]
+    failed = [r.error for r in results if not r.ok]
+    if failed:
+        raise SystemExit(f"yolo11n export failed: {failed}")
+    return results[0].path, results[1].path
+
+
+def _scenes(count: int, seed: int = 42) -> list[np.ndarray]:
+    """``count`` decoded BGR uint8 synthetic street scenes of 375x500 to 720x1280 (detect.samples.SIZES)."""
+    from modelport.detect.samples import street_scenes
+
+    return street_scenes(count, seed=seed)
+
+
+def _detect_prepare(spec: ModelSpec, items: list[np.ndarray]) -> tuple[np.ndarray, Any]:
+    from modelport.tasks.detect import letterboxed
+
+    return letterboxed(items, spec.preprocess)
+
+
+def _detect_finish(spec: ModelSpec, outputs: dict[str, np.ndarray], boxes: Any, rows: int) -> list:
+    """Each image's detections in its own pixels, as ``DetectRunner.detect`` reads a raw head: modelport's CPU NMS
+    at the served defaults, boxes scaled back through each image's letterbox."""
+    from modelport.detect.model import CONF, IOU, TOPK
+    from modelport.detect.nms import NmsSettings, nms_raw
+    from modelport.detect.runner import Detections
+    from modelport.preprocess import scale_boxes
+
+    out = nms_raw(outputs[spec.outputs[0].name], NmsSettings(CONF, IOU, int(spec.extra.get("topk") or TOPK)))
+    found = []
+    for i, info in enumerate(boxes):
+        n = int(out["num_dets"][i, 0])
+        found.append(Detections(scale_boxes(out["det_boxes"][i, :n], info), out["det_scores"][i, :n],
+                                out["det_classes"][i, :n].astype(np.int64)))
+    return found
+
+
+def _detect_compare(a: list, b: list) -> dict:
+    same = all(len(x) == len(y) and (x.classes == y.classes).all() for x, y in zip(a, b, strict=True))
+    diffs = [float(np.abs(x.boxes - y.boxes).max()) for x, y in zip(a, b) if len(x) and len(x) == len(y)]
+    return {"detections": [len(x) for x in a], "same_count_and_classes": same,
+            "max_box_diff_px": max(diffs) if diffs else None}
+
+
+SUBJECTS = {
+    "osnet": Subject(
+        stem="osnet_x0_25",
+        models={"float": "osnet", "uint8": "osnet_uint8in"},
+        options=ConfigOptions(max_batch_size=16, preferred_batch_sizes=(4, 8, 16), max_queue_delay_us=2000),
+        batches="1,16", seconds=6.0, rounds=4,
+        recipe="OSNet x0_25, untrained: random weights, BatchNorm-calibrated on synthetic crops "
+        "(make_untrained_checkpoint); ONNX exports (float input, and --uint8-input) verified against PyTorch",
+        images="decoded BGR uint8 synthetic person crops (modelport.samples.person_crops, seeds 42..) of "
+        + ", ".join(f"{h}x{w}" for h, w in CROP_SIZES),
+        count=64,
+        client="tasks.embed.prepare -> infer -> tasks.embed.normalised",
+        exports=_osnet_exports, sample=_crops, prepare=_embed_prepare, finish=_embed_finish, compare=_embed_compare,
+    ),
+    "yolo11n": Subject(
+        stem="yolo11n",
+        models={"float": "yolo11n", "uint8": "yolo11n_uint8in"},
+        options=ConfigOptions(max_batch_size=8, preferred_batch_sizes=(4, 8), max_queue_delay_us=2000),
+        batches="1,4", seconds=6.0, rounds=4,
+        recipe="yolo11n, untrained: Ultralytics' yolo11n.yaml with torch seed 0, BatchNorm-calibrated on 8 synthetic "
+        "street scenes at 640 (detect.untrained.save_untrained); raw-head ONNX exports ([B, 84, 8400]; float input, "
+        "and --uint8-input) verified against Ultralytics' predict",
+        images="decoded BGR uint8 synthetic street scenes (modelport.detect.samples.street_scenes, seed 42) of "
+        "480x640, 720x1280, 640x480, 375x500, 640x640, 360x640",
+        count=12,
+        client="tasks.detect.letterboxed -> infer -> detect.nms.nms_raw (conf 0.25, iou 0.7) and "
+        "preprocess.scale_boxes per image",
+        exports=_yolo_exports, sample=_scenes, prepare=_detect_prepare, finish=_detect_finish, compare=_detect_compare,
+    ),
+}
+
+
+def build(work: Path, subject: Subject) -> Path:
+    """A repository serving the float-input and the uint8-input export of one checkpoint."""
+    plain, folded = subject.exports(work)
+    repo = work / "repo"
+    build_repository(
+        [
+            ModelEntry(str(plain), name=subject.models["float"], options=subject.options),
+            ModelEntry(str(folded), name=subject.models["uint8"], options=subject.options),
+        ],
+        repo,
+    )
+    return repo
+
+
 class Client:
     """One served model seen from the client: its spec (from the repository's config) and a sync HTTP client."""
 
-    def __init__(self, url: str, model: str, spec: ModelSpec) -> None:
+    def __init__(self, url: str, model: str, spec: ModelSpec, subject: Subject) -> None:
         import tritonclient.http as httpclient
 
         self.http = httpclient
-        self.model, self.spec = model, spec
+        self.model, self.spec, self.subject = model, spec, subject
         self.client = httpclient.InferenceServerClient(url, connection_timeout=60, network_timeout=300)
         self.input = spec.inputs[0]
         self.output = spec.outputs[0].name
 
-    def embed(
+    def call(
         self, items: list[np.ndarray], stages: dict[str, float] | None = None, *, sizes: bool = False
-    ) -> tuple[np.ndarray, int, int]:
-        """L2-normalised embeddings of BGR uint8 crops; with ``sizes`` also the request and answer body bytes
-        (serialised again to count them: not to be timed), else 0 and 0."""
-        from modelport.tasks.embed import normalised, prepare
-
+    ) -> tuple[list, np.ndarray, int, int]:
+        """The results for decoded BGR uint8 images, the raw answer; with ``sizes`` also the request and answer
+        body bytes (serialised again to count them: not to be timed), else 0 and 0."""
         t0 = time.thread_time()
-        batch = prepare(self.spec, items)
+        batch, context = self.subject.prepare(self.spec, items)
         t1 = time.thread_time()
         datatype = "UINT8" if batch.dtype == np.uint8 else "FP32"
         inp = self.http.InferInput(self.input.name, list(batch.shape), datatype)
@@ -119,19 +244,19 @@ class Client:
         result = self.client.infer(self.model, [inp], outputs=out)
         answer = result.as_numpy(self.output)
         t2 = time.thread_time()
-        emb = normalised(self.spec, {self.output: answer}, len(items))
+        found = self.subject.finish(self.spec, {self.output: answer}, context, len(items))
         t3 = time.thread_time()
         if stages is not None:
             for name, dt in (("prepare", t1 - t0), ("request", t2 - t1), ("results", t3 - t2)):
                 stages[name] += dt
         if not sizes:
-            return emb, 0, 0
+            return found, answer, 0, 0
         sent = len(self.http.InferenceServerClient.generate_request_body([inp], outputs=out)[0])
         response = result.get_response()
         received = len(json.dumps(response, separators=(",", ":"))) + sum(
             int(o.get("parameters", {}).get("binary_data_size", 0)) for o in response["outputs"]
         )
-        return emb, sent, received
+        return found, answer, sent, received
 
     def close(self) -> None:
         self.client.close()
@@ -161,15 +286,15 @@ def server_cpu(pid: int) -> float:
 def run_cell(client: Client, images: list[np.ndarray], batch: int, seconds: float, server_pid: int) -> dict:
     """Requests of ``batch`` crops one after another for ``seconds``; totals for the cell."""
     stages = {"prepare": 0.0, "request": 0.0, "results": 0.0}
-    _, sent, received = client.embed(images[:batch], sizes=True)  # untimed: bodies depend on the shape only
+    _, _, sent, received = client.call(images[:batch], sizes=True)  # untimed: bodies depend on the shape only
     count = requests = i = 0
     server0 = server_cpu(server_pid)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     while True:
         items = [images[(i + k) % len(images)] for k in range(batch)]
         i += batch
-        emb, _, _ = client.embed(items, stages)
-        if emb.shape[0] != batch or not np.isfinite(emb).all():
+        found, answer, _, _ = client.call(items, stages)
+        if len(found) != batch or not np.isfinite(answer).all():
             raise RuntimeError(f"{client.model}: wrong answer for a batch of {batch}")
         count, requests = count + batch, requests + 1
         if time.perf_counter() - wall0 >= seconds:
@@ -207,20 +332,27 @@ def per_image(cells: list[dict]) -> dict:
     }
 
 
-def agreement(clients: dict[str, Client], images: list[np.ndarray]) -> dict:
-    """The two exports' embeddings of the same crops: the uint8 path must give the float path's answers."""
-    a, _, _ = clients["float"].embed(images)
-    b, _, _ = clients["uint8"].embed(images)
-    cos = (a * b).sum(axis=1)
-    return {"crops": len(images), "min_cosine": float(cos.min()), "max_abs_diff": float(np.abs(a - b).max())}
+def agreement(clients: dict[str, Client], images: list[np.ndarray], subject: Subject) -> dict:
+    """The two exports' answers for the same images: the uint8 path must give the float path's results."""
+    a, raw_a, _, _ = clients["float"].call(images)
+    b, raw_b, _, _ = clients["uint8"].call(images)
+    return {"images": len(images), **subject.compare(a, b), "raw_max_abs_diff": float(np.abs(raw_a - raw_b).max())}
 
 
 def bench(
-    url: str, pid: int, repo: Path, images: list[np.ndarray], batches: list[int], seconds: float, rounds: int
+    url: str,
+    pid: int,
+    repo: Path,
+    subject: Subject,
+    images: list[np.ndarray],
+    batches: list[int],
+    seconds: float,
+    rounds: int,
 ) -> dict:
-    clients = {k: Client(url, MODELS[k], served_spec(repo, MODELS[k])) for k in INPUTS}
+    models = subject.models
+    clients = {k: Client(url, models[k], served_spec(repo, models[k]), subject) for k in INPUTS}
     try:
-        check = agreement(clients, images[:16])
+        check = agreement(clients, images[: subject.options.max_batch_size], subject)
         for k in INPUTS:  # warm-up: connections, the server's first runs at every batch size
             for b in batches:
                 run_cell(clients[k], images, b, 1.0, pid)
@@ -282,31 +414,38 @@ def table(record: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=tuple(SUBJECTS), default="osnet")
     parser.add_argument("--engines", default="builtin,triton", help="some of builtin, triton")
-    parser.add_argument("--batches", default="1,16", help="crops per request")
-    parser.add_argument("--seconds", type=float, default=6.0, help="per cell and round")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--crops", type=int, default=64)
-    parser.add_argument("--json", type=Path, default=HERE / "results" / "pixels_in_osnet_x0_25.json")
+    parser.add_argument("--batches", default=None, help="images per request (osnet: 1,16; yolo11n: 1,4)")
+    parser.add_argument("--seconds", type=float, default=None, help="per cell and round (default 6)")
+    parser.add_argument("--rounds", type=int, default=None, help="(default 4)")
+    parser.add_argument("--images", type=int, default=None, help="distinct images (osnet: 64 crops; yolo11n: 12)")
+    parser.add_argument("--json", type=Path, default=None, help="(default results/pixels_in_<model>.json)")
     args = parser.parse_args()
+    subject = SUBJECTS[args.model]
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    batches = [int(b) for b in (args.batches or subject.batches).split(",") if b.strip()]
     if not engines or not set(engines) <= {"builtin", "triton"} or not batches or min(batches) < 1:
         parser.error("--engines takes builtin and/or triton, --batches positive integers")
+    if max(batches) > subject.options.max_batch_size:
+        parser.error(f"--batches: at most {subject.options.max_batch_size} images per request for {args.model}")
+    seconds = args.seconds or subject.seconds
+    rounds = args.rounds or subject.rounds
+    json_path = args.json or HERE / "results" / f"pixels_in_{subject.stem}.json"
     import asyncio
 
     from serve_load import wait_ready
 
-    images = crops(args.crops)
+    images = subject.sample(args.images or subject.count)
     load_before = os.getloadavg()[0]
     results = {}
     with tempfile.TemporaryDirectory(prefix="modelport-pixels-in-") as tmp:
-        repo = build(Path(tmp))
+        repo = build(Path(tmp), subject)
         for engine in engines:  # one server at a time: the other would idle, but its threads would not
             proc, url = start(engine, repo, None, Path(tmp) / f"{engine}.log")
             try:
                 asyncio.run(wait_ready(url, proc, timeout=300))
-                results[engine] = bench(url, proc.pid, repo, images, batches, args.seconds, args.rounds)
+                results[engine] = bench(url, proc.pid, repo, subject, images, batches, seconds, rounds)
             except BaseException:
                 print((Path(tmp) / f"{engine}.log").read_text(errors="replace")[-2000:], file=sys.stderr)
                 raise
@@ -316,22 +455,18 @@ def main() -> None:
         "benchmark": "pixels_in",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "git_commit": git_commit(),
-        "model": RECIPE,
-        "models": MODELS,
-        "crops": {
-            "count": len(images),
-            "sizes_hw": [list(s) for s in CROP_SIZES],
-            "kind": "decoded BGR uint8 synthetic person crops (modelport.samples.person_crops, seeds 42..)",
-        },
+        "model": subject.recipe,
+        "models": subject.models,
+        "images": {"count": len(images), "kind": subject.images},
         "client": "tritonclient.http (sync), binary tensor data, one request after another; per request: "
-        "tasks.embed.prepare -> infer -> tasks.embed.normalised",
+        + subject.client,
         "batches": batches,
-        "seconds": args.seconds,
-        "rounds": args.rounds,
+        "seconds": seconds,
+        "rounds": rounds,
         "config": {
-            "max_batch_size": OPTIONS.max_batch_size,
-            "preferred_batch_sizes": list(OPTIONS.preferred_batch_sizes),
-            "max_queue_delay_us": OPTIONS.max_queue_delay_us,
+            "max_batch_size": subject.options.max_batch_size,
+            "preferred_batch_sizes": list(subject.options.preferred_batch_sizes),
+            "max_queue_delay_us": subject.options.max_queue_delay_us,
             "format": "onnx (ONNX Runtime, CPU)",
         },
         "engines": {
@@ -343,10 +478,10 @@ def main() -> None:
         "loadavg": [load_before, os.getloadavg()[0]],
         "results": results,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=1))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(record, indent=1))
     print(table(record))
-    print(f"record: {args.json}")
+    print(f"record: {json_path}")
 
 
 if __name__ == "__main__":
