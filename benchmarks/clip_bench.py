@@ -25,13 +25,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from modelport.bench import percentiles  # noqa: E402
 from modelport.clip.bench import run_clip_benchmark  # noqa: E402
 from modelport.clip.check import QUERIES  # noqa: E402
 from modelport.clip.model import build_clip  # noqa: E402
 from modelport.clip.samples import scene_images, write_scenes  # noqa: E402
 from modelport.preprocess import prepare  # noqa: E402
 from modelport.search import IndexStore, index_folder, open_encoders, search  # noqa: E402
+from modelport.timing import percentiles  # noqa: E402
 
 NAME = "MobileCLIP2-S0"
 

@@ -26,9 +26,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from modelport.bench import Candidate, open_candidate, percentiles, size_mb, time_interleaved  # noqa: E402
+from modelport.bench import Candidate, open_candidate, size_mb, time_interleaved  # noqa: E402
 from modelport.int8 import METHODS, Int8Settings  # noqa: E402
 from modelport.machine import machine_info, machine_key  # noqa: E402
+from modelport.timing import percentiles  # noqa: E402
 
 BATCH = 16
 

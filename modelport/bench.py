@@ -12,17 +12,17 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from modelport.bench_record import header, row
 from modelport.errors import ModelportError, WeightsNotFoundError
 from modelport.formats import BY_ID, Runner, get_format
 from modelport.formats.base import example_batch
 from modelport.formats.pytorch import PyTorchRunner
-from modelport.machine import machine_info, machine_key, peak_gflops
+from modelport.machine import machine_key
 from modelport.naming import weights_stem
 from modelport.quantize import calibration_batch
 from modelport.spec import sha256_file
-from modelport.timing import SCHEMA, interleave, percentiles
+from modelport.timing import interleave
 from modelport.verify import TOLERANCES, compare_output
-from modelport.version import __version__
 from modelport.zoo import BuiltModel, build
 
 PARITY_ROWS = 16
@@ -170,6 +170,14 @@ def check_parity(cand: Candidate, reference: Runner, batch: np.ndarray) -> None:
         cand.status, cand.reason = "parity-failed", "; ".join(result.failures)
 
 
+def candidate_row(cand: Candidate, batch: int, latencies: list[float] | None, gflop: float | None,
+                  **extra: object) -> dict:
+    """``cand``'s row of the record at ``batch`` (docs/benchmark-schema.md)."""
+    return row(cand.id, cand.format, batch, precision=cand.precision, status=cand.status, reason=cand.reason,
+               path=cand.path, size_mb=cand.size_mb, export_s=cand.export_s, load_s=cand.load_s,
+               parity=cand.parity, settings=cand.settings, latencies=latencies, gflop=gflop, **extra)
+
+
 def time_interleaved(cands: list[Candidate], batch: np.ndarray, seconds: float, rounds: int) -> dict[str, list[float]]:
     """Seconds per call of each runtime on ``batch``, interleaved in rounds (``interleave``)."""
     for c in cands:  # warm-up: first calls allocate, JIT-compile and fill caches
@@ -202,11 +210,12 @@ def run_benchmark(
     arch: str | None = None,
     progress: Progress | None = None,
     built: BuiltModel | None = None,
+    family: str = "reid",
 ) -> dict:
     """Measure every requested runtime on the same seeded inputs; returns the benchmark record.
 
     ``built``: a model already built from ``source`` (a factory model, say); its spec's example inputs are
-    what is timed."""
+    what is timed. ``family`` names the family in the record."""
     import torch
 
     say = progress or (lambda _msg: None)
@@ -250,35 +259,20 @@ def run_benchmark(
     for b in batches:
         say(f"timing batch {b}")
         lat = time_interleaved(live, example_batch(built.spec.with_batch(None), count=b, seed=b), seconds, rounds)
-        for cand in cands:
-            row = {"runtime": cand.id, "format": cand.format, "precision": cand.precision, "batch": b,
-                   "status": cand.status, "reason": cand.reason, "path": str(cand.path) if cand.path else None,
-                   "size_mb": cand.size_mb, "export_s": cand.export_s, "load_s": cand.load_s,
-                   "parity": cand.parity, "settings": cand.settings, "latency_ms": None, "throughput": None,
-                   "gflops_achieved": None}
-            if cand.id in lat:
-                stats = percentiles(lat[cand.id])
-                row["latency_ms"] = stats
-                row["throughput"] = b / (stats["mean"] / 1000.0)
-                row["gflops_achieved"] = row["throughput"] * gflop
-            rows.append(row)
+        rows += [candidate_row(cand, b, lat.get(cand.id), gflop) for cand in cands]
     for cand in live:
         cand.runner.close()
-    info = machine_info()
     say("measuring the machine's fp32 matrix-product peak")
-    report = {
-        "schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "modelport": __version__,
-        "machine": info, "machine_key": machine_key(info), "peak_gflops": peak_gflops(),
-        "model": {"name": built.spec.name, "task": built.spec.task, "source": asdict(built.spec.source),
-                  "gflop_per_image": gflop, "untrained": built.spec.is_random,
-                  "inputs": {t.name: list(t.shape) for t in built.spec.inputs},
-                  "example_shapes": {k: v["shape"] for k, v in built.spec.extra.get("example", {}).items()}},
-        "settings": {"batches": list(batches), "device": device, "threads": threads or torch.get_num_threads(),
-                     "seconds_per_batch": seconds, "rounds": rounds, "parity_rows": PARITY_ROWS,
-                     "formats": format_ids, "half": half, "int8": int8, "calib": str(calib) if calib else None,
-                     "export_dir": str(out_dir)},
-        "rows": rows,
-    }
+    model = {"name": built.spec.name, "task": built.spec.task, "source": asdict(built.spec.source),
+             "gflop_per_image": gflop, "untrained": built.spec.is_random,
+             "inputs": {t.name: list(t.shape) for t in built.spec.inputs},
+             "example_shapes": {k: v["shape"] for k, v in built.spec.extra.get("example", {}).items()}}
+    settings = {"batches": list(batches), "device": device, "threads": threads or torch.get_num_threads(),
+                "seconds_per_batch": seconds, "rounds": rounds, "parity_rows": PARITY_ROWS,
+                "formats": format_ids, "half": half, "int8": int8, "calib": str(calib) if calib else None,
+                "export_dir": str(out_dir)}
+    report = header(family, model, settings)
+    report["rows"] = rows
     save_record(report)
     return report
 

@@ -193,6 +193,7 @@ def bench_cmd(
             threads=threads, seconds=seconds, half=half, int8=int8, calib=calib, baseline=baseline,
             export_dir=Path(source).parent if export_here else None, allow_random=allow_random, arch=arch,
             progress=lambda msg: status.update(f"benchmarking: {msg}"), built=built,
+            family="factory" if built is not None else "reid",
         )
     atomic_write_text(json_path, json.dumps(report, indent=1), force=True)  # this run's record: replaced whole
     print_bench(report)

@@ -11,8 +11,6 @@ import numpy as np
 T = TypeVar("T")
 R = TypeVar("R")
 
-SCHEMA = 1  # version of the benchmark record (docs/benchmark-schema.md)
-
 
 def percentiles(latencies: Sequence[float]) -> dict[str, float]:
     """p50/p90/p99/mean in milliseconds and the sample count, from latencies in seconds."""

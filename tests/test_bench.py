@@ -11,11 +11,12 @@ import pytest
 from conftest import save_plain
 
 import modelport
-from modelport.bench import fastest, percentiles, record_path, run_benchmark, write_plot
+from modelport.bench import fastest, record_path, run_benchmark, write_plot
 from modelport.errors import ExportError
 from modelport.package import package
 from modelport.preprocess import prepare
 from modelport.spec import sha256_file
+from modelport.timing import percentiles
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def test_percentiles():
 
 def test_record_has_machine_settings_and_a_row_per_runtime_and_batch(cache, weights):
     report = _bench(weights, baseline=True)
-    assert report["schema"] == 1 and report["machine"]["physical_cores"] >= 1
+    assert report["schema"] == 2 and report["family"] == "reid" and report["machine"]["physical_cores"] >= 1
     assert report["machine"]["libraries"]["onnxruntime"] and report["peak_gflops"] > 0
     assert report["model"]["gflop_per_image"] == pytest.approx(0.165, rel=0.05)
     runtimes = {r["runtime"] for r in report["rows"]}
@@ -140,7 +141,7 @@ def test_package_contains_artifact_benchmark_sample_and_spec(cache, weights, tmp
 
 
 def test_interleave_gives_every_item_its_turns_in_order():
-    from modelport.bench import interleave
+    from modelport.timing import interleave
 
     calls: list[str] = []
     after: list[str] = []

@@ -373,7 +373,7 @@ def test_cli_bench_times_both_encoders_in_every_runtime_with_parity(exported, ch
     assert result.exit_code == 0, (result.output, result.exception)
     report = json.loads(record.read_text())
     formats = sorted(exported.paths("image"))
-    assert report["model"]["family"] == "clip" and report["model"]["name"] == NAME
+    assert report["family"] == "clip" and report["model"]["name"] == NAME
     assert min(report["model"]["gflop_per_item"].values()) > 1  # S0: ~4.8 per image, ~5.8 per caption
     for which in ("image", "text"):
         rows = {r["runtime"]: r for r in report["rows"] if r["encoder"] == which and r["status"] == "ok"}

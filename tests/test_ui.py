@@ -418,7 +418,7 @@ def test_detector_export_with_nms_then_benchmark_with_table_plot_and_a_pick_that
     _shot(page, "ui-detector-bench", panel.locator("h3"))
 
     record = json.loads((root / "detector" / "benchmarks" / "yolo11n.json").read_text())
-    assert record["kind"] == "detect" and record["model"]["imgsz"] == DETECTOR_PX
+    assert record["family"] == "yolo" and record["model"]["imgsz"] == DETECTOR_PX
     shown = [row.locator("td").first.inner_text() for row in table.locator("tbody tr").all()]
     assert shown == [r["runtime"] for r in record["rows"]]  # the page shows the library's record, row by row
     statuses = {r["runtime"]: r["status"] for r in record["rows"]}

@@ -15,12 +15,12 @@ def _row(runtime: str, batch: int, fps: float | None, status: str = "ok", fmt: s
     row = {"runtime": runtime, "format": fmt, "track": "ultralytics" if fmt == "ultralytics" else "raw",
            "batch": batch, "status": status, "reason": "", "path": f"/m/{runtime}", "parity": {}}
     if fps is not None:
-        row.update(fps=fps, x_ultralytics=fps / 10.0)
+        row.update(throughput=fps, x_ultralytics=fps / 10.0)
     return row
 
 
 def _report(rows: list[dict]) -> dict:
-    return {"model": {"name": "yolo11n", "imgsz": 160, "source": "random"}, "machine": {"cpu": "test cpu"},
+    return {"model": {"name": "yolo11n", "imgsz": 160, "untrained": True}, "machine": {"cpu": "test cpu"},
             "rows": rows}
 
 

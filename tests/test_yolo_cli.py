@@ -121,13 +121,16 @@ def test_bench_splits_latency_and_reports_fps(pts, tmp_path):
     shipped = report["settings"]["torch_threads_ultralytics_default"]
     assert rows[("ultralytics-pytorch", 1)]["torch_threads"] == shipped  # Ultralytics' own choice, untouched
     pipelines = ["ultralytics-pytorch", "onnx-e2e", "onnx-raw"]
-    if shipped != report["settings"]["physical_cores"]:  # and once more on every core
-        pipelines.append(f"ultralytics-pytorch-{report['settings']['physical_cores']}t")
+    if shipped != report["settings"]["threads"]:  # and once more on every core
+        pipelines.append(f"ultralytics-pytorch-{report['settings']['threads']}t")
     assert set(rows) == {(p, b) for p in pipelines for b in (1, 2)}
     for row in rows.values():
         assert row["status"] == "ok", row["reason"]
-        assert row["fps"] > 0 and set(row["split_ms"]) == {"preprocess", "inference", "nms", "postprocess"}
+        assert row["throughput"] > 0 and row["latency_ms"]["n"] >= 1
+        assert set(row["split_ms"]) == {"preprocess", "inference", "nms", "postprocess"}
     assert rows[("onnx-raw", 1)]["split_ms"]["nms"] > 0 and rows[("onnx-e2e", 2)]["parity"]["passed"]
     best = max(r["x_ultralytics"] for r in rows.values() if r["format"] == "ultralytics" and r["batch"] == 1)
     assert best == pytest.approx(1.0)  # ratios are against the faster Ultralytics configuration
     assert "in graph" in markdown_table(report)
+    assert (report["schema"], report["family"], report["model"]["task"]) == (2, "yolo", "detect")
+    assert report["model"]["untrained"] and report["model"]["source"]["sha256"]

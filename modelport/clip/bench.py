@@ -5,7 +5,6 @@ with an ``encoder`` per row."""
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -14,22 +13,21 @@ import numpy as np
 
 from modelport.bench import (
     PARITY_ROWS,
-    SCHEMA,
     Candidate,
     cache_root,
+    candidate_row,
     check_parity,
     open_candidate,
-    percentiles,
     size_mb,
     time_interleaved,
 )
+from modelport.bench_record import header
 from modelport.catalog import CLIP_PREFIX as PREFIX
 from modelport.clip.model import ClipModel
 from modelport.clip.verify import ENCODERS, artifact_base, encoder_spec, is_checkpoint, recorded_weights
 from modelport.errors import ModelportError, UnknownArchitectureError, WeightsNotFoundError
 from modelport.formats import EXPORTABLE, get_format
 from modelport.naming import weights_stem
-from modelport.version import __version__
 
 DEFAULT_BATCHES = (1, 16)
 Progress = Callable[[str], None]
@@ -225,7 +223,6 @@ def run_clip_benchmark(
     import torch
 
     from modelport.clip.model import build_clip
-    from modelport.machine import machine_info, machine_key, peak_gflops
 
     say = progress or (lambda _msg: None)
     if threads:
@@ -262,35 +259,18 @@ def run_clip_benchmark(
             say(f"timing the {which} encoder at batch {b}")
             live = [c for c in cands[which] if c.runner is not None]
             lat = time_interleaved(live, _inputs(model, which, b, seed=b), seconds, rounds)
-            for cand in cands[which]:
-                row = {"encoder": which, "runtime": cand.id, "format": cand.format, "precision": cand.precision,
-                       "batch": b, "status": cand.status, "reason": cand.reason,
-                       "path": str(cand.path) if cand.path else None, "size_mb": cand.size_mb,
-                       "export_s": cand.export_s, "load_s": cand.load_s, "parity": cand.parity,
-                       "settings": cand.settings, "latency_ms": None, "throughput": None, "gflops_achieved": None}
-                if cand.id in lat:
-                    stats = percentiles(lat[cand.id])
-                    row["latency_ms"] = stats
-                    row["throughput"] = b / (stats["mean"] / 1000.0)
-                    row["gflops_achieved"] = row["throughput"] * gflop[which]
-                records.append(row)
+            records += [candidate_row(cand, b, lat.get(cand.id), gflop[which], encoder=which)
+                        for cand in cands[which]]
     for which in ENCODERS:
         for cand in cands[which]:
             if cand.runner is not None:
                 cand.runner.close()
-    info = machine_info()
     say("measuring the machine's fp32 matrix-product peak")
-    source_info = model.image_spec.source
-    return {
-        "schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "modelport": __version__,
-        "machine": info, "machine_key": machine_key(info), "peak_gflops": peak_gflops(),
-        "model": {"name": model.name, "family": "clip", "source": asdict(source_info),
-                  "untrained": model.image_spec.is_random,
-                  "gflop_per_image": gflop["image"], "gflop_per_item": gflop},
-        "settings": {"batches": list(batches), "device": device, "threads": threads or torch.get_num_threads(),
-                     "seconds_per_batch": seconds, "rounds": rounds, "parity_rows": PARITY_ROWS,
-                     "formats": format_ids, "encoders": list(ENCODERS), "half": False, "int8": False, "calib": None,
-                     "export_dir": str(export_dir)},
-        "rows": records,
-        "semantic": semantic,
-    }
+    model_info = {"name": model.name, "task": "embed", "source": asdict(model.image_spec.source),
+                  "untrained": model.image_spec.is_random, "gflop_per_image": gflop["image"],
+                  "gflop_per_item": gflop}
+    settings = {"batches": list(batches), "device": device, "threads": threads or torch.get_num_threads(),
+                "seconds_per_batch": seconds, "rounds": rounds, "parity_rows": PARITY_ROWS, "formats": format_ids,
+                "encoders": list(ENCODERS), "half": False, "int8": False, "calib": None,
+                "export_dir": str(export_dir)}
+    return {**header("clip", model_info, settings), "rows": records, "semantic": semantic}

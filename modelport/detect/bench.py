@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from modelport.bench import interleave
+from modelport.bench import size_mb
+from modelport.bench_record import header, row
 from modelport.detect.export import artifact_path, export_detector
 from modelport.detect.graph import NmsConfig
 from modelport.detect.model import CONF, IMGSZ, IOU, DetectorSource, e2e_spec, load_detector
@@ -21,10 +22,9 @@ from modelport.detect.samples import street_scenes
 from modelport.detect.verify import compare_detections
 from modelport.errors import ModelportError
 from modelport.formats import get_format
-from modelport.machine import machine_info, peak_gflops, physical_cores
-from modelport.version import __version__
+from modelport.machine import physical_cores
+from modelport.timing import interleave
 
-SCHEMA = 1
 # (runtime id, format, NMS flavour or None for the raw track, dynamic input height and width)
 TRACKS = (("onnx-e2e", "onnx", "portable", False), ("onnx-e2e-rect", "onnx", "portable", True),
           ("onnx-raw", "onnx", None, False), ("openvino-e2e", "openvino", "portable", False),
@@ -47,15 +47,14 @@ class Contender:
     reason: str = ""
     parity: dict = field(default_factory=dict)
     threads: int | None = None  # torch threads set before each call (PyTorch pipelines only)
+    export_s: float | None = None
+    load_s: float | None = None
 
 
-def _stats(samples: list[Timings], batch: int) -> dict:
-    total = np.array([t.total for t in samples]) * 1e3
-    split = {k: float(np.mean([getattr(t, k) for t in samples]) * 1e3)
-             for k in ("preprocess", "inference", "nms", "postprocess")}
-    return {"latency_ms": {"p50": float(np.percentile(total, 50)), "p90": float(np.percentile(total, 90)),
-                           "mean": float(total.mean()), "n": len(total)},
-            "split_ms": split, "fps": float(batch / (total.mean() / 1e3))}
+def _split(samples: list[Timings]) -> dict[str, float]:
+    """Mean milliseconds per stage: where a pipeline's time goes."""
+    return {k: float(np.mean([getattr(t, k) for t in samples]) * 1e3)
+            for k in ("preprocess", "inference", "nms", "postprocess")}
 
 
 def _call(c: Contender, images: list[np.ndarray]) -> None:
@@ -150,12 +149,15 @@ def run_detect_benchmark(pt_file: str | Path, *, batches: Sequence[int] | None =
             say(f"exporting {tid}")
             result = export_detector(source, [fmt_id], nms=nms, out=folder, imgsz=imgsz, verify=False,
                                      dynamic_hw=dynamic)[0]
+            cand.export_s = round(result.seconds, 2)
             if not result.ok:
                 cand.status, cand.reason = "export-failed", result.error or ""
                 cands.append(cand)
                 continue
         cand.path = path
+        start = time.perf_counter()
         cand.runner = DetectRunner(load_runtime(fmt, path), settings)
+        cand.load_s = round(time.perf_counter() - start, 3)
         cand.threads = cores if fmt_id == "torchscript" else None
         cands.append(cand)
     live = [c for c in cands if c.status == "ok"]
@@ -169,7 +171,7 @@ def run_detect_benchmark(pt_file: str | Path, *, batches: Sequence[int] | None =
                     "max_score_diff": check.max_score_diff, "summary": check.summary()}
         if not check.passed:
             c.status, c.reason = "parity-failed", check.summary()
-    rows = []
+    rows: list[tuple[Contender, int, list[Timings] | None]] = []
     loads: dict[int, dict] = {}
     for batch in batches:
         say(f"timing batch {batch}")
@@ -180,39 +182,33 @@ def run_detect_benchmark(pt_file: str | Path, *, batches: Sequence[int] | None =
         samples = _time_round_robin(live, images, seconds, n_rounds, release)
         loads[batch] = {"rounds": n_rounds, "release_memory_between_pipelines": release,
                         "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0]}
-        for c in cands:
-            row = {"runtime": c.id, "format": c.format, "track": c.track, "batch": batch, "status": c.status,
-                   "reason": c.reason, "path": str(c.path) if c.path else None, "parity": c.parity}
-            if c.id in samples:
-                row.update(_stats(samples[c.id], batch))
-            if c.threads:
-                row["torch_threads"] = c.threads
-            rows.append(row)
-    base: dict[int, float] = {}  # the faster Ultralytics configuration per batch
-    for r in rows:
-        if r["format"] == "ultralytics" and r.get("fps"):
-            base[r["batch"]] = max(base.get(r["batch"], 0.0), r["fps"])
-    for r in rows:
-        r["x_ultralytics"] = r["fps"] / base[r["batch"]] if r.get("fps") and base.get(r["batch"]) else None
+        rows += [(c, batch, samples.get(c.id)) for c in cands]
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         det.module(torch.zeros(1, 3, imgsz, imgsz))
     gflop = counter.get_total_flops() / 1e9
-    for r in rows:
-        r["gflops_achieved"] = r["fps"] * gflop if r.get("fps") else None
-    return {"schema": SCHEMA, "kind": "detect", "modelport_version": __version__, "machine": machine_info(),
-            "peak_gflops": peak_gflops(),
-            "model": {"name": source.name, "file": str(source.pt_file), "imgsz": imgsz, "classes": len(det.labels),
-                      "source": det.spec.source.kind, "max_batch": source.max_batch, "gflop_per_image": gflop},
-            "settings": {"conf": conf, "iou": IOU, "topk": source.topk, "seconds_per_batch": seconds,
-                         "rounds": {str(b): v["rounds"] for b, v in loads.items()},
-                         "torch_threads_ultralytics_default": shipped_threads, "physical_cores": cores,
-                         "load": {str(b): v for b, v in loads.items()},
-                         "frames": "synthetic street scenes, sizes cycling 480x640, 720x1280, 640x480, 375x500, "
-                                   "640x640, 360x640"},
-            "rows": rows}
+    records = [row(c.id, c.format, batch, status=c.status, reason=c.reason, path=c.path, size_mb=size_mb(c.path),
+                   export_s=c.export_s, load_s=c.load_s, parity=c.parity,
+                   latencies=[t.total for t in timed] if timed else None, gflop=gflop, track=c.track,
+                   split_ms=_split(timed) if timed else None, torch_threads=c.threads)
+               for c, batch, timed in rows]
+    base: dict[int, float] = {}  # the faster Ultralytics configuration per batch
+    for r in records:
+        if r["format"] == "ultralytics" and r["throughput"]:
+            base[r["batch"]] = max(base.get(r["batch"], 0.0), r["throughput"])
+    for r in records:
+        r["x_ultralytics"] = r["throughput"] / base[r["batch"]] if r["throughput"] and base.get(r["batch"]) else None
+    model = {"name": source.name, "task": "detect", "source": asdict(det.spec.source), "untrained": det.spec.is_random,
+             "gflop_per_image": gflop, "imgsz": imgsz, "classes": len(det.labels), "max_batch": source.max_batch}
+    settings = {"batches": batches, "device": "cpu", "threads": cores, "seconds_per_batch": seconds,
+                "rounds": {str(b): v["rounds"] for b, v in loads.items()}, "formats": sorted({c.format for c in cands}),
+                "export_dir": str(out_dir), "conf": conf, "iou": IOU, "topk": source.topk,
+                "torch_threads_ultralytics_default": shipped_threads, "load": {str(b): v for b, v in loads.items()},
+                "frames": "synthetic street scenes, sizes cycling 480x640, 720x1280, 640x480, 375x500, 640x640, "
+                          "360x640"}
+    return {**header("yolo", model, settings), "rows": records}
 
 
 def markdown_table(report: dict) -> str:
@@ -220,7 +216,7 @@ def markdown_table(report: dict) -> str:
     lines = ["| pipeline | track | batch | status | pre ms | infer ms | NMS ms | post ms | total p50 ms | img/s | "
              "x best Ultralytics | GFLOP/s |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
-        if "fps" not in r:
+        if not r["throughput"]:
             lines.append(f"| {r['runtime']} | {r['track']} | {r['batch']} | {r['status']}: {r['reason'][:60]} "
                          "| - | - | - | - | - | - | - | - |")
             continue
@@ -231,5 +227,5 @@ def markdown_table(report: dict) -> str:
         lines.append(f"| {r['runtime']}{threads} | {r['track']} | {r['batch']} | {r['status']} | "
                      f"{s['preprocess']:.1f} | "
                      f"{s['inference']:.1f} | {nms} | {s['postprocess']:.1f} | {r['latency_ms']['p50']:.1f} | "
-                     f"{r['fps']:.1f} | {ratio} | {r['gflops_achieved']:.0f} |")
+                     f"{r['throughput']:.1f} | {ratio} | {r['gflops_achieved']:.0f} |")
     return "\n".join(lines)

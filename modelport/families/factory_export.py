@@ -79,4 +79,4 @@ def benchmark(source: str | None, request: BenchRequest) -> dict:
     built = built_for_bench(request)
     return run_benchmark(built.spec.source.file or "", formats=request.formats, batches=request.batches or (1, 4),
                          device=request.device, threads=request.threads, seconds=request.seconds,
-                         rounds=request.rounds, built=built)
+                         rounds=request.rounds, built=built, family="factory")

@@ -12,9 +12,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from modelport.bench_record import header, row
 from modelport.errors import ModelportError
 from modelport.formats.base import example_batch
-from modelport.timing import SCHEMA, interleave, percentiles
+from modelport.timing import interleave
 
 Progress = Callable[[str], None]
 
@@ -31,8 +32,6 @@ def bench_endpoint(
     """Time the model served at ``source`` (one URL, or several comma-separated) at each batch size; returns a
     record shaped like ``modelport bench``'s (schema in docs/benchmark-schema.md), one ``remote`` row per batch."""
     from modelport.formats.remote import load as load_remote
-    from modelport.machine import machine_info, machine_key
-    from modelport.version import __version__
 
     if not batches or min(batches) < 1:
         raise ModelportError(f"batch sizes must be positive integers, got {list(batches)}")
@@ -63,56 +62,17 @@ def bench_endpoint(
         settings = dict(runner.settings)
     finally:
         runner.close()
-    rows = []
-    for b in batches:
-        stats = percentiles(samples[str(b)])
-        rows.append(
-            {
-                "runtime": "remote",
-                "format": "remote",
-                "precision": runner.spec.precision,
-                "batch": b,
-                "status": "ok",
-                "reason": "",
-                "path": source,
-                "size_mb": None,
-                "export_s": None,
-                "load_s": load_s,
-                "parity": {},
-                "settings": settings,
-                "latency_ms": stats,
-                "throughput": b / (stats["mean"] / 1000.0),
-                "gflops_achieved": None,
-            }
-        )
-    info = machine_info(gpu=False)  # the client's GPU plays no part, and probing it would import torch
-    return {
-        "schema": SCHEMA,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "modelport": __version__,
-        "machine": info,
-        "machine_key": machine_key(info),
-        "peak_gflops": None,
-        "model": {
-            "name": runner.spec.name,
-            "source": asdict(runner.spec.source),
-            "gflop_per_image": None,
-            "untrained": runner.spec.is_random,
-        },
-        "endpoints": [e.url for e in runner.endpoints],
-        "requests_per_endpoint": requests,
-        "settings": {
-            "batches": list(batches),
-            "device": "remote",
-            "threads": None,
-            "seconds_per_batch": seconds,
-            "rounds": rounds,
-            "parity_rows": 0,
-            "formats": ["remote"],
-            "timeout_s": timeout,
-        },
-        "rows": rows,
-    }
+    rows = [row("remote", "remote", b, precision=runner.spec.precision, path=source, load_s=load_s,
+                settings=settings, latencies=samples[str(b)]) for b in batches]
+    model = {"name": runner.spec.name, "task": runner.spec.task, "source": asdict(runner.spec.source),
+             "gflop_per_image": None, "untrained": runner.spec.is_random}
+    bench_settings = {"batches": list(batches), "device": "remote", "threads": None, "seconds_per_batch": seconds,
+                      "rounds": rounds, "parity_rows": 0, "formats": ["remote"], "timeout_s": timeout}
+    # The client's GPU and matrix-product peak play no part in timing a served model, and probing them would
+    # import torch.
+    report = header("remote", model, bench_settings, gpu=False, peak=False)
+    return {**report, "endpoints": [e.url for e in runner.endpoints], "requests_per_endpoint": requests,
+            "rows": rows}
 
 
 def _check_rows(outputs: dict[str, np.ndarray], rows: int, source: str) -> None:

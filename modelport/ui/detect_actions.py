@@ -60,29 +60,30 @@ def run_detect_bench(p: dict) -> dict:
         rows.append({"runtime": r["runtime"], "track": r["track"], "batch": r["batch"], "status": r["status"],
                      "reason": r["reason"], "path": r["path"], "preprocess_ms": split.get("preprocess"),
                      "inference_ms": split.get("inference"), "nms_ms": split.get("nms"),
-                     "p50_ms": (r.get("latency_ms") or {}).get("p50"), "fps": r.get("fps"),
+                     "p50_ms": (r.get("latency_ms") or {}).get("p50"), "fps": r.get("throughput"),
                      "x_ultralytics": r.get("x_ultralytics"), "min_iou": parity.get("min_iou"),
                      "boxes": parity.get("detections")})
     model = report["model"]
     return {"kind": "detect", "rows": rows, "plot": str(plot), "record": str(record),
-            "untrained": model["source"] == "random", "imgsz": model["imgsz"],
+            "untrained": model["untrained"], "imgsz": model["imgsz"],
             "fastest": fastest_pipeline(report)}
 
 
 def fastest_pipeline(report: dict) -> dict | None:
     """The fastest pipeline at the largest batch measured, among those whose detections matched Ultralytics'
     (status ``ok``: Ultralytics itself is the reference), with its speed-up over the faster Ultralytics run."""
-    measured = [r for r in report["rows"] if r.get("fps")]
+    measured = [r for r in report["rows"] if r.get("throughput")]
     if not measured:
         return None
     batch = max(r["batch"] for r in measured)
     ok = [r for r in measured if r["batch"] == batch and r["status"] == "ok"]
     if not ok:
         return None
-    best = max(ok, key=lambda r: r["fps"])
+    best = max(ok, key=lambda r: r["throughput"])
     failed = sorted({r["runtime"] for r in report["rows"] if r["status"] == "parity-failed"})
-    return {"runtime": best["runtime"], "batch": batch, "fps": best["fps"], "x_ultralytics": best["x_ultralytics"],
-            "path": best["path"], "export": best["format"] != "ultralytics", "parity_failed": failed}
+    return {"runtime": best["runtime"], "batch": batch, "fps": best["throughput"],
+            "x_ultralytics": best["x_ultralytics"], "path": best["path"], "export": best["format"] != "ultralytics",
+            "parity_failed": failed}
 
 
 def write_detect_plot(report: dict, path: Path) -> Path:
@@ -93,7 +94,7 @@ def write_detect_plot(report: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in report["rows"] if r.get("fps")]
+    rows = [r for r in report["rows"] if r.get("throughput")]
     batches = sorted({r["batch"] for r in rows})
     names = list(dict.fromkeys(r["runtime"] for r in rows))
     width = 0.8 / max(1, len(names))
@@ -101,13 +102,14 @@ def write_detect_plot(report: dict, path: Path) -> Path:
     for i, name in enumerate(names):
         mine = {r["batch"]: r for r in rows if r["runtime"] == name}
         failed = any(r["status"] != "ok" for r in mine.values())
-        ax.bar([x + i * width for x in range(len(batches))], [mine[b]["fps"] if b in mine else 0 for b in batches],
-               width, label=name + (" (parity failed)" if failed else ""), hatch="//" if failed else None)
+        values = [mine[b]["throughput"] if b in mine else 0 for b in batches]
+        ax.bar([x + i * width for x in range(len(batches))], values, width,
+               label=name + (" (parity failed)" if failed else ""), hatch="//" if failed else None)
     ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(batches))], [f"batch {b}" for b in batches])
     ax.set_ylabel("images / s")
     model = report["model"]
     title = f"{model['name']} at {model['imgsz']} px on {report['machine']['cpu']}"
-    ax.set_title(title + (" — untrained weights" if model["source"] == "random" else ""), fontsize=10)
+    ax.set_title(title + (" — untrained weights" if model["untrained"] else ""), fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
