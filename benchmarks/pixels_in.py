@@ -42,9 +42,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from serve_triton_load import git_commit, start, stop  # noqa: E402
+from serve_common import header, served_spec, serving  # noqa: E402
 
-from modelport.machine import library_versions, machine_info  # noqa: E402
 from modelport.spec import ModelSpec  # noqa: E402
 from modelport.triton import ConfigOptions, ModelEntry, build_repository  # noqa: E402
 
@@ -262,12 +261,6 @@ class Client:
         self.client.close()
 
 
-def served_spec(repo: Path, model: str) -> ModelSpec:
-    from modelport.formats import get_format
-
-    return get_format("onnx").read_spec(repo / model / "1" / "model.onnx")
-
-
 def server_cpu(pid: int) -> float:
     """CPU seconds of the server process and all its children (Triton's server and model processes)."""
     import psutil
@@ -432,29 +425,16 @@ def main() -> None:
     seconds = args.seconds or subject.seconds
     rounds = args.rounds or subject.rounds
     json_path = args.json or HERE / "results" / f"pixels_in_{subject.stem}.json"
-    import asyncio
-
-    from serve_load import wait_ready
-
     images = subject.sample(args.images or subject.count)
     load_before = os.getloadavg()[0]
     results = {}
     with tempfile.TemporaryDirectory(prefix="modelport-pixels-in-") as tmp:
         repo = build(Path(tmp), subject)
         for engine in engines:  # one server at a time: the other would idle, but its threads would not
-            proc, url = start(engine, repo, None, Path(tmp) / f"{engine}.log")
-            try:
-                asyncio.run(wait_ready(url, proc, timeout=300))
+            with serving(engine, repo, Path(tmp) / f"{engine}.log") as (proc, url):
                 results[engine] = bench(url, proc.pid, repo, subject, images, batches, seconds, rounds)
-            except BaseException:
-                print((Path(tmp) / f"{engine}.log").read_text(errors="replace")[-2000:], file=sys.stderr)
-                raise
-            finally:
-                stop(proc)
     record = {
-        "benchmark": "pixels_in",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "git_commit": git_commit(),
+        **header("pixels_in", VERSIONED, load_before),
         "model": subject.recipe,
         "models": subject.models,
         "images": {"count": len(images), "kind": subject.images},
@@ -473,9 +453,6 @@ def main() -> None:
             "builtin": "modelport serve (FastAPI + uvicorn)",
             "triton": "modelport serve --engine triton (tritonserver from nvidia-pytriton)",
         },
-        "machine": machine_info(),
-        "versions": library_versions(VERSIONED),
-        "loadavg": [load_before, os.getloadavg()[0]],
         "results": results,
     }
     json_path.parent.mkdir(parents=True, exist_ok=True)

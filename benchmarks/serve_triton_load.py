@@ -8,8 +8,10 @@ loopback, with the official tritonclient (HTTP, aio) at several concurrencies.
 Both engines serve the same repository of verified ONNX exports, one instance each, dynamic batching within
 2 ms: ``osnet`` (OSNet x0_25; max batch 16, preferred 4/8/16; a request is one 3x256x128 float32 crop) and
 ``yolo11n`` (the raw-head export, [1, 84, 8400] per image; max batch 8, preferred 4/8; a request is one
-letterboxed 3x640x640 float32 street scene). Both servers run for the whole test and each model's (engine,
-concurrency) cells run in interleaved rounds, so drift on the machine hits every cell alike. Per cell:
+letterboxed 3x640x640 float32 street scene); requests are prepared as the served spec says, by the functions
+a modelport client uses (``tasks.embed.prepare``, ``tasks.detect.letterboxed``). Both servers run for the whole
+test and each model's (engine, concurrency) cells run in interleaved rounds, so drift on the machine hits every
+cell alike. Per cell:
 requests per second, p50/p90/p99 latency, errors, and the mean batch the server executed (its statistics
 endpoint) and its model compute time per execution. ``--client sync`` replaces the aiohttp client with one
 thread per client, each with its own synchronous ``tritonclient.http`` client (aiohttp is slow with Triton's
@@ -26,10 +28,9 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,13 +40,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from serve_load import summarise, wait_ready  # noqa: E402
+from serve_common import ENGINES, header, run_cell, served_spec, serving, summarise  # noqa: E402
 
-from modelport.machine import library_versions, machine_info  # noqa: E402
 from modelport.triton import ConfigOptions, ModelEntry, build_repository  # noqa: E402
-from modelport.triton.server import free_port  # noqa: E402
 
-ENGINES = ("builtin", "triton")
 VERSIONED = ("tritonclient", "nvidia-pytriton", "fastapi", "uvicorn", "grpcio", "onnxruntime", "ultralytics")
 
 
@@ -89,19 +87,19 @@ def artifact(work: Path, model: str) -> Path:
 
 
 def requests_for(repo: Path, model: str) -> list[np.ndarray]:
-    """One-image requests prepared as the served spec says: 64 person crops, or 12 street scenes letterboxed."""
-    from modelport.formats import get_format
-    from modelport.preprocess import prepare, prepare_letterboxed
-
-    spec = get_format("onnx").read_spec(repo / model / "1" / "model.onnx")
+    """One-image requests prepared as the served spec says, by the task functions a modelport client uses:
+    64 person crops (``tasks.embed.prepare``), or 12 street scenes letterboxed (``tasks.detect.letterboxed``)."""
+    spec = served_spec(repo, model)
     if model == "osnet":
         from modelport.samples import person_crops
+        from modelport.tasks.embed import prepare
 
-        batch = prepare(person_crops(64, spec.preprocess.height, spec.preprocess.width, seed=42), spec.preprocess)
+        batch = prepare(spec, person_crops(64, spec.preprocess.height, spec.preprocess.width, seed=42))
     else:
         from modelport.detect.samples import street_scenes
+        from modelport.tasks.detect import letterboxed
 
-        batch = prepare_letterboxed(street_scenes(12, seed=42), spec.preprocess)[0]
+        batch = letterboxed(street_scenes(12, seed=42), spec.preprocess)[0]
     return [batch[i : i + 1] for i in range(len(batch))]
 
 
@@ -109,141 +107,6 @@ def build(work: Path, models: list[str]) -> Path:
     repo = work / "repo"
     build_repository([ModelEntry(str(artifact(work, m)), name=m, options=MODELS[m].options) for m in models], repo)
     return repo
-
-
-async def run_cell(url: str, model: str, clients: int, seconds: float, images: list[np.ndarray],
-                   sync: bool = False) -> dict:
-    """``clients`` concurrent clients, each sending one request after another for ``seconds``; every error counts.
-    ``sync``: each client a thread with its own ``tritonclient.http`` (geventhttpclient) client, not aiohttp."""
-    if sync:
-        return await asyncio.to_thread(run_cell_threads, url, model, clients, seconds, images)
-    import tritonclient.http.aio as aioclient
-
-    client = aioclient.InferenceServerClient(url, conn_limit=clients, conn_timeout=60)
-    metadata = await client.get_model_metadata(model)
-    input_name, output_name = metadata["inputs"][0]["name"], metadata["outputs"][0]["name"]
-    latencies: list[float] = []
-    errors: list[str] = []
-    stop = time.perf_counter() + seconds
-
-    async def one_client(index: int) -> None:
-        i = index
-        while time.perf_counter() < stop:
-            image = images[i % len(images)]
-            i += clients
-            inp = aioclient.InferInput(input_name, list(image.shape), "FP32")
-            inp.set_data_from_numpy(image, binary_data=True)
-            start = time.perf_counter()
-            try:
-                result = await client.infer(model, [inp], outputs=[aioclient.InferRequestedOutput(output_name)])
-                problem = _wrong(result.as_numpy(output_name))
-            except Exception as exc:  # every failure is counted, none stops the run
-                problem = str(exc)[:200]
-            if problem:
-                errors.append(problem)
-            else:
-                latencies.append(time.perf_counter() - start)
-
-    stats_before = await client.get_inference_statistics(model)
-    began = time.perf_counter()
-    await asyncio.gather(*(one_client(i) for i in range(clients)))
-    elapsed = time.perf_counter() - began
-    stats_after = await client.get_inference_statistics(model)
-    await client.close()
-    return _cell(latencies, errors, elapsed, stats_before, stats_after)
-
-
-def run_cell_threads(url: str, model: str, clients: int, seconds: float, images: list[np.ndarray]) -> dict:
-    """``run_cell`` with one thread and one synchronous ``tritonclient.http`` client per simulated client."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import tritonclient.http as httpclient
-
-    admin = httpclient.InferenceServerClient(url, connection_timeout=60, network_timeout=300)
-    metadata = admin.get_model_metadata(model)
-    input_name, output_name = metadata["inputs"][0]["name"], metadata["outputs"][0]["name"]
-    latencies: list[float] = []
-    errors: list[str] = []
-    stop = time.perf_counter() + seconds
-
-    def one_client(index: int) -> None:
-        client = httpclient.InferenceServerClient(url, connection_timeout=60, network_timeout=300)
-        i = index
-        try:
-            while time.perf_counter() < stop:
-                image = images[i % len(images)]
-                i += clients
-                inp = httpclient.InferInput(input_name, list(image.shape), "FP32")
-                inp.set_data_from_numpy(image, binary_data=True)
-                start = time.perf_counter()
-                try:
-                    result = client.infer(model, [inp], outputs=[httpclient.InferRequestedOutput(output_name)])
-                    problem = _wrong(result.as_numpy(output_name))
-                except Exception as exc:  # every failure is counted, none stops the run
-                    problem = str(exc)[:200]
-                if problem:
-                    errors.append(problem)
-                else:
-                    latencies.append(time.perf_counter() - start)
-        finally:
-            client.close()
-
-    stats_before = admin.get_inference_statistics(model)
-    began = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(one_client, range(clients)))
-    elapsed = time.perf_counter() - began
-    stats_after = admin.get_inference_statistics(model)
-    admin.close()
-    return _cell(latencies, errors, elapsed, stats_before, stats_after)
-
-
-def _wrong(answer: np.ndarray | None) -> str | None:
-    if answer is None or answer.shape[0] != 1 or not np.isfinite(answer).all():
-        return "wrong or non-finite output"
-    return None
-
-
-def _cell(latencies: list[float], errors: list[str], elapsed: float, stats_before: dict, stats_after: dict) -> dict:
-    """One cell's record: the clients' requests and latencies, the server's executions between the two reads."""
-    before, after = stats_before["model_stats"][0], stats_after["model_stats"][0]
-    executions = int(after["execution_count"]) - int(before["execution_count"])
-    rows = int(after["inference_count"]) - int(before["inference_count"])
-    compute_ns = _compute_ns(after) - _compute_ns(before)
-    return {"requests": len(latencies), "errors": len(errors), "error_samples": sorted(set(errors))[:3],
-            "seconds": elapsed, "latencies": latencies, "executions": executions,
-            "mean_batch": rows / executions if executions else None,
-            "compute_ms_per_execution": compute_ns / executions / 1e6 if executions else None}
-
-
-def _compute_ns(stats: dict) -> int:
-    """Time the server spent running the model (its batch statistics' compute_infer), over all batch sizes."""
-    return sum(int(b["compute_infer"]["ns"]) for b in stats.get("batch_stats", []))
-
-
-def start(engine: str, repo: Path, threads: int | None, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    args = [sys.executable, "-m", "modelport.cli", "serve", str(repo), "--engine", engine, "--port", str(port),
-            "--device", "cpu", "--log-level", "warning"]
-    if engine == "triton":
-        args += ["--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
-    if threads:
-        args += ["--threads", str(threads)]
-    with open(log, "wb") as handle:
-        proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return proc, f"127.0.0.1:{port}"
-
-
-def stop(proc: subprocess.Popen) -> None:
-    import signal
-
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)  # the triton engine stops its server and model processes on SIGINT
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def bench(urls: dict[str, str], model: str, images: list[np.ndarray], levels: list[int], seconds: float,
@@ -267,16 +130,6 @@ def _summary(runs: list[dict]) -> dict:
     timed = [r for r in runs if r["compute_ms_per_execution"] is not None]
     compute = sum(r["compute_ms_per_execution"] * r["executions"] for r in timed) / executions if timed else None
     return {**summarise(runs), "compute_ms_per_execution": compute}
-
-
-def git_commit() -> str | None:
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE.parent, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE.parent,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def table(record: dict) -> str:
@@ -316,26 +169,14 @@ def main() -> None:
         parser.error(f"--models takes some of {tuple(MODELS)}, --engines some of {ENGINES}, client counts positive "
                      "integers")
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="modelport-serve-triton-load-") as tmp:
+    # The temporary folder outlives the servers (their logs are in it): the ExitStack closes first.
+    with tempfile.TemporaryDirectory(prefix="modelport-serve-triton-load-") as tmp, ExitStack() as servers:
         repo = build(Path(tmp), models)
         images = {m: requests_for(repo, m) for m in models}
-        procs, urls = {}, {}
-        try:
-            for engine in engines:
-                procs[engine], urls[engine] = start(engine, repo, args.threads, Path(tmp) / f"{engine}.log")
-                asyncio.run(wait_ready(urls[engine], procs[engine], timeout=300))
-            results = {m: asyncio.run(bench(urls, m, images[m], levels[m], args.seconds, args.rounds,
-                                            args.client == "sync")) for m in models}
-        except BaseException:
-            for engine, _proc in procs.items():
-                log = (Path(tmp) / f"{engine}.log").read_text(errors="replace")[-2000:]
-                print(f"--- {engine} server log (end) ---\n{log}", file=sys.stderr)
-            raise
-        finally:
-            for proc in procs.values():
-                stop(proc)
-    record = {"benchmark": "serve_triton_load", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "git_commit": git_commit(), "models": {m: MODELS[m].recipe for m in models},
+        urls = {e: servers.enter_context(serving(e, repo, Path(tmp) / f"{e}.log", args.threads))[1] for e in engines}
+        results = {m: asyncio.run(bench(urls, m, images[m], levels[m], args.seconds, args.rounds,
+                                        args.client == "sync")) for m in models}
+    record = {**header("serve_triton_load", VERSIONED, load_before), "models": {m: MODELS[m].recipe for m in models},
               "concurrency": {m: levels[m] for m in models}, "seconds": args.seconds, "rounds": args.rounds,
               "protocol": "HTTP/REST, binary tensor data, " + ("tritonclient.http.aio (aiohttp)" if args.client == "aio"
                                                                else "tritonclient.http (a thread per client)"),
@@ -346,8 +187,7 @@ def main() -> None:
               "engines": {"builtin": "modelport serve (FastAPI + uvicorn, modelport's dynamic batcher)",
                           "triton": "modelport serve --engine triton (tritonserver from nvidia-pytriton, Python "
                                     "backend running modelport's runner, Triton's dynamic batcher)"},
-              "server_threads": args.threads or "default (physical cores)", "machine": machine_info(),
-              "versions": library_versions(VERSIONED), "loadavg": [load_before, os.getloadavg()[0]], "results": results}
+              "server_threads": args.threads or "default (physical cores)", "results": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1))
     print(table(record))
