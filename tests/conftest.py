@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 import torch
@@ -63,3 +68,40 @@ def exported(exported_dir, tmp_path) -> Path:
     target = tmp_path / "models"
     shutil.copytree(exported_dir, target)
     return target / "osnet_x0_25_msmt17.pt"
+
+
+@dataclass
+class BuiltinServer:
+    """modelport's builtin server running in a thread of this process; ``address`` is ``127.0.0.1:PORT``."""
+
+    server: Any  # uvicorn.Server
+    thread: threading.Thread
+    address: str
+
+    def stop(self) -> None:
+        """Stop serving (again: nothing); a test may stop it early to see a server go away."""
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@contextmanager
+def builtin_server(repo: Path, timeout: float = 60.0) -> Iterator[BuiltinServer]:
+    """Serve the model repository ``repo`` with the builtin engine on a free loopback port until the block ends."""
+    import uvicorn
+
+    from modelport.serve import create_app
+    from modelport.triton.server import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(repo), host="127.0.0.1", port=port, log_level="warning"))
+    running = BuiltinServer(server, threading.Thread(target=server.run, daemon=True), f"127.0.0.1:{port}")
+    running.thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not running.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the builtin server for {repo} did not start within {timeout:.0f} s")
+            time.sleep(0.05)
+        yield running
+    finally:
+        running.stop()

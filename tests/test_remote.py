@@ -3,14 +3,12 @@ KServe v2 server (modelport's builtin server, real Triton), several servers used
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-import uvicorn
+from conftest import builtin_server
 
 import modelport
 from modelport.discover import open_artifact
@@ -24,7 +22,6 @@ from modelport.formats.remote import (
     parse_endpoints,
 )
 from modelport.samples import person_crops
-from modelport.serve import create_app
 from modelport.triton import ConfigOptions, ModelEntry, build_repository
 from modelport.triton.config import config_text, read_config
 from modelport.triton.server import free_port, have_tritonserver, start_tritonserver
@@ -48,18 +45,6 @@ def images() -> list[np.ndarray]:
     return person_crops(40, seed=21)
 
 
-def _builtin(repo: Path):
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(repo), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started:
-        assert thread.is_alive() and time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    return server, thread, f"127.0.0.1:{port}"
-
-
 @pytest.fixture(scope="module")
 def builtin(tmp_path_factory, exported_dir):
     repo = tmp_path_factory.mktemp("remote-builtin") / "repo"
@@ -70,10 +55,8 @@ def builtin(tmp_path_factory, exported_dir):
     config = read_config(repo / "bare" / "config.pbtxt")
     config.ClearField("parameters")
     (repo / "bare" / "config.pbtxt").write_text(config_text(config))
-    server, thread, address = _builtin(repo)
-    yield address
-    server.should_exit = True
-    thread.join(timeout=10)
+    with builtin_server(repo) as server:
+        yield server.address
 
 
 @pytest.fixture(scope="module")
@@ -207,15 +190,11 @@ def test_a_remote_detector_detects_as_the_local_one(tmp_path):
     build_repository([ModelEntry(str(onnx))], tmp_path / "repo")
     pictures = person_crops(5, 90, 120, seed=4)
     want = DetectRunner(open_artifact(onnx)).detect(pictures)
-    server, thread, address = _builtin(tmp_path / "repo")
-    try:
-        runner = modelport.load(f"http://{address}/tiny_det")
+    with builtin_server(tmp_path / "repo") as server:
+        runner = modelport.load(f"http://{server.address}/tiny_det")
         assert isinstance(runner, DetectRunner) and isinstance(runner.runner, RemoteRunner)
         got = runner.detect(pictures)
         runner.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
     assert [d.names() for d in got] == [d.names() for d in want] and sum(map(len, want)) > 0
     for g, w in zip(got, want):
         np.testing.assert_allclose(g.boxes, w.boxes, atol=1e-3)
@@ -226,15 +205,14 @@ def test_a_request_that_fails_on_one_endpoint_is_retried_on_another(builtin, tmp
     repo = tmp_path / "repo"
     build_repository([ModelEntry(str(exported_dir / f"{STEM}.onnx"), name="osnet",
                                  options=ConfigOptions(max_batch_size=8))], repo)
-    server, thread, address = _builtin(repo)
-    runner = modelport.load(f"http://{address}/osnet,http://{builtin}/osnet")
-    try:
-        server.should_exit = True  # the first endpoint goes away after the runner was opened
-        thread.join(timeout=10)
-        assert_close(runner.embed(images), local.embed(images))
-        assert runner.sent[1] == 5  # every request ended on the second endpoint
-    finally:
-        runner.close()
+    with builtin_server(repo) as server:
+        runner = modelport.load(f"http://{server.address}/osnet,http://{builtin}/osnet")
+        try:
+            server.stop()  # the first endpoint goes away after the runner was opened
+            assert_close(runner.embed(images), local.embed(images))
+            assert runner.sent[1] == 5  # every request ended on the second endpoint
+        finally:
+            runner.close()
 
 
 def test_bench_times_a_served_model_at_each_batch_size(builtin):
@@ -322,10 +300,8 @@ def clip_server(tmp_path_factory):
     repo = tmp_path_factory.mktemp("clip_repo") / "repo"
     build_repository([ModelEntry(str(out / f"{CLIP}_untrained_{which}.onnx"), options=ConfigOptions(max_batch_size=8))
                       for which in ("image", "text")], repo)
-    server, thread, address = _builtin(repo)
-    yield out, address
-    server.should_exit = True
-    thread.join(timeout=10)
+    with builtin_server(repo) as server:
+        yield out, server.address
 
 
 def test_search_index_with_a_served_encoder_equals_the_local_index(clip_server, tmp_path):

@@ -9,16 +9,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
+from conftest import builtin_server
 
-from modelport.serve import create_app
 from modelport.triton import ConfigOptions, ModelEntry, build_repository
-from modelport.triton.server import free_port
 
 BLOCKED = ("torch", "torchvision", "onnxruntime", "openvino", "ultralytics", "open_clip")
 
@@ -54,17 +50,8 @@ def served(tmp_path_factory, exported_dir) -> str:
         str(exported_dir / "osnet_x0_25_msmt17.onnx"), name="osnet", options=ConfigOptions(max_batch_size=8)
     )
     build_repository([entry], repo)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(repo), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started:
-        assert thread.is_alive() and time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with builtin_server(repo) as server:
+        yield server.address
 
 
 def _client(tmp_path: Path, code: str) -> tuple[subprocess.CompletedProcess, list[str]]:

@@ -9,21 +9,18 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-import uvicorn
+from conftest import builtin_server
 from typer.testing import CliRunner
 
 from modelport.cli import app
 from modelport.discover import open_artifact
 from modelport.errors import CorruptFileError, ModelportError
-from modelport.serve import create_app
 from modelport.triton import ModelEntry, build_repository
 from modelport.triton.golden import verify_repository, weights_reference
 from modelport.triton.server import free_port
@@ -150,17 +147,8 @@ def served(tmp_path, repo):
     """modelport's builtin server on a copy of the repository whose ONNX artifact was changed after the build."""
     changed = Path(shutil.copytree(repo, tmp_path / "served"))
     break_onnx(changed / "osnet" / "1" / "model.onnx")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(changed), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started:
-        assert thread.is_alive() and time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with builtin_server(changed) as server:
+        yield f"http://{server.address}"
 
 
 def test_the_server_serving_a_repository_is_checked_against_its_golden_outputs(repo, served):
