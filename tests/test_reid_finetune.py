@@ -102,9 +102,9 @@ def test_a_camera_renders_each_frame_the_same_way_every_time():
 def test_unknown_or_impossible_camera_is_a_clear_error(tmp_path):
     from modelport.reid.cameras import CameraConditions, CameraError
 
-    with pytest.raises(CameraError, match="unknown camera 'C'") as info:
-        write_demo_data(tmp_path, people=2, frames=30, camera="C")
-    assert "A, B" in info.value.hint
+    with pytest.raises(CameraError, match="unknown camera 'D'") as info:
+        write_demo_data(tmp_path, people=2, frames=30, camera="D")
+    assert "A, B, C" in info.value.hint
     with pytest.raises(CameraError, match="scale"):
         CameraConditions("bad", scale=0.0)
 

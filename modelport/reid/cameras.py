@@ -1,12 +1,16 @@
 """Camera conditions for the synthetic scene: light that changes across the frame and over time, colour,
 optics, sensor noise and compression, as a camera other than the one a model was prepared on would show it.
 
-The demo and the tests render one scene through two cameras: ``A`` (clean daylight, what the demo's model is
-prepared on) and ``B`` (a street at dusk under mixed lighting: warm lamp pools and cool shade across the frame,
-flickering, white balance that drifts, low contrast, sensor noise, blocky compression). The people in the
-scene differ mainly by clothing colour, so what hurts here is what changes a person's colour along a track and
-pushes different people's colours together; a global colour cast alone does not, since it keeps their
-relative differences. Everything here is synthetic.
+The demo and the tests render one scene through three cameras: ``A`` (clean daylight, what the demo's model is
+prepared on), ``B`` (a street at dusk under mixed lighting: warm lamp pools and cool shade across the frame,
+flickering, white balance that drifts, low contrast, sensor noise, blocky compression) and ``C`` (dense fog:
+a fifth of the contrast left, every pixel pulled towards a grey veil). The people in the scene differ mainly
+by clothing colour, so what hurts in B is what changes a person's colour along a track and pushes different
+people's colours together; a global colour cast alone does not, since it keeps their relative differences.
+C's shift is one affine map of intensity for every pixel and channel: through the first convolution it is a
+per-channel affine change of the first BatchNorm's input, which re-estimating BatchNorm statistics (AdaBN)
+undoes up to the convolution's zero padding; B's light varies across the frame, which no global statistic
+undoes (benchmarks/REID_FINETUNE.md). Everything here is synthetic.
 """
 
 from __future__ import annotations
@@ -142,11 +146,14 @@ CAMERAS: dict[str, CameraConditions] = {c.name: c for c in (
                      description="a street at dusk: warm lamp pools and cool shade across the frame (a person "
                                  "changes colour walking through them), flicker, drifting white balance, low "
                                  "contrast and saturation, sensor noise, half resolution, blocky compression"),
+    CameraConditions("C", contrast=0.2,
+                     description="dense fog (or a fogged-up dome): a fifth of the scene's contrast left, every "
+                                 "pixel pulled towards a mid-grey veil, the same for every pixel and channel"),
 )}
 
 
 def camera(name: str | CameraConditions) -> CameraConditions:
-    """The named preset (``A``, ``B``), or ``name`` itself when it already is one."""
+    """The named preset (``A``, ``B``, ``C``), or ``name`` itself when it already is one."""
     if isinstance(name, CameraConditions):
         return name
     if name not in CAMERAS:
