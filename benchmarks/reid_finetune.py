@@ -1,4 +1,4 @@
-"""Before/after scores of `reid adapt` and `reid finetune` on the synthetic scene through cameras A and B.
+"""Before/after scores of `reid adapt` and `reid finetune` on the synthetic scene through cameras A, B and C.
 
 Every scene is synthetic (modelport/reid/synth.py, cameras.py). The starting model is the demo's: a random
 OSNet x0.25 whose BatchNorm statistics are calibrated on clean synthetic crops (camera-A-like); no trained
@@ -11,7 +11,8 @@ weights. One run, one scene seed, each model labelled with its recipe:
 - camera B's every track clustered (extract + cluster --standardize --threshold auto) with the untrained and
   the fine-tuned (held-out tracks) model.
 
-Writes one JSON line (git commit, library versions, machine, load average) to --out and prints a table.
+``--adabn 0,1,2``: only AdaBN, on cameras A, C (fog, an affine intensity shift) and a dark camera, per scene
+seed. Writes one JSON line (git commit, library versions, machine, load average) to --out and prints a table.
 
     flock /tmp/modelport-bench.lock python benchmarks/reid_finetune.py --out benchmarks/results/reid_finetune.jsonl
 """
@@ -127,6 +128,42 @@ def ablation(seed: int, people: int, frames: int, root: Path) -> list[dict]:
     return rows
 
 
+ADABN_CAMERAS = {  # camera -> what it shows; "dark" is an affine shift AdaBN is not expected to undo here
+    "A": "A",
+    "C": "C",
+    "dark: 15% exposure (an affine map with a large offset in the model's normalised units)": {"brightness": 0.15},
+}
+
+
+def adabn_seeds(seeds: list[int], people: int, frames: int, root: Path) -> list[dict]:
+    """Per scene seed and camera: the untrained model's held-out-people scores, then AdaBN's (512 crops of the
+    other people's tracks). AdaBN on camera A is the reference: what new statistics give without a shift."""
+    from modelport.reid.adapt import adapt
+    from modelport.reid.cameras import CameraConditions
+    from modelport.reid.importer import import_mot
+    from modelport.reid.synth import write_demo_data
+    from modelport.zoo.calibrate import make_untrained_checkpoint
+
+    weights = make_untrained_checkpoint(root)
+    rows = []
+    for seed in seeds:
+        for label, cam in ADABN_CAMERAS.items():
+            conditions = cam if isinstance(cam, str) else CameraConditions("dark", **cam)
+            data = write_demo_data(root / "scene", people=people, frames=frames, seed=seed, camera=conditions,
+                                   force=True)
+            db = root / "scene.db"
+            db.unlink(missing_ok=True)
+            import_mot(db, data.video, data.detections, ground_truth=data.ground_truth)
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = adapt(db, weights, out=root / "osnet_x0_25_adabn.pt", crops=512, force=True)
+            rows.append({"scene_seed": seed, "camera": label, "untrained": asdict(result.before),
+                         "adabn": asdict(result.after), "adabn_crops": result.crops,
+                         "seconds": round(time.perf_counter() - start, 1)})
+    return rows
+
+
 def environment() -> dict:
     import numpy
     import onnxruntime
@@ -158,12 +195,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/reid_finetune.jsonl"))
     parser.add_argument("--ablation", action="store_true",
                         help="only the untrained model's scores under each group of camera B's conditions alone")
+    parser.add_argument("--adabn", type=str, default=None, metavar="SEEDS",
+                        help="only AdaBN on cameras A, C and a dark camera, for these comma-separated scene seeds")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     record = environment()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        if args.ablation:
+        if args.adabn:
+            record.update({"people": args.people, "frames": args.frames, "adabn_cameras": adabn_seeds(
+                [int(x) for x in args.adabn.split(",")], args.people, args.frames, Path(tmp))})
+        elif args.ablation:
             record.update({"scene_seed": args.seed, "people": args.people, "frames": args.frames,
                            "ablation": ablation(args.seed, args.people, args.frames, Path(tmp))})
         else:
@@ -172,6 +214,14 @@ def main() -> None:
                                          "after": [round(x, 2) for x in os.getloadavg()]}
     with args.out.open("a") as fh:
         fh.write(json.dumps(record) + "\n")
+    if args.adabn:
+        print("| scene seed | camera | untrained rank-1 / mAP / ARI | AdaBN rank-1 / mAP / ARI |")
+        print("|---|---|---|---|")
+        for r in record["adabn_cameras"]:
+            u, a = r["untrained"], r["adabn"]
+            print(f"| {r['scene_seed']} | {r['camera']} | {u['rank1']:.3f} / {u['mAP']:.3f} / {u['ari']:.3f} | "
+                  f"{a['rank1']:.3f} / {a['mAP']:.3f} / {a['ari']:.3f} |")
+        return
     if args.ablation:
         print("| camera conditions (untrained model, held-out people) | rank-1 | mAP | ARI |")
         print("|---|---:|---:|---:|")
