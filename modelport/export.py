@@ -8,7 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol, cast
 
 import numpy as np
 
@@ -82,16 +82,31 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def export_one(built: BuiltModel, fmt: Format, dest: Path, options: ExportOptions, *,
-               verify: bool = True, tolerance: Tolerance | None = None, source: Path | None = None) -> ExportResult:
-    """Export, verify against the PyTorch module, and only then move the artifact to ``dest``.
+class Check(Protocol):
+    """What a family's comparison gives back (``verify.RunnerResult``, ``detect.verify.DetectionCheck``)."""
 
-    ``tolerance`` defaults to the one for the spec's precision (``verify.TOLERANCES``).
+    @property
+    def passed(self) -> bool: ...
+
+    def summary(self) -> str: ...
+
+
+def publish_verified(fmt: Format, dest: Path, options: ExportOptions, write: Callable[[Path], object],
+                     judge: Callable[[Path], Check | None] | None, *, source: Path | None = None,
+                     also: Callable[[Path], str | None] | None = None,
+                     before_publish: Callable[[Path], None] | None = None) -> tuple[Check | None, str | None]:
+    """The one export pipeline every family goes through: ``write(staged)`` the artifact into a hidden staging
+    sibling of ``dest``, ``judge(staged)`` it against the family's reference (None: not verified), and only
+    when it passes move it to ``dest``. Returns (check, error); ``dest`` is written exactly when error is None.
+
+    A family brings the hooks: its writer (a plain format export, a graph with NMS inside...), its judge (a
+    PyTorch reference and a numeric comparison, Ultralytics' boxes...), ``also``: a further check once the
+    judge passed (an error message or None; CLIP: no re-parameterisable block left un-merged), and
+    ``before_publish``: what goes beside the artifact (``labels.txt``). A writer's or judge's ModelportError
+    becomes the error.
     """
-    start = time.perf_counter()
     if source is not None and dest.resolve() == source.resolve():
         raise ExportError(f"{dest}: refusing to overwrite the source file with an export", hint="use --out DIR")
-    fmt.require(options.device)
     fmt.check_replaceable(dest, options.force)  # before the costly part, and again when publishing
     # Staging in a hidden sibling folder keeps the final file name (OpenVINO names its xml after it)
     # and means a crash mid-export never leaves a file the loader would pick up.
@@ -100,26 +115,52 @@ def export_one(built: BuiltModel, fmt: Format, dest: Path, options: ExportOption
     staged = staging / dest.name
     try:
         try:
-            fmt.export(built.module, built.spec, staged, options)
-            runner = fmt.load(staged, options.device) if verify else None
+            write(staged)
+            check = judge(staged) if judge is not None else None
+            if check is not None and not check.passed:
+                return check, f"verification failed: {check.summary()}"
+            problem = also(staged) if also is not None and judge is not None else None
         except ModelportError as exc:
-            return ExportResult(fmt.id, None, time.perf_counter() - start, error=exc.message)
-        check = None
-        if runner is not None:
+            return None, exc.message
+        if problem:
+            return check, f"verification failed: {problem}"
+        if before_publish is not None:
+            before_publish(staged)
+        fmt.publish(staged, dest, options.force)
+        return check, None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def export_one(built: BuiltModel, fmt: Format, dest: Path, options: ExportOptions, *,
+               verify: bool = True, tolerance: Tolerance | None = None, source: Path | None = None,
+               also: Callable[[Path], str | None] | None = None) -> ExportResult:
+    """Export ``built`` to ``dest`` through ``publish_verified``, judged against its PyTorch module.
+
+    ``tolerance`` defaults to the one for the spec's precision (``verify.TOLERANCES``); ``also``: a family's
+    further check of the staged artifact (``publish_verified``).
+    """
+    start = time.perf_counter()
+    fmt.require(options.device)
+
+    def write(staged: Path) -> None:
+        fmt.export(built.module, built.spec, staged, options)
+
+    def judge(staged: Path) -> RunnerResult:
+        runner = fmt.load(staged, options.device)
+        try:
             # A copy, because moving a module to the GPU is in place and later formats trace on the CPU.
             module = built.module if options.device == "cpu" else copy.deepcopy(built.module)
             reference = PyTorchRunner(module, built.spec, None, options.device)
             batch = verification_batch(built.spec, options)
-            tolerance = tolerance or TOLERANCES[built.spec.precision]
-            check = compare_runner(reference(batch), runner, batch, tolerance, label=str(dest))
+            return compare_runner(reference(batch), runner, batch, tolerance or TOLERANCES[built.spec.precision],
+                                  label=str(dest))
+        finally:
             runner.close()
-            if not check.passed:
-                return ExportResult(fmt.id, None, time.perf_counter() - start, check=check,
-                                    error=f"verification failed: {check.summary()}")
-        fmt.publish(staged, dest, options.force)
-        return ExportResult(fmt.id, dest, time.perf_counter() - start, check=check)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    check, error = publish_verified(fmt, dest, options, write, judge if verify else None, source=source, also=also)
+    return ExportResult(fmt.id, None if error else dest, time.perf_counter() - start,
+                        check=cast("RunnerResult | None", check), error=error)
 
 
 def export_all(

@@ -3,7 +3,7 @@ model (numerically, structurally, and by the image ranking of fixed text queries
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -84,15 +84,17 @@ def export_clip(
         example = torch.from_numpy(example_batch(built.spec.with_batch(None), count=2))
         results = []
         for fmt in chosen:
-            result = export_one(built, fmt, fmt.artifact_path(out_dir, stem), options, verify=verify, source=source)
-            # Only encoders built from MobileOne / FastViT blocks can be left un-merged (not the text tower).
-            if result.ok and verify and result.path is not None and has_reparameterizable_blocks(built.module):
-                check = structure_check(built.module, example, fmt.id, result.path)
+            dest = fmt.artifact_path(out_dir, stem)
+
+            def merged(staged: Path, built: BuiltModel = built, example: torch.Tensor = example,
+                       fmt_id: str = fmt.id, dest: Path = dest) -> str | None:
+                check = replace(structure_check(built.module, example, fmt_id, staged), label=str(dest))
                 report.structure.append(check)
-                if not check.passed:
-                    _remove(result.path)
-                    result.error, result.path = f"verification failed: {check.summary()}", None
-            results.append(result)
+                return None if check.passed else check.summary()
+
+            # Only encoders built from MobileOne / FastViT blocks can be left un-merged (not the text tower).
+            also = merged if has_reparameterizable_blocks(built.module) else None
+            results.append(export_one(built, fmt, dest, options, verify=verify, source=source, also=also))
         report.results[which] = results
     if verify:
         report.semantic = _semantic(report, device)

@@ -3,13 +3,11 @@ then moved into place with ``labels.txt`` beside them."""
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, cast
 
 from modelport.detect.graph import FLAVORS, NmsConfig, add_nms
 from modelport.detect.model import (
@@ -28,6 +26,7 @@ from modelport.detect.runner import DetectRunner, UltralyticsReference, load_run
 from modelport.detect.samples import street_scenes
 from modelport.detect.verify import DetectionCheck, DetTolerance, compare_detections, detect_both, verification_conf
 from modelport.errors import ExportError, ModelportError
+from modelport.export import publish_verified
 from modelport.formats import ExportOptions, Format, get_format
 from modelport.preprocess import ImageLike
 from modelport.spec import SPEC_KEY, ModelSpec
@@ -125,14 +124,13 @@ def _write_e2e(det: LoadedDetector, fmt: Format, spec: ModelSpec, config: NmsCon
 def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfig | None, options: ExportOptions,
                reference: UltralyticsReference | None, images: Sequence[ImageLike], verify_conf: float,
                allow_empty: bool = False) -> DetectExportResult:
-    """Write one artifact to a hidden staging folder, verify it, then move it into place."""
+    """One artifact through the one pipeline (``modelport.export.publish_verified``) with the detector's hooks:
+    the raw or end-to-end writer, Ultralytics' predict as the reference, and ``labels.txt`` beside it."""
     start = time.perf_counter()
     flavor = nms.flavor if nms else None
     track = f"e2e-{flavor}" if flavor else "raw"
     dest = artifact_path(fmt, out_dir, det.source.name, flavor, det.spec.preprocess.in_graph)
     result = DetectExportResult(det.source.name, fmt.id, track, None, 0.0)
-    if dest.resolve() == det.source.pt_file.resolve():
-        raise ExportError(f"{dest}: refusing to overwrite the source checkpoint", hint="use --out DIR")
     # The TensorRT-flavour ONNX only runs inside TensorRT; everything else needs its runtime to be verified.
     runnable = not (flavor == "tensorrt" and fmt.id == "onnx")
     try:
@@ -141,57 +139,50 @@ def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfi
     except ModelportError as exc:
         result.error, result.seconds = exc.message, time.perf_counter() - start
         return result
-    try:
-        fmt.check_replaceable(dest, options.force)
-    except ModelportError as exc:
-        result.error, result.seconds = exc.message, time.perf_counter() - start
-        return result
     spec = det.spec if nms is None else e2e_spec(det.spec, flavor=nms.flavor, topk=nms.topk, iou=nms.iou,
                                                  conf=nms.conf, normalized=nms.normalize)
-    staging = out_dir / f".modelport-staging-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    staged = staging / dest.name
-    try:
+
+    def write(staged: Path) -> None:
         try:
             if nms is None:
                 fmt.export(det.module, spec, staged, options)
             else:
                 _write_e2e(det, fmt, spec, nms, staged, options)
-        except ModelportError as exc:
-            result.error = exc.message
-            return result
+        except ModelportError:
+            raise
         except Exception as exc:  # onnx.checker / converters raise their own types
-            result.error = f"{type(exc).__name__}: {exc}"
-            return result
-        if reference is not None and runnable:
-            # End-to-end graphs are judged at their own thresholds, raw tracks at ``verify_conf``.
-            settings = (NmsSettings(nms.conf, nms.iou, nms.topk) if nms
-                        else NmsSettings(verify_conf, IOU, det.source.topk))
-            runner = DetectRunner(load_runtime(fmt, staged, options.device), settings)
-            try:
-                reference.settings = settings
-                theirs, ours = detect_both(reference, runner, images)
-                tol = DetTolerance(nms_iou=settings.iou, conf=settings.conf, allow_empty=allow_empty)
-                result.check = compare_detections(theirs, ours, label=str(dest), format=fmt.id, track=track, tol=tol)
-            except Exception as exc:  # a runtime failure is a verification failure
-                result.check = DetectionCheck(str(dest), fmt.id, track, error=f"{type(exc).__name__}: {exc}")
-            finally:
-                runner.close()
-            if not result.check.passed:
-                result.error = f"verification failed: {result.check.summary()}"
-                return result
-        elif not runnable:
-            result.note = "graph checked (onnx.checker); runs only in TensorRT: build an engine to verify it"
+            raise ExportError(f"{type(exc).__name__}: {exc}") from exc
+
+    def judge(staged: Path) -> DetectionCheck:
+        # End-to-end graphs are judged at their own thresholds, raw tracks at ``verify_conf``.
+        settings = NmsSettings(nms.conf, nms.iou, nms.topk) if nms else NmsSettings(verify_conf, IOU, det.source.topk)
+        runner = DetectRunner(load_runtime(fmt, staged, options.device), settings)
+        try:
+            assert reference is not None
+            reference.settings = settings
+            theirs, ours = detect_both(reference, runner, images)
+            tol = DetTolerance(nms_iou=settings.iou, conf=settings.conf, allow_empty=allow_empty)
+            return compare_detections(theirs, ours, label=str(dest), format=fmt.id, track=track, tol=tol)
+        except Exception as exc:  # a runtime failure is a verification failure
+            return DetectionCheck(str(dest), fmt.id, track, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            runner.close()
+
+    def labels_inside(staged: Path) -> None:
         if fmt.is_dir:
             write_labels(staged, spec.labels)
-        fmt.publish(staged, dest, options.force)
+
+    check, error = publish_verified(fmt, dest, options, write, judge if reference is not None and runnable else None,
+                                    source=det.source.pt_file, before_publish=labels_inside)
+    result.check, result.error = cast("DetectionCheck | None", check), error
+    if error is None:
         result.path = dest
         if not fmt.is_dir:
             write_labels(out_dir, spec.labels)
-        return result
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        result.seconds = time.perf_counter() - start
+        if not runnable:
+            result.note = "graph checked (onnx.checker); runs only in TensorRT: build an engine to verify it"
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 def parse_detect_formats(formats: str | Iterable[str] | None, nms: NmsConfig | None,
