@@ -148,19 +148,15 @@ def _detect_prepare(spec: ModelSpec, items: list[np.ndarray]) -> tuple[np.ndarra
 
 def _detect_finish(spec: ModelSpec, outputs: dict[str, np.ndarray], boxes: Any, rows: int) -> list:
     """Each image's detections in its own pixels, as ``DetectRunner.detect`` reads a raw head: modelport's CPU NMS
-    at the served defaults, boxes scaled back through each image's letterbox."""
+    at the served defaults, then the task's decoding (``tasks.detect.decode``)."""
     from modelport.detect.model import CONF, IOU, TOPK
     from modelport.detect.nms import NmsSettings, nms_raw
     from modelport.detect.runner import Detections
-    from modelport.preprocess import scale_boxes
+    from modelport.tasks.detect import decode
 
     out = nms_raw(outputs[spec.outputs[0].name], NmsSettings(CONF, IOU, int(spec.extra.get("topk") or TOPK)))
-    found = []
-    for i, info in enumerate(boxes):
-        n = int(out["num_dets"][i, 0])
-        found.append(Detections(scale_boxes(out["det_boxes"][i, :n], info), out["det_scores"][i, :n],
-                                out["det_classes"][i, :n].astype(np.int64)))
-    return found
+    size = (spec.preprocess.height, spec.preprocess.width)
+    return [Detections(b, s, c) for b, s, c in decode(spec, out, boxes, size)]
 
 
 def _detect_compare(a: list, b: list) -> dict:
@@ -195,8 +191,8 @@ SUBJECTS = {
         images="decoded BGR uint8 synthetic street scenes (modelport.detect.samples.street_scenes, seed 42) of "
         "480x640, 720x1280, 640x480, 375x500, 640x640, 360x640",
         count=12,
-        client="tasks.detect.letterboxed -> infer -> detect.nms.nms_raw (conf 0.25, iou 0.7) and "
-        "preprocess.scale_boxes per image",
+        client="tasks.detect.letterboxed -> infer -> detect.nms.nms_raw (conf 0.25, iou 0.7) -> "
+        "tasks.detect.decode (boxes scaled back per image)",
         exports=_yolo_exports, sample=_scenes, prepare=_detect_prepare, finish=_detect_finish, compare=_detect_compare,
     ),
 }

@@ -17,8 +17,8 @@ from modelport.detect.model import CONF, IOU, TOPK
 from modelport.detect.nms import NmsSettings, nms_raw
 from modelport.errors import ModelportError
 from modelport.formats import Runner
-from modelport.preprocess import ImageLike, scale_boxes
-from modelport.tasks.detect import input_size, letterboxed
+from modelport.preprocess import ImageLike
+from modelport.tasks.detect import decode, input_size, letterboxed
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,15 +109,8 @@ class DetectRunner(Runner):
         self.last.preprocess = time.perf_counter() - start
         out = self.infer(batch)
         start = time.perf_counter()
-        normalized = bool(self.end_to_end and self.spec.extra["nms"].get("normalized"))
         size = input_size(batch, self.spec.preprocess)  # the letterboxed size this batch ran at
-        results = []
-        for i, info in enumerate(boxes):
-            n = int(out["num_dets"][i, 0])
-            results.append(Detections(
-                scale_boxes(out["det_boxes"][i, :n], info, normalized=normalized, input_size=size),
-                out["det_scores"][i, :n].astype(np.float32), out["det_classes"][i, :n].astype(np.int64),
-                self.spec.labels))
+        results = [Detections(b, s, c, self.spec.labels) for b, s, c in decode(self.spec, out, boxes, size)]
         self.last.postprocess = time.perf_counter() - start
         return results
 

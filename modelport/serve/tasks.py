@@ -41,15 +41,17 @@ def image_task(spec: ModelSpec, model: str) -> ImageTask:
 
 
 def _embed_prepare(spec: ModelSpec, image: Image.Image) -> tuple[np.ndarray, Any]:
-    from modelport.preprocess import prepare
+    from modelport.tasks import get_task
 
-    return prepare([image], spec.preprocess), None
+    return get_task("embed").prepare(spec, [image]), None
 
 
 def _embed_finish(spec: ModelSpec, outputs: dict[str, np.ndarray], context: Any) -> dict:
-    feats = outputs[spec.outputs[0].name].reshape(-1).astype(np.float32)
-    norm = float(np.linalg.norm(feats))
-    return {"embedding": (feats / max(norm, 1e-12)).tolist(), "dim": int(feats.size), "norm": norm}
+    from modelport.tasks.embed import normalised
+
+    norm = float(np.linalg.norm(outputs[spec.outputs[0].name].astype(np.float32)))
+    unit = normalised(spec, outputs, 1)[0]
+    return {"embedding": unit.tolist(), "dim": int(unit.size), "norm": norm}
 
 
 register_image_task("embed", ImageTask(_embed_prepare, _embed_finish))
@@ -60,29 +62,24 @@ def _detect_prepare(spec: ModelSpec, image: Image.Image) -> tuple[np.ndarray, An
 
     # Full size even for a dynamic-shape model: requests are batched together, so they must share one shape.
     # A graph that normalises itself (--uint8-input) is sent letterboxed uint8 pixels, the others floats.
-    batch, (box,) = letterboxed([image], replace(spec.preprocess, stride=0))
-    return batch, box
+    batch, boxes = letterboxed([image], replace(spec.preprocess, stride=0))
+    return batch, boxes
 
 
-def _detect_finish(spec: ModelSpec, outputs: dict[str, np.ndarray], box: Any) -> dict:
+def _detect_finish(spec: ModelSpec, outputs: dict[str, np.ndarray], boxes: Any) -> dict:
     """Boxes in the uploaded image's pixels (xyxy), best first; raw heads get modelport's CPU NMS."""
     from modelport.detect.model import CONF, IOU, TOPK
     from modelport.detect.nms import NmsSettings, nms_raw
-    from modelport.preprocess import scale_boxes
+    from modelport.tasks.detect import decode
 
-    nms = spec.extra.get("nms")
-    if not nms:
-        settings = NmsSettings(CONF, IOU, int(spec.extra.get("topk") or TOPK))
-        outputs = nms_raw(outputs[spec.outputs[0].name], settings)
-    n = int(outputs["num_dets"][0, 0])
+    if not spec.extra.get("nms"):
+        outputs = nms_raw(outputs[spec.outputs[0].name], NmsSettings(CONF, IOU, int(spec.extra.get("topk") or TOPK)))
     pre = spec.preprocess
-    boxes = scale_boxes(outputs["det_boxes"][0, :n], box, normalized=bool(nms and nms.get("normalized")),
-                        input_size=(pre.height, pre.width))
-    classes = outputs["det_classes"][0, :n].astype(int)
+    ((xyxy, scores, classes),) = decode(spec, outputs, boxes, (pre.height, pre.width))
     return {"detections": [
         {"box": [round(float(v), 2) for v in b], "score": float(s), "class_id": int(c),
          "label": spec.labels[c] if 0 <= c < len(spec.labels) else str(c)}
-        for b, s, c in zip(boxes, outputs["det_scores"][0, :n], classes)]}
+        for b, s, c in zip(xyxy, scores, classes)]}
 
 
 register_image_task("detect", ImageTask(_detect_prepare, _detect_finish))

@@ -1,6 +1,7 @@
 """The ``detect`` task: images in, letterboxed as Ultralytics' predict does (uint8 pixels for an export with
-preprocessing in its graph); decoding boxes back to each image (and NMS for raw tracks) is
-``modelport.detect.runner.DetectRunner.detect``."""
+preprocessing in its graph); padded detections out (``num_dets``, ``det_boxes``, ``det_scores``, ``det_classes``:
+what end-to-end graphs give and modelport's CPU NMS makes of a raw head), decoded to boxes in each image's own
+pixels. Runners (``DetectRunner.detect``) and the server's ``/predict`` both decode through ``decode``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from modelport.preprocess import (
     letterbox,
     prepare as prepare_pixels,
     prepare_letterboxed,
+    scale_boxes,
 )
 from modelport.spec import ModelSpec, Preprocess
 
@@ -69,3 +71,17 @@ def input_size(batch: np.ndarray, pre: Preprocess) -> tuple[int, int]:
     """The (height, width) a prepared batch runs at: NHWC pixels or NCHW floats."""
     return (int(batch.shape[1]), int(batch.shape[2])) if pre.in_graph else (int(batch.shape[2]), int(batch.shape[3]))
 
+
+
+def decode(spec: ModelSpec, padded: dict[str, np.ndarray], boxes: Sequence[Letterbox],
+           size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per image: (xyxy boxes in its own pixels, float32 scores, int64 classes), best first. ``size``: the
+    (height, width) the batch ran at (``input_size``); ``boxes``: each image's letterbox."""
+    nms = spec.extra.get("nms") or {}
+    normalized = bool(nms.get("normalized"))
+    out = []
+    for i, info in enumerate(boxes):
+        n = int(padded["num_dets"][i, 0])
+        out.append((scale_boxes(padded["det_boxes"][i, :n], info, normalized=normalized, input_size=size),
+                    padded["det_scores"][i, :n].astype(np.float32), padded["det_classes"][i, :n].astype(np.int64)))
+    return out
