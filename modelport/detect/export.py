@@ -27,7 +27,7 @@ from modelport.detect.samples import street_scenes
 from modelport.detect.verify import DetectionCheck, DetTolerance, compare_detections, detect_both, verification_conf
 from modelport.errors import ExportError, ModelportError
 from modelport.export import publish_verified
-from modelport.formats import ExportOptions, Format, get_format
+from modelport.formats import FORMATS, ExportOptions, Format, get_format
 from modelport.preprocess import ImageLike
 from modelport.spec import SPEC_KEY, ModelSpec
 
@@ -98,27 +98,12 @@ def _write_e2e_onnx(det: LoadedDetector, spec: ModelSpec, config: NmsConfig, des
 
 def _write_e2e(det: LoadedDetector, fmt: Format, spec: ModelSpec, config: NmsConfig, dest: Path,
                options: ExportOptions) -> Path:
-    if fmt.id == "onnx":
-        return _write_e2e_onnx(det, spec, config, dest, options.opset)
+    if fmt.id not in E2E_FORMATS[config.flavor]:
+        raise ExportError(f"no end-to-end {config.flavor} track for {fmt.name}",
+                          hint=f"formats with NMS inside: {', '.join(E2E_FORMATS[config.flavor])}")
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = _write_e2e_onnx(det, spec, config, Path(tmp) / "e2e.onnx", options.opset)
-        if fmt.id == "openvino":
-            import openvino as ov
-
-            dest.mkdir(parents=True, exist_ok=True)
-            try:
-                model = ov.convert_model(str(onnx_path))
-            except Exception as exc:
-                raise ExportError(f"{dest}: OpenVINO conversion failed: {exc}") from exc
-            ov.save_model(model, str(dest / f"{dest.name.removesuffix('_openvino_model')}.xml"), compress_to_fp16=False)
-            (dest / "metadata.json").write_text(spec.to_json())
-            return dest
-        if fmt.id == "tensorrt":
-            from modelport.formats.tensorrt import build_engine
-
-            return build_engine(onnx_path, spec, dest, options)
-    raise ExportError(f"no end-to-end {config.flavor} track for {fmt.name}",
-                      hint=f"formats with NMS inside: {', '.join(E2E_FORMATS[config.flavor])}")
+        return fmt.from_onnx(_write_e2e_onnx(det, spec, config, Path(tmp) / "e2e.onnx", options.opset), spec, dest,
+                             options)
 
 
 def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfig | None, options: ExportOptions,
@@ -236,10 +221,13 @@ def export_detector(source: DetectorSource | str | Path, formats: str | Iterable
         nms = replace(nms, topk=source.topk if nms.topk is None else nms.topk)
     chosen = parse_detect_formats(formats, nms, device)
     if dynamic_hw and formats is None:
-        chosen = [f for f in chosen if f.id != "torchscript"]
-    if dynamic_hw and any(f.id == "torchscript" for f in chosen):
-        raise ExportError("a TorchScript trace keeps the input size it was traced at; dynamic height and width "
-                          "are for onnx, openvino and tensorrt", hint="drop torchscript from --formats")
+        chosen = [f for f in chosen if f.dynamic_hw]
+    if dynamic_hw and any(not f.dynamic_hw for f in chosen):
+        fixed = [f for f in chosen if not f.dynamic_hw]
+        able = ", ".join(f.id for f in FORMATS if f.dynamic_hw and not f.is_weights)
+        raise ExportError(f"{', '.join(f.name for f in fixed)} keeps the input size it was traced at; dynamic "
+                          f"height and width are for {able}",
+                          hint=f"drop {', '.join(f.id for f in fixed)} from --formats")
     det = load_detector(source, imgsz, dynamic_hw)
     if uint8_input:
         det = pixels_in(det)

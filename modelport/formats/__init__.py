@@ -16,7 +16,7 @@ FORMATS: tuple[Format, ...] = (
     Format("openvino", "OpenVINO", "_openvino_model", "modelport.formats.openvino", ("openvino",), "openvino",
            is_dir=True, devices=("cpu",), precisions=("fp32", "fp16", "int8"), triton=("", "openvino", "model.xml")),
     Format("torchscript", "TorchScript", ".torchscript", "modelport.formats.torchscript", ("torch",), "torch",
-           alt_suffixes=(".torchscript.pt",), triton=("pytorch_libtorch", "pytorch", "model.pt")),
+           alt_suffixes=(".torchscript.pt",), triton=("pytorch_libtorch", "pytorch", "model.pt"), dynamic_hw=False),
     Format("pytorch", "PyTorch", ".pt", "modelport.formats.pytorch", ("torch",), "torch",
            alt_suffixes=(".pth", ".pth.tar", ".tar"), is_weights=True),
 )

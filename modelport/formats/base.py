@@ -65,6 +65,7 @@ class Format:
     is_weights: bool = False  # the source checkpoint (PyTorch), not an exported artifact
     # Triton's (platform, backend, model file name) for a native config; None: Triton cannot serve it natively
     triton: tuple[str, str, str] | None = None
+    dynamic_hw: bool = True  # an artifact can take any input height and width (a TorchScript trace cannot)
 
     @property
     def suffixes(self) -> tuple[str, ...]:
@@ -112,6 +113,14 @@ class Format:
         """Open an artifact; ``options`` are runtime settings (e.g. ``threads``) the format understands."""
         self.require(device, Path(path))
         return self._module().load(Path(path), device, **options)
+
+    def from_onnx(self, onnx_path: Path, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
+        """The artifact made from an ONNX graph modelport wrote or edited (a detector with NMS inside, say)."""
+        convert = getattr(self._module(), "from_onnx", None)
+        if convert is None:
+            raise ExportError(f"{self.name} cannot be made from an ONNX graph",
+                              hint="formats converted from ONNX: onnx, openvino, tensorrt")
+        return convert(Path(onnx_path), spec, Path(dest), options)
 
     def read_spec(self, path: Path) -> ModelSpec:
         return self._module().read_spec(Path(path))

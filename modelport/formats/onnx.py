@@ -14,10 +14,16 @@ from modelport.spec import SPEC_KEY, ModelSpec
 
 
 def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
+    write_onnx(module, spec, dest, opset=options.opset)
+    return from_onnx(dest, spec, dest, options)
+
+
+def from_onnx(onnx_path: Path, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
+    """``onnx_path`` as modelport's artifact at ``dest`` (may be the same file): simplified on request, made
+    fp16/int8 for such a spec, the spec embedded, checked."""
     import onnx
 
-    write_onnx(module, spec, dest, opset=options.opset)
-    model = onnx.load(str(dest))
+    model = onnx.load(str(onnx_path))
     if options.simplify:
         import onnxslim
 

@@ -24,18 +24,23 @@ def xml_in(directory: Path) -> Path:
 
 
 def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
-    import openvino as ov
-
     from modelport.formats.onnx import write_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = write_onnx(module, spec, Path(tmp) / "model.onnx", opset=options.opset)
+        return from_onnx(onnx_path, spec, dest, options)
+
+
+def from_onnx(onnx_path: Path, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
+    """An IR converted from an ONNX graph (a plain export, or one with NMS inside), quantised for an int8 spec."""
+    import openvino as ov
 
     dest.mkdir(parents=True, exist_ok=True)
     stem = dest.name.removesuffix("_openvino_model")
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = write_onnx(module, spec, Path(tmp) / "model.onnx", opset=options.opset)
-        try:
-            model = ov.convert_model(str(onnx_path))
-        except Exception as exc:
-            raise ExportError(f"{dest}: OpenVINO conversion failed: {exc}") from exc
+    try:
+        model = ov.convert_model(str(onnx_path))
+    except Exception as exc:
+        raise ExportError(f"{dest}: OpenVINO conversion failed: {exc}") from exc
     if spec.precision == "int8":
         from modelport.quantize import calibration_for, quantize_openvino_int8
 

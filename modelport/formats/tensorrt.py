@@ -33,6 +33,11 @@ def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
         return build_engine(onnx_path, spec, dest, options)
 
 
+def from_onnx(onnx_path: Path, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
+    """An engine built from an ONNX graph (a plain export, or one with TensorRT's NMS plugin inside)."""
+    return build_engine(onnx_path, spec, dest, options)
+
+
 def profile_shapes(spec: ModelSpec, name: str, rest: tuple[int, ...], max_batch: int) -> tuple[tuple[int, ...], ...]:
     """(min, opt, max) shapes of one input; ``rest`` is its shape after the batch, -1 where dynamic.
 
