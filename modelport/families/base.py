@@ -67,6 +67,7 @@ class ExportRow:
     error: str | None = None
     note: str = ""
     checked: str = ""  # what verification compared, in a few words
+    found: str = ""  # what it found, in a line ("max abs 2.1e-06, min cosine 1.000000")
     max_abs: float | None = None
     min_cosine: float | None = None
     detail: Any = field(default=None, repr=False)  # the family's own result object
@@ -74,8 +75,8 @@ class ExportRow:
     def to_dict(self) -> dict[str, Any]:
         return {"family": self.family, "model": self.model, "format": self.format, "part": self.part,
                 "path": str(self.path) if self.path else None, "ok": self.ok, "seconds": round(self.seconds, 3),
-                "error": self.error, "note": self.note, "checked": self.checked, "max_abs": self.max_abs,
-                "min_cosine": self.min_cosine}
+                "error": self.error, "note": self.note, "checked": self.checked, "found": self.found,
+                "max_abs": self.max_abs, "min_cosine": self.min_cosine}
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,9 @@ def rows_of(results, family: str, model: str, part: str = "") -> list[ExportRow]
         rows.append(ExportRow(family, model, r.format, r.path, r.seconds, r.ok, part=part, error=r.error,
                               checked="vs PyTorch: max abs diff, cosine" if r.check is not None else "",
                               max_abs=first.max_abs if first else None,
-                              min_cosine=first.min_cosine if first else None, detail=r))
+                              min_cosine=first.min_cosine if first else None, detail=r,
+                              found="max abs {:.2e}, min cosine {:.6f}".format(first.max_abs, first.min_cosine)
+                              if first else "" if r.check is None else r.check.summary()))
     return rows
 
 

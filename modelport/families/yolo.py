@@ -54,9 +54,11 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
     rows = []
     for r in results:
         check = r.check
+        found = (f"{check.detections} reference boxes, min IoU {check.min_iou:.3f}, {check.ties} NMS ties"
+                 if check is not None else "")
         rows.append(ExportRow("yolo", r.model, r.format, r.path, r.seconds, r.ok, part=r.track, error=r.error,
                               note=r.note, checked="boxes vs Ultralytics predict" if check is not None else "",
-                              detail=r))
+                              found=found, detail=r))
     return rows
 
 

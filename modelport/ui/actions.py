@@ -71,54 +71,30 @@ def validate_export(root: Path, params: dict) -> dict:
 
 
 def run_export(p: dict) -> dict:
+    """Through the one export (``api.export_rows``): the family is the one that claims the weights."""
+    from modelport.api import export_rows
+    from modelport.families import ExportRequest
     from modelport.ui.verifications import VerificationLog
 
     weights = Path(p["weights"])
-    rows = _export_detector(p) if p["detector"] else _export_reid(p)
+    if p["detector"]:
+        request = ExportRequest(formats=tuple(p["formats"]), force=p["force"], nms=p["nms"], conf=p["conf"],
+                                iou=p["iou"], imgsz=p["imgsz"], topk=p["topk"])
+    else:
+        request = ExportRequest(formats=tuple(p["formats"]), force=p["force"], batch=p["batch"],
+                                precision=p["precision"], uint8_input=p["uint8_input"])
+    log.info("exporting %s to %s", weights.name, ", ".join(p["formats"]))
+    rows = []
+    for r in export_rows(weights, request):
+        log.info("%s%s: %s", r.format, f" ({r.part})" if r.part else "", "ok" if r.ok else r.error)
+        rows.append({"format": f"{r.format} ({r.part})" if r.part else r.format, "ok": r.ok,
+                     "path": str(r.path) if r.path else None, "seconds": round(r.seconds, 2), "error": r.error,
+                     "check": r.found or r.note or "not verified"})
     record = VerificationLog.default()
     for row in rows:
         if row["path"]:
             record.record(Path(row["path"]), row["ok"])
     return {"rows": rows, "guide": guide(weights, [Path(r["path"]) for r in rows if r["ok"] and r["path"]])}
-
-
-def _export_reid(p: dict) -> list[dict]:
-    from modelport.export import export_all
-
-    log.info("exporting %s to %s (%s)", Path(p["weights"]).name, ", ".join(p["formats"]), p["precision"])
-    results = export_all(p["weights"], p["formats"], batch=p["batch"], precision=p["precision"],
-                         uint8_input=p["uint8_input"], force=p["force"])
-    rows = []
-    for r in results:
-        first = r.check.outputs[0] if r.check and r.check.outputs else None
-        rows.append({"format": r.format, "ok": r.ok, "path": str(r.path) if r.path else None,
-                     "seconds": round(r.seconds, 2), "error": r.error,
-                     "check": "max abs {:.2e}, min cosine {:.6f}".format(first.max_abs, first.min_cosine)
-                     if first else ("not verified" if r.check is None else r.check.summary())})
-        log.info("%s: %s", r.format, "ok" if r.ok else r.error)
-    return rows
-
-
-def _export_detector(p: dict) -> list[dict]:
-    from modelport.detect.export import export_detector
-    from modelport.detect.graph import NmsConfig
-    from modelport.detect.model import DetectorSource
-
-    nms = NmsConfig(topk=p["topk"], iou=p["iou"], conf=p["conf"]) if p["nms"] else None
-    log.info("exporting detector %s to %s (%s)", Path(p["weights"]).name, ", ".join(p["formats"]),
-             "NMS in the graph" if nms else "raw")
-    source = DetectorSource.of(p["weights"])
-    if p["topk"] != source.topk:
-        source = DetectorSource.of(source.pt_file, source.name, source.max_batch, p["topk"], source.labels)
-    results = export_detector(source, p["formats"], nms=nms, imgsz=p["imgsz"], verify_conf=p["conf"], force=p["force"])
-    rows = []
-    for r in results:
-        check = r.check
-        summary = (f"{check.detections} reference boxes, min IoU {check.min_iou:.3f}, {check.ties} NMS ties"
-                   if check is not None else r.note or "not verified")
-        rows.append({"format": f"{r.format} ({r.track})", "ok": r.ok, "path": str(r.path) if r.path else None,
-                     "seconds": round(r.seconds, 2), "error": r.error, "check": summary})
-    return rows
 
 
 def guide(weights: Path, written: list[Path]) -> list[str]:
