@@ -11,9 +11,8 @@ from typing import Any
 
 # `export` and `verify` are both submodules and functions of the same name: they are bound eagerly (the
 # modules import only light code at the top), since a submodule import would replace a lazy attribute.
-from modelport import export as _export_module  # noqa: F401 - the submodule first: the name below stays the function
-from modelport.api import export  # every family, typed keyword arguments
-from modelport.verify import verify
+from modelport import export as _export_module, verify as _verify_module  # noqa: F401 - submodules first, so the
+from modelport.api import export, verify  # functions bound below stay the names; every family, typed arguments
 from modelport.version import __version__  # defined once, in pyproject.toml
 
 __all__ = ["__version__", "benchmark", "export", "load", "verify"]

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from modelport.errors import ExportError, VerificationError
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from modelport.detect.verify import DetectReport
     from modelport.families import ExportRequest
     from modelport.formats.base import Runner
     from modelport.int8.settings import Int8Settings
+    from modelport.verify import Tolerance, VerifyReport
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +150,54 @@ def load(path: str | Path, format: str | None = None, device: str = "cpu", *, ar
 
         return as_detector(runner, device)
     return runner
+
+
+def verify(runners: Sequence[Runner | str | Path], reference: Runner | str | Path | None = None, *,
+           batch: np.ndarray | None = None, count: int = 8, seed: int = 0,
+           tolerance: Tolerance | Mapping[str, Tolerance] | None = None, device: str = "cpu",
+           arch: str | None = None, conf: float = 0.25) -> VerifyReport | DetectReport:
+    """Compare artifacts with a reference on seeded inputs, the way their family judges them; ``.passed`` says
+    whether every one matched.
+
+    Detectors (an Ultralytics ``.pt`` among the paths) are compared box by box with Ultralytics' predict on
+    ``count`` synthetic scenes (raw tracks at a threshold ``conf`` or lower where the reference finds boxes);
+    MobileCLIP encoder artifacts with open_clip's PyTorch encoder; anything else output by output with
+    ``reference`` (default: a weights file among the paths, else the first), at ``tolerance`` (default: fp32's).
+    """
+    from modelport.verify import FP32, verify as verify_outputs
+
+    tol = FP32 if tolerance is None else tolerance
+    items = [r for r in [*runners, reference] if r is not None]
+    if all(not isinstance(r, (str, Path)) for r in items):
+        return verify_outputs(runners, reference, batch=batch, count=count, seed=seed, tolerance=tol)
+    paths = [Path(r) for r in items if isinstance(r, (str, Path))]
+    detector = [p for p in paths if p.suffix == ".pt" and _is_detector(p)]
+    if detector:
+        from modelport.detect.verify import DetectReport, verify_artifacts
+
+        others = [p for p in paths if p != detector[0]]
+        return DetectReport(str(detector[0]), verify_artifacts(detector[0], others, conf=conf, count=count))
+    from modelport.clip.verify import verify_runners
+    from modelport.discover import open_artifact
+
+    clip = verify_runners(paths, device) if len(paths) == len(items) else None
+    if clip is not None:
+        return verify_outputs(clip[1], clip[0], batch=batch, count=count, seed=seed, tolerance=tol)
+
+    def opened(r: Runner | str | Path, **options: Any) -> Runner:
+        return open_artifact(r, device, **options) if isinstance(r, (str, Path)) else r
+
+    if reference is None:
+        from modelport.formats import format_of_path
+
+        weights = [r for r in runners if isinstance(r, (str, Path)) and format_of_path(Path(r)).is_weights]
+        reference = weights[0] if weights else runners[0]
+        runners = [r for r in runners if r is not reference]
+    return verify_outputs([opened(r) for r in runners], opened(reference, arch=arch), batch=batch, count=count,
+                          seed=seed, tolerance=tol)
+
+
+def _is_detector(path: Path) -> bool:
+    from modelport.detect.discover import is_detector
+
+    return is_detector(path)

@@ -70,6 +70,17 @@ def exported(exported_dir, tmp_path) -> Path:
     return target / "osnet_x0_25_msmt17.pt"
 
 
+def untrained_yolo(path: Path, imgsz: int) -> Path:
+    """yolo11n with seeded weights, BatchNorm-calibrated on street scenes at ``imgsz``, saved as Ultralytics does."""
+    import warnings
+
+    from modelport.detect.untrained import save_untrained
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return save_untrained(path, "yolo11n", seed=0, imgsz=imgsz)
+
+
 @dataclass
 class BuiltinServer:
     """modelport's builtin server running in a thread of this process; ``address`` is ``127.0.0.1:PORT``."""

@@ -407,3 +407,23 @@ def test_bench_refuses_precision_options_before_building():
     result = _invoke("bench", NAME, "--allow-random", "--int8", "--baseline")
     assert isinstance(result.exception, ModelportError)
     assert "--int8, --baseline not supported" in result.exception.message
+
+
+def test_python_api_exports_loads_verifies_and_benchmarks_a_clip_model(checkpoint_and_model, tmp_path, monkeypatch):
+    import modelport
+
+    monkeypatch.setenv("MODELPORT_CACHE", str(tmp_path / "cache"))
+    path, _ = checkpoint_and_model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        paths = modelport.export(NAME, "onnx", weights=path, out=tmp_path / "api", allow_random=True)
+    image, text = sorted(paths, key=lambda p: not p.name.endswith("_image.onnx"))
+    assert text.name.endswith("_text.onnx") and modelport.load(text).spec.task == "embed_text"
+    report = modelport.verify([image])  # against open_clip's encoder, built from the checkpoint the artifact records
+    assert report.passed and report.reference.startswith("pytorch") and report.results[0].outputs[0].min_cosine > 0.999
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        report = modelport.benchmark(NAME, weights=path, formats="onnx", batches=[1], seconds=0.1, rounds=1,
+                                     allow_random=True)
+    onnx = {r["encoder"]: r["status"] for r in report["rows"] if r["runtime"] == "onnx"}
+    assert report["family"] == "clip" and onnx == {"image": "ok", "text": "ok"}

@@ -280,6 +280,25 @@ def test_python_api_exports_a_detector(tmp_path):
     assert hasattr(runner, "detect")
 
 
+def test_python_verify_compares_a_factory_models_exports(project):
+    import modelport
+
+    paths = modelport.export(factory="factory_pkg.models:build", config=project / "export.yaml",
+                             formats="onnx,openvino")
+    onnx, openvino = sorted(paths, key=lambda p: p.suffix != ".onnx")
+    report = modelport.verify([openvino], onnx, count=3)  # both inputs seeded as declared
+    assert report.passed and report.results[0].outputs[0].min_cosine > 0.9999
+    torch.save({"state_dict": _perturbed(project / "best.pth")}, project / "best.pth")
+    (changed,) = modelport.export(factory="factory_pkg.models:build", config=project / "export.yaml",
+                                  formats="onnx", out=project / "changed")
+    assert not modelport.verify([changed], onnx, count=3).passed  # other weights: the comparison does compare
+
+
+def _perturbed(path: Path) -> dict:
+    state = torch.load(path, weights_only=True)["state_dict"]
+    return {k: v + 0.5 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
+
+
 def test_python_benchmark_takes_any_family_and_refuses_foreign_options(project, monkeypatch):
     import modelport
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import untrained_yolo
 
 pytest.importorskip("ultralytics")
 
@@ -30,9 +30,7 @@ CONF = 0.01  # random-weight models score low: a low threshold gives them boxes 
 
 @pytest.fixture(scope="module")
 def yolo_pt(tmp_path_factory) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return save_untrained(tmp_path_factory.mktemp("yolo") / "yolo11n.pt", "yolo11n", seed=0, imgsz=IMGSZ)
+    return untrained_yolo(tmp_path_factory.mktemp("yolo") / "yolo11n.pt", IMGSZ)
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import untrained_yolo
 
 pytest.importorskip("ultralytics")
 
@@ -17,7 +17,6 @@ from modelport.detect.export import export_detector  # noqa: E402
 from modelport.detect.graph import NmsConfig  # noqa: E402
 from modelport.detect.pixels import pixels_in  # noqa: E402
 from modelport.detect.samples import street_scenes  # noqa: E402
-from modelport.detect.untrained import save_untrained  # noqa: E402
 from modelport.errors import ConfigError  # noqa: E402
 from modelport.families import ExportRequest, get_family  # noqa: E402
 from modelport.preprocess import prepare_letterboxed  # noqa: E402
@@ -29,9 +28,7 @@ CONF = 0.01  # seeded random weights score low; a low threshold gives them boxes
 
 @pytest.fixture(scope="module")
 def yolo_pt(tmp_path_factory) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return save_untrained(tmp_path_factory.mktemp("yolo_uint8") / "yolo11n.pt", "yolo11n", seed=0, imgsz=IMGSZ)
+    return untrained_yolo(tmp_path_factory.mktemp("yolo_uint8") / "yolo11n.pt", IMGSZ)
 
 
 @pytest.fixture(scope="module")

@@ -235,6 +235,24 @@ def detect_both(reference, runner, images: Sequence) -> tuple[list[Detections], 
     return theirs, ours
 
 
+@dataclass(slots=True)
+class DetectReport:
+    """``modelport.verify`` of detector artifacts: each one's detections against Ultralytics' predict."""
+
+    reference: str
+    results: list[DetectionCheck]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(c.passed for c in self.results)
+
+    def summary(self) -> str:
+        return "; ".join(f"{c.label}: {c.summary()}" for c in self.results)
+
+    def to_dict(self) -> dict:
+        return {"reference": self.reference, "passed": self.passed, "results": [c.to_dict() for c in self.results]}
+
+
 def verify_artifacts(pt_file: Path, artifacts: Sequence[Path] = (), *, conf: float = 0.25,
                      images: Sequence[ImageLike] | None = None, count: int = 8, seed: int = 1234,
                      allow_empty: bool = False) -> list[DetectionCheck]:

@@ -77,6 +77,11 @@ def benchmark(source: str | None, request: BenchRequest) -> dict:
     from modelport.detect.bench import run_detect_benchmark
     from modelport.detect.model import CONF, IMGSZ
 
+    from modelport.detect.bench import TRACKS
+
     assert source is not None
+    # Formats choose the exported tracks timed beside Ultralytics' own pipeline (default: every track).
+    tracks = [t[0] for t in TRACKS if t[1] in request.formats] if request.formats else None
     return run_detect_benchmark(source, batches=request.batches, imgsz=request.imgsz or IMGSZ,
-                                conf=CONF if request.conf is None else request.conf, seconds=request.seconds)
+                                conf=CONF if request.conf is None else request.conf, seconds=request.seconds,
+                                rounds=request.rounds, tracks=tracks)
