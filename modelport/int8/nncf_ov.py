@@ -9,16 +9,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from modelport.errors import ExportError
-from modelport.int8.settings import (
-    Int8Settings,
-    Point,
-    choose,
-    judge_point,
-    log,
-    paired_speed,
-    record,
-    speed_rows,
-)
+from modelport.int8.settings import Int8Settings, Point, choose, judge_point, log, paired_speed, record, speed_rows
 
 WEIGHTED_OPS = ("Convolution", "GroupConvolution", "MatMul")  # what counts as an INT8 / fp32 layer
 

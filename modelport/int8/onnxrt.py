@@ -20,16 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from modelport.errors import ExportError
-from modelport.int8.settings import (
-    Int8Settings,
-    Point,
-    choose,
-    judge_point,
-    log,
-    paired_speed,
-    record,
-    speed_rows,
-)
+from modelport.int8.settings import Int8Settings, Point, choose, judge_point, log, paired_speed, record, speed_rows
 
 EVAL_CHUNK = 32  # rows per evaluation call
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")  # what the sensitivity search counts and may keep in fp32
