@@ -59,15 +59,10 @@ def parse_model_arg(text: str) -> DetectorSource:
 
 def read_model_list(path: str | Path) -> list[DetectorSource]:
     """A YAML list of models: ``- {pt_file, name, max_batch, topk, names}`` (relative paths from the file)."""
-    import yaml
+    from modelport.yaml_file import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise WeightsNotFoundError(f"{path}: model list not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CorruptFileError(f"{path}: not valid YAML ({exc})") from None
+    data = read_yaml(path, "model list", missing=WeightsNotFoundError)
     items = data.get("models") if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:
         raise CorruptFileError(f"{path}: expected a non-empty list of models (or a 'models:' key holding one)")

@@ -188,18 +188,10 @@ def parse_config(data: dict[str, Any], origin: str, base: Path | None = None) ->
 
 def read_config(path: str | Path) -> FactoryConfig:
     """Parse an export YAML with yaml.safe_load (no tags, no code), size-limited."""
-    import yaml
+    from modelport.errors import WeightsNotFoundError
+    from modelport.yaml_file import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        from modelport.errors import WeightsNotFoundError
-
-        raise WeightsNotFoundError(f"{path}: config file not found", hint="give the export YAML with --config")
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: {path.stat().st_size} bytes; an export config is a few hundred",
-                          hint="check that --config names the YAML, not the weights")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, "config file", hint="give the export YAML with --config (not the weights)",
+                     missing=WeightsNotFoundError, invalid=ConfigError, max_bytes=MAX_CONFIG_BYTES)
     return parse_config(data, str(path), path.parent)

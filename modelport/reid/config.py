@@ -98,15 +98,10 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
     """Read, validate and interpolate a config file; None gives an empty config."""
     if path is None:
         return {}
-    import yaml
+    from modelport.yaml_file import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    raw = read_yaml(path, "config file", invalid=ConfigError) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
     _validate(raw, path)

@@ -67,15 +67,10 @@ _OPTION_KEYS = {f.name for f in fields(ConfigOptions)}
 def read_models_yaml(path: str | Path, defaults: ConfigOptions | None = None) -> list[ModelEntry]:
     """``models: [{source: ..., name: ..., format: ..., max_batch_size: ...}, ...]``; sources are relative
     to the YAML file. Unknown keys are errors, so a typo never silently falls back to a default."""
-    import yaml
+    from modelport.yaml_file import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise WeightsNotFoundError(f"{path}: models file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CorruptFileError(f"{path}: not valid YAML ({exc})") from None
+    data = read_yaml(path, "models file", missing=WeightsNotFoundError)
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, list) or not models:
         raise CorruptFileError(f"{path}: expected a non-empty list under 'models:'",
