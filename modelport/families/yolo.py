@@ -74,10 +74,8 @@ def image_files(folder: Path) -> list[Path]:
 
 def benchmark(source: str | None, request: BenchRequest) -> dict:
     """Ultralytics' own pipeline and every exported track, image in to boxes out (``modelport.detect.bench``)."""
-    from modelport.detect.bench import run_detect_benchmark
+    from modelport.detect.bench import TRACKS, run_detect_benchmark
     from modelport.detect.model import CONF, IMGSZ
-
-    from modelport.detect.bench import TRACKS
 
     assert source is not None
     # Formats choose the exported tracks timed beside Ultralytics' own pipeline (default: every track).

@@ -35,8 +35,9 @@ def demo_data_cmd(out_dir: Optional[Path] = typer.Option(None, "--out", help="Fo
                   frames: Optional[int] = typer.Option(None, "--frames"),
                   seed: Optional[int] = typer.Option(None, "--seed"),
                   camera: Optional[str] = typer.Option(None, "--camera",
-                                                       help="Synthetic camera: A (clean daylight) or B (dusk: "
-                                                            "uneven, flickering, drifting light; noisy, blocky)."),
+                                                       help="Synthetic camera: A (clean daylight), B (dusk: "
+                                                            "uneven, flickering, drifting light; noisy, blocky) or "
+                                                            "C (dense fog: a fifth of the contrast)."),
                   force: bool = typer.Option(False, "--force", help="Replace existing demo files."),
                   config: Optional[Path] = CONFIG) -> None:
     """Write a synthetic street scene with MOT detections and ground-truth identities."""

@@ -34,7 +34,8 @@ KEYS: dict[str, dict[str, tuple[Any, str]]] = {
         "people": (8, "number of people in the scene"),
         "frames": (450, "number of frames"),
         "seed": (0, "random seed of the scene"),
-        "camera": ("A", "synthetic camera: A (clean daylight) or B (dim, washed-out, warm, soft, low resolution)"),
+        "camera": ("A", "synthetic camera: A (clean daylight), B (dusk: uneven, flickering light; noisy, blocky) "
+                        "or C (dense fog)"),
     },
     "import": {
         "video": (None, "video file or image folder"),
