@@ -118,32 +118,8 @@ class DetectRunner(Runner):
         self.runner.close()
 
     def release_memory(self) -> None:
-        """Hand the runtime's scratch memory back to the system while idle (see ``release_memory``)."""
-        release_memory(self.runner)
-
-
-def release_memory(runner: Runner) -> None:
-    """Free what a runtime keeps from its largest call, in each runtime's documented way, so several large-batch
-    pipelines fit in memory at once: ONNX Runtime shrinks its arena at the end of a one-image run with
-    ``memory.enable_memory_arena_shrinkage`` and drops its batch streams (``OnnxRunner.release_streams``);
-    OpenVINO's ``CompiledModel.release_memory()``. PyTorch frees its activations after every call anyway.
-    At batch 128 at 640 an idle session otherwise holds 3-4 GB."""
-    session = getattr(runner, "session", None)
-    if session is not None:  # an ONNX Runtime session
-        import onnxruntime as ort
-
-        runner.release_streams()
-        options = ort.RunOptions()
-        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-        feed = session.get_inputs()[0]
-        # One image, as small as the model takes: a dynamic height/width gets one stride.
-        least = max(runner.spec.preprocess.stride, 1)
-        shape = [1, *(d if isinstance(d, int) else least for d in feed.shape[1:])]
-        dtype = np.uint8 if runner.spec.inputs[0].dtype == "uint8" else np.float32  # pixels-in exports
-        session.run(None, {feed.name: np.zeros(shape, dtype)}, options)
-        return
-    for compiled in getattr(runner, "_compiled", {}).values():  # OpenVINO: one compiled model per hint
-        compiled.release_memory()
+        """Hand the runtime's scratch memory back to the system while idle (``Runner.release_memory``)."""
+        self.runner.release_memory()
 
 
 def load_runtime(fmt, path: str | Path, device: str = "cpu") -> Runner:

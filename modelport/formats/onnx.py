@@ -243,6 +243,20 @@ class OnnxRunner(Runner):
         to return a large batch's memory while idle."""
         self._stream_session = None
 
+    def release_memory(self) -> None:
+        """Drop the batch streams, then shrink the arena at the end of a one-row run
+        (``memory.enable_memory_arena_shrinkage``), as small as the model takes."""
+        import onnxruntime as ort
+
+        self.release_streams()
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        feed = self.session.get_inputs()[0]
+        least = max(self.spec.preprocess.stride, 1)  # a dynamic height/width gets one stride
+        shape = [1, *(d if isinstance(d, int) else least for d in feed.shape[1:])]
+        dtype = np.uint8 if self.spec.inputs[0].dtype == "uint8" else np.float32  # pixels-in exports
+        self.session.run(None, {feed.name: np.zeros(shape, dtype)}, options)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)

@@ -86,6 +86,11 @@ class OpenVinoRunner(Runner):
                          "inference_precision": self._config("LATENCY").get("INFERENCE_PRECISION_HINT", "default"),
                          "threads": threads or "default"}
 
+    def release_memory(self) -> None:
+        """``CompiledModel.release_memory()`` on every compiled model (one per performance hint)."""
+        for compiled in self._compiled.values():
+            compiled.release_memory()
+
     def _config(self, hint: str) -> dict[str, str]:
         # Some CPUs default to bf16 inference; an artifact computes in the precision it was verified in:
         # fp16 runs in f16 where the CPU has it (f32 elsewhere), int8's float layers in f32.
