@@ -147,6 +147,39 @@ def table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def plot(record: dict, path: Path) -> Path:
+    """Requests/s and p99 latency against concurrent clients, one panel pair per model, a line per engine."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(record["results"])
+    fig, axes = plt.subplots(len(models), 2, figsize=(10, 3.6 * len(models)), squeeze=False)
+    for row, model in enumerate(models):
+        speed, tail = axes[row]
+        for engine, by_level in record["results"][model].items():
+            clients = sorted(by_level, key=int)
+            x = [int(c) for c in clients]
+            speed.plot(x, [by_level[c]["throughput_rps"] for c in clients], marker="o", label=engine)
+            tail.plot(x, [(by_level[c]["latency_ms"] or {}).get("p99", float("nan")) for c in clients], marker="o",
+                      label=engine)
+        for ax, label in ((speed, "requests / s"), (tail, "p99 latency, ms")):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrent clients")
+            ax.set_ylabel(label)
+            ax.set_title(f"{model}: {label}", fontsize=10)
+            ax.legend(fontsize=8)
+        tail.set_yscale("log")
+    fig.suptitle(f"builtin vs Triton, {record['protocol']} ({record['machine']['cpu']}, "
+                 f"{record['machine']['physical_cores']} cores, load {record['loadavg'][0]:.1f}; untrained models)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS), help=f"some of {', '.join(MODELS)}")
@@ -159,7 +192,11 @@ def main() -> None:
     parser.add_argument("--client", choices=("aio", "sync"), default="aio",
                         help="aio: tritonclient.http.aio (aiohttp); sync: a thread per client with tritonclient.http")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "serve_triton_load.json")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot (the record's .png) from --json")
     args = parser.parse_args()
+    if args.plot_only:
+        print(f"plot: {plot(json.loads(args.json.read_text()), args.json.with_suffix('.png'))}")
+        return
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     levels = {"osnet": [int(c) for c in args.concurrency.split(",") if c.strip()],
               "yolo11n": [int(c) for c in args.detector_concurrency.split(",") if c.strip()]}
@@ -191,7 +228,7 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1))
     print(table(record))
-    print(f"record: {args.json}")
+    print(f"record: {args.json}; plot: {plot(record, args.json.with_suffix('.png'))}")
 
 
 if __name__ == "__main__":
