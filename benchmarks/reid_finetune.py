@@ -105,11 +105,21 @@ ABLATION = {  # camera B's conditions one group at a time (plus the earlier came
 }
 
 
+def scene_db(root: Path, name: str, people: int, frames: int, seed: int, camera) -> Path:
+    """The scene rendered through ``camera`` and imported into a fresh ``root/{name}.db`` (replacing both)."""
+    from modelport.reid.importer import import_mot
+    from modelport.reid.synth import write_demo_data
+
+    data = write_demo_data(root / name, people=people, frames=frames, seed=seed, camera=camera, force=True)
+    db = root / f"{name}.db"
+    db.unlink(missing_ok=True)
+    import_mot(db, data.video, data.detections, ground_truth=data.ground_truth)
+    return db
+
+
 def ablation(seed: int, people: int, frames: int, root: Path) -> list[dict]:
     """The untrained model's held-out-people scores with each group of camera B's conditions alone."""
     from modelport.reid.cameras import CAMERAS, CameraConditions
-    from modelport.reid.importer import import_mot
-    from modelport.reid.synth import write_demo_data
     from modelport.reid.tuning import eval_crops, held_out_scores, load_split
     from modelport.zoo import build
     from modelport.zoo.calibrate import make_untrained_checkpoint
@@ -118,11 +128,7 @@ def ablation(seed: int, people: int, frames: int, root: Path) -> list[dict]:
     rows = []
     for name, settings in ABLATION.items():
         conditions = CameraConditions("ablation", seed=CAMERAS["B"].seed, **settings)
-        data = write_demo_data(root / "ablation", people=people, frames=frames, seed=seed, camera=conditions,
-                               force=True)
-        db = root / "ablation.db"
-        db.unlink(missing_ok=True)
-        import_mot(db, data.video, data.detections, ground_truth=data.ground_truth)
+        db = scene_db(root, "ablation", people, frames, seed, conditions)
         split = load_split(db, class_name="person", camera=None, holdout=0.5, seed=0, by="people")
         scores = held_out_scores(built.module, split, eval_crops(split, built.spec.preprocess, 32))
         rows.append({"conditions": name, **asdict(scores)})
@@ -141,8 +147,6 @@ def adabn_seeds(seeds: list[int], people: int, frames: int, root: Path) -> list[
     other people's tracks). AdaBN on camera A is the reference: what new statistics give without a shift."""
     from modelport.reid.adapt import adapt
     from modelport.reid.cameras import CameraConditions
-    from modelport.reid.importer import import_mot
-    from modelport.reid.synth import write_demo_data
     from modelport.zoo.calibrate import make_untrained_checkpoint
 
     weights = make_untrained_checkpoint(root)
@@ -150,11 +154,7 @@ def adabn_seeds(seeds: list[int], people: int, frames: int, root: Path) -> list[
     for seed in seeds:
         for label, cam in ADABN_CAMERAS.items():
             conditions = cam if isinstance(cam, str) else CameraConditions("dark", **cam)
-            data = write_demo_data(root / "scene", people=people, frames=frames, seed=seed, camera=conditions,
-                                   force=True)
-            db = root / "scene.db"
-            db.unlink(missing_ok=True)
-            import_mot(db, data.video, data.detections, ground_truth=data.ground_truth)
+            db = scene_db(root, "scene", people, frames, seed, conditions)
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -191,18 +191,13 @@ def finetune_seeds(seeds: list[int], people: int, frames: int, epochs: int, lr: 
     model and from its AdaBN model, held-out people scored before and after (same split, same crops)."""
     from modelport.reid.adapt import adapt
     from modelport.reid.finetune import finetune
-    from modelport.reid.importer import import_mot
-    from modelport.reid.synth import write_demo_data
     from modelport.zoo.calibrate import make_untrained_checkpoint
 
     weights = make_untrained_checkpoint(root)
     kw = {"epochs": epochs, "lr": lr, "crops": crops, "seed": 0, "holdout_by": "people", "force": True}
     rows = []
     for seed in seeds:
-        data = write_demo_data(root / "scene", people=people, frames=frames, seed=seed, camera="C", force=True)
-        db = root / "scene.db"
-        db.unlink(missing_ok=True)
-        import_mot(db, data.video, data.detections, ground_truth=data.ground_truth)
+        db = scene_db(root, "scene", people, frames, seed, "C")
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
