@@ -35,16 +35,24 @@ def untrained(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> dict:
-    """One scene (same people, walks and detections) through camera A and camera B (10 people, 300 frames)."""
+    """One scene (same people, walks and detections) through cameras A, B and C (10 people, 300 frames)."""
     root = tmp_path_factory.mktemp("cameras")
     return {cam: write_demo_data(root / f"camera_{cam}", people=10, frames=300, seed=0, camera=cam)
-            for cam in ("A", "B")}
+            for cam in ("A", "B", "C")}
 
 
 @pytest.fixture
 def db_b(scenes, tmp_path) -> Path:
     db = tmp_path / "camera_b.db"
     data = scenes["B"]
+    import_mot(db, data.video, data.detections, ground_truth=data.ground_truth)
+    return db
+
+
+@pytest.fixture
+def db_c(scenes, tmp_path) -> Path:
+    db = tmp_path / "camera_c.db"
+    data = scenes["C"]
     import_mot(db, data.video, data.detections, ground_truth=data.ground_truth)
     return db
 
@@ -146,44 +154,63 @@ def test_triplet_loss_pushes_apart_only_tracks_seen_together():
     assert float(triplet_loss(features, labels, torch.zeros((3, 3), dtype=torch.bool), 0.3)) == 0.0
 
 
-def test_finetune_on_a_shifted_camera_keeps_held_out_scores_and_round_trips_through_export(db_b, untrained,
-                                                                                             tmp_path):
+def test_finetune_on_the_foggy_camera_raises_held_out_peoples_scores_and_round_trips_through_export(
+        db_c, untrained, tmp_path):
     from modelport import load
     from modelport.reid.tuning import load_split
     from modelport.spec import sha256_file
     from modelport.verify import verify
     from modelport.zoo.checkpoints import read_checkpoint
 
-    out = tmp_path / "finetuned_b.pt"  # a name that does not tell the architecture: export is told it
-    result = cli("finetune", "--db", str(db_b), "--model", str(untrained), "--epochs", "2", "--crops", "384",
-                 "--out", str(out), "--export", "onnx", "--json")
+    out = tmp_path / "finetuned_c.pt"  # a name that does not tell the architecture: export is told it
+    result = cli("finetune", "--db", str(db_c), "--model", str(untrained), "--holdout-by", "people",
+                 "--out", str(out), "--export", "onnx", "--json")  # the defaults: 5 epochs, norm layers only
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     before, after = summary["before"], summary["after"]
-    assert summary["held_out_by"] == "tracks" and summary["held_out_tracks"] > 0
+    assert summary["held_out_by"] == "people" and summary["held_out_people"] > 0
+    assert summary["train"] == "norm" and summary["lr"] == 1e-3 and summary["epochs"] == 5
     assert before["queries"] == after["queries"] > 0
-    # Fine-tuning's gain on held-out tracks is not robust on this synthetic scene: at these settings mAP went
-    # 0.242 -> 0.263 (demo), -> 0.276 and -> 0.238 (a fresh clone); at 4 epochs on 1024 crops the benchmark saw
-    # none (benchmarks/REID_FINETUNE.md). So this asserts that training does not wreck the embedding, not a gain.
-    assert after["mAP"] > before["mAP"] - 0.05, summary
-    assert after["rank1"] >= before["rank1"] - 0.1, summary
-    assert summary["losses"][-1] < summary["losses"][0]  # it learns to tell co-occurring tracks apart
+    # people never trained on are found better after training on the others' tracks through the same camera:
+    # measured mAP 0.633 -> 0.823, rank-1 0.835 -> 0.917 on this scene (benchmarks/REID_FINETUNE.md has more seeds)
+    assert after["mAP"] > before["mAP"] + 0.1, summary
+    assert after["rank1"] > before["rank1"], summary
+    assert summary["losses"][-1] < 0.5 * summary["losses"][0]  # it learns to tell co-occurring tracks apart
     assert summary["co_occurring_pairs"] > 0 and summary["resumed_from"] == 0
-    # ground truth only scores: the held-out tracks are never trained on
-    split = load_split(db_b, class_name="person", camera=None, holdout=0.5, seed=0, by="tracks")
+    # ground truth only scores: no track of a held-out person is trained on
+    split = load_split(db_c, class_name="person", camera=None, holdout=0.5, seed=0, by="people")
     assert len(split.eval_tracks) == summary["held_out_tracks"]
-    assert not set(split.learn_tracks) & set(split.eval_tracks)
+    assert not set(split.track_truth[split.learn_tracks]) & set(split.held_people)
     state, extras = read_checkpoint(out)  # torchreid's layout, read back weights-only
     record = extras["modelport_finetune"]
-    assert extras["epoch"] == 2 and record["source_sha256"] == sha256_file(untrained)
-    assert record["database"] == str(db_b.resolve()) and "triplet" in record["method"]
+    assert extras["epoch"] == 5 and record["source_sha256"] == sha256_file(untrained)
+    assert record["database"] == str(db_c.resolve()) and "triplet" in record["method"]
+    assert "normalisation layers" in record["method"] and record["settings"]["train"] == "norm"
     assert record["tracks"] == summary["tracks"] and record["after"] == after and record["before"] == before
     assert not out.with_name(f"{out.stem}.resume.pt").exists()  # the resumable checkpoint is gone when done
+    source, _ = read_checkpoint(untrained)  # only normalisation layers moved
+    moved = {k for k in source if not np.allclose(source[k].float().numpy(), state[k].float().numpy())}
+    assert moved and all(".bn" in k or k.startswith(("fc.1", "bn")) or "norm" in k for k in moved), moved
     (export,) = summary["exports"]
     assert export["ok"] and export["verified"] and Path(export["path"]).is_file()
     reference = load(out, arch=summary["arch"])  # the file name does not tell it: the summary does
     report = verify([Path(export["path"])], reference=reference, count=4)
     assert report.passed
+
+
+def test_finetune_all_weights_trains_the_convolutions_too(db_b, untrained, tmp_path):
+    from modelport.reid.finetune import TuningError, finetune
+    from modelport.zoo.checkpoints import read_checkpoint
+
+    settings = dict(epochs=1, crops=48, tracks_per_batch=4, crops_per_track=2, holdout=0.0)
+    result = finetune(db_b, untrained, out=tmp_path / "all.pt", train="all", **settings)
+    assert result.train == "all" and result.lr == 3e-4
+    source, _ = read_checkpoint(untrained)
+    state, extras = read_checkpoint(result.path)
+    assert not np.allclose(source["conv1.conv.weight"].numpy(), state["conv1.conv.weight"].float().numpy())
+    assert "every weight" in extras["modelport_finetune"]["method"]
+    with pytest.raises(TuningError, match="--train must be one of norm, all"):
+        finetune(db_b, untrained, out=tmp_path / "x.pt", train="head", **settings)
 
 
 def test_an_interrupted_finetune_resumes_where_it_stopped_and_matches_an_uninterrupted_run(db_b, untrained, tmp_path):
@@ -208,7 +235,7 @@ def test_an_interrupted_finetune_resumes_where_it_stopped_and_matches_an_uninter
     saved = torch.load(resume_path(cut), weights_only=True)
     assert saved["epoch"] == 1 and "optimizer" in saved
     with pytest.raises(TuningError, match="other settings .*lr"):
-        finetune(db_b, untrained, out=cut, **{**settings, "lr": 1e-3})
+        finetune(db_b, untrained, out=cut, **{**settings, "lr": 5e-4})
     resumed = finetune(db_b, untrained, out=cut, **settings)
     assert resumed.resumed_from == 1 and resumed.losses == pytest.approx(whole.losses)
     a, b = torch.load(whole.path, weights_only=True), torch.load(cut, weights_only=True)

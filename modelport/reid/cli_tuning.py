@@ -18,6 +18,8 @@ from modelport.reid.tuning import Retrieval
 
 EXPORT_HELP = "Formats to export and verify the new checkpoint in (comma-separated; 'none' skips)."
 HOLDOUT_BY_HELP = "'people' (all their tracks) or 'tracks' (some tracks; the rest may be learnt from, unlabelled)."
+TRAIN_HELP = ("'norm' (default: only the normalisation layers' scale and shift, robust on a few tracks) or 'all' "
+              "(every weight; for many tracks).")
 SCORES = {"cross-track rank-1": "rank1", "mAP": "mAP", "ARI": "ari"}
 
 
@@ -140,6 +142,7 @@ def finetune_cmd(db: Optional[Path] = typer.Option(None, "--db"),
                  tracks_per_batch: Optional[int] = typer.Option(None, "--tracks-per-batch"),
                  crops_per_track: Optional[int] = typer.Option(None, "--crops-per-track"),
                  lr: Optional[float] = typer.Option(None, "--lr"),
+                 train: Optional[str] = typer.Option(None, "--train", help=TRAIN_HELP),
                  holdout: Optional[float] = typer.Option(None, "--holdout", help="Share held out to measure."),
                  holdout_by: Optional[str] = typer.Option(None, "--holdout-by", help=HOLDOUT_BY_HELP),
                  seed: Optional[int] = typer.Option(None, "--seed"),
@@ -178,6 +181,7 @@ def finetune_cmd(db: Optional[Path] = typer.Option(None, "--db"),
                           margin=setting(cfg, "finetune", "margin"),
                           holdout=setting(cfg, "finetune", "holdout", holdout),
                           holdout_by=setting(cfg, "finetune", "holdout_by", holdout_by),
+                          train=setting(cfg, "finetune", "train", train),
                           device=setting(cfg, "", "device", device), seed=setting(cfg, "finetune", "seed", seed),
                           force=force, progress=progress)
     summary = {"out": str(result.path), "arch": result.arch, "source": str(result.source),
@@ -186,9 +190,11 @@ def finetune_cmd(db: Optional[Path] = typer.Option(None, "--db"),
                "crops": result.crops, "tracks": result.tracks, "co_occurring_pairs": result.pairs,
                "camera": result.camera, "device": result.device, "held_out_people": result.held_out_people,
                "held_out_by": result.held_out_by, "held_out_tracks": result.held_out_tracks,
-               "losses": [round(v, 5) for v in result.losses], "seconds": round(result.seconds, 2), **_scores(result)}
+               "train": result.train, "lr": result.lr, "losses": [round(v, 5) for v in result.losses],
+               "seconds": round(result.seconds, 2), **_scores(result)}
     resumed = f", resumed after epoch {result.resumed_from}" if result.resumed_from else ""
     _finish(summary, result, setting(cfg, "finetune", "export", exports), as_json,
-            f"fine-tuned {result.source} for {result.epochs} epochs ({result.steps} steps{resumed}) on "
+            f"fine-tuned {result.source} ({result.train}, lr {result.lr:g}) for {result.epochs} epochs "
+            f"({result.steps} steps{resumed}) on "
             f"{result.crops} crops of {result.tracks} tracks ({result.pairs} co-occurring pairs as negatives)"
             f"{f' of camera {result.camera}' if result.camera else ''} on {result.device} -> {result.path}")

@@ -69,11 +69,13 @@ KEYS: dict[str, dict[str, tuple[Any, str]]] = {
     "finetune": {
         "out": (None, "checkpoint to write (default: <weights stem>_finetuned[_<camera>].pt beside the weights)"),
         "camera": (None, "train on this camera only (the table's camera column, else the video's name or folder)"),
-        "epochs": (10, "passes in which every trainable track seeds one batch"),
+        "epochs": (5, "passes over the training crops in P x K batches (torchreid's identity sampler)"),
         "crops": (1024, "at most this many crops, spread evenly along the tracks, are trained on"),
         "tracks_per_batch": (8, "P: tracks per batch (seeds and a co-occurring partner of each)"),
         "crops_per_track": (4, "K: crops per track per batch"),
-        "lr": (3e-4, "Adam learning rate (torchreid's default)"),
+        "lr": (None, "Adam learning rate (default: 1e-3 with train 'norm', torchreid's 3e-4 with 'all')"),
+        "train": ("norm", "'norm': only the normalisation layers' scale and shift (robust on a few tracks); "
+                          "'all': every weight (many tracks)"),
         "margin": (0.3, "triplet loss margin (on L2-normalised features)"),
         "holdout": (0.5, "share of the tracks (or people) with ground truth kept out of training to measure it"),
         "holdout_by": ("tracks", "hold out tracks (their people's other tracks may be trained on, unlabelled) "

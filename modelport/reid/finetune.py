@@ -3,9 +3,13 @@
 Each track is a pseudo-identity: crops of one track are one person. Two tracks seen in the same frame are
 certainly two people, so they are the negatives; tracks that never meet may be the same person and are never
 pushed apart. The loss is torchreid's batch-hard triplet loss (Hermans et al., 2017) over P tracks x K crops
-per batch, each batch built around tracks with co-occurring partners. Some people are held out (with ground
-truth) and their tracks measure cross-track rank-1, mAP and ARI before and after. A resumable checkpoint
-(model, optimizer, epoch) is written atomically after every epoch and read back with ``weights_only=True``.
+per batch, each batch built around tracks with co-occurring partners; an epoch is one pass over the training
+crops in such batches, as torchreid's identity sampler makes it. By default only the normalisation layers'
+scale and shift are trained (``train="norm"``): a few thousand parameters that can re-weight what the network
+already computes, not learn the few training people by heart (benchmarks/REID_FINETUNE.md measures both).
+Some people are held out (with ground truth) and their tracks measure cross-track rank-1, mAP and ARI before and
+after. A resumable checkpoint (model, optimizer, epoch) is written atomically after every epoch and read back
+with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ log = logging.getLogger(__name__)
 
 METHOD = ("triplet loss (batch-hard, margin {margin}) over the database's tracks as pseudo-identities: "
           "positives are crops of the anchor's track, negatives crops of tracks seen in the same frame; no ground "
-          "truth used for training; Adam (lr {lr}), every weight trained, BatchNorm running statistics kept")
+          "truth used for training; Adam (lr {lr}), {trained} trained, BatchNorm running statistics kept")
+TRAINED = {"norm": "only the normalisation layers' scale and shift", "all": "every weight"}
+DEFAULT_LR = {"norm": 1e-3, "all": 3e-4}  # "all": torchreid's default; "norm": measured on the synthetic cameras
 RESUME_KEY = "modelport_finetune_resume"
 Progress = Callable[[int, int, int, float], None]  # (epoch, step, steps per epoch, last loss)
 
@@ -48,6 +54,8 @@ class FinetuneResult:
     source_sha256: str
     arch: str  # the zoo architecture (to export or load a checkpoint whose name does not tell it)
     epochs: int
+    train: str  # "norm" or "all": what was trained
+    lr: float
     steps: int  # optimiser steps, this run and any it resumed
     crops: int  # crops trained on
     tracks: int  # tracks they came from
@@ -73,14 +81,15 @@ def resume_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.resume{out.suffix or '.pt'}")
 
 
-def finetune(db: str | Path, weights: str | Path, *, out: str | Path | None = None, epochs: int = 10,
+def finetune(db: str | Path, weights: str | Path, *, out: str | Path | None = None, epochs: int = 5,
              camera: str | None = None, class_name: str | None = "person", tracks_per_batch: int = 8,
-             crops_per_track: int = 4, crops: int = 1024, lr: float = 3e-4, margin: float = 0.3,
-             holdout: float = 0.5, holdout_by: str = "tracks", device: str = "cpu", seed: int = 0,
-             force: bool = False, progress: Progress | None = None) -> FinetuneResult:
-    """Train ``weights`` on up to ``crops`` crops of ``db``'s tracks (of one camera when given) for ``epochs``
-    and write a torchreid-layout checkpoint whose ``modelport_finetune`` entry records how. An interrupted run
-    resumes from its last finished epoch when called again with the same settings."""
+             crops_per_track: int = 4, crops: int = 1024, lr: float | None = None, margin: float = 0.3,
+             holdout: float = 0.5, holdout_by: str = "tracks", train: str = "norm", device: str = "cpu",
+             seed: int = 0, force: bool = False, progress: Progress | None = None) -> FinetuneResult:
+    """Train ``weights`` (``train``: "norm", the normalisation layers' scale and shift, or "all" weights) on up to
+    ``crops`` crops of ``db``'s tracks (of one camera when given) for ``epochs`` and write a torchreid-layout
+    checkpoint whose ``modelport_finetune`` entry records how. ``lr`` defaults to ``DEFAULT_LR[train]``. An
+    interrupted run resumes from its last finished epoch when called again with the same settings."""
     import torch
 
     from modelport.zoo import build
@@ -89,6 +98,9 @@ def finetune(db: str | Path, weights: str | Path, *, out: str | Path | None = No
     start = time.perf_counter()
     weights = Path(weights)
     out = Path(out) if out else default_output(weights, camera)
+    if train not in TRAINED:
+        raise TuningError(f"--train must be one of {', '.join(TRAINED)}, not {train!r}")
+    lr = DEFAULT_LR[train] if lr is None else lr
     if epochs < 1 or tracks_per_batch < 2 or crops_per_track < 2 or lr <= 0 or margin <= 0:
         raise TuningError(f"need --epochs >= 1, >= 2 tracks and >= 2 crops per batch, lr > 0 and margin > 0 "
                           f"(got {epochs}, {tracks_per_batch}, {crops_per_track}, {lr}, {margin})")
@@ -108,10 +120,10 @@ def finetune(db: str | Path, weights: str | Path, *, out: str | Path | None = No
         settings = {"source_sha256": _sha(weights), "database": str(Path(db).resolve()), "camera": camera,
                     "class_name": class_name, "tracks_per_batch": tracks_per_batch,
                     "crops_per_track": crops_per_track, "crops": crops, "lr": lr, "margin": margin,
-                    "holdout": holdout, "holdout_by": holdout_by, "seed": seed}
-        optimizer = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=5e-4)
+                    "holdout": holdout, "holdout_by": holdout_by, "train": train, "seed": seed}
+        optimizer = torch.optim.Adam(trainable(module, train), lr=lr, weight_decay=5e-4)
         done, losses = _resume(resume_path(out), module, optimizer, settings, device)
-        steps_per_epoch = max(1, -(-len(np.unique(owner)) // max(1, tracks_per_batch // 2)))  # each track seeds once
+        steps_per_epoch = max(1, -(-len(owner) // (tracks_per_batch * crops_per_track)))
         for epoch in range(done, epochs):
             losses.append(_epoch(module, optimizer, pixels, owner, pairs, epoch, steps_per_epoch, tracks_per_batch,
                                  crops_per_track, margin, seed, device, progress))
@@ -119,7 +131,8 @@ def finetune(db: str | Path, weights: str | Path, *, out: str | Path | None = No
             log.info("epoch %d/%d: loss %.4f", epoch + 1, epochs, losses[-1])
         after = held_out_scores(module, split, held, 32, device) if measured else None
         trained_tracks = int(len(np.unique(owner)))
-        record = provenance(METHOD.format(margin=margin, lr=lr), weights, db, camera=camera, class_name=class_name,
+        method = METHOD.format(margin=margin, lr=lr, trained=TRAINED[train])
+        record = provenance(method, weights, db, camera=camera, class_name=class_name,
                             held_out_people=len(split.held_people), before=before, after=after, crops=len(owner),
                             held_out_by=holdout_by, held_out_tracks=len(split.eval_tracks),
                             tracks=trained_tracks, co_occurring_pairs=len(pairs), epochs=epochs,
@@ -130,9 +143,27 @@ def finetune(db: str | Path, weights: str | Path, *, out: str | Path | None = No
     with contextlib.suppress(FileNotFoundError):
         resume_path(out).unlink()
     log.info("fine-tuned %s for %d epochs on %d crops of %s -> %s", weights, epochs, len(owner), db, out)
-    return FinetuneResult(out, weights, record["source_sha256"], built.entry.name, epochs, epochs * steps_per_epoch,
-                          len(owner), trained_tracks, len(pairs), camera, len(split.held_people), holdout_by,
-                          len(split.eval_tracks), before, after, losses, done, device, time.perf_counter() - start)
+    return FinetuneResult(out, weights, record["source_sha256"], built.entry.name, epochs, train, lr,
+                          epochs * steps_per_epoch, len(owner), trained_tracks, len(pairs), camera,
+                          len(split.held_people), holdout_by, len(split.eval_tracks), before, after, losses, done,
+                          device, time.perf_counter() - start)
+
+
+def trainable(module, train: str) -> list:
+    """The parameters ``train`` names: every one ("all") or the normalisation layers' ("norm"; the rest are
+    frozen so that they also get no gradient)."""
+    import torch
+
+    if train == "all":
+        return list(module.parameters())
+    norms = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
+    chosen = {id(p) for layer in module.modules() if isinstance(layer, norms) for p in layer.parameters(False)}
+    for p in module.parameters():
+        p.requires_grad_(id(p) in chosen)
+    if not chosen:
+        raise TuningError("--train norm: this model has no normalisation layers with a scale and shift",
+                          hint="pass --train all")
+    return [p for p in module.parameters() if id(p) in chosen]
 
 
 def _sha(path: Path) -> str:
@@ -181,7 +212,8 @@ def _batch(rng: np.random.Generator, seeds: np.ndarray, partners: list[np.ndarra
 
 def _epoch(module, optimizer, pixels: np.ndarray, owner: np.ndarray, pairs: np.ndarray, epoch: int, steps: int,
            p: int, k: int, margin: float, seed: int, device: str, progress: Progress | None) -> float:
-    """One pass with every track a seed once; seeded by (seed, epoch), so a resumed run repeats it exactly."""
+    """One pass over the crops in ``steps`` P x K batches, each seeded by tracks taken in turn from a shuffled
+    order (every track seeds before any seeds again); seeded by (seed, epoch), so a resumed run repeats it."""
     import torch
 
     rng = np.random.default_rng([seed, epoch])
@@ -194,8 +226,9 @@ def _epoch(module, optimizer, pixels: np.ndarray, owner: np.ndarray, pairs: np.n
     by_track = np.split(crops, np.searchsorted(owner[crops], np.arange(1, count)))
     negative = torch.zeros((count, count), dtype=torch.bool, device=device)
     negative[pairs[:, 0], pairs[:, 1]] = negative[pairs[:, 1], pairs[:, 0]] = True
-    order = rng.permutation(count)
     per_step = max(1, p // 2)
+    rounds = -(-steps * per_step // count)
+    order = np.concatenate([rng.permutation(count) for _ in range(rounds)])
     module.train()
     for layer in module.modules():  # BatchNorm keeps the source statistics: a P x K batch of one camera's
         if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):  # crops is too small to re-estimate them
