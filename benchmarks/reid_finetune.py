@@ -12,8 +12,9 @@ weights. One run, one scene seed, each model labelled with its recipe:
   the fine-tuned (held-out tracks) model.
 
 ``--adabn 0,1,2``: only AdaBN, on cameras A, C (fog, an affine intensity shift) and a dark camera, per scene
-seed. ``--finetune-c 0,1,2``: only fine-tuning on camera C, from the untrained model and from its AdaBN model,
-per scene seed. Writes one JSON line (git commit, library versions, machine, load average) to --out and prints a table.
+seed. ``--finetune-c 0,1,2``: only fine-tuning on camera C, from the untrained model (normalisation layers only,
+the default, and every weight) and from its AdaBN model, per scene seed. Writes one JSON line (git commit,
+library versions, machine, load average) to --out and prints a table.
 
     flock /tmp/modelport-bench.lock python benchmarks/reid_finetune.py --out benchmarks/results/reid_finetune.jsonl
 """
@@ -42,7 +43,7 @@ ROWS = (  # (key, model recipe, camera, held out)
 )
 
 
-def run(seed: int, people: int, frames: int, epochs: int, lr: float, crops: int, root: Path) -> dict:
+def run(seed: int, people: int, frames: int, epochs: int, lr: float | None, crops: int, root: Path) -> dict:
     from modelport.reid.adapt import adapt
     from modelport.reid.extract import extract, load_model
     from modelport.reid.finetune import finetune
@@ -77,6 +78,7 @@ def run(seed: int, people: int, frames: int, epochs: int, lr: float, crops: int,
         assert asdict(strict.before) == row["untrained_B"]  # same held-out people, same crops
         row["finetuned_B_people"] = asdict(strict.after)
         row["finetune_people_losses"] = [round(v, 4) for v in strict.losses]
+        settings.update(lr=strict.lr, train=strict.train, steps=strict.steps)  # what the defaults resolved to
         both = finetune(dbs["B"], adapted.path, out=root / "osnet_x0_25_adabn_ft.pt", holdout_by="people", **kw)
         row["adabn_finetuned_B_people"] = asdict(both.after)
         tuned = finetune(dbs["B"], weights, out=root / "osnet_x0_25_finetuned.pt", holdout_by="tracks", **kw)
@@ -185,10 +187,11 @@ def environment() -> dict:
                          "scikit-learn": sklearn.__version__}}
 
 
-def finetune_seeds(seeds: list[int], people: int, frames: int, epochs: int, lr: float, crops: int,
+def finetune_seeds(seeds: list[int], people: int, frames: int, epochs: int, lr: float | None, crops: int,
                    root: Path) -> list[dict]:
     """Per scene seed, on camera C (fog, which AdaBN recovers): fine-tuning on the camera's tracks from the untrained
-    model and from its AdaBN model, held-out people scored before and after (same split, same crops)."""
+    model (normalisation layers only, the default, and every weight) and from its AdaBN model (normalisation
+    layers), held-out people scored before and after (same split, same crops)."""
     from modelport.reid.adapt import adapt
     from modelport.reid.finetune import finetune
     from modelport.zoo.calibrate import make_untrained_checkpoint
@@ -202,23 +205,29 @@ def finetune_seeds(seeds: list[int], people: int, frames: int, epochs: int, lr: 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             adapted = adapt(db, weights, out=root / f"osnet_x0_25_adabn_C_{seed}.pt", crops=512, force=True)
-            plain = finetune(db, weights, out=root / f"osnet_x0_25_ft_C_{seed}.pt", **kw)
-            both = finetune(db, adapted.path, out=root / f"osnet_x0_25_adabn_ft_C_{seed}.pt", **kw)
-        rows.append({"scene_seed": seed, "camera": "C", "untrained": asdict(plain.before),
-                     "finetuned": asdict(plain.after), "adabn": asdict(adapted.after),
-                     "adabn_then_finetuned": asdict(both.after), "adabn_before_finetune": asdict(both.before),
-                     "trained_on": {"tracks": plain.tracks, "pairs": plain.pairs, "crops": plain.crops},
-                     "finetune": {"epochs": epochs, "lr": lr, "crops": crops}, "adabn_crops": 512,
-                     "seconds": round(time.perf_counter() - start, 1)})
+            norm = finetune(db, weights, out=root / f"osnet_x0_25_ft_C_{seed}.pt", train="norm", **kw)
+            every = finetune(db, weights, out=root / f"osnet_x0_25_ft_all_C_{seed}.pt", train="all", **kw)
+            both = finetune(db, adapted.path, out=root / f"osnet_x0_25_adabn_ft_C_{seed}.pt", train="norm", **kw)
+        rows.append({"scene_seed": seed, "camera": "C", "untrained": asdict(norm.before),
+                     "finetuned": asdict(norm.after), "finetuned_all": asdict(every.after),
+                     "adabn": asdict(adapted.after), "adabn_then_finetuned": asdict(both.after),
+                     "adabn_before_finetune": asdict(both.before),
+                     "trained_on": {"tracks": norm.tracks, "pairs": norm.pairs, "crops": norm.crops},
+                     "finetune": {"epochs": epochs, "steps": norm.steps, "crops": crops,
+                                  "lr": {"norm": norm.lr, "all": every.lr}},
+                     "losses": {"norm": [round(v, 4) for v in norm.losses],
+                                "all": [round(v, 4) for v in every.losses]},
+                     "adabn_crops": 512, "seconds": round(time.perf_counter() - start, 1)})
     return rows
 
 
 def finetune_c_table(record: dict) -> str:
     """Held-out people on camera C, per scene seed: rank-1 / mAP / ARI of each recipe."""
-    cols = ("untrained", "finetuned", "adabn", "adabn_then_finetuned")
-    lines = ["| scene seed | untrained | fine-tuned | AdaBN | AdaBN, then fine-tuned |", "|---|---|---|---|---|"]
+    cols = ("untrained", "finetuned", "finetuned_all", "adabn", "adabn_then_finetuned")
+    lines = ["| scene seed | untrained | fine-tuned, norm layers | fine-tuned, every weight | AdaBN | "
+             "AdaBN, then fine-tuned (norm layers) |", "|---|---|---|---|---|---|"]
     for r in record["finetune_camera_c"]:
-        cells = [f"{r[c]['rank1']:.3f} / {r[c]['mAP']:.3f} / {r[c]['ari']:.3f}" for c in cols]
+        cells = [f"{r[c]['rank1']:.3f} / {r[c]['mAP']:.3f} / {r[c]['ari']:.3f}" if c in r else "-" for c in cols]
         lines.append(f"| {r['scene_seed']} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
@@ -228,8 +237,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the scene's seed")
     parser.add_argument("--people", type=int, default=10)
     parser.add_argument("--frames", type=int, default=300)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--lr", type=float, default=None, help="default: finetune's for what is trained")
     parser.add_argument("--crops", type=int, default=1024)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/reid_finetune.jsonl"))
     parser.add_argument("--ablation", action="store_true",
