@@ -116,7 +116,7 @@ def run_reid_demo(folder: Path, weights: Path, out: Console) -> bool:
 # The scene of the benchmark (benchmarks/REID_FINETUNE.md) and finetune's defaults (5 epochs, normalisation layers).
 TUNE_CAMERA = "C"
 TUNE_SCENE = {"people": 10, "frames": 300, "seed": 0}
-TUNE_SETTINGS = {"epochs": 5, "crops": 1024, "holdout": 0.5, "holdout_by": "people"}
+TUNE_EPOCHS, TUNE_HOLDOUT = 5, 0.5  # held out by people
 WHY_FOG = ("[yellow]What fog does and what fine-tuning learns:[/] on this synthetic scene people differ mainly by "
            "clothing colour, which even random filters separate (hence the model's high scores on camera A). Fog "
            "pulls every colour towards grey, so features made for daylight barely tell them apart. Fine-tuning "
@@ -153,10 +153,11 @@ def run_finetune_demo(folder: Path, weights: Path, out: Console) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the model was announced as untrained above
         with out.status(f"fine-tuning on camera {cam}'s own tracks (no ground truth) ...") as status:
-            result = finetune(db, weights, out=tuned, force=True, **TUNE_SETTINGS,
+            result = finetune(db, weights, out=tuned, force=True, epochs=TUNE_EPOCHS, holdout=TUNE_HOLDOUT,
+                              holdout_by="people",
                               progress=lambda e, s, n, loss: status.update(
                                   f"fine-tuning on camera {cam}'s own tracks (no ground truth): epoch {e + 1}/"
-                                  f"{TUNE_SETTINGS['epochs']}, step {s}/{n}, loss {loss:.3f}"))
+                                  f"{TUNE_EPOCHS}, step {s}/{n}, loss {loss:.3f}"))
         out.print(f"fine-tuned the normalisation layers for {result.epochs} epochs ({result.steps} steps, "
                   f"{result.seconds:.0f} s) on {result.crops} crops of {result.tracks} tracks; {result.pairs} pairs "
                   f"of tracks seen together were the negatives -> {result.path}")
@@ -195,7 +196,7 @@ def held_out_on(db: Path, weights: Path, result) -> Retrieval:
     from modelport.reid.tuning import eval_crops, held_out_scores, load_split
     from modelport.zoo import build
 
-    split = load_split(db, class_name="person", camera=None, holdout=TUNE_SETTINGS["holdout"], seed=0,
+    split = load_split(db, class_name="person", camera=None, holdout=TUNE_HOLDOUT, seed=0,
                        by=result.held_out_by)
     built = build(weights)
     return held_out_scores(built.module, split, eval_crops(split, built.spec.preprocess, 32))
