@@ -41,20 +41,21 @@ def scenes(tmp_path_factory) -> dict:
             for cam in ("A", "B", "C")}
 
 
-@pytest.fixture
-def db_b(scenes, tmp_path) -> Path:
-    db = tmp_path / "camera_b.db"
-    data = scenes["B"]
+def camera_db(scenes: dict, cam: str, folder: Path) -> Path:
+    """The scene as camera ``cam`` saw it, imported into a fresh ``folder/camera_<cam>.db``."""
+    db, data = folder / f"camera_{cam.lower()}.db", scenes[cam]
     import_mot(db, data.video, data.detections, ground_truth=data.ground_truth)
     return db
+
+
+@pytest.fixture
+def db_b(scenes, tmp_path) -> Path:
+    return camera_db(scenes, "B", tmp_path)
 
 
 @pytest.fixture
 def db_c(scenes, tmp_path) -> Path:
-    db = tmp_path / "camera_c.db"
-    data = scenes["C"]
-    import_mot(db, data.video, data.detections, ground_truth=data.ground_truth)
-    return db
+    return camera_db(scenes, "C", tmp_path)
 
 
 def _frame(video: Path, index: int) -> np.ndarray:
@@ -123,8 +124,7 @@ def test_camera_b_hurts_the_untrained_model_on_held_out_people_and_adabn_is_scor
     from modelport.reid.tuning import eval_crops, held_out_scores, load_split
     from modelport.zoo import build
 
-    db_a = tmp_path / "camera_a.db"
-    import_mot(db_a, scenes["A"].video, scenes["A"].detections, ground_truth=scenes["A"].ground_truth)
+    db_a = camera_db(scenes, "A", tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         built = build(untrained)
