@@ -12,9 +12,9 @@ from typing import Any, Iterator
 
 import pytest
 import torch
+from required_suites import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401  (CI: no silent skips)
 
 from modelport.zoo.calibrate import calibrated_untrained
-from required_suites import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401  (CI: no silent skips)
 
 MSMT17_CLASSES = 1041
 MARKET1501_CLASSES = 751
