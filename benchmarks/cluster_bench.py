@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from modelport.bench_record import Recipe, provenance  # noqa: E402
 from modelport.machine import machine_info, machine_key  # noqa: E402
 
 SIZES = "10000,100000,1000000"
@@ -51,15 +52,6 @@ print(json.dumps({"seconds": time.perf_counter() - start, "peak_rss_mb": hwm(), 
                   "threshold": r.threshold, "threshold_mode": r.threshold_mode, "silhouette": r.silhouette,
                   "scores": r.scores.to_dict() if r.scores else None}))
 """
-
-
-def git_state() -> dict:
-    """The commit measured, and whether the working tree differed from it."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD") or None,
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", "modelport", "benchmarks"))}
 
 
 def measure(size: int, work: Path, threshold: str) -> dict:
@@ -88,8 +80,8 @@ def measure(size: int, work: Path, threshold: str) -> dict:
 def markdown(record: dict) -> str:
     lines = ["# ReID clustering at scale", "",
              f"`{record['command']}` -> [results/cluster_bench.json](results/cluster_bench.json); "
-             f"commit {record['git']['commit'][:12] if record['git']['commit'] else '?'}"
-             f"{' (with uncommitted changes)' if record['git']['dirty'] else ''}, {record['date']}.",
+             f"commit {record['commit'][:12] if record['commit'] else '?'}"
+             f"{' (with uncommitted changes)' if record['dirty'] else ''}, {record['date']}.",
              f"Machine: {record['machine']['cpu']}, {record['machine']['physical_cores']} physical cores; "
              f"faiss-cpu {record['libraries'].get('faiss-cpu')}, scipy {record['libraries'].get('scipy')}, "
              f"scikit-learn {record['libraries'].get('scikit-learn')}, "
@@ -139,7 +131,8 @@ def main() -> None:
             libraries[name] = None
     record = {"benchmark": "cluster_bench", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "command": f"python benchmarks/cluster_bench.py{'' if args.sizes == SIZES else ' --sizes ' + args.sizes}",
-              "git": git_state(), "machine": info, "machine_key": machine_key(info), "libraries": libraries,
+              **provenance(Recipe("none", "no network: synthetic embeddings (reid.synth.write_embedding_db)")),
+              "machine": info, "machine_key": machine_key(info), "libraries": libraries,
               "workload": ("synthetic embeddings (modelport.reid.synth.write_embedding_db): 10 detections per track, "
                            "10 tracks per person, 512-d; `reid cluster --standardize --threshold "
                            f"{args.threshold}`, no WebPs; each size in a fresh process (peak RSS = its VmHWM)"),

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,18 +26,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from modelport.bench import Candidate, open_candidate, size_mb, time_interleaved  # noqa: E402
+from modelport.bench_record import Recipe, provenance  # noqa: E402
 from modelport.int8 import METHODS, Int8Settings  # noqa: E402
 from modelport.machine import machine_info, machine_key  # noqa: E402
 from modelport.timing import percentiles  # noqa: E402
 
 BATCH = 16
-
-
-def git_commit() -> dict:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True).stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", "modelport"))}
 
 
 def recipe(work: Path, arch: str) -> Path:
@@ -186,7 +179,10 @@ def measure(args, weights: Path, held: Path, fp32: dict, variants: list[dict], s
         r["vs_best_fp32"] = r["throughput"] / best32["throughput"]
     info = machine_info()
     return {"schema": 1, "kind": "int8_accuracy_target", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "git": git_commit(), "machine": info, "machine_key": machine_key(info),
+            **provenance(Recipe("bn_calibrated", "random init, torch.manual_seed(0) (torchreid layout)",
+                                "BatchNorm calibrated on 64 synthetic person crops (calibrated_untrained, 4 x 16, "
+                                "seeds 0-3); residual BatchNorm NOT damped")),
+            "machine": info, "machine_key": machine_key(info),
             "model": {"arch": args.arch, "recipe": "torchreid-layout random-init checkpoint (seed 0), BatchNorm "
                       "calibrated on 64 varied synthetic person crops (calibrated_untrained, 4 x 16, seeds 0-3), "
                       "residual BN not damped", "weights": str(weights)},

@@ -70,9 +70,10 @@ def write_report(report: dict, here: Path) -> Path:
              f"**Model recipe**: {arch}, {report['model']['recipe']}.", "",
              f"Calibration: {s['calibration']}; the search is judged on these rows (as the export verifies). "
              f"Accuracy below is on {s['heldout']}, against PyTorch.", "",
-             f"{m['cpu']}, {m['physical_cores']} physical cores; onnxruntime {m['libraries']['onnxruntime']}, "
-             f"openvino {m['libraries']['openvino']}, nncf {m['libraries']['nncf']}; git {report['git']['commit'][:10]}"
-             f"{' (dirty)' if report['git']['dirty'] else ''}; {report['created']}.", "",
+             f"{m['cpu']}, {m['physical_cores']} physical cores, flags {', '.join(m['cpu_flags'])}; "
+             f"onnxruntime {m['libraries']['onnxruntime']}, "
+             f"openvino {m['libraries']['openvino']}, nncf {m['libraries']['nncf']}; git {report['commit'][:10]}"
+             f"{' (dirty)' if report['dirty'] else ''}; {report['created']}.", "",
              f"Target: min cosine >= {target['min_cosine']}, NN agreement >= {target['min_nn_agreement']}, "
              f">= {target['speed_vs_best_fp32']}x the best fp32 runtime at batch {s['batch']}.", "",
              f"## Speed at batch {s['batch']}, measured side by side (interleaved, {s['seconds']:.0f} s over "

@@ -43,6 +43,7 @@ sys.path.insert(0, str(HERE))
 from pixels_subjects import SUBJECTS, Subject  # noqa: E402
 from serve_common import header, served_spec, serving  # noqa: E402
 
+from modelport.bench_record import Recipe  # noqa: E402
 from modelport.spec import ModelSpec  # noqa: E402
 from modelport.triton import ModelEntry, build_repository  # noqa: E402
 
@@ -292,7 +293,7 @@ def main() -> None:
             with serving(engine, repo, Path(tmp) / f"{engine}.log") as (proc, url):
                 results[engine] = bench(url, proc.pid, repo, subject, images, batches, seconds, rounds)
     record = {
-        **header("pixels_in", VERSIONED, load_before),
+        **header("pixels_in", VERSIONED, load_before, Recipe("bn_calibrated", "seeded random weights", subject.recipe)),
         "model": subject.recipe,
         "models": subject.models,
         "images": {"count": len(images), "kind": subject.images},

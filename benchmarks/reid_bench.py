@@ -221,6 +221,7 @@ def main() -> None:
     args = parser.parse_args()
     import onnxruntime
 
+    from modelport.bench_record import Recipe, provenance
     from modelport.machine import physical_cores
 
     with tempfile.TemporaryDirectory(prefix="reid_bench_") as tmp:
@@ -228,7 +229,10 @@ def main() -> None:
         extract_rows = [*bench_extract("osnet_x0_25", work, args.rounds, None),
                         *bench_extract("osnet_x1_0", work, args.rounds, 400)]
         cluster = bench_cluster(work, work / "scene" / "video.mp4")
-    record = {"machine": {"cpu": platform.processor() or platform.machine(), "physical_cores": physical_cores(),
+    recipe = Recipe("bn_calibrated", "random init, seed 0 (tests/conftest.calibrated_model), plain state dict",
+                    "osnet_x0_25 and osnet_x1_0, BatchNorm calibrated on 24 synthetic person crops")
+    record = {**provenance(recipe),
+              "machine": {"cpu": platform.processor() or platform.machine(), "physical_cores": physical_cores(),
                           "python": platform.python_version(), "onnxruntime": onnxruntime.__version__},
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "extract": extract_rows, "cluster_50k": cluster}

@@ -80,6 +80,7 @@ def main() -> None:
     import onnxruntime
     from conftest import calibrated_model, save_plain
 
+    from modelport.bench_record import Recipe, provenance
     from modelport.machine import physical_cores
     from modelport.reid.synth import write_demo_data
 
@@ -153,7 +154,9 @@ def main() -> None:
             }
         )
     record = {
-        "commit": head.strip(),
+        **provenance(Recipe("bn_calibrated", "random init, seed 0 (tests/conftest.calibrated_model)",
+                            "osnet_x0_25, BatchNorm calibrated on 24 synthetic person crops; float and uint8 input"),
+                    repo),
         "base": base,
         "rounds": args.rounds,
         "batch": 16,

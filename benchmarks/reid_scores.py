@@ -35,6 +35,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     from conftest import calibrated_model, save_plain
 
+    from modelport.bench_record import Recipe, provenance
     from modelport.export import export
     from modelport.reid.extract import extract, load_model
     from modelport.reid.identify import run_cluster
@@ -66,8 +67,12 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
     rank1 = np.array([r["rank1"] for r in rows])
     ari = np.array([r["ari"] for r in rows])
+    crops = 64 if args.recipe == "demo" else 24
+    recipe = Recipe("bn_calibrated", f"random init, model seeds {args.model_seeds}",
+                    f"osnet_x0_25, BatchNorm calibrated on {crops} synthetic person crops ({args.recipe} recipe: "
+                    + ("make_untrained_checkpoint)" if args.recipe == "demo" else "tests/conftest.calibrated_model)"))
     record = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model": "osnet_x0_25 (calibrated random)",
-              "recipe": args.recipe, "calibration_crops": 64 if args.recipe == "demo" else 24,
+              **provenance(recipe), "calibration": args.recipe, "calibration_crops": crops,
               "settings": "--standardize --threshold auto", "runs": rows,
               "rank1": {"mean": round(float(rank1.mean()), 3), "min": float(rank1.min()), "max": float(rank1.max())},
               "ari": {"mean": round(float(ari.mean()), 3), "min": float(ari.min()), "max": float(ari.max())}}

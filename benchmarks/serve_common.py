@@ -1,6 +1,7 @@
 """What the serving benchmarks share: a `modelport serve` process per engine (started, waited for, stopped, its log
 shown when something fails), the spec a served model declares, load cells (concurrent tritonclient clients against
-one model, with the server's own statistics) and their summary, and the record header (commit, versions, machine)."""
+one model, with the server's own statistics) and their summary, and the record header (commit, CPU, recipe,
+versions, machine)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from modelport.bench_record import Recipe, provenance  # noqa: E402
 from modelport.spec import ModelSpec  # noqa: E402
 from modelport.triton.server import free_port  # noqa: E402
 
@@ -227,22 +229,11 @@ def summarise(runs: list[dict]) -> dict:
             "rounds": [{"throughput_rps": r["requests"] / r["seconds"], "errors": r["errors"]} for r in runs]}
 
 
-def git_commit() -> str | None:
-    """HEAD, with ``-dirty`` when tracked files differ from it (other work in the tree: the record says so)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty else "")
-
-
-def header(benchmark: str, versioned: Sequence[str], load_before: float) -> dict:
-    """A record's common fields: name, date, commit, machine, library versions and the 1-minute load average
-    before the run and now (other jobs on the machine show there)."""
+def header(benchmark: str, versioned: Sequence[str], load_before: float, recipe: Recipe) -> dict:
+    """A record's common fields: name, date, commit and dirty flag, CPU, the models' recipe, machine, library
+    versions and the 1-minute load average before the run and now (other jobs on the machine show there)."""
     from modelport.machine import library_versions, machine_info
 
     return {"benchmark": benchmark, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "git_commit": git_commit(), "machine": machine_info(), "versions": library_versions(tuple(versioned)),
+            **provenance(recipe), "machine": machine_info(), "versions": library_versions(tuple(versioned)),
             "loadavg": [load_before, os.getloadavg()[0]]}

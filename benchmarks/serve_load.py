@@ -33,6 +33,7 @@ sys.path.insert(0, str(HERE))
 
 from serve_common import header, run_cell, served_spec, serving, summarise  # noqa: E402
 
+from modelport.bench_record import Recipe  # noqa: E402
 from modelport.samples import person_crops  # noqa: E402
 from modelport.tasks.embed import prepare  # noqa: E402
 from modelport.triton import ConfigOptions, ModelEntry, build_repository  # noqa: E402
@@ -132,7 +133,9 @@ def main() -> None:
         repo = build(Path(tmp))
         with serving("builtin", repo, Path(tmp) / "builtin.log", args.threads) as (_, url):
             results = asyncio.run(bench(url, repo, args.clients, args.seconds, args.rounds))
-    record = {**header("serve_load", VERSIONED, load_before), "model": ARCH, "clients": args.clients,
+    recipe = Recipe("bn_calibrated", "random weights, seed 0 (make_untrained_checkpoint)",
+                    f"{ARCH}, BatchNorm calibrated on 64 synthetic person crops")
+    record = {**header("serve_load", VERSIONED, load_before, recipe), "model": ARCH, "clients": args.clients,
               "seconds": args.seconds, "rounds": args.rounds,
               "server_threads": args.threads or "default (physical cores)",
               "server": "modelport serve (FastAPI + uvicorn), onnxruntime CPU", "results": results}

@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 
 from serve_common import ENGINES, header, run_cell, served_spec, serving, summarise  # noqa: E402
 
+from modelport.bench_record import Recipe  # noqa: E402
 from modelport.triton import ConfigOptions, ModelEntry, build_repository  # noqa: E402
 
 VERSIONED = ("tritonclient", "nvidia-pytriton", "fastapi", "uvicorn", "grpcio", "onnxruntime", "ultralytics")
@@ -213,7 +214,9 @@ def main() -> None:
         urls = {e: servers.enter_context(serving(e, repo, Path(tmp) / f"{e}.log", args.threads))[1] for e in engines}
         results = {m: asyncio.run(bench(urls, m, images[m], levels[m], args.seconds, args.rounds,
                                         args.client == "sync")) for m in models}
-    record = {**header("serve_triton_load", VERSIONED, load_before), "models": {m: MODELS[m].recipe for m in models},
+    recipe = Recipe("bn_calibrated", "seeded random weights", "; ".join(f"{m}: {MODELS[m].recipe}" for m in models))
+    record = {**header("serve_triton_load", VERSIONED, load_before, recipe),
+              "models": {m: MODELS[m].recipe for m in models},
               "concurrency": {m: levels[m] for m in models}, "seconds": args.seconds, "rounds": args.rounds,
               "protocol": "HTTP/REST, binary tensor data, " + ("tritonclient.http.aio (aiohttp)" if args.client == "aio"
                                                                else "tritonclient.http (a thread per client)"),

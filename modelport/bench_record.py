@@ -4,26 +4,83 @@ beside the common ones, never instead of them."""
 
 from __future__ import annotations
 
+import subprocess
 import time
-from typing import Any, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
-from modelport.machine import machine_info, machine_key, peak_gflops
+from modelport.machine import cpu_info, machine_info, machine_key, peak_gflops
 from modelport.timing import percentiles
 from modelport.version import __version__
 
 # 2: every family writes this one layout (in 1, detector records had their own: ``kind``, ``fps``, a source string).
 SCHEMA = 2
 STATUSES = ("ok", "parity-failed", "export-failed", "unavailable")
+# How the measured weights were made. ``none``: no network was measured (synthetic embeddings, say).
+RECIPE_KINDS = ("untrained", "bn_calibrated", "damped", "trained", "none")
+SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the tree whose commit a record names
+DIRTY_SCOPE = "git status --porcelain: whole tree, untracked files included"
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """The measured model's recipe: ``kind`` (one of ``RECIPE_KINDS``), ``origin`` (where the weights came
+    from: a file and its sha256, or a builder and seed), ``details``, and ``source``: ``recorded`` when the
+    writer knew it, else where it was read afterwards (a write-up, cited)."""
+
+    kind: str
+    origin: str
+    details: str = ""
+    source: str = "recorded"
+
+    def __post_init__(self) -> None:
+        if self.kind not in RECIPE_KINDS:
+            raise ValueError(f"recipe kind {self.kind!r}: expected one of {', '.join(RECIPE_KINDS)}")
+
+
+def recipe_from_source(source: Mapping[str, Any] | None) -> Recipe:
+    """What a spec's ``Source`` (as a dict) says of the weights: ``random`` is untrained, a weights file is
+    taken as trained and named by its sha256 (modelport cannot tell more from the file)."""
+    source = source or {}
+    named = f"{Path(source['file']).name}, sha256 {source.get('sha256')}" if source.get("file") else ""
+    if source.get("kind") == "random":
+        return Recipe("untrained", f"random weights{' (' + named + ')' if named else ''}",
+                      "labelled random; whether its BatchNorm was calibrated is not recorded in the checkpoint")
+    if source.get("kind") == "weights":
+        return Recipe("trained", f"weights file {named}", "a weights file not labelled random")
+    raise ValueError(f"model source kind {source.get('kind')!r}: expected 'random' or 'weights'")
+
+
+def git_state(root: Path = SOURCE_ROOT) -> dict[str, Any]:
+    """The commit of ``root`` and whether its tree differs from it (any change, untracked files included);
+    ``commit`` None where ``root`` is not a git checkout (an installed package)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        commit, dirty = git("rev-parse", "HEAD"), bool(git("status", "--porcelain"))
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "commit_source": "not a git checkout", "dirty": None, "dirty_scope": "not recorded"}
+    return {"commit": commit, "commit_source": "recorded", "dirty": dirty, "dirty_scope": DIRTY_SCOPE}
+
+
+def provenance(recipe: Recipe, root: Path = SOURCE_ROOT) -> dict[str, Any]:
+    """What every record carries about where its numbers come from: ``commit`` and ``dirty`` of ``root``, ``cpu``
+    (model, speed flags, VNNI or not, cores) and the model's ``recipe`` (docs/benchmark-schema.md, "Provenance")."""
+    return {**git_state(root), "cpu": cpu_info(), "recipe": asdict(recipe)}
 
 
 def header(family: str, model: dict[str, Any], settings: dict[str, Any], *, gpu: bool = True,
-           peak: bool = True) -> dict[str, Any]:
+           peak: bool = True, recipe: Recipe | None = None) -> dict[str, Any]:
     """The record's common fields. ``gpu=False``/``peak=False`` where this machine's GPU and matrix-product
-    peak play no part (a served model timed from a client), which also keeps torch out of the client."""
+    peak play no part (a served model timed from a client), which also keeps torch out of the client.
+    ``recipe``: how the weights were made; by default what ``model["source"]`` says."""
     info = machine_info(gpu=gpu)
     return {"schema": SCHEMA, "family": family, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "modelport": __version__, "machine": info, "machine_key": machine_key(info),
-            "peak_gflops": peak_gflops() if peak else None, "model": model, "settings": settings}
+            "peak_gflops": peak_gflops() if peak else None, "model": model, "settings": settings,
+            **provenance(recipe or recipe_from_source(model.get("source")))}
 
 
 def row(runtime: str, fmt: str, batch: int, *, precision: str = "fp32", status: str = "ok", reason: str = "",

@@ -10,6 +10,8 @@ import platform
 import time
 from functools import lru_cache
 
+# The /proc/cpuinfo flags that decide inference speed: fp32 vector width, int8 dot products (VNNI), AMX tiles.
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 LIBRARIES = ("modelport", "torch", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt", "numpy")
 
 
@@ -51,7 +53,8 @@ def cpu_model() -> str:
 
 
 def cpu_flags() -> list[str]:
-    wanted = {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}
+    """Which of ``SPEED_FLAGS`` this CPU has (a flag not listed is absent)."""
+    wanted = set(SPEED_FLAGS)
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
@@ -60,6 +63,16 @@ def cpu_flags() -> list[str]:
     except OSError:
         pass
     return []
+
+
+def cpu_info() -> dict:
+    """The CPU as a record's ``cpu`` field: model, the instruction sets that decide INT8 and fp32 speed (``vnni``:
+    AVX-512 VNNI or AVX-VNNI, the int8 dot product; ``amx``: AMX int8 tiles) and core counts."""
+    flags = cpu_flags()
+    return {"model": cpu_model(), "flags": flags, "vnni": bool({"avx512_vnni", "avx_vnni"} & set(flags)),
+            "amx": "amx_int8" in flags, "physical_cores": physical_cores(),
+            "logical_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "source": "recorded"}
 
 
 def gpu_name() -> str | None:
