@@ -127,7 +127,9 @@ def write_report(report: dict, here: Path) -> Path:
               "float and not counted); OpenVINO operations without a FakeQuantize input, including any NNCF "
               "never quantises.",
               "- The INT8 rows in `RESULTS.md` come from `benchmarks/run.py`, which damps the residual "
-              "BatchNorm by 0.3; the model here is not damped."]
+              "BatchNorm by 0.3, and ran on another machine (AMD EPYC, flags avx2 and fma: no VNNI); the model "
+              f"here is not damped and this CPU {'has' if (report.get('cpu') or {}).get('vnni') else 'lacks'} "
+              "VNNI, so the two records' INT8 speed ratios do not compare."]
     png = plot(report, here / "results" / f"int8_{arch}.png")
     lines += ["", f"![cosine vs speed](results/{png.name})", ""]
     for v in report["variants"]:
