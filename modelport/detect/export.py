@@ -24,7 +24,14 @@ from modelport.detect.nms import NmsSettings
 from modelport.detect.pixels import pixels_in, tag as pixels_tag
 from modelport.detect.runner import DetectRunner, UltralyticsReference, load_runtime
 from modelport.detect.samples import street_scenes
-from modelport.detect.verify import DetectionCheck, DetTolerance, compare_detections, detect_both, verification_conf
+from modelport.detect.verify import (
+    DetectionCheck,
+    DetTolerance,
+    compare_detections,
+    detect_both,
+    detected_sizes,
+    verification_conf,
+)
 from modelport.errors import ExportError, ModelportError
 from modelport.export import publish_verified
 from modelport.formats import FORMATS, ExportOptions, Format, get_format
@@ -146,8 +153,10 @@ def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfi
             assert reference is not None
             reference.settings = settings
             theirs, ours = detect_both(reference, runner, images)
-            tol = DetTolerance(nms_iou=settings.iou, conf=settings.conf, allow_empty=allow_empty)
-            return compare_detections(theirs, ours, label=str(dest), format=fmt.id, track=track, tol=tol)
+            tol = DetTolerance(nms_iou=settings.iou, conf=settings.conf, max_det=settings.topk,
+                               allow_empty=allow_empty)
+            return compare_detections(theirs, ours, label=str(dest), format=fmt.id, track=track, tol=tol,
+                                      sizes=detected_sizes(runner, images))
         except Exception as exc:  # a runtime failure is a verification failure
             return DetectionCheck(str(dest), fmt.id, track, error=f"{type(exc).__name__}: {exc}")
         finally:

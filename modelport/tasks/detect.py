@@ -67,6 +67,11 @@ def letterboxed(items: Sequence[ImageLike] | ImageLike, pre: Preprocess) -> tupl
     return letterbox_pixels(items, pre) if pre.in_graph else prepare_letterboxed(items, pre)
 
 
+def image_sizes(items: Sequence[ImageLike]) -> list[tuple[int, int]]:
+    """Each image's own (height, width): the frame its decoded boxes are clipped to."""
+    return [(int(a.shape[0]), int(a.shape[1])) for a in map(_to_bgr_array, items)]
+
+
 def input_size(batch: np.ndarray, pre: Preprocess) -> tuple[int, int]:
     """The (height, width) a prepared batch runs at: NHWC pixels or NCHW floats."""
     return (int(batch.shape[1]), int(batch.shape[2])) if pre.in_graph else (int(batch.shape[2]), int(batch.shape[3]))
