@@ -11,7 +11,11 @@ Python-backend configs and links to the artifacts, is served from a temporary fo
 from __future__ import annotations
 
 import logging
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from modelport.errors import ModelportError, WeightsNotFoundError
@@ -109,23 +113,53 @@ def start_triton_engine(repo: str | Path, work: str | Path, *, host: str = "127.
                               timeout=timeout)
 
 
+@contextmanager
+def stop_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the block, once: the first starts the server's bounded
+    stop, and later ones are ignored until it is done (SIGKILL still works: the server's guard stops it).
+
+    SIGTERM is what systemd, Docker and Kubernetes send; by default it would end this process and skip the
+    stop. SIGINT is handled even when it was inherited ignored, as a shell's ``cmd &`` starts a job: waiting
+    on the server would otherwise never end. Outside the main thread signals are left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+
+    def interrupt(signum: int, frame: object) -> None:
+        for sig in stops:
+            signal.signal(sig, signal.SIG_IGN)
+        log.info("%s: stopping Triton", signal.Signals(signum).name)
+        raise KeyboardInterrupt
+
+    before = {sig: signal.signal(sig, interrupt) for sig in stops}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 def serve_triton(repo: str | Path, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
                  metrics_port: int = 8002, *, device: str = "cpu", threads: int | None = None,
                  keep_going: bool = False, log_level: str = "info") -> None:
-    """Serve ``repo`` with Triton until interrupted (Ctrl-C stops the server and its model processes)."""
-    with tempfile.TemporaryDirectory(prefix="modelport-serve-triton-") as work:
-        server = start_triton_engine(repo, work, host=host, http_port=http_port, grpc_port=grpc_port,
-                                     metrics_port=metrics_port, device=device, threads=threads,
-                                     keep_going=keep_going, verbose=log_level == "debug",
-                                     console=log_level in ("info", "debug"))
-        log.info("Triton serves %s: HTTP %s, gRPC %s, metrics http://%s:%d/metrics", repo, server.http_url,
-                 server.grpc_url, host, server.metrics_port)
+    """Serve ``repo`` with Triton until SIGINT (Ctrl-C) or SIGTERM, which stop the server and its model
+    processes within a bounded time; so does this process's death (see ``TritonServer``)."""
+    with stop_signals(), tempfile.TemporaryDirectory(prefix="modelport-serve-triton-") as work:
+        server = None
         try:
+            server = start_triton_engine(repo, work, host=host, http_port=http_port, grpc_port=grpc_port,
+                                         metrics_port=metrics_port, device=device, threads=threads,
+                                         keep_going=keep_going, verbose=log_level == "debug",
+                                         console=log_level in ("info", "debug"))
+            log.info("Triton serves %s: HTTP %s, gRPC %s, metrics http://%s:%d/metrics", repo, server.http_url,
+                     server.grpc_url, host, server.metrics_port)
             server.process.wait()
         except KeyboardInterrupt:
-            pass
+            pass  # a stop signal: start_tritonserver stopped a server that was not ready yet, or finally does
         finally:
-            server.stop()
+            if server is not None:
+                server.stop()
 
 
-__all__ = ["mirror_repository", "python_config", "serve_triton", "start_triton_engine"]
+__all__ = ["mirror_repository", "python_config", "serve_triton", "start_triton_engine", "stop_signals"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from pathlib import Path
 from modelport.errors import MissingRuntimeError, ModelportError
 
 log = logging.getLogger("modelport.triton")
+GUARD = Path(__file__).with_name("guard.py")  # runs tritonserver so that it cannot outlive this process
+STOP_GRACE_S = 10.0  # beyond Triton's exit timeout, before the server's process group is SIGKILLed
 INSTALL = "pip install nvidia-pytriton (or modelport[serve]); Linux x86-64/aarch64, glibc 2.35+"
 
 
@@ -92,7 +93,10 @@ def _backend_dir(dist: TritonDist, where: Path) -> Path:
 
 @dataclass
 class TritonServer:
-    """A running tritonserver; stop it with ``stop()`` or use it as a context manager."""
+    """A running tritonserver; stop it with ``stop()`` or use it as a context manager.
+
+    ``process`` is its guard (``guard.py``): tritonserver and its Python-backend stubs stop with it, and with
+    this process however it ends, so a server is never left holding its ports and memory."""
 
     process: subprocess.Popen
     host: str
@@ -101,6 +105,7 @@ class TritonServer:
     metrics_port: int
     log_path: Path
     workdir: Path
+    stop_grace: float = 15.0
     _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
     @property
@@ -158,14 +163,18 @@ class TritonServer:
             time.sleep(0.25)
         raise TritonServerError(f"tritonserver was not ready after {timeout:.0f} s; its log ends:\n{self.log_tail()}")
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGINT (Triton's graceful shutdown), then SIGKILL after ``timeout``; returns the exit code."""
+    def stop(self, timeout: float | None = None) -> int | None:
+        """Stop tritonserver and its stubs within a bounded time; returns the exit code.
+
+        SIGTERM goes to its guard, which starts Triton's graceful shutdown and SIGKILLs the server's process
+        group if it still runs ``stop_grace`` seconds later; a guard still running ``timeout`` seconds later
+        (default: the grace and 5 s) is SIGKILLed, and the kernel SIGKILLs the server with it."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.terminate()
             try:
-                self.process.wait(timeout)
+                self.process.wait(self.stop_grace + 5 if timeout is None else timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)  # its own session: the server and its stubs
+                self.process.kill()
                 self.process.wait()
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -189,7 +198,9 @@ def start_tritonserver(repo: str | Path, *, host: str = "127.0.0.1", http_port: 
     ``exit_on_error`` False keeps the server up when a model fails to load (it is logged, and the server
     reports itself not ready while it serves the others). Triton's log goes to ``log_file`` (default: a file
     in its work folder, see ``log_tail``), or with ``console`` to this process's stdout. On ``stop`` it waits
-    up to ``exit_timeout`` seconds for in-flight requests and open client connections.
+    up to ``exit_timeout`` seconds for in-flight requests and open client connections, and is SIGKILLed if it
+    has not exited ``STOP_GRACE_S`` seconds after that; it stops the same way when this process exits,
+    however it exits.
     """
     dist = find_tritonserver()
     repo = Path(repo).resolve()
@@ -205,11 +216,15 @@ def start_tritonserver(repo: str | Path, *, host: str = "127.0.0.1", http_port: 
             f"--exit-on-error={'true' if exit_on_error else 'false'}", "--disable-auto-complete-config",
             f"--exit-timeout-secs={int(exit_timeout)}", f"--log-verbose={log_verbose}", *extra_args]
     log.info("starting %s", " ".join(args))
+    # Triton waits exit_timeout for requests, then unloads every model: the grace covers both
+    grace = exit_timeout + STOP_GRACE_S
+    guard = [sys.executable, "-I", str(GUARD), str(os.getpid()), str(grace), "--"]
     with open(log_path, "ab") as handle:
-        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=None if console else handle,
+        # its own session: a terminal's Ctrl-C reaches this process, which stops the server (see stop)
+        process = subprocess.Popen([*guard, *args], stdin=subprocess.DEVNULL, stdout=None if console else handle,
                                    stderr=None if console else subprocess.STDOUT, env=server_env(dist),
                                    cwd=workdir, start_new_session=True)
-    server = TritonServer(process, host, *ports, log_path, workdir, tmp)
+    server = TritonServer(process, host, ports[0], ports[1], ports[2], log_path, workdir, stop_grace=grace, _tmp=tmp)
     if wait:
         try:
             server.wait_ready(timeout, all_models=exit_on_error)
