@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from modelport.atomic import atomic_write_text
-from modelport.cli_options import TRUST_CHECKPOINT, apply_trust
+from modelport.cli_options import TRUST_CHECKPOINT, WIDE, apply_trust
+from modelport.cli_table import Col, breakable, fitted_table, left, notes, print_table
 from modelport.errors import ModelportError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, verify and load vision models.")
@@ -152,6 +153,7 @@ def bench_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="The factory model's export YAML."),
     size: str = typer.Option("1280x720", "--size", help="WxH an image-to-image factory model is timed at, where its "
                              "input's height and width are dynamic."),
+    wide: bool = WIDE,
     trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Measure every runtime side by side: latency, throughput, parity, size, export and load time."""
@@ -183,7 +185,7 @@ def bench_cmd(
 
         bench_command(source, weights=clip_weights, arch=arch, formats=formats, batches=_csv_ints(batch) if batch
                       else None, device=device, threads=threads, seconds=seconds, export_here=export_here,
-                      json_path=json_path, plot=plot, allow_random=allow_random, console=out, status=err,
+                      json_path=json_path, plot=plot, allow_random=allow_random, console=out, status=err, wide=wide,
                       unsupported={"--half": half, "--int8": int8, "--calib": calib, "--baseline": baseline})
         return
     batches = _csv_ints(batch or "1,16,64")
@@ -196,7 +198,7 @@ def bench_cmd(
             family="factory" if built is not None else "reid",
         )
     atomic_write_text(json_path, json.dumps(report, indent=1), force=True)  # this run's record: replaced whole
-    print_bench(report)
+    print_bench(report, wide)
     out.print(f"record: {json_path}")
     if plot:
         out.print(f"plot: {write_plot(report, plot)}")
@@ -215,29 +217,45 @@ def _factory_for_bench(factory: Optional[str], config: Optional[Path], weights: 
     return built_for_bench(BenchRequest(factory=factory, config=config, weights=weights, size=(width, height)))
 
 
-def print_bench(report: dict) -> None:
+BENCH_COLUMNS = (left("runtime"), Col("batch"), left("status"), Col("p50 ms"), Col("p90 ms", "wide"),
+                 Col("p99 ms", "wide"), Col("img/s"), Col("x pytorch"), Col("GFLOP/s", "wide"),
+                 Col("max abs", "wide"), Col("min cos", "wide"), Col("MB", "wide"), Col("export s", "wide"),
+                 Col("load s", "wide"))
+
+
+def bench_table(report: dict, *, wide: bool = False) -> Table:
+    """The benchmark record as a table: runtime, batch, status, p50, img/s and speed-up over PyTorch fit 80
+    columns; ``wide`` adds the tail latencies, parity, size and export/load times."""
     machine = report["machine"]
     title = (f"{report['model']['name']} on {machine['cpu']} ({machine['physical_cores']} cores"
              f"{', ' + machine['gpu'] if machine['gpu'] else ''}), peak {report['peak_gflops']:.0f} GFLOP/s")
-    table = Table(title=title)
-    for col in ("runtime", "batch", "status", "p50 ms", "p90 ms", "p99 ms", "img/s", "x pytorch", "GFLOP/s",
-                "max abs", "min cos", "MB", "export s", "load s"):
-        table.add_column(col, justify="left" if col in ("runtime", "status") else "right")
     base = {r["batch"]: r["throughput"] for r in report["rows"] if r["runtime"] == "pytorch"}
+    rows = []
     for r in report["rows"]:
         lat = r["latency_ms"] or {}
         par = r["parity"] or {}
-        status = "[green]ok[/]" if r["status"] == "ok" else f"[red]{r['status']}[/] {r['reason'][:60]}"
+        status = "[green]ok[/]" if r["status"] == "ok" else f"[red]{r['status']}[/]"  # the reason: under the table
         ratio = r["throughput"] / base[r["batch"]] if r["throughput"] and base.get(r["batch"]) else None
         cells = [lat.get("p50"), lat.get("p90"), lat.get("p99"), r["throughput"], ratio, r["gflops_achieved"]]
         shown = [f"{v:.1f}" if v is not None else "-" for v in cells]
         shown[4] = f"{ratio:.2f}x" if ratio else "-"
-        table.add_row(r["runtime"], str(r["batch"]), status, *shown,
-                      f"{par['max_abs_diff']:.1e}" if par else "-", f"{par['min_cosine']:.5f}" if par else "-",
-                      f"{r['size_mb']:.1f}" if r["size_mb"] else "-",
-                      f"{r['export_s']:.1f}" if r["export_s"] is not None else "-",
-                      f"{r['load_s']:.2f}" if r["load_s"] is not None else "-")
-    out.print(table)
+        rows.append([breakable(r["runtime"]), str(r["batch"]), status, *shown,
+                     f"{par['max_abs_diff']:.1e}" if par else "-", f"{par['min_cosine']:.5f}" if par else "-",
+                     f"{r['size_mb']:.1f}" if r["size_mb"] else "-",
+                     f"{r['export_s']:.1f}" if r["export_s"] is not None else "-",
+                     f"{r['load_s']:.2f}" if r["load_s"] is not None else "-"])
+    return fitted_table(BENCH_COLUMNS, rows, wide=wide, title=title)
+
+
+def bench_notes(report: dict) -> list[str]:
+    """Why each runtime that is not ok is not, once per runtime (a reason is too long for a cell)."""
+    return notes((f"{r['runtime']} {r['status']}", r["reason"]) for r in report["rows"] if r["status"] != "ok")
+
+
+def print_bench(report: dict, wide: bool = False) -> None:
+    print_table(out, bench_table(report, wide=wide), wide=wide)
+    for line in bench_notes(report):
+        out.print(line, markup=False, highlight=False)
 
 
 @app.command("package")

@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from modelport.cli_options import TRUST_CHECKPOINT, apply_trust, fmt_number as _fmt
+from modelport.cli_options import TRUST_CHECKPOINT, WIDE, apply_trust, fmt_number as _fmt
+from modelport.cli_table import Col, fitted_table, left, notes, print_table, size_mb
 
 out = Console()
 err = Console(stderr=True)
@@ -35,6 +36,7 @@ def export_cmd(
     family: Optional[str] = typer.Option(None, "--family", help="reid, yolo, clip or factory (default: the one "
                                          "that claims the source)."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+    wide: bool = WIDE,
     trust: bool = TRUST_CHECKPOINT,
     # ReID
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture, when the file name does not say.",
@@ -121,7 +123,7 @@ def export_cmd(
         uint8_input=uint8_input, nms=nms, nms_flavor=nms_flavor, topk=topk, iou=iou, conf=conf,
         normalize_boxes=normalize_boxes, imgsz=imgsz, dynamic_shape=dynamic_shape, images=images,
         allow_empty=allow_empty, weights=weights, factory=factory, config=config, trt_builder=trt_builder), family)
-    render(rows, as_json)
+    render(rows, as_json, wide)
     if not all(r.ok for r in rows):
         raise typer.Exit(1)
 
@@ -145,35 +147,46 @@ def _int8_settings(int8: bool, method: Optional[str], percentile: Optional[float
         raise typer.BadParameter(f"{exc.message}{'; ' + exc.hint if exc.hint else ''}") from None
 
 
-def render(rows: list, as_json: bool) -> None:
+def render(rows: list, as_json: bool, wide: bool = False) -> None:
     """Each family's own table (its verification says different things); JSON rows are the same for all."""
     family = rows[0].family if rows else "reid"
     if family == "yolo":
         from modelport.detect.cli import _print_exports as detector_table
 
-        detector_table([r.detail for r in rows], as_json)
+        detector_table([r.detail for r in rows], as_json, wide)
     elif family == "clip":
         from modelport.clip.cli import print_report
 
-        print_report(rows[0].detail, as_json, out)
+        print_report(rows[0].detail, as_json, out, wide)
     elif as_json:
         out.print_json(json.dumps([{**r.to_dict(), "format": r.format} for r in rows]))
     else:
-        _print_exports(rows)
+        _print_exports(rows, wide)
 
 
-def _print_exports(rows: list) -> None:
-    table = Table(title="exports")
-    for col in ("format", "status", "max abs diff", "min cosine", "seconds", "path / problem"):
-        table.add_column(col)
-    for r in rows:
-        status = "[green]ok[/]" if r.ok else "[red]failed[/]"
-        table.add_row(r.format, status, _fmt(r.max_abs) if r.max_abs is not None else "-",
-                      _fmt(r.min_cosine, ".6f") if r.min_cosine is not None else "-", f"{r.seconds:.1f}",
-                      (str(r.path) + (f" ({r.note})" if r.note else "")) if r.ok else (r.error or ""))
-    out.print(table)
+EXPORT_COLUMNS = (left("format"), left("status"), Col("max abs"), Col("min cos", "wide"), Col("MB"),
+                  Col("s", "wide"), left("file", "narrow"), left("path", "wide"))
 
 
+def export_table(rows: list, *, wide: bool = False) -> Table:
+    """ExportRows as a table: format, status, max abs diff, size and file name fit 80 columns; ``wide`` adds
+    min cosine, seconds and the full path. Problems and notes go under the table (``export_notes``)."""
+    cells = [[r.format, "[green]ok[/]" if r.ok else "[red]failed[/]", _fmt(r.max_abs) if r.max_abs is not None
+              else "-", _fmt(r.min_cosine, ".6f") if r.min_cosine is not None else "-",
+              size_mb(r.path) if r.ok else "-", f"{r.seconds:.1f}", r.path.name if r.ok and r.path else "-",
+              str(r.path) if r.ok and r.path else "-"] for r in rows]
+    return fitted_table(EXPORT_COLUMNS, cells, wide=wide, title="exports")
+
+
+def export_notes(rows: list) -> list[str]:
+    """Why an export failed, and any note on one that was kept (too long for a cell)."""
+    return notes((r.format, (r.note if r.ok else r.error) or "") for r in rows)
+
+
+def _print_exports(rows: list, wide: bool = False) -> None:
+    print_table(out, export_table(rows, wide=wide), wide=wide)
+    for line in export_notes(rows):
+        out.print(line, markup=False, highlight=False)
 
 
 def print_export_results(results: list) -> None:

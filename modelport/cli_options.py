@@ -19,3 +19,7 @@ def apply_trust(trust: bool) -> None:
 def fmt_number(value: float, spec: str = ".2e") -> str:
     """A number for a table; NaN (not measured) as '-'."""
     return format(value, spec) if value == value else "-"
+
+
+WIDE = typer.Option(False, "--wide", help="Every column (the default table fits 80 columns; the JSON has every "
+                    "field).")

@@ -132,5 +132,15 @@ def test_bench_splits_latency_and_reports_fps(pts, tmp_path):
     best = max(r["x_ultralytics"] for r in rows.values() if r["format"] == "ultralytics" and r["batch"] == 1)
     assert best == pytest.approx(1.0)  # ratios are against the faster Ultralytics configuration
     assert "in graph" in markdown_table(report)
+    from io import StringIO
+
+    from rich.console import Console
+
+    from modelport.detect.cli import bench_table
+
+    console = Console(width=80, file=StringIO(), record=True)
+    console.print(bench_table(report))  # the CLI's table of this live record fits 80 columns, no cell cut
+    text = console.export_text()
+    assert "…" not in text and "onnx-e2e" in text
     assert (report["schema"], report["family"], report["model"]["task"]) == (2, "yolo", "detect")
     assert report["model"]["untrained"] and report["model"]["source"]["sha256"]

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from modelport.atomic import atomic_write_text
-from modelport.cli_options import TRUST_CHECKPOINT, apply_trust
+from modelport.cli_options import TRUST_CHECKPOINT, WIDE, apply_trust
+from modelport.cli_table import Col, breakable, fitted_table, left, notes, print_table
 
 detect_app = typer.Typer(add_completion=False, no_args_is_help=True,
                          help="YOLO detectors (Ultralytics .pt): export with or without NMS, verify, bench, load.")
@@ -91,6 +92,7 @@ def export_cmd(
                                "exports."),
     allow_empty: bool = typer.Option(False, "--allow-empty", help="Pass verification (with a warning) when the "
                                      "reference finds no box."),
+    wide: bool = WIDE,
     trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Export detectors (raw or with NMS inside), each verified against Ultralytics' own predictions."""
@@ -116,7 +118,7 @@ def export_cmd(
         results = export_detector(sources[0], formats, out=out_dir, **kwargs)
     else:
         results = export_models(sources, formats, out=out_dir, **kwargs)
-    _print_exports(results, as_json)
+    _print_exports(results, as_json, wide)
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 
@@ -127,24 +129,42 @@ def _image_files(folder: Path) -> list[Path]:
     return image_files(folder)
 
 
-def _print_exports(results, as_json: bool) -> None:
+def export_table(results, *, wide: bool = False) -> Table:
+    """Detector exports: format, status, boxes, min IoU and file name fit 80 columns (with several models, the
+    model in place of min IoU and the file name); the track goes in the title when all share it (one command
+    exports one track). ``wide`` adds the model, track, max score diff, seconds and the full path."""
+    several = len({r.model for r in results}) > 1
+    tracks = list(dict.fromkeys(r.track for r in results))
+    columns = (left("model", "always" if several else "wide"), left("format"),
+               left("track", "always" if len(tracks) > 1 else "wide"), left("status"), Col("boxes"),
+               Col("min IoU", "wide" if several else "always"), Col("max score diff", "wide"), Col("s", "wide"),
+               left("file", "narrow"), left("path", "wide"))
+    title = "detector exports" + (f", {tracks[0]} track" if len(tracks) == 1 else "")
+    rows = []
+    for r in results:
+        c = r.check
+        status = "[green]ok[/]" if r.ok and c else "[yellow]unverified[/]" if r.ok else "[red]failed[/]"
+        boxes = f"{c.detections}" + (f" ({c.ties} ties)" if c.ties else "") if c else "-"
+        kept = r.path if r.ok and r.path else None  # a failed artifact is not kept; why is under the table
+        rows.append([r.model, r.format, r.track, status, boxes, f"{c.min_iou:.4f}" if c else "-",
+                     f"{c.max_score_diff:.1e}" if c else "-", f"{r.seconds:.1f}", Path(kept).name if kept else "-",
+                     str(kept) if kept else "-"])
+    if several:  # each file name starts with its model's name: the model column says it, the path is --wide's
+        keep = [i for i, c in enumerate(columns) if c.header != "file"]
+        columns, rows = tuple(columns[i] for i in keep), [[row[i] for i in keep] for row in rows]
+    return fitted_table(columns, rows, wide=wide, title=title + " (verified against Ultralytics predict)")
+
+
+def _print_exports(results, as_json: bool, wide: bool = False) -> None:
     if as_json:
         rows = [{"model": r.model, "format": r.format, "track": r.track, "path": str(r.path) if r.path else None,
                  "ok": r.ok, "seconds": r.seconds, "error": r.error, "note": r.note,
                  "check": r.check.to_dict() if r.check else None} for r in results]
         out.print_json(json.dumps(rows, default=str))
         return
-    table = Table(title="detector exports (verified against Ultralytics predict)")
-    for col in ("model", "format", "track", "status", "boxes", "min IoU", "max score diff", "s", "path / problem"):
-        table.add_column(col)
-    for r in results:
-        c = r.check
-        status = "[green]ok[/]" if r.ok and c else "[yellow]unverified[/]" if r.ok else "[red]failed[/]"
-        boxes = f"{c.detections}" + (f" ({c.ties} ties)" if c.ties else "") if c else "-"
-        table.add_row(r.model, r.format, r.track, status, boxes,
-                      f"{c.min_iou:.4f}" if c else "-", f"{c.max_score_diff:.1e}" if c else "-", f"{r.seconds:.1f}",
-                      str(r.path) + (f" ({r.note})" if r.note else "") if r.ok else (r.error or ""))
-    out.print(table)
+    print_table(out, export_table(results, wide=wide), wide=wide)
+    for line in notes((f"{r.model} {r.format} {r.track}", (r.note if r.ok else r.error) or "") for r in results):
+        out.print(line, markup=False, highlight=False)
     for r in results:
         for w in r.check.warnings if r.check else ():
             err.print(f"[bold yellow]warning:[/] {r.model} {r.format}: {w}", highlight=False)
@@ -209,11 +229,12 @@ def bench_cmd(
     seconds: float = typer.Option(20.0, "--seconds", help="Timed seconds per batch size, shared by all pipelines."),
     tracks: Optional[str] = typer.Option(None, "--tracks", help="Comma-separated, e.g. onnx-e2e,onnx-raw."),
     json_path: Path = typer.Option(Path("benchmark.json"), "--json", help="Where to write the JSON record."),
+    wide: bool = WIDE,
     trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Ultralytics' pipeline vs each track: preprocess / inference / NMS latency and images/s."""
     apply_trust(trust)
-    from modelport.detect.bench import markdown_table, run_detect_benchmark
+    from modelport.detect.bench import run_detect_benchmark
 
     batches = [int(b) for b in batch.split(",")] if batch else None
     with err.status("benchmarking ...") as status:
@@ -221,8 +242,39 @@ def bench_cmd(
                                       max_batch=max_batch, tracks=tracks.split(",") if tracks else None,
                                       progress=lambda m: status.update(f"benchmarking: {m}"))
     atomic_write_text(json_path, json.dumps(report, indent=1), force=True)
-    out.print(markdown_table(report))
+    print_table(out, bench_table(report, wide=wide), wide=wide)
+    for line in notes((f"{r['runtime']} b{r['batch']} {r['status']}", r["reason"]) for r in report["rows"]
+                      if r["status"] != "ok"):
+        out.print(line, markup=False, highlight=False)
     out.print(f"record: {json_path}")
+
+
+BENCH_COLUMNS = (left("pipeline"), left("track", "wide"), Col("torch threads", "wide"), Col("batch"), left("status"),
+                 Col("pre ms", "wide"), Col("infer ms", "wide"), Col("NMS ms", "wide"), Col("post ms", "wide"),
+                 Col("p50 ms"), Col("img/s"), Col("x Ultralytics"), Col("GFLOP/s", "wide"))
+
+
+def bench_table(report: dict, *, wide: bool = False) -> Table:
+    """The detector record (``markdown_table``'s rows): pipeline, batch, status, p50, img/s and speed-up over the
+    best Ultralytics pipeline fit 80 columns; ``wide`` adds the track, torch threads, the latency split and
+    GFLOP/s."""
+    m = report["machine"]
+    title = (f"{report['model']['name']} at {report['model']['imgsz']} on {m['cpu']} ({m['physical_cores']} cores"
+             f"{', ' + m['gpu'] if m.get('gpu') else ''}); x Ultralytics = img/s over its best pipeline's")
+    rows = []
+    for r in report["rows"]:
+        status = "[green]ok[/]" if r["status"] == "ok" else f"[red]{r['status']}[/]"  # the reason: under the table
+        timed = bool(r["throughput"])
+        s = r["split_ms"] if timed else {}
+        split = [f"{s[k]:.1f}" if timed else "-" for k in ("preprocess", "inference", "nms", "postprocess")]
+        if timed and r["track"].startswith("e2e"):
+            split[2] = "in graph"
+        rows.append([breakable(r["runtime"]), r["track"], str(r.get("torch_threads") or "-"), str(r["batch"]), status,
+                     *split, f"{r['latency_ms']['p50']:.1f}" if timed else "-",
+                     f"{r['throughput']:.1f}" if timed else "-",
+                     f"{r['x_ultralytics']:.2f}x" if timed and r.get("x_ultralytics") else "-",
+                     f"{r['gflops_achieved']:.0f}" if timed else "-"])
+    return fitted_table(BENCH_COLUMNS, rows, wide=wide, title=title)
 
 
 @detect_app.command("load")
