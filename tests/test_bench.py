@@ -47,6 +47,9 @@ def test_record_has_machine_settings_and_a_row_per_runtime_and_batch(cache, weig
     assert report["schema"] == 2 and report["family"] == "reid" and report["machine"]["physical_cores"] >= 1
     assert report["machine"]["libraries"]["onnxruntime"] and report["peak_gflops"] > 0
     assert report["model"]["gflop_per_image"] == pytest.approx(0.165, rel=0.05)
+    # provenance: the recipe comes from the spec's source (a weights file not labelled random, named by sha256)
+    assert report["recipe"]["kind"] == "trained" and sha256_file(weights) in report["recipe"]["origin"]
+    assert len(report["commit"]) == 40 and isinstance(report["dirty"], bool) and "vnni" in report["cpu"]
     runtimes = {r["runtime"] for r in report["rows"]}
     assert {"pytorch", "onnx", "torchscript", "tensorrt"} <= runtimes
     assert len(report["rows"]) == len(runtimes) * 2
