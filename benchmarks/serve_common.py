@@ -65,6 +65,19 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
         client.close()
 
 
+def server_metadata(url: str) -> dict:
+    """What the server at ``url`` says it is (KServe v2 ``GET /v2``: name, version, extensions): the record
+    names the tritonserver build that ran, not only the wheel that shipped it."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url, connection_timeout=5, network_timeout=5)
+    try:
+        meta = client.get_server_metadata()
+    finally:
+        client.close()
+    return {"name": meta.get("name"), "version": meta.get("version")}
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)  # the triton engine stops its server and model processes on SIGINT

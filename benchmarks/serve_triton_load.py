@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from serve_common import ENGINES, header, run_cell, served_spec, serving, summarise  # noqa: E402
+from serve_common import ENGINES, header, run_cell, served_spec, server_metadata, serving, summarise  # noqa: E402
 
 from modelport.bench_record import Recipe  # noqa: E402
 from modelport.triton import ConfigOptions, ModelEntry, build_repository  # noqa: E402
@@ -212,6 +212,7 @@ def main() -> None:
         repo = build(Path(tmp), models)
         images = {m: requests_for(repo, m) for m in models}
         urls = {e: servers.enter_context(serving(e, repo, Path(tmp) / f"{e}.log", args.threads))[1] for e in engines}
+        servers_ran = {e: server_metadata(url) for e, url in urls.items()}
         results = {m: asyncio.run(bench(urls, m, images[m], levels[m], args.seconds, args.rounds,
                                         args.client == "sync")) for m in models}
     recipe = Recipe("bn_calibrated", "seeded random weights", "; ".join(f"{m}: {MODELS[m].recipe}" for m in models))
@@ -227,7 +228,8 @@ def main() -> None:
               "engines": {"builtin": "modelport serve (FastAPI + uvicorn, modelport's dynamic batcher)",
                           "triton": "modelport serve --engine triton (tritonserver from nvidia-pytriton, Python "
                                     "backend running modelport's runner, Triton's dynamic batcher)"},
-              "server_threads": args.threads or "default (physical cores)", "results": results}
+              "servers": servers_ran, "server_threads": args.threads or "default (physical cores)",
+              "results": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1))
     print(table(record))
