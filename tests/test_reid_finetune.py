@@ -33,12 +33,24 @@ def untrained(tmp_path_factory) -> Path:
         return save_plain(calibrated_untrained("osnet_x0_25", 0), path, 512)
 
 
+# A scene seed the fine-tuning recipe was never chosen on: seeds 0-2 chose it, 3-5 were first run in the record
+# (benchmarks/REID_FINETUNE.md). Seed 4 is the quickest of those (362 crops, 60 steps).
+FRESH_SEED = 4
+
+
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> dict:
-    """One scene (same people, walks and detections) through cameras A, B and C (10 people, 300 frames)."""
+    """One scene (same people, walks and detections) through cameras A and B (10 people, 300 frames)."""
     root = tmp_path_factory.mktemp("cameras")
     return {cam: write_demo_data(root / f"camera_{cam}", people=10, frames=300, seed=0, camera=cam)
-            for cam in ("A", "B", "C")}
+            for cam in ("A", "B")}
+
+
+@pytest.fixture(scope="module")
+def fresh_c(tmp_path_factory) -> dict:
+    """The fresh scene (10 people, 300 frames) through foggy camera C."""
+    root = tmp_path_factory.mktemp("fresh")
+    return {"C": write_demo_data(root / "camera_C", people=10, frames=300, seed=FRESH_SEED, camera="C")}
 
 
 def camera_db(scenes: dict, cam: str, folder: Path) -> Path:
@@ -54,8 +66,8 @@ def db_b(scenes, tmp_path) -> Path:
 
 
 @pytest.fixture
-def db_c(scenes, tmp_path) -> Path:
-    return camera_db(scenes, "C", tmp_path)
+def db_c(fresh_c, tmp_path) -> Path:
+    return camera_db(fresh_c, "C", tmp_path)
 
 
 def _frame(video: Path, index: int) -> np.ndarray:
@@ -121,7 +133,7 @@ def test_unknown_or_impossible_camera_is_a_clear_error(tmp_path):
 def test_camera_b_hurts_the_untrained_model_on_held_out_people_and_adabn_is_scored_on_the_same_crops(
         scenes, db_b, untrained, tmp_path):
     from modelport.reid.adapt import adapt
-    from modelport.reid.tuning import eval_crops, held_out_scores, load_split
+    from modelport.reid.tuning import embed_crops, eval_crops, held_out_scores, load_split
     from modelport.zoo import build
 
     db_a = camera_db(scenes, "A", tmp_path)
@@ -131,12 +143,21 @@ def test_camera_b_hurts_the_untrained_model_on_held_out_people_and_adabn_is_scor
         split = load_split(db_a, class_name="person", camera=None, holdout=0.5, seed=0, by="people")
         on_a = held_out_scores(built.module, split, eval_crops(split, built.spec.preprocess, 32))
         result = adapt(db_b, untrained, out=tmp_path / "adapted_b.pt", crops=64)
+        split_b = load_split(db_b, class_name="person", camera=None, holdout=0.5, seed=0, by="people")
+        pixels, _ = eval_crops(split_b, built.spec.preprocess, 32)
+        source = embed_crops(built.module, pixels, 32)
+        moved = embed_crops(build(result.path, arch=result.arch).module, pixels, 32)
     on_b, adapted = result.before, result.after
-    assert on_a.queries == on_b.queries == adapted.queries > 0  # the same held-out people's crops, both cameras
+    assert on_a.queries == on_b.queries == adapted.queries == len(pixels) > 0  # the same people's crops, both cameras
     # the shift hurts: the same people, walks and crops score far lower through camera B (measured 0.78 -> 0.36
     # mAP). AdaBN is not asserted to help: on this scene it does not, reliably (benchmarks/REID_FINETUNE.md)
     assert on_b.mAP < on_a.mAP - 0.2 and on_b.rank1 < on_a.rank1 - 0.2, (on_a, on_b)
-    assert adapted != on_b  # new statistics, new scores, on the same pixels
+    # New statistics give the same held-out crops other embeddings and so other scores. Measured: mean cosine of
+    # each crop's two embeddings 0.31, rank-1 0.514 -> 0.431 (9 of 109 queries); statistics barely changed
+    # (running variances x 1.001) give 0.9999 and one query, which `adapted != on_b` let pass.
+    shift = float((source * moved).sum(axis=1).mean())
+    assert shift < 0.8, shift
+    assert abs(adapted.rank1 - on_b.rank1) * on_b.queries >= 3, (on_b, adapted)
 
 
 def test_triplet_loss_pushes_apart_only_tracks_seen_together():
@@ -163,17 +184,20 @@ def test_finetune_on_the_foggy_camera_raises_held_out_peoples_scores_and_round_t
     from modelport.zoo.checkpoints import read_checkpoint
 
     out = tmp_path / "finetuned_c.pt"  # a name that does not tell the architecture: export is told it
-    result = cli("finetune", "--db", str(db_c), "--model", str(untrained), "--holdout-by", "people",
-                 "--out", str(out), "--export", "onnx", "--json")  # the defaults: 5 epochs, norm layers only
+    result = cli("finetune", "--db", str(db_c), "--model", str(untrained), "--out", str(out), "--export", "onnx",
+                 "--json")  # the defaults: 5 epochs, norm layers only, held out by people
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     before, after = summary["before"], summary["after"]
     assert summary["held_out_by"] == "people" and summary["held_out_people"] > 0
     assert summary["train"] == "norm" and summary["lr"] == 1e-3 and summary["epochs"] == 5
     assert before["queries"] == after["queries"] > 0
-    # people never trained on are found better after training on the others' tracks through the same camera:
-    # measured mAP 0.633 -> 0.823, rank-1 0.835 -> 0.917 on this scene (benchmarks/REID_FINETUNE.md has more seeds)
-    assert after["mAP"] > before["mAP"] + 0.1, summary
+    # People never trained on are found better after training on the others' tracks through the same camera.
+    # Recorded (benchmarks/REID_FINETUNE.md, results/reid_finetune.jsonl line 6): on this fresh scene mAP
+    # 0.417 -> 0.726 (+0.310), rank-1 0.876 -> 0.946; over all six seeds +0.091..+0.310, the fresh ones
+    # +0.195..+0.310. The bound, +0.15, is half of this scene's gain (the scores are deterministic here; the rest
+    # is room for other CPUs' and libraries' rounding) and under every fresh seed's: losing half the gain fails.
+    assert after["mAP"] > before["mAP"] + 0.15, summary
     assert after["rank1"] > before["rank1"], summary
     assert summary["losses"][-1] < 0.5 * summary["losses"][0]  # it learns to tell co-occurring tracks apart
     assert summary["co_occurring_pairs"] > 0 and summary["resumed_from"] == 0
@@ -205,6 +229,7 @@ def test_finetune_all_weights_trains_the_convolutions_too(db_b, untrained, tmp_p
     settings = dict(epochs=1, crops=48, tracks_per_batch=4, crops_per_track=2, holdout=0.0)
     result = finetune(db_b, untrained, out=tmp_path / "all.pt", train="all", **settings)
     assert result.train == "all" and result.lr == 3e-4
+    assert result.held_out_by == "people"  # the default, as for adapt: whole people, none of their tracks trained on
     source, _ = read_checkpoint(untrained)
     state, extras = read_checkpoint(result.path)
     assert not np.allclose(source["conv1.conv.weight"].numpy(), state["conv1.conv.weight"].float().numpy())

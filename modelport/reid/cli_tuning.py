@@ -17,7 +17,8 @@ from modelport.reid.config import load_config, setting
 from modelport.reid.tuning import Retrieval
 
 EXPORT_HELP = "Formats to export and verify the new checkpoint in (comma-separated; 'none' skips)."
-HOLDOUT_BY_HELP = "'people' (all their tracks) or 'tracks' (some tracks; the rest may be learnt from, unlabelled)."
+HOLDOUT_BY_HELP = ("'people' (default: all their tracks) or 'tracks' (some tracks; the rest may be learnt from, "
+                   "unlabelled, which can flatter the scores).")
 TRAIN_HELP = ("'norm' (default: only the normalisation layers' scale and shift, robust on a few tracks) or 'all' "
               "(every weight; for many tracks).")
 SCORES = {"cross-track rank-1": "rank1", "mAP": "mAP", "ARI": "ari"}

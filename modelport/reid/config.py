@@ -77,9 +77,10 @@ KEYS: dict[str, dict[str, tuple[Any, str]]] = {
         "train": ("norm", "'norm': only the normalisation layers' scale and shift (robust on a few tracks); "
                           "'all': every weight (many tracks)"),
         "margin": (0.3, "triplet loss margin (on L2-normalised features)"),
-        "holdout": (0.5, "share of the tracks (or people) with ground truth kept out of training to measure it"),
-        "holdout_by": ("tracks", "hold out tracks (their people's other tracks may be trained on, unlabelled) "
-                                 "or 'people': all of a person's tracks"),
+        "holdout": (0.5, "share of the people (or, with holdout_by 'tracks', of their tracks) with ground truth "
+                         "kept out of training to measure it"),
+        "holdout_by": ("people", "hold out whole people (all their tracks), or 'tracks': some of their tracks (their "
+                                 "other tracks may be trained on, unlabelled, which can flatter the scores)"),
         "seed": (0, "random seed of the hold-out, the batches and the flips"),
         "export": ("onnx", "formats to export and verify the new checkpoint in (comma-separated; 'none': skip)"),
     },

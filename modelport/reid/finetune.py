@@ -84,7 +84,7 @@ def resume_path(out: Path) -> Path:
 def finetune(db: str | Path, weights: str | Path, *, out: str | Path | None = None, epochs: int = 5,
              camera: str | None = None, class_name: str | None = "person", tracks_per_batch: int = 8,
              crops_per_track: int = 4, crops: int = 1024, lr: float | None = None, margin: float = 0.3,
-             holdout: float = 0.5, holdout_by: str = "tracks", train: str = "norm", device: str = "cpu",
+             holdout: float = 0.5, holdout_by: str = "people", train: str = "norm", device: str = "cpu",
              seed: int = 0, force: bool = False, progress: Progress | None = None) -> FinetuneResult:
     """Train ``weights`` (``train``: "norm", the normalisation layers' scale and shift, or "all" weights) on up to
     ``crops`` crops of ``db``'s tracks (of one camera when given) for ``epochs`` and write a torchreid-layout
