@@ -11,11 +11,23 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import calibrated_model, save_plain
 
 from modelport.golden import verify_package
 from modelport.package import build_package
 
 BENCH = {"machine": {"cpu": "test cpu", "physical_cores": 2}, "modelport": "test", "rows": []}
+
+
+@pytest.fixture(scope="module")
+def other_onnx(tmp_path_factory) -> Path:
+    """The same architecture, file name and signature as ``exported_dir``'s ONNX, from other (seeded) weights."""
+    from modelport.export import export
+
+    folder = tmp_path_factory.mktemp("other")
+    (path,) = export(save_plain(calibrated_model("osnet_x0_25", seed=1), folder / "osnet_x0_25_msmt17.pt", 512),
+                     "onnx")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +76,22 @@ def test_a_changed_artifact_fails_against_its_golden_outputs(package_file, tmp_p
     assert not result.passed and "max abs diff" in result.summary()
 
 
+def test_a_package_holding_another_models_artifact_fails(package_file, other_onnx, tmp_path):
+    """The golden outputs are the PyTorch model's, not the artifact's: an export of other weights fails."""
+    swapped = _rewrite(package_file, tmp_path / "swapped.tar.gz",
+                       lambda name, data: other_onnx.read_bytes() if name.endswith(".onnx") else data)
+    result = verify_package(swapped)
+    assert not result.passed and "max abs diff" in result.summary(), result.summary()
+
+
+def test_a_package_without_weights_to_compare_with_is_labelled_a_self_check(exported_dir, tmp_path):
+    from modelport.discover import open_artifact
+
+    own = build_package(open_artifact(exported_dir / "osnet_x0_25_msmt17.onnx"), BENCH, tmp_path / "own.tar.gz")
+    result = verify_package(own)
+    assert result.passed and result.label.endswith("(self-check)"), result.label
+
+
 def test_the_cli_verifies_a_package_and_exits_non_zero_when_it_fails(package_file, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "modelport.cli", "verify", str(package_file)],
                         capture_output=True, text=True)
@@ -107,15 +135,18 @@ def test_import_modelport_does_not_import_torch():
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
-def test_large_rows_are_trimmed_to_the_byte_budget_but_never_below_two(exported_dir, monkeypatch):
+def test_large_rows_are_trimmed_to_the_byte_budget_but_never_below_two(exported_dir, other_onnx, monkeypatch):
     import modelport.golden as golden
     from modelport.discover import open_artifact
 
     runner = open_artifact(exported_dir / "osnet_x0_25_msmt17.onnx")
+    reference = open_artifact(exported_dir / "osnet_x0_25_msmt17.pt")
     row = 3 * 256 * 128 * 4 + 512 * 4  # one crop and its embedding, float32
     monkeypatch.setattr(golden, "GOLDEN_MAX_BYTES", 3 * row + 1)
-    made = golden.make_golden(runner)
+    made = golden.make_golden(runner, reference)
     assert len(made.inputs) == 3 and made.outputs["embeddings"].shape == (3, 512)
     monkeypatch.setattr(golden, "GOLDEN_MAX_BYTES", 1)
     assert len(golden.make_golden(runner).inputs) == 2
+    # the trimmed rows still check: the export against PyTorch's outputs passes, another model's export fails
     assert golden.check_golden(runner, made).passed
+    assert not golden.check_golden(open_artifact(other_onnx), made).passed

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import calibrated_model, save_plain
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from typer.testing import CliRunner
@@ -97,14 +98,27 @@ def test_fixed_batch_export_gets_max_batch_size_zero(tmp_path, exported_dir):
     assert result.ok and result.outputs == {"embeddings": [2, 512]}, result.problems
 
 
-def test_repository_model_computes_what_the_export_computes(repo, exported_dir):
-    batch = np.random.default_rng(0).normal(size=(3, 3, 256, 128)).astype(np.float32)
-    reference = open_artifact(exported_dir / f"{STEM}.onnx")(batch)["embeddings"]
+def test_repository_model_computes_what_the_pytorch_model_computes(repo, exported_dir, tmp_path):
+    """Each version (ONNX, OpenVINO, TorchScript) against the PyTorch model the exports were made from, on person
+    crops; the same comparison tells a model of other weights apart."""
+    from modelport.preprocess import prepare
+    from modelport.samples import person_crops
+
+    source = open_artifact(exported_dir / f"{STEM}.pt")
+    pre = source.spec.preprocess
+    batch = prepare(person_crops(3, pre.height, pre.width, seed=3), pre)
+    reference = source(batch)["embeddings"]
+
+    def agrees(got: np.ndarray) -> bool:
+        return np.allclose(got, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+
+    other = save_plain(calibrated_model("osnet_x0_25", seed=1), tmp_path / f"{STEM}.pt", 512)
+    assert not agrees(open_artifact(other)(batch)["embeddings"])
     for name in ("osnet", "osnet_ov", "osnet_ts"):
         config = parse(repo / name / "config.pbtxt")
         with open_version(repo / name, 1, config) as runner:
             got = runner(batch)[runner.spec.outputs[0].name]
-        np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+        assert agrees(got), (name, float(np.abs(got - reference).max()), float(np.abs(reference).max()))
 
 
 def test_versions_are_added_and_never_overwritten_silently(tmp_path, exported_dir):

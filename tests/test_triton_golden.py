@@ -67,7 +67,7 @@ def test_every_version_carries_the_pytorch_models_outputs_and_passes_here(repo):
     for check in checks:  # each compared real numbers, not nothing
         (out,) = check.result.outputs
         assert out.output == "embeddings" and out.min_cosine > 0.9999 and out.max_abs < 1e-3
-        assert check.reference == "pytorch"
+        assert check.reference == "pytorch" and not check.self_check and "self-check" not in check.result.label
 
 
 def test_a_changed_artifact_fails_and_the_other_models_still_pass(copy):
@@ -92,7 +92,16 @@ def test_golden_outputs_are_the_artifacts_own_when_its_weights_are_gone_or_chang
     (built,) = build_repository([ModelEntry(str(onnx_path), name="osnet")], root)
     assert built.golden == "artifact"
     assert json.loads((root / "osnet" / "1" / "golden" / "golden.json").read_text())["reference"] == "artifact"
-    assert rows(verify_repository(root)) == [("osnet", 1, "local", True)]
+    (check,) = verify_repository(root)
+    # a pass against its own outputs says only that this runtime computes what the build's did: labelled so
+    assert rows([check]) == [("osnet", 1, "local", True)]
+    assert check.self_check and check.reference == "artifact (self-check)", check
+    assert check.result.label == "osnet/1 (self-check)"
+    shown = CliRunner().invoke(app, ["verify", str(root)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "artifact (self-check)" in shown.output, shown.output
+    report = json.loads(CliRunner().invoke(app, ["verify", str(root), "--json", "-"]).output)
+    (row,) = report["checks"]
+    assert row["self_check"] is True and row["reference"] == "artifact (self-check)" and row["passed"]
 
 
 def test_a_model_exported_from_weights_by_the_build_carries_pytorch_outputs(exported, tmp_path):

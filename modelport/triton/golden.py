@@ -10,7 +10,7 @@ from pathlib import Path
 
 from modelport.errors import CorruptFileError, ModelportError
 from modelport.formats import Runner
-from modelport.golden import GOLDEN_DIR, GOLDEN_FILES, Golden, check_golden, make_golden, read_golden
+from modelport.golden import GOLDEN_DIR, GOLDEN_FILES, SELF_CHECK, Golden, check_golden, make_golden, read_golden
 from modelport.spec import ModelSpec
 from modelport.triton.config import CONFIG_FILE, format_of_config, read_config
 from modelport.triton.layout import model_dirs, open_version, served_versions, versions
@@ -67,17 +67,28 @@ class GoldenCheck:
     model: str
     version: int | None
     target: str
-    reference: str | None  # "pytorch" | "artifact"; None when the golden set could not be read
+    # "pytorch", or "artifact (self-check)": the artifact's own outputs at build time (no unchanged weights), so a
+    # pass says only that this runtime computes what the build's did; None when the golden set could not be read
+    reference: str | None
     result: RunnerResult
+    self_check: bool = False  # the golden outputs are the artifact's own: a wrong export would pass too
 
     @property
     def passed(self) -> bool:
         return self.result.passed
 
 
-def _failed(model: str, version: int | None, target: str, problem: str, reference: str | None = None) -> GoldenCheck:
+def _checked(model: str, version: int | None, target: str, golden: Golden, result: RunnerResult) -> GoldenCheck:
+    reference = f"{golden.reference}{SELF_CHECK}" if golden.self_check else golden.reference
+    return GoldenCheck(model, version, target, reference, result, golden.self_check)
+
+
+def _failed(model: str, version: int | None, target: str, problem: str, golden: Golden | None = None) -> GoldenCheck:
     label = model if version is None else f"{model}/{version}"
-    return GoldenCheck(model, version, target, reference, RunnerResult(label, "-", None, error=problem))
+    result = RunnerResult(label, "-", None, error=problem)
+    if golden is None:
+        return GoldenCheck(model, version, target, None, result)
+    return _checked(model, version, target, golden, result)
 
 
 def _check_local(model_dir: Path, version: int, config, golden: Golden, device: str) -> GoldenCheck:
@@ -85,10 +96,9 @@ def _check_local(model_dir: Path, version: int, config, golden: Golden, device: 
     try:
         runner = open_version(model_dir, version, config, device)
     except (ModelportError, ImportError, RuntimeError, ValueError) as exc:  # the runtime is missing or refuses it
-        return _failed(name, version, LOCAL, f"cannot open the artifact here: {getattr(exc, 'message', exc)}",
-                       golden.reference)
+        return _failed(name, version, LOCAL, f"cannot open the artifact here: {getattr(exc, 'message', exc)}", golden)
     try:
-        return GoldenCheck(name, version, LOCAL, golden.reference, check_golden(runner, golden, f"{name}/{version}"))
+        return _checked(name, version, LOCAL, golden, check_golden(runner, golden, f"{name}/{version}"))
     finally:
         runner.close()
 
@@ -100,9 +110,9 @@ def _check_remote(url: str, name: str, version: int, golden: Golden) -> GoldenCh
     try:
         runner = load_remote(endpoint)
     except (ModelportError, ImportError) as exc:
-        return _failed(name, version, url, getattr(exc, "message", str(exc)), golden.reference)
+        return _failed(name, version, url, getattr(exc, "message", str(exc)), golden)
     try:
-        return GoldenCheck(name, version, url, golden.reference, check_golden(runner, golden, endpoint))
+        return _checked(name, version, url, golden, check_golden(runner, golden, endpoint))
     finally:
         runner.close()
 
