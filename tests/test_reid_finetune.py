@@ -195,9 +195,11 @@ def test_finetune_on_the_foggy_camera_raises_held_out_peoples_scores_and_round_t
     # People never trained on are found better after training on the others' tracks through the same camera.
     # Recorded (benchmarks/REID_FINETUNE.md, results/reid_finetune.jsonl line 6): on this fresh scene mAP
     # 0.417 -> 0.726 (+0.310), rank-1 0.876 -> 0.946; over all six seeds +0.091..+0.310, the fresh ones
-    # +0.195..+0.310. The bound, +0.15, is half of this scene's gain (the scores are deterministic here; the rest
-    # is room for other CPUs' and libraries' rounding) and under every fresh seed's: losing half the gain fails.
-    assert after["mAP"] > before["mAP"] + 0.15, summary
+    # +0.195..+0.310. This test measured 0.417 -> 0.617 (+0.200), rank-1 0.876 -> 0.953, the same on two runs of
+    # a 2-core AVX-512 EPYC: the same torch rounds differently on another CPU, and 60 steps of training grow the
+    # difference. The bound, +0.1, is half the smaller of the two measurements of this scene and under every fresh
+    # seed's recorded gain; a run with 5 steps instead of 60 gained +0.044 here and fails it.
+    assert after["mAP"] > before["mAP"] + 0.1, summary
     assert after["rank1"] > before["rank1"], summary
     assert summary["losses"][-1] < 0.5 * summary["losses"][0]  # it learns to tell co-occurring tracks apart
     assert summary["co_occurring_pairs"] > 0 and summary["resumed_from"] == 0
