@@ -3,10 +3,11 @@ marked as an output, the PyTorch module's own outputs are captured with hooks, a
 last one that still agrees is named, with its graph node.
 
 Graph nodes carry the exporter's module scopes (``/conv2/conv2.0/conv1/conv/Conv``); a module's boundary is
-the last node of its scope. Folding (a BatchNorm merged into the convolution before it) makes some inner
-modules disagree although the graph is right; such a disagreement heals (a boundary downstream agrees again),
-while a real departure reaches every boundary downstream. The departure is the first disagreeing boundary, in
-graph order, whose downstream boundaries all disagree.
+the last node of its scope. The exporter folds a BatchNorm into the convolution before it, so that node outputs
+what PyTorch's BatchNorm outputs: a module whose output feeds a BatchNorm with no node of its own is compared
+with the BatchNorm's output. Any other rewrite that makes an inner module disagree although the graph is right
+heals (a boundary downstream agrees again), while a real departure reaches every boundary downstream. The
+departure is the first disagreeing boundary, in graph order, whose downstream boundaries all disagree.
 """
 
 from __future__ import annotations
@@ -143,19 +144,33 @@ def run_openvino_marked(path: Path, batch: np.ndarray, modules: set[str]) -> tup
     return (nodes, children), marks, values
 
 
-def capture_torch(module, batch: np.ndarray, paths: set[str]) -> dict[str, np.ndarray]:
+def capture_torch(module, batch: np.ndarray, paths: set[str], folded: set[str] = frozenset()) -> dict[str, np.ndarray]:
+    """Each of ``paths``' output on ``batch``; a module whose output is the input of a BatchNorm in ``folded`` gets
+    that BatchNorm's output instead, which is what the graph computes once the BatchNorm is folded into it."""
     import torch
 
     captured: dict[str, np.ndarray] = {}
     calls: dict[str, int] = {}
+    produced: dict[int, tuple[torch.Tensor, list[str]]] = {}  # id -> (the tensor, kept alive; who returned it)
     handles = []
+
+    def hook(_m, inp, out, name: str) -> None:
+        calls[name] = calls.get(name, 0) + 1
+        if not isinstance(out, torch.Tensor):
+            return
+        # A copy: an in-place op after the module (ReLU(inplace=True)) would otherwise rewrite it.
+        value = out.detach().float().cpu().numpy().copy()
+        if name in folded:
+            source = produced.get(id(inp[0])) if inp and isinstance(inp[0], torch.Tensor) else None
+            for producer in source[1] if source is not None and source[0] is inp[0] else ():
+                captured[producer] = value
+        if name in paths:
+            captured[name] = value
+            produced.setdefault(id(out), (out, []))[1].append(name)
+
     for name, sub in module.named_modules():
-        if name in paths:  # "" is the whole module
-            def hook(_m, _inp, out, name=name):
-                calls[name] = calls.get(name, 0) + 1
-                if isinstance(out, torch.Tensor):
-                    captured[name] = out.detach().float().cpu().numpy()
-            handles.append(sub.register_forward_hook(hook))
+        if name in paths or name in folded:  # "" is the whole module
+            handles.append(sub.register_forward_hook(lambda m, i, o, name=name: hook(m, i, o, name)))
     try:
         with torch.inference_mode():
             module(torch.from_numpy(batch))
@@ -163,7 +178,15 @@ def capture_torch(module, batch: np.ndarray, paths: set[str]) -> dict[str, np.nd
         for h in handles:
             h.remove()
     # A module called several times (OSNet's shared channel gate) has no single output to compare.
-    return {name: value for name, value in captured.items() if calls[name] == 1}
+    return {name: value for name, value in captured.items() if calls.get(name) == 1}
+
+
+def folded_norms(module, marks: dict) -> set[str]:
+    """BatchNorm modules the graph has no node for: the exporter folded them into the layer before."""
+    from torch import nn
+
+    return {name for name, sub in module.named_modules()
+            if isinstance(sub, nn.modules.batchnorm._BatchNorm) and name not in marks}
 
 
 def localize(artifact: str | Path, module, batch: np.ndarray, *, artifact_batch: np.ndarray | None = None,
@@ -183,7 +206,8 @@ def localize(artifact: str | Path, module, batch: np.ndarray, *, artifact_batch:
     else:
         raise UnsupportedFormatError(f"{artifact}: --localize marks intermediate outputs of ONNX and OpenVINO "
                                      f"exports, not {fmt}", hint="localize the ONNX export of the same model")
-    reference = capture_torch(module.eval(), batch, set(marks))
+    module.eval()
+    reference = capture_torch(module, batch, set(marks), folded_norms(module, marks))
     result = Localization(str(artifact))
     at: list[int] = []  # graph position of each compared boundary
     # Graph order; a module closed by the same node as its parent comes first.

@@ -21,16 +21,23 @@ def run(*args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "COLUMNS": "250"})
 
 
+def break_conv(source: Path, dest: Path, node_name: str | None = None, scale: float = 1.1, index: int = 20) -> str:
+    """Write ``source`` to ``dest`` with one convolution's weights times ``scale``: the one named ``node_name``, else
+    the ``index``-th; returns its node name."""
+    model = onnx.load(str(source))
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    node = next(n for n in convs if n.name == node_name) if node_name else convs[index]
+    weight = next(i for i in model.graph.initializer if i.name == node.input[1])
+    weight.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) * scale, weight.name))
+    onnx.save(model, str(dest))
+    return node.name
+
+
 @pytest.fixture(scope="module")
 def broken(exported_dir, tmp_path_factory) -> tuple[Path, str]:
     """The ONNX export with one convolution in the middle of the network scaled by 1.1, and that node's name."""
-    model = onnx.load(str(exported_dir / "osnet_x0_25_msmt17.onnx"))
-    node = [n for n in model.graph.node if n.op_type == "Conv"][20]
-    weight = next(i for i in model.graph.initializer if i.name == node.input[1])
-    weight.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) * 1.1, weight.name))
     path = tmp_path_factory.mktemp("broken") / "osnet_x0_25_msmt17.onnx"
-    onnx.save(model, str(path))
-    return path, node.name
+    return path, break_conv(exported_dir / "osnet_x0_25_msmt17.onnx", path)
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +73,33 @@ def test_the_broken_node_is_named_in_onnx_and_openvino(broken, reference, tmp_pa
     ov.save_model(ov.convert_model(str(path)), str(folder / "osnet_x0_25_msmt17.xml"), compress_to_fp16=False)
     found = localize(folder, ref.module, batch)
     assert found.departure is not None and found.departure.node == node, found.summary()
+
+
+@pytest.mark.parametrize("node, scale", [
+    ("/conv1/conv/Conv", 1.1),  # early: the stem, its BatchNorm folded in
+    ("/conv2/conv2.0/conv2b/conv2b.1/conv2/Conv", 1.1),  # middle: a depthwise conv of one branch
+    # Issue 27: the block's shortcut (downsample, BatchNorm folded) comes first in the graph; with conv3 broken,
+    # every boundary after the add disagrees, so nothing downstream showed the shortcut's disagreement healing.
+    ("/conv3/conv3.0/conv3/conv/Conv", -1.0),
+    ("/conv3/conv3.0/downsample/conv/Conv", -1.0),  # the sibling itself broken
+    ("/conv4/conv4.1/conv3/conv/Conv", 1.1),  # late: the last block
+    ("/conv5/conv/Conv", 1.1),  # the last convolution
+])
+def test_the_broken_node_is_named_at_every_depth(exported_dir, reference, tmp_path, node, scale):
+    ref, batch = reference
+    path = tmp_path / "osnet_x0_25_msmt17.onnx"
+    break_conv(exported_dir / "osnet_x0_25_msmt17.onnx", path, node, scale)
+    found = localize(path, ref.module, batch)
+    assert found.departure is not None and found.departure.node == node, found.summary()
+
+
+def test_a_folded_convolution_is_compared_with_its_batchnorm_output(exported_dir, reference):
+    """The exporter folds each BatchNorm into the convolution before it: that node's output is the BatchNorm's
+    output, so the convolution's boundary agrees with it rather than disagreeing until something heals."""
+    ref, batch = reference
+    found = localize(exported_dir / "osnet_x0_25_msmt17.onnx", ref.module, batch)
+    folded = [b for b in found.boundaries if b.module.endswith("downsample.conv") or b.module == "conv1.conv"]
+    assert folded and all(b.agrees(1e-4, 0.9999) for b in folded), folded
 
 
 def test_verify_localize_plot_and_per_output_tolerance_from_the_cli(exported_dir, broken, tmp_path):
