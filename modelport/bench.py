@@ -247,21 +247,24 @@ def run_benchmark(
             _open(cand, built, device, threads)
         cand.size_mb = cand.size_mb or size_mb(cand.path)
     live = [c for c in cands if c.runner is not None]
-    check = example_batch(built.spec.with_batch(None), count=PARITY_ROWS, seed=4321)
-    reference = next(c for c in live if c.id == "pytorch").runner
-    for cand in live:
-        # INT8 is judged where its thresholds are defined: against fp32 on the calibration set.
-        rows = calibration_batch(built.spec, calib).batch if cand.precision == "int8" else check
-        check_parity(cand, reference, rows)
+    try:
+        check = example_batch(built.spec.with_batch(None), count=PARITY_ROWS, seed=4321)
+        reference = next(c for c in live if c.id == "pytorch").runner
+        for cand in live:
+            # INT8 is judged where its thresholds are defined: against fp32 on the calibration set.
+            rows = calibration_batch(built.spec, calib).batch if cand.precision == "int8" else check
+            check_parity(cand, reference, rows)
 
-    gflop = model_gflops(built)
-    rows = []
-    for b in batches:
-        say(f"timing batch {b}")
-        lat = time_interleaved(live, example_batch(built.spec.with_batch(None), count=b, seed=b), seconds, rounds)
-        rows += [candidate_row(cand, b, lat.get(cand.id), gflop) for cand in cands]
-    for cand in live:
-        cand.runner.close()
+        gflop = model_gflops(built)
+        rows = []
+        for b in batches:
+            say(f"timing batch {b}")
+            lat = time_interleaved(live, example_batch(built.spec.with_batch(None), count=b, seed=b), seconds, rounds)
+            rows += [candidate_row(cand, b, lat.get(cand.id), gflop) for cand in cands]
+    finally:  # the runtimes' threads stop here, also on an error or Ctrl-C, not in the interpreter's teardown
+        for cand in live:
+            cand.runner.close()
+            cand.runner = None
     say("measuring the machine's fp32 matrix-product peak")
     model = {"name": built.spec.name, "task": built.spec.task, "source": asdict(built.spec.source),
              "gflop_per_image": gflop, "untrained": built.spec.is_random,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from modelport.errors import CorruptFileError, ExportError
-from modelport.formats.base import ExportOptions, Runner
+from modelport.formats.base import ExportOptions, Runner, close_at_exit
 from modelport.formats.feeds import example_batch, feed_tensors
 from modelport.spec import SPEC_KEY, ModelSpec
 
@@ -200,6 +201,7 @@ class OnnxRunner(Runner):
                                                         providers=["CPUExecutionProvider"])
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.streams, thread_name_prefix="ort-stream")
+            close_at_exit(self)
         return self._stream_session, self._pool
 
     def _infer_streams(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -258,9 +260,12 @@ class OnnxRunner(Runner):
         self.session.run(None, {feed.name: np.zeros(shape, dtype)}, options)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        """Stop the stream workers (waiting out their runs) and drop the stream session; the next large batch
+        opens them again."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            # A worker never joins itself: closed from one (its last reference dropped there), it only stops.
+            pool.shutdown(wait=threading.current_thread() not in getattr(pool, "_threads", ()), cancel_futures=True)
         self._stream_session = None
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from modelport.errors import CorruptFileError, ExportError
-from modelport.formats.base import ExportOptions, Runner
+from modelport.formats.base import ExportOptions, Runner, close_at_exit
 from modelport.spec import ModelSpec
 
 METADATA = "metadata.json"
@@ -79,12 +79,28 @@ class OpenVinoRunner(Runner):
             raise CorruptFileError(f"{path}: OpenVINO cannot load it ({exc})") from None
         self._threads = threads
         self._compiled: dict[str, object] = {}
-        self._latency = self._compile("LATENCY")
-        self._request = self._latency.create_infer_request()
-        self._outputs = [(o, o.get_any_name()) for o in self._latency.outputs]
+        self._queue = None
+        self._request = self._compile("LATENCY").create_infer_request()
+        # Names, by output index: a port would keep its compiled model alive after ``close``.
+        self._outputs = [o.get_any_name() for o in self._compiled["LATENCY"].outputs]
         self.settings = {"performance_hint": {"batch 1": "LATENCY", "batch > 1": "THROUGHPUT + AsyncInferQueue"},
                          "inference_precision": self._config("LATENCY").get("INFERENCE_PRECISION_HINT", "default"),
                          "threads": threads or "default"}
+
+    def close(self) -> None:
+        """Wait for the THROUGHPUT queue's requests, then drop the queue, requests and compiled models now, on this
+        thread, rather than in the interpreter's teardown; a later call compiles again."""
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            queue.wait_all()  # no request may still be calling back into Python
+        del queue
+        self._request = None
+        self._compiled.clear()
+
+    def _latency_request(self):
+        if self._request is None:
+            self._request = self._compile("LATENCY").create_infer_request()
+        return self._request
 
     def release_memory(self) -> None:
         """``CompiledModel.release_memory()`` on every compiled model (one per performance hint)."""
@@ -106,23 +122,24 @@ class OpenVinoRunner(Runner):
                 self._compiled[hint] = self._core.compile_model(self._model, "CPU", self._config(hint))
             except Exception as exc:
                 raise CorruptFileError(f"{self.path}: OpenVINO cannot compile it ({exc})") from None
+            close_at_exit(self)  # again after a close: a call reopened it
         return self._compiled[hint]
 
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         if len(batch) == 1 or self.max_batch is not None:
-            result = self._request.infer({0: batch})
-            return {name: np.array(result[port]) for port, name in self._outputs}
+            result = self._latency_request().infer({0: batch})
+            return {name: np.array(result[i]) for i, name in enumerate(self._outputs)}
         return self._infer_async(batch)
 
     def _infer_many(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        result = self._request.infer(feeds)
-        return {name: np.array(result[port]) for port, name in self._outputs}
+        result = self._latency_request().infer(feeds)
+        return {name: np.array(result[i]) for i, name in enumerate(self._outputs)}
 
     def _async_queue(self):
         """The THROUGHPUT queue, made on first use; its callback files each part's outputs in its ``_Job``."""
         import openvino as ov
 
-        if not hasattr(self, "_queue"):
+        if self._queue is None:
             compiled = self._compile("THROUGHPUT")
             self._queue = ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
             outputs = list(compiled.outputs)
@@ -163,10 +180,10 @@ class OpenVinoRunner(Runner):
         if isinstance(started, dict):
             return started
         started.finished.wait()
-        return {name: np.concatenate([r[name] for r in started.results]) for _, name in self._outputs}
+        return {name: np.concatenate([r[name] for r in started.results]) for name in self._outputs}
 
     def _abandon(self, started) -> None:
-        if isinstance(started, _Job):
+        if isinstance(started, _Job) and self._queue is not None:
             self._queue.wait_all()  # leave no request running on buffers the caller may reuse
 
 
