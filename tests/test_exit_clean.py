@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from modelport.formats import base
+from modelport.formats import closing
 from modelport.formats.base import example_batch
 from modelport.formats.onnx import OnnxRunner
 from modelport.formats.openvino import OpenVinoRunner
@@ -43,14 +43,14 @@ def test_close_stops_the_runtimes_threads_and_a_later_call_reopens_them(exported
     batch = example_batch(onnx.spec.with_batch(None), count=16, seed=3)
     want = {r.format: r(batch)["embeddings"] for r in (onnx, ov)}
     assert onnx._pool is not None and ov._queue is not None  # the threaded paths really ran
-    assert onnx in base._OPEN and ov in base._OPEN
-    base._close_open()  # what runs at exit
+    assert onnx in closing._OPEN and ov in closing._OPEN
+    closing._close_open()  # what runs at exit
     assert onnx._pool is None and onnx._stream_session is None
     assert ov._queue is None and ov._request is None and not ov._compiled
     for runner in (onnx, ov):
         np.testing.assert_allclose(runner(batch)["embeddings"], want[runner.format], atol=1e-5)
         runner(batch[:1])
-        assert runner in base._OPEN  # reopened, so closed at exit again
+        assert runner in closing._OPEN  # reopened, so closed at exit again
     onnx.close()
     onnx.close()  # closing twice is harmless
     ov.close()

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import importlib.util
-import threading
 import warnings
-import weakref
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,33 +31,6 @@ Key = TypeVar("Key")
 # those gaps vanished and extract went from 0.844 to 0.858 of model-only (6 paired rounds, osnet_x0_25;
 # 0.853 in the 8-round record after it, 0.852 in the one before).
 STREAM_AHEAD = 2
-
-
-# Open runners whose runtimes keep threads (ORT streams, OpenVINO requests): closed at exit on the main thread
-# while the interpreter is whole, not by its teardown in whatever order and thread. Left to the teardown,
-# OpenVINO requests still running at exit aborted the process ("FATAL: exception not rethrown"; issue 27 saw
-# "terminate called ... Resource deadlock avoided" from bench).
-_OPEN: "weakref.WeakSet[Runner]" = weakref.WeakSet()
-_OPEN_LOCK = threading.Lock()
-
-
-def close_at_exit(runner: "Runner") -> None:
-    """Have ``runner`` closed at interpreter exit unless closed before."""
-    with _OPEN_LOCK:
-        atexit.unregister(_close_open)  # registered once, and last: it runs before the runtimes' own handlers
-        atexit.register(_close_open)
-        _OPEN.add(runner)
-
-
-def _close_open() -> None:
-    with _OPEN_LOCK:
-        runners = list(_OPEN)
-        _OPEN.clear()
-    for runner in runners:
-        try:
-            runner.close()
-        except Exception as exc:  # noqa: BLE001 - one failure must not leave the other runners open
-            warnings.warn(f"{runner.describe()}: closing at exit failed: {exc}", RuntimeWarning, stacklevel=1)
 
 
 @dataclass(frozen=True, slots=True)

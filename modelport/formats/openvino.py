@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from modelport.errors import CorruptFileError, ExportError
-from modelport.formats.base import ExportOptions, Runner, close_at_exit
+from modelport.formats.base import ExportOptions, Runner
+from modelport.formats.closing import close_at_exit
 from modelport.spec import ModelSpec
 
 METADATA = "metadata.json"
