@@ -145,10 +145,15 @@ def verify_package(package: str | Path, device: str = "cpu") -> RunnerResult:
     with tempfile.TemporaryDirectory(prefix="modelport-package-") as tmp:
         folder = extract_package(package, Path(tmp))
         golden = read_golden(folder)
-        artifacts = [p for p in folder.iterdir() if p.name != GOLDEN_DIR and any(f.matches(p) for f in FORMATS)
-                     and not format_of_path(p).is_weights]
+        known = [p for p in folder.iterdir() if p.name != GOLDEN_DIR and any(f.matches(p) for f in FORMATS)]
+        artifacts = [p for p in known if not format_of_path(p).is_weights]
         if len(artifacts) != 1:
-            raise CorruptFileError(f"{package}: expected one artifact, found {[p.name for p in artifacts]}")
+            weights = sorted(p.name for p in known if format_of_path(p).is_weights)
+            held = f"PyTorch weights {weights} and " if weights else ""
+            raise CorruptFileError(f"{package}: holds {held}{len(artifacts)} exported artifacts "
+                                   f"{[p.name for p in artifacts]}; a package holds exactly one",
+                                   hint="rebuild it with this modelport: `modelport package ARTIFACT --out PKG` "
+                                        "(weights are never packaged; export them first)")
         runner = format_of_path(artifacts[0]).load(artifacts[0], device)
         try:
             return check_golden(runner, golden, label=f"{package.name}:{artifacts[0].name}")
