@@ -136,11 +136,9 @@ def load(path: str | Path, format: str | None = None, device: str = "cpu", *, ar
         runner = load_remote(str(path), device)
     else:
         if Path(path).suffix == ".pt":
-            from modelport.detect.discover import is_detector, open_detector
-
-            if is_detector(path):  # its own export names (yolo11n.nms.onnx) and priority order
-                return open_detector(path, format=format, device=device, allow_random=allow_random,
-                                     verbose=verbose)
+            opener = _family_hook(Path(path), "open_runner")
+            if opener is not None:  # a family with its own export names (yolo11n.nms.onnx) and priority order
+                return opener(path, format=format, device=device, allow_random=allow_random, verbose=verbose)
         from modelport.discover import load as load_local
 
         runner = load_local(path, format, device, arch=arch, allow_random=allow_random, prefer=prefer, batch=batch,
@@ -171,12 +169,10 @@ def verify(runners: Sequence[Runner | str | Path], reference: Runner | str | Pat
     if all(not isinstance(r, (str, Path)) for r in items):
         return verify_outputs(runners, reference, batch=batch, count=count, seed=seed, tolerance=tol)
     paths = [Path(r) for r in items if isinstance(r, (str, Path))]
-    detector = [p for p in paths if p.suffix == ".pt" and _is_detector(p)]
-    if detector:
-        from modelport.detect.verify import DetectReport, verify_artifacts
-
-        others = [p for p in paths if p != detector[0]]
-        return DetectReport(str(detector[0]), verify_artifacts(detector[0], others, conf=conf, count=count))
+    for path in (p for p in paths if p.suffix == ".pt"):  # a family that judges its own way (boxes)
+        own = _family_hook(path, "verify_paths")
+        if own is not None:
+            return own(path, [p for p in paths if p != path], conf=conf, count=count)
     from modelport.clip.verify import verify_runners
     from modelport.discover import open_artifact
 
@@ -197,7 +193,7 @@ def verify(runners: Sequence[Runner | str | Path], reference: Runner | str | Pat
                           seed=seed, tolerance=tol)
 
 
-def _is_detector(path: Path) -> bool:
-    from modelport.detect.discover import is_detector
+def _family_hook(path: Path, name: str):
+    from modelport.families import family_for
 
-    return is_detector(path)
+    return family_for(str(path)).hook(name)

@@ -47,7 +47,7 @@ ZOO: tuple[CatalogRow, ...] = (
 )
 
 
-CLIP_PREFIX = "MobileCLIP"
+MOBILECLIP_CONFIGS = "MobileCLIP*.json"  # open_clip's config files of its MobileCLIPs
 
 
 def model_rows() -> list[dict]:
@@ -72,7 +72,7 @@ def clip_rows() -> list[dict]:
             log.warning("open_clip is installed but has no model_configs folder: MobileCLIPs are not listed")
         return []
     rows = []
-    for path in sorted(folder.glob(f"{CLIP_PREFIX}*.json")):
+    for path in sorted(folder.glob(MOBILECLIP_CONFIGS)):
         cfg = json.loads(path.read_text())
         vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
         size = vision.get("image_size", 224)

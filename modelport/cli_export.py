@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from modelport.cli_options import TRUST_CHECKPOINT, WIDE, apply_trust, fmt_number as _fmt
+from modelport.cli_options import (
+    OWN_PANEL as OWN,
+    REID_PANEL as REID,
+    TRUST_CHECKPOINT,
+    WIDE,
+    YOLO_PANEL as YOLO,
+    apply_trust,
+    fmt_number as _fmt,
+)
 from modelport.cli_table import Col, fitted_table, left, notes, print_table, size_mb
 
 out = Console()
 err = Console(stderr=True)
-REID = "ReID embedders (torchreid zoo)"
-YOLO = "Detectors (Ultralytics YOLO11)"
-OWN = "MobileCLIP and your own models (factory)"
 
 
 def export_cmd(
@@ -89,6 +94,10 @@ def export_cmd(
                                           "scenes).", rich_help_panel=YOLO),
     allow_empty: bool = typer.Option(False, "--allow-empty", help="Pass verification (with a warning) when the "
                                      "reference finds no box.", rich_help_panel=YOLO),
+    model: Optional[List[str]] = typer.Option(None, "--model", help="path.pt[:name[:max_batch]]: several detectors "
+                                              "in one run (repeatable).", rich_help_panel=YOLO),
+    models: Optional[Path] = typer.Option(None, "--models", help="YAML list of detectors: pt_file, name, max_batch, "
+                                          "topk, names.", rich_help_panel=YOLO),
     # MobileCLIP and factory models
     weights: Optional[Path] = typer.Option(None, "--weights", help="The checkpoint: open_clip's for a MobileCLIP "
                                            "name, yours for --factory (read with weights_only=True).",
@@ -116,16 +125,45 @@ def export_cmd(
     if factory is not None:
         err.print(f"note: --factory {factory} imports and runs your own code (trusted); the weights are read with "
                   "weights_only=True", highlight=False)
-    rows = export_rows(source, ExportRequest(
+    request = ExportRequest(
         formats=format_names(formats), out=out_dir, opset=opset, device=device, verify=not no_verify, force=force,
         allow_random=allow_random, arch=arch, batch=batch, simplify=simplify,
         precision="fp16" if half else "int8" if int8 else "fp32", calib=calib, int8=int8_settings,
         uint8_input=uint8_input, nms=nms, nms_flavor=nms_flavor, topk=topk, iou=iou, conf=conf,
         normalize_boxes=normalize_boxes, imgsz=imgsz, dynamic_shape=dynamic_shape, images=images,
-        allow_empty=allow_empty, weights=weights, factory=factory, config=config, trt_builder=trt_builder), family)
+        allow_empty=allow_empty, weights=weights, factory=factory, config=config, trt_builder=trt_builder)
+    if model or models:  # several detectors in one run: the yolo family's
+        return _export_detectors(source, model, models, request, family, as_json, wide)
+    rows = export_rows(source, request, family)
     render(rows, as_json, wide)
     if not all(r.ok for r in rows):
         raise typer.Exit(1)
+
+
+def _export_detectors(source: Optional[str], model: Optional[List[str]], models: Optional[Path], request,
+                      family: Optional[str], as_json: bool, wide: bool) -> None:
+    """``--model``/``--models``: the detectors' own export of several models (``modelport detect export``)."""
+    from modelport.detect.cli import export_cmd as export_detectors
+    from modelport.detect.model import CONF, IMGSZ, IOU
+    from modelport.families import family_for, get_family
+
+    yolo = get_family("yolo")
+    named = family_for(source, request, family) if source is not None or family is not None else yolo
+    named.refuse_flags({"--model": model, "--models": models}, "yolo")
+    yolo.refuse_foreign(request)
+    if request.opset is not None or request.uint8_input:
+        from modelport.errors import ConfigError
+
+        raise ConfigError("--opset and --uint8-input apply to one model at a time, not to --model/--models",
+                          hint="export that model by itself: modelport export MODEL.pt --uint8-input")
+    export_detectors([source] if source else None, model=model, models=models,
+                     formats=",".join(request.formats) if request.formats else None, nms=request.nms,
+                     flavor=request.nms_flavor, topk=request.topk, iou=IOU if request.iou is None else request.iou,
+                     conf=CONF if request.conf is None else request.conf, normalize=request.normalize_boxes,
+                     imgsz=request.imgsz or IMGSZ, dynamic_shape=request.dynamic_shape, out_dir=request.out,
+                     images=request.images, no_verify=not request.verify, device=request.device,
+                     allow_random=request.allow_random, as_json=as_json, force=request.force,
+                     allow_empty=request.allow_empty, wide=wide, trust=False)
 
 
 def _int8_settings(int8: bool, method: Optional[str], percentile: Optional[float], search: Optional[bool],

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import typer
 
+# Help panels of each family's own options; an option given for another family's model is refused by name.
+REID_PANEL = "ReID embedders (torchreid zoo)"
+YOLO_PANEL = "Detectors (Ultralytics YOLO11)"
+OWN_PANEL = "MobileCLIP and your own models (factory)"
+
 TRUST_CHECKPOINT = typer.Option(
     False, "--trust-checkpoint",
     help="Unpickle detector checkpoints in full, which runs any code they hold: only for files you made yourself.")

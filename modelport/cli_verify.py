@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelport.atomic import atomic_write_text
-from modelport.cli_options import TRUST_CHECKPOINT, apply_trust, fmt_number as _fmt
+from modelport.cli_options import TRUST_CHECKPOINT, YOLO_PANEL, apply_trust, fmt_number as _fmt
 from modelport.errors import ModelportError
 
 out = Console()
@@ -22,8 +22,8 @@ def verify_cmd(
     paths: List[Path] = typer.Argument(..., help="Artifacts and/or a weights file; the weights (or the first) is "
                                        "the reference. Or one edge package (.tar.gz) or one Triton model "
                                        "repository: re-checked against the golden outputs it carries."),
-    batch: int = typer.Option(8, "--batch", help="Rows in the seeded test batch."),
-    seed: int = typer.Option(0, "--seed"),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Rows in the seeded test batch (default 8)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the test batch (default 0)."),
     device: str = typer.Option("cpu", "--device"),
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of the weights file, if its name does "
                                        "not say."),
@@ -39,11 +39,35 @@ def verify_cmd(
                                       "inputs on the server serving it (http://HOST:8000 or grpc://HOST:8001)."),
     local: bool = typer.Option(True, "--local/--no-local", help="Triton model repository: run each version with "
                                "the runtime installed here (--no-local: only on the --url server)."),
+    conf: Optional[float] = typer.Option(None, "--conf", help="Confidence threshold for raw tracks (NMS graphs use "
+                                         "their own; default 0.25).", rich_help_panel=YOLO_PANEL),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images (default: synthetic scenes).",
+                                          rich_help_panel=YOLO_PANEL),
+    count: Optional[int] = typer.Option(None, "--count", help="Synthetic scenes when no --images (default 8).",
+                                        rich_help_panel=YOLO_PANEL),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Pass (with a warning) when the reference finds "
+                                     "no box.", rich_help_panel=YOLO_PANEL),
     trust: bool = TRUST_CHECKPOINT,
 ) -> None:
     """Compare artifacts side by side on one seeded batch; exit 1 on any mismatch. A package or a Triton
-    repository is re-checked against its golden outputs."""
+    repository is re-checked against its golden outputs. Detectors are compared box by box with Ultralytics'
+    predict."""
     apply_trust(trust)
+    from modelport.families import family_for
+
+    detector = {"--conf": conf, "--images": images, "--count": count, "--allow-empty": allow_empty}
+    family = next((f for f in map(family_for, map(str, paths)) if f.name == "yolo"), family_for(str(paths[0])))
+    if family.name == "yolo":  # boxes against Ultralytics' predict
+        from modelport.detect.cli import verify_cmd as verify_detector
+
+        family.refuse_flags({"--batch": batch, "--seed": seed, "--device": device if device != "cpu" else None,
+                             "--arch": arch, "--tol": tol or None, "--localize": localize, "--plot": plot, "--url": url,
+                             "--no-local": not local})
+        return verify_detector(paths, conf=0.25 if conf is None else conf, images=images,
+                               count=8 if count is None else count, as_json=as_json, allow_empty=allow_empty,
+                               trust=False)
+    family.refuse_flags(detector, "yolo")
+    batch, seed = 8 if batch is None else batch, 0 if seed is None else seed
     from modelport.clip.verify import verify_runners
     from modelport.discover import open_artifact
     from modelport.formats import format_of_path

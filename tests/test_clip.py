@@ -347,8 +347,9 @@ def test_cli_verify_refuses_to_compare_an_image_with_a_text_encoder(exported):
 
 
 def test_bench_sources_are_recognised(exported, checkpoint_and_model, tmp_path):
-    from modelport.clip.bench import is_clip_source, resolve_source
+    from modelport.clip.bench import resolve_source
     from modelport.errors import UnknownArchitectureError
+    from modelport.families.clip import is_clip_source
 
     path, _ = checkpoint_and_model
     image = exported.paths("image")["onnx"]

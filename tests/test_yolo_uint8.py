@@ -125,11 +125,10 @@ def test_export_command_writes_the_pixels_in_variant(yolo_pt, tmp_path):
     from typer.testing import CliRunner
 
     from modelport.cli import app
-    from modelport.detect.cli import route
 
     args = ["export", str(yolo_pt), "--format", "onnx", "--uint8-input", "--imgsz", str(IMGSZ), "--conf", str(CONF),
             "--out", str(tmp_path)]
-    result = CliRunner().invoke(app, route(args), catch_exceptions=False)
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert modelport.load(tmp_path / "yolo11n.uint8in.onnx").spec.inputs[0].dtype == "uint8"
     assert not (tmp_path / "yolo11n.onnx").exists()

@@ -22,9 +22,8 @@ from modelport.bench import (
     time_interleaved,
 )
 from modelport.bench_record import header
-from modelport.catalog import CLIP_PREFIX as PREFIX
 from modelport.clip.model import ClipModel
-from modelport.clip.verify import ENCODERS, artifact_base, encoder_spec, is_checkpoint, recorded_weights
+from modelport.clip.verify import ENCODERS, artifact_base, encoder_spec, recorded_weights
 from modelport.errors import ModelportError, UnknownArchitectureError, WeightsNotFoundError
 from modelport.formats import EXPORTABLE, get_format
 from modelport.naming import weights_stem
@@ -41,18 +40,6 @@ class ClipSource:
     weights: Path | None
     folder: Path | None
     base: str | None  # artifact names are {base}_image.onnx, {base}_text.onnx, ...
-
-
-def is_clip_source(source: str, arch: str | None = None) -> bool:
-    """True when `modelport bench SOURCE` means a MobileCLIP (name, checkpoint or encoder artifact)."""
-    if arch and arch.startswith(PREFIX):
-        return True
-    path = Path(source)
-    if not path.exists():
-        return source.startswith(PREFIX)
-    if is_checkpoint(path):
-        return path.suffix.lower() in (".safetensors", ".bin") or PREFIX.lower() in path.name.lower()
-    return encoder_spec(path) is not None
 
 
 def _infer_name(filename: str) -> str | None:

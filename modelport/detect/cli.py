@@ -1,4 +1,5 @@
-"""`modelport detect ...` commands; `modelport export/verify/bench/load` are routed here for detectors."""
+"""`modelport detect ...` commands; `modelport export/verify/bench/load` call them for a source the ``yolo``
+family claims (``modelport.families``)."""
 
 from __future__ import annotations
 
@@ -18,33 +19,6 @@ detect_app = typer.Typer(add_completion=False, no_args_is_help=True,
                          help="YOLO detectors (Ultralytics .pt): export with or without NMS, verify, bench, load.")
 out = Console()
 err = Console(stderr=True)
-ROUTED = ("export", "verify", "bench", "load")
-DETECT_FLAGS = ("--nms", "--nms-flavor", "--model", "--models", "--normalize-boxes", "--dynamic-shape", "--allow-empty")
-
-
-def _is_detector(arg: str) -> bool:
-    from modelport.families.yolo import is_detector_source
-
-    return is_detector_source(arg)
-
-
-def route(argv: list[str]) -> list[str]:
-    """``export yolo11n.pt ...`` -> ``detect export yolo11n.pt ...`` when the arguments name a detector."""
-    from modelport.formats.remote import is_endpoint
-
-    if not argv or argv[0] not in ROUTED:
-        return argv
-    rest = argv[1:]
-    if any(a.split("=")[0] in ("--factory", "--config") for a in rest):  # the user's own model (factory family)
-        return argv
-    if argv[0] == "export":  # `modelport export` takes every family; only several detectors at once are here
-        return ["detect", *argv] if any(a.split("=")[0] in ("--model", "--models") for a in rest) else argv
-    if any(is_endpoint(a) for a in rest):  # a served model: the remote runner, whatever it serves (no torch here)
-        return argv
-    if any(a.split("=")[0] in DETECT_FLAGS for a in rest) or any(_is_detector(a) for a in rest
-                                                                 if not a.startswith("-")):
-        return ["detect", *argv]
-    return argv
 
 
 def _nms_config(nms: bool, flavor: str, topk: Optional[int], iou: float, conf: float, normalize: bool):

@@ -9,9 +9,8 @@ from modelport.detect.export import TAGS
 from modelport.detect.model import is_zoo_name, load_detector
 from modelport.detect.nms import NmsSettings
 from modelport.detect.runner import DetectRunner, load_runtime
-from modelport.detect.safe_load import is_ultralytics_checkpoint
 from modelport.discover import find_exports, first_usable
-from modelport.errors import ModelportError, UnsupportedFormatError
+from modelport.errors import ModelportError
 from modelport.formats import Format, Runner, format_of_path, get_format
 
 # End-to-end ONNX first (NMS inside, nothing left for Python), then raw tracks; TensorRT where it runs.
@@ -29,25 +28,8 @@ def candidates(pt_file: Path) -> list[Path]:
     return [c.path for c in find_exports(pt_file, order=order())]
 
 
-def is_detector(path: str | Path) -> bool:
-    """Whether ``path`` names a detector: an Ultralytics detection checkpoint, a missing ``yolo11*.pt`` or a
-    missing ``.pt`` whose export found beside it is a detector, or a detector artifact."""
-    path = Path(path)
-    try:
-        fmt = format_of_path(path)
-    except UnsupportedFormatError:
-        return False
-    if fmt.is_weights:
-        if path.is_file():
-            return path.suffix == ".pt" and is_ultralytics_checkpoint(path)
-        if is_zoo_name(path):
-            return True
-        found = candidates(path) if path.suffix == ".pt" else []
-        return bool(found) and _task_of(found[0]) == "detect"
-    return path.exists() and _task_of(path) == "detect"
-
-
-def _task_of(path: Path) -> str | None:
+def task_of(path: Path) -> str | None:
+    """The task an artifact's spec records, or None for anything modelport cannot read here."""
     try:
         return format_of_path(path).read_spec(path).task
     except Exception:  # not an artifact modelport can read (or its runtime is missing): not ours to judge

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from modelport.errors import ConfigError
 from modelport.families.base import BenchRequest, ExportRequest, ExportRow
@@ -38,6 +38,22 @@ class Family:
         self.refuse_foreign(request)
         return self._module().export(source, request)
 
+    def hook(self, name: str) -> Callable | None:
+        """The family's own ``name`` (``open_runner``, ``verify_paths``, ``read_spec``), or None where the shared
+        implementation applies."""
+        return getattr(self._module(), name, None)
+
+    def refuse_flags(self, flags: Mapping[str, object], owner: str | None = None) -> None:
+        """ConfigError naming each of ``flags`` that is given (not None or False) for a model of this family:
+        command-line options of the ``owner`` family (None: of the other families)."""
+        given = [flag for flag, value in flags.items() if value is not None and value is not False]
+        if given and owner != self.name:
+            named = ", ".join(f"{flag} ({owner})" if owner else flag for flag in given)
+            raise ConfigError(f"{named}: not an option for a {self.name} model",
+                              hint=f"{'it applies' if len(given) == 1 else 'they apply'} to "
+                                   f"{owner + ' models' if owner else 'other families'} only: leave "
+                                   f"{'it' if len(given) == 1 else 'them'} out")
+
     def refuse_foreign(self, request: ExportRequest | BenchRequest) -> None:
         """ConfigError naming the options of other families that ``request`` sets."""
         given = request.given()
@@ -53,13 +69,13 @@ FAMILIES: tuple[Family, ...] = (
     Family("factory", "any PyTorch model from a module:function factory and an export YAML",
            "modelport.families.factory_export", ("factory", "config", "weights", "trt_builder", "size"),
            ("--factory", "--config", "--weights", "--trt-builder", "--size")),
-    Family("clip", "open_clip MobileCLIP image and text encoders", "modelport.families.clip",
-           ("weights",), ("--weights",)),
     Family("yolo", "Ultralytics YOLO11 detectors, raw or with NMS in the graph", "modelport.families.yolo",
            ("nms", "nms_flavor", "topk", "iou", "conf", "normalize_boxes", "imgsz", "dynamic_shape", "images",
             "allow_empty", "uint8_input"),
            ("--nms", "--nms-flavor", "--topk", "--iou", "--conf", "--normalize-boxes", "--imgsz", "--dynamic-shape",
             "--images", "--allow-empty", "--uint8-input")),
+    Family("clip", "open_clip MobileCLIP image and text encoders", "modelport.families.clip",
+           ("weights",), ("--weights",)),
     Family("reid", "torchreid ReID embedders (OSNet, ResNet50, DenseNet121, MobileNetV2)", "modelport.families.reid",
            ("arch", "batch", "simplify", "precision", "calib", "int8", "uint8_input"),
            ("--arch", "--batch", "--simplify", "--half/--int8", "--calib", "--int8-method/--int8-search",
@@ -75,10 +91,13 @@ def get_family(name: str) -> Family:
         raise ConfigError(f"unknown model family {name!r}", hint=f"choose from: {', '.join(BY_NAME)}") from None
 
 
-def family_for(source: str | None, request: ExportRequest | BenchRequest, family: str | None = None) -> Family:
-    """The family named, or the first that claims ``source``; claiming never unpickles anything unsafe."""
+def family_for(source: str | None, request: ExportRequest | BenchRequest | None = None,
+               family: str | None = None) -> Family:
+    """The family named, or the first that claims ``source`` (asked as for an export when ``request`` is None:
+    verify, load, info); claiming never unpickles anything unsafe."""
     if family is not None:
         return get_family(family)
+    request = ExportRequest() if request is None else request
     for fam in FAMILIES:
         if fam.claims(source, request):
             return fam

@@ -5,13 +5,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelport.catalog import CLIP_PREFIX as PREFIX
 from modelport.families.base import BenchRequest, ExportRequest, ExportRow
 from modelport.families.reid import rows_of
 
+CLIP_PREFIX = "MobileCLIP"  # every open_clip MobileCLIP name starts so (MobileCLIP-S0, MobileCLIP2-S2 ...)
+
 
 def claims(source: str | None, request: ExportRequest | BenchRequest) -> bool:
-    return source is not None and source.startswith(PREFIX) and not Path(source).exists()
+    """A MobileCLIP name to export; to benchmark, also an open_clip checkpoint or an encoder artifact."""
+    if source is None:
+        return False
+    if isinstance(request, BenchRequest):
+        return is_clip_source(source, request.arch)
+    return source.startswith(CLIP_PREFIX) and not Path(source).exists()
+
+
+def is_clip_source(source: str, arch: str | None = None) -> bool:
+    """True when ``source`` means a MobileCLIP: a name, an open_clip checkpoint (``.safetensors``/``.bin``, or
+    a weights file named after one, or any weights with ``arch`` a MobileCLIP name) or an encoder artifact."""
+    from modelport.clip.verify import encoder_spec, is_checkpoint
+
+    if arch and arch.startswith(CLIP_PREFIX):
+        return True
+    path = Path(source)
+    if not path.exists():
+        return source.startswith(CLIP_PREFIX)
+    if is_checkpoint(path):
+        return path.suffix.lower() in (".safetensors", ".bin") or CLIP_PREFIX.lower() in path.name.lower()
+    return encoder_spec(path) is not None
 
 
 def export(source: str | None, request: ExportRequest) -> list[ExportRow]:

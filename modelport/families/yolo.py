@@ -11,13 +11,36 @@ from modelport.families.base import BenchRequest, ExportRequest, ExportRow
 def is_detector_source(arg: str) -> bool:
     """A YOLO11 zoo name, a model YAML, an Ultralytics checkpoint (read statically), a missing ``yolo11*.pt``
     (so the error says where to put it), or a detector artifact."""
-    from modelport.detect.discover import is_detector
     from modelport.zoo.yolo import SIZES
 
     name = Path(arg).name.lower()
     if name in {f"yolo11{s}" for s in SIZES} or name.endswith((".yaml", ".yml")):
         return True
     return is_detector(arg)
+
+
+def is_detector(path: str | Path) -> bool:
+    """Whether ``path`` names a detector: an Ultralytics detection checkpoint, a missing ``yolo11*.pt`` or a
+    missing ``.pt`` whose export found beside it is a detector, or a detector artifact."""
+    from modelport.detect.discover import candidates, task_of
+    from modelport.detect.model import is_zoo_name
+    from modelport.detect.safe_load import is_ultralytics_checkpoint
+    from modelport.errors import UnsupportedFormatError
+    from modelport.formats import format_of_path
+
+    path = Path(path)
+    try:
+        fmt = format_of_path(path)
+    except UnsupportedFormatError:
+        return False
+    if fmt.is_weights:
+        if path.is_file():
+            return path.suffix == ".pt" and is_ultralytics_checkpoint(path)
+        if is_zoo_name(path):
+            return True
+        found = candidates(path) if path.suffix == ".pt" else []
+        return bool(found) and task_of(found[0]) == "detect"
+    return path.exists() and task_of(path) == "detect"
 
 
 def claims(source: str | None, request: ExportRequest | BenchRequest) -> bool:
@@ -83,3 +106,26 @@ def benchmark(source: str | None, request: BenchRequest) -> dict:
     return run_detect_benchmark(source, batches=request.batches, imgsz=request.imgsz or IMGSZ,
                                 conf=CONF if request.conf is None else request.conf, seconds=request.seconds,
                                 rounds=request.rounds, tracks=tracks)
+
+
+def open_runner(path: str | Path, *, format: str | None = None, device: str = "cpu", allow_random: bool = False,
+                verbose: bool = True):
+    """A DetectRunner: the checkpoint's best export in the detectors' own priority order (``yolo11n.nms.onnx``
+    first), else Ultralytics' model in PyTorch."""
+    from modelport.detect.discover import open_detector
+
+    return open_detector(path, format=format, device=device, allow_random=allow_random, verbose=verbose)
+
+
+def verify_paths(reference: Path, others: list[Path], *, conf: float, count: int):
+    """Each artifact's boxes against Ultralytics' predict with ``reference``, the ``.pt``; a DetectReport."""
+    from modelport.detect.verify import DetectReport, verify_artifacts
+
+    return DetectReport(str(reference), verify_artifacts(reference, others, conf=conf, count=count))
+
+
+def read_spec(path: Path):
+    """The spec of an Ultralytics checkpoint, read through the allow-list (``modelport.detect.safe_load``)."""
+    from modelport.detect.model import load_detector
+
+    return load_detector(path).spec
