@@ -41,7 +41,7 @@ above says) on the packaging machine: compare your deployment's output with it.
 says pass or fail.
 
 ## Measured on {cpu} ({cores} cores), modelport {version}{measured}
-| runtime | batch | p50 ms | items/s | min cosine vs PyTorch |
+| runtime | batch | p50 ms | {unit} | min cosine vs PyTorch |
 | --- | --- | --- | --- | --- |
 {rows}
 """
@@ -129,7 +129,8 @@ def build_package(runner: Runner, report: dict, out: Path, *, force: bool = Fals
         untrained=" — **UNTRAINED (random weights)**" if spec.is_random else "",
         inputs=", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in spec.inputs),
         outputs=", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in spec.outputs),
-        preprocessing=_preprocessing(spec), sha=spec.source.sha256, cpu=report["machine"]["cpu"],
+        preprocessing=_preprocessing(spec), unit="img/s" if sample_name == "sample.png" else "items/s",
+        sha=spec.source.sha256, cpu=report["machine"]["cpu"],
         cores=report["machine"]["physical_cores"], version=report["modelport"], rows=_bench_rows(report, runtime),
         measured=f"\n\n{measured[0].upper()}{measured[1:]}.\n" if measured else "", package=out.name,
         golden_rows=golden_rows, sample=sample_name, sample_output=output_name,
