@@ -13,7 +13,12 @@ from typing import Any
 # modules import only light code at the top), since a submodule import would replace a lazy attribute.
 from modelport import export as _export_module, verify as _verify_module  # noqa: F401 - submodules first, so the
 from modelport.api import export, verify  # functions bound below stay the names; every family, typed arguments
+from modelport.formats.pytorch import register_builder
 from modelport.version import __version__  # defined once, in pyproject.toml
+
+# The composition root: the PyTorch format (a low layer) builds weights files with the zoo (above it), named
+# here and imported only when a weights file is opened.
+register_builder("zoo", "modelport.zoo:build")
 
 __all__ = ["__version__", "benchmark", "export", "load", "verify"]
 

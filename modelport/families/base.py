@@ -79,6 +79,20 @@ class ExportRow:
                 "max_abs": self.max_abs, "min_cosine": self.min_cosine}
 
 
+def rows_of(results, family: str, model: str, part: str = "") -> list[ExportRow]:
+    """ExportRows from the pipeline's ExportResults (``modelport.export``)."""
+    rows = []
+    for r in results:
+        first = r.check.outputs[0] if r.check is not None and r.check.outputs else None
+        rows.append(ExportRow(family, model, r.format, r.path, r.seconds, r.ok, part=part, error=r.error,
+                              checked="vs PyTorch: max abs diff, cosine" if r.check is not None else "",
+                              max_abs=first.max_abs if first else None,
+                              min_cosine=first.min_cosine if first else None, detail=r,
+                              found="max abs {:.2e}, min cosine {:.6f}".format(first.max_abs, first.min_cosine)
+                              if first else "" if r.check is None else r.check.summary()))
+    return rows
+
+
 @dataclass(frozen=True, slots=True)
 class BenchRequest:
     """What a benchmark can be asked for; family-only options are refused by the others as for exports."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelport.families.base import BenchRequest, ExportRequest, ExportRow
-from modelport.families.reid import rows_of
+from modelport.families.base import BenchRequest, ExportRequest, ExportRow, rows_of
 
 CLIP_PREFIX = "MobileCLIP"  # every open_clip MobileCLIP name starts so (MobileCLIP-S0, MobileCLIP2-S2 ...)
 

@@ -28,8 +28,8 @@ def resolve_config(request: ExportRequest | BenchRequest) -> FactoryConfig:
 
 def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
     from modelport.export import export_one, parse_formats
+    from modelport.families.base import rows_of
     from modelport.families.factory import build_factory
-    from modelport.families.reid import rows_of
     from modelport.formats import ExportOptions
     from modelport.naming import weights_stem
 

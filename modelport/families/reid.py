@@ -5,25 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelport.families.base import BenchRequest, ExportRequest, ExportRow
+from modelport.families.base import BenchRequest, ExportRequest, ExportRow, rows_of
 
 
 def claims(source: str | None, request: ExportRequest | BenchRequest) -> bool:
     return source is not None
-
-
-def rows_of(results, family: str, model: str, part: str = "") -> list[ExportRow]:
-    """ExportRows from the pipeline's ExportResults (``modelport.export``)."""
-    rows = []
-    for r in results:
-        first = r.check.outputs[0] if r.check is not None and r.check.outputs else None
-        rows.append(ExportRow(family, model, r.format, r.path, r.seconds, r.ok, part=part, error=r.error,
-                              checked="vs PyTorch: max abs diff, cosine" if r.check is not None else "",
-                              max_abs=first.max_abs if first else None,
-                              min_cosine=first.min_cosine if first else None, detail=r,
-                              found="max abs {:.2e}, min cosine {:.6f}".format(first.max_abs, first.min_cosine)
-                              if first else "" if r.check is None else r.check.summary()))
-    return rows
 
 
 def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
