@@ -43,6 +43,28 @@ def test_family_predicates_are_named_only_under_families():
     assert {path: names for path, names in offenders.items() if names} == {}
 
 
+def _private_copies(tree: ast.AST) -> set[str]:
+    """Functions a module defines that answer a family question itself (``_is_detector``, ``is_clip_source``)."""
+    return {node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and any(word in node.name.lower() for word in ("is_detector", "is_clip"))}
+
+
+# The clip model code's own check that a name is an open_clip MobileCLIP architecture (what build_clip accepts),
+# not a guess at which family claims a source.
+MODEL_CODE_CHECKS = {"clip/model.py": {"is_clip_model"}}
+
+
+def test_no_module_outside_families_keeps_its_own_family_predicate():
+    assert _private_copies(ast.parse("def _is_detector(path):\n    return True\n")) == {"_is_detector"}  # can fail
+    families = PACKAGE / "families"
+    offenders = {}
+    for path in _modules():
+        if families not in path.parents:
+            rel = str(path.relative_to(PACKAGE))
+            offenders[rel] = sorted(_private_copies(ast.parse(path.read_text())) - MODEL_CODE_CHECKS.get(rel, set()))
+    assert {path: names for path, names in offenders.items() if names} == {}
+
+
 def _is_argv(node: ast.AST) -> bool:
     return isinstance(node, ast.Attribute) and node.attr == "argv" and isinstance(node.value, ast.Name) \
         and node.value.id == "sys"

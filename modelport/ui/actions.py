@@ -32,10 +32,12 @@ def _weights(root: Path, params: dict) -> Path:
     return path
 
 
-def _is_detector(path: Path) -> bool:
-    from modelport.detect.safe_load import is_ultralytics_checkpoint
+def _family(path: Path) -> str:
+    """The name of the family that claims ``path`` (asked of the registry, as the CLI asks it): "yolo" for a
+    detector, whose jobs take Ultralytics' options and compare boxes."""
+    from modelport.families import family_for
 
-    return path.suffix == ".pt" and is_ultralytics_checkpoint(path)
+    return family_for(str(path)).name
 
 
 def _exportable() -> list[str]:
@@ -54,7 +56,7 @@ def _output(root: Path, params: dict, key: str, default: Path) -> str:
 
 def validate_export(root: Path, params: dict) -> dict:
     weights = _weights(root, params)
-    detector = _is_detector(weights)
+    detector = _family(weights) == "yolo"
     checked = {"weights": str(weights), "detector": detector,
                "formats": P.choices(params, "formats", _exportable()),
                "force": P.flag(params, "force")}
@@ -125,7 +127,7 @@ def guide(weights: Path, written: list[Path]) -> list[str]:
 
 def validate_bench(root: Path, params: dict) -> dict:
     weights = _weights(root, params)
-    if _is_detector(weights):
+    if _family(weights) == "yolo":
         from modelport.ui.detect_actions import validate_detect_bench
 
         return validate_detect_bench(weights, params)
@@ -216,7 +218,7 @@ def validate_verify(root: Path, params: dict) -> dict:
         raise P.ParamError(f"{target.name}: no weights file with its stem beside it to compare with",
                            hint="verify compares an export with the weights it came from")
     # A detector's export is compared with Ultralytics' predictions, as `modelport verify yolo.pt yolo.onnx` does.
-    return {"path": str(target), "package": False, "reference": str(weights), "detector": _is_detector(weights)}
+    return {"path": str(target), "package": False, "reference": str(weights), "detector": _family(weights) == "yolo"}
 
 
 def run_verify(p: dict) -> dict:
