@@ -151,7 +151,7 @@ def _open(cand: Candidate, built: BuiltModel, device: str, threads: int | None) 
     def make() -> Runner:
         if cand.id.startswith("onnx-baseline"):
             return _DefaultSessionRunner(cand.path, built.spec.with_batch(None))
-        if cand.format == "pytorch":
+        if get_format(cand.format).is_weights:  # the weights themselves: the module built from them
             return PyTorchRunner(built.module, built.spec, cand.path, device)
         return get_format(cand.format).load(cand.path, device, threads=threads)
 
@@ -249,7 +249,7 @@ def run_benchmark(
     live = [c for c in cands if c.runner is not None]
     try:
         check = example_batch(built.spec.with_batch(None), count=PARITY_ROWS, seed=4321)
-        reference = next(c for c in live if c.id == "pytorch").runner
+        reference = next(c for c in live if get_format(c.format).is_weights).runner
         for cand in live:
             # INT8 is judged where its thresholds are defined: against fp32 on the calibration set.
             rows = calibration_batch(built.spec, calib).batch if cand.precision == "int8" else check

@@ -125,6 +125,16 @@ class Format:
     def read_spec(self, path: Path) -> ModelSpec:
         return self._module().read_spec(Path(path))
 
+    def triton_files(self, artifact: Path, spec_file: str) -> dict[str, Path | bytes]:
+        """The files a Triton version folder holds for ``artifact``, by name: a file to copy or bytes to write.
+        Where Triton needs the runtime's bare files, modelport's spec goes beside them as ``spec_file``."""
+        own = getattr(self._module(), "triton_files", None)
+        if own is not None:
+            return own(Path(artifact), spec_file)
+        if self.triton is None:
+            raise UnsupportedFormatError(f"Triton cannot serve the {self.name} format")
+        return {self.triton[2]: Path(artifact)}
+
     def check_replaceable(self, dest: Path, force: bool = False) -> None:
         """ExportError unless ``dest`` is free, an earlier modelport export, or ``force`` is given."""
         if force or not (dest.exists() or dest.is_symlink()):

@@ -24,6 +24,12 @@ def xml_in(directory: Path) -> Path:
     return xmls[0]
 
 
+def triton_files(directory: Path, spec_file: str) -> dict[str, Path | bytes]:
+    """Triton's OpenVINO backend reads ``model.xml`` and ``model.bin``; the spec is copied beside them."""
+    xml = xml_in(directory)
+    return {"model.xml": xml, "model.bin": xml.with_suffix(".bin"), spec_file: directory / METADATA}
+
+
 def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
     from modelport.formats.onnx import write_onnx
 

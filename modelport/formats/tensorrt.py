@@ -149,6 +149,12 @@ def split_engine(path: Path) -> tuple[ModelSpec, bytes]:
     return spec, data[start + length :]
 
 
+def triton_files(path: Path, spec_file: str) -> dict[str, Path | bytes]:
+    """Triton loads a bare engine (``model.plan``): the header's spec goes beside it."""
+    spec, plan = split_engine(path)
+    return {"model.plan": plan, spec_file: spec.to_json().encode()}
+
+
 def read_spec(path: Path) -> ModelSpec:
     return split_engine(path)[0]
 

@@ -24,7 +24,7 @@ def source_digest(path: str | Path) -> str | None:
         fmt = format_of_path(path)
     except UnsupportedFormatError:
         fmt = None
-    if fmt is not None and fmt.id != "pytorch":
+    if fmt is not None and not fmt.is_weights:  # an export records the weights it came from
         digest = fmt.read_spec(path).source.sha256  # an unreadable artifact raises a typed error naming it
         if digest:
             return digest

@@ -30,7 +30,7 @@ from modelport.triton.config import (
     read_signature,
 )
 from modelport.triton.golden import weights_reference, write_golden
-from modelport.triton.layout import check_name, split_engine, versions
+from modelport.triton.layout import check_name, versions
 
 DEFAULT_FORMAT = "onnx"
 
@@ -157,19 +157,11 @@ def _place(artifact: Path, fmt: Format, dest: Path, backend: str = "native") -> 
         from modelport.triton.python_backend import model_py
 
         (dest / PYTHON_MODEL_FILE).write_text(model_py())
-    if fmt.id == "openvino":
-        from modelport.formats.openvino import METADATA, xml_in
-
-        xml = xml_in(artifact)
-        shutil.copy2(xml, dest / "model.xml")
-        shutil.copy2(xml.with_suffix(".bin"), dest / "model.bin")
-        shutil.copy2(artifact / METADATA, dest / SPEC_FILE)
-    elif fmt.id == "tensorrt":
-        spec, plan = split_engine(artifact)  # Triton loads a bare engine; the spec goes beside it
-        (dest / "model.plan").write_bytes(plan)  # dest is a staged folder: atomic as a whole
-        (dest / SPEC_FILE).write_text(spec.to_json())
-    else:
-        shutil.copy2(artifact, dest / TRITON_FORMATS[fmt.id][2])
+    for name, content in fmt.triton_files(artifact, SPEC_FILE).items():  # dest is staged: atomic as a whole
+        if isinstance(content, bytes):
+            (dest / name).write_bytes(content)
+        else:
+            shutil.copy2(content, dest / name)
 
 
 def _backup(path: Path) -> Path:
