@@ -77,7 +77,7 @@ def bench_cmd(
         from modelport.triton.cli import bench_remote
 
         bench_remote(source, batches=_csv_ints(batch or "1,16,64"), seconds=3.0 if seconds is None else seconds,
-                     json_path=json_path,
+                     json_path=json_path, wide=wide,
                      unsupported={"--formats": formats, "--device": device != "cpu", "--threads": threads,
                                   "--half": half, "--int8": int8, "--calib": calib, "--baseline": baseline,
                                   "--export-here": export_here, "--plot": plot, "--allow-random": allow_random,

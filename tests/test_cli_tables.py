@@ -211,3 +211,33 @@ def test_bench_and_export_take_wide():
         done = subprocess.run([sys.executable, "-m", "modelport.cli", command, "--help"], capture_output=True,
                               text=True, env={**os.environ, "COLUMNS": "120"})
         assert "--wide" in done.stdout, done.stdout + done.stderr
+
+
+def remote_record(url: str) -> dict:
+    """What ``bench_endpoint`` records for osnet_x1_0 served by two Triton replicas, timed from a 16-core client."""
+    import numpy as np
+
+    from modelport.bench_record import row
+
+    rng = np.random.default_rng(0)
+    rows = [row("remote", "remote", b, path=url, load_s=0.412, settings={"protocol": "http", "max_batch_size": 32},
+                latencies=list(ms / 1000 * rng.uniform(0.9, 1.6, size=calls)))
+            for b, ms, calls in ((1, 3.8, 790), (16, 27.4, 110), (64, 118.9, 25))]
+    return {"model": {"name": "osnet_x1_0_msmt17"}, "machine": {"cpu": "AMD EPYC 7R13 Processor", "physical_cores": 16},
+            "rows": rows}
+
+
+def test_remote_bench_table_fits_80_columns_without_cutting_a_cell():
+    from modelport.triton.cli import REMOTE_BENCH_COLUMNS, remote_bench_table
+
+    url = "http://triton-a.internal:8000/osnet_x1_0_msmt17,http://triton-b.internal:8000/osnet_x1_0_msmt17"
+    report = remote_record(url)
+    text = rendered(remote_bench_table(report, url))
+    assert_fits_80_uncut(text)
+    assert all(c in header_line(text, "batch") for c in ("batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "calls"))
+    assert "mean ms" not in text and "connect s" not in text  # left to --wide
+    assert all(f" {r['latency_ms']['n']} " in text for r in report["rows"])  # every count whole
+
+    wide = rendered(remote_bench_table(report, url, wide=True), wide=True)
+    assert "…" not in wide and all(c.header in header_line(wide, "batch") for c in REMOTE_BENCH_COLUMNS)
+    assert "0.41" in wide  # the time to connect

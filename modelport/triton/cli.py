@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from modelport.cli_table import Col, fitted_table, print_table
+
 if TYPE_CHECKING:
     from modelport.triton.repo import CleanResult
 
@@ -211,8 +213,26 @@ def serve_cmd(
           log_level=log_level, max_queue=max_queue, timeout_s=timeout_s or None, keep_going=keep_going)
 
 
+REMOTE_BENCH_COLUMNS = (Col("batch"), Col("p50 ms"), Col("p90 ms"), Col("p99 ms"), Col("mean ms", "wide"),
+                        Col("img/s"), Col("calls"), Col("connect s", "wide"))
+
+
+def remote_bench_table(report: dict, source: str, *, wide: bool = False) -> Table:
+    """A served model's record as a table: batch, p50/p90/p99 (a served model's tail is what its callers feel),
+    img/s and the calls timed fit 80 columns; ``wide`` adds the mean latency and the time to connect."""
+    machine = report["machine"]
+    title = (f"{report['model']['name']} served at {source}, timed from {machine['cpu']} "
+             f"({machine['physical_cores']} cores)")
+    rows = []
+    for r in report["rows"]:
+        lat = r["latency_ms"]
+        rows.append([str(r["batch"]), *(f"{lat[k]:.1f}" for k in ("p50", "p90", "p99", "mean")),
+                     f"{r['throughput']:.1f}", str(lat["n"]), f"{r['load_s']:.2f}" if r["load_s"] is not None else "-"])
+    return fitted_table(REMOTE_BENCH_COLUMNS, rows, wide=wide, title=title)
+
+
 def bench_remote(source: str, *, batches: list[int], seconds: float, json_path: Path,
-                 unsupported: dict[str, object]) -> None:
+                 unsupported: dict[str, object], wide: bool = False) -> None:
     """``modelport bench URL``: time a served model from here and write the record to ``json_path``."""
     from modelport.atomic import atomic_write_text
     from modelport.triton.remote_bench import bench_endpoint
@@ -225,16 +245,7 @@ def bench_remote(source: str, *, batches: list[int], seconds: float, json_path: 
         report = bench_endpoint(source, batches=batches, seconds=seconds,
                                 progress=lambda msg: status.update(f"benchmarking: {msg}"))
     atomic_write_text(json_path, json.dumps(report, indent=1), force=True)
-    machine = report["machine"]
-    table = Table(title=f"{report['model']['name']} served at {source}, timed from {machine['cpu']} "
-                        f"({machine['physical_cores']} cores)")
-    for col in ("batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "calls"):
-        table.add_column(col, justify="right")
-    for r in report["rows"]:
-        lat = r["latency_ms"]
-        table.add_row(str(r["batch"]), f"{lat['p50']:.1f}", f"{lat['p90']:.1f}", f"{lat['p99']:.1f}",
-                      f"{r['throughput']:.1f}", str(lat["n"]))
-    out.print(table)
+    print_table(out, remote_bench_table(report, source, wide=wide), wide=wide)
     spread = ", ".join(f"{e['url']}: {e['requests']}" for e in report["requests_per_endpoint"])
     out.print(f"requests per endpoint: {spread}", highlight=False, markup=False)
     out.print(f"record: {json_path}")
