@@ -99,6 +99,7 @@ def test_user_errors_get_one_line_and_a_hint(tmp_path, osnet_model):
     _assert_user_error(run("info", str(tmp_path / "x.unknown")), "unrecognised artifact type")
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     result = run("demo", "--workdir", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stdout + result.stderr

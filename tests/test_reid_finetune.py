@@ -175,6 +175,7 @@ def test_triplet_loss_pushes_apart_only_tracks_seen_together():
     assert float(triplet_loss(features, labels, torch.zeros((3, 3), dtype=torch.bool), 0.3)) == 0.0
 
 
+@pytest.mark.slow
 def test_finetune_on_the_foggy_camera_raises_held_out_peoples_scores_and_round_trips_through_export(
         db_c, untrained, tmp_path):
     from modelport import load
