@@ -4,7 +4,6 @@ throughput, parity with PyTorch, size, export and load time -> a JSON record (sc
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,12 +11,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from modelport.bench_record import header, row
+from modelport.bench_record import cache_root, fastest_row, header, machine_record, record_path, row
 from modelport.errors import ModelportError, WeightsNotFoundError
 from modelport.formats import BY_ID, Runner, get_format
 from modelport.formats.base import example_batch
 from modelport.formats.pytorch import PyTorchRunner
-from modelport.machine import machine_key
 from modelport.naming import weights_stem
 from modelport.quantize import calibration_batch
 from modelport.spec import sha256_file
@@ -27,10 +25,6 @@ from modelport.zoo import BuiltModel, build
 
 PARITY_ROWS = 16
 Progress = Callable[[str], None]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("MODELPORT_CACHE", Path.home() / ".cache" / "modelport"))
 
 
 @dataclass
@@ -301,10 +295,6 @@ def _resolve_source(source: str | Path, allow_random: bool, arch: str | None, sa
     raise WeightsNotFoundError(f"{path}: not found", hint="give a weights file or a zoo model name")
 
 
-def record_path(sha256: str) -> Path:
-    return cache_root() / "benchmarks" / f"{sha256[:16]}.json"
-
-
 def save_record(report: dict) -> Path:
     """Keep the latest report per machine key for this weights file (what prefer='fastest' reads)."""
     from modelport.atomic import atomic_write_text
@@ -323,17 +313,7 @@ def save_record(report: dict) -> Path:
 
 def fastest(weights: Path, batch: int | None = None) -> dict | None:
     """The row this machine measured fastest for ``weights`` among verified runtimes, or None."""
-    path = record_path(sha256_file(weights))
-    if not path.exists():
-        return None
-    report = json.loads(path.read_text()).get(machine_key())
-    if report is None:
-        return None
-    sizes = report["settings"]["batches"]
-    size = batch if batch in sizes else max(sizes)
-    rows = [r for r in report["rows"] if r["batch"] == size and r["status"] == "ok" and r["throughput"]
-            and not r["runtime"].startswith("onnx-baseline")]
-    return max(rows, key=lambda r: r["throughput"]) if rows else None
+    return fastest_row(machine_record(sha256_file(weights)), batch)
 
 
 def write_plot(report: dict, path: Path) -> Path:

@@ -1,9 +1,12 @@
 """The one benchmark record every family writes (docs/benchmark-schema.md): one header and one row layout, so
 reid, detector, CLIP, factory and remote records are read by the same code; a family adds its own row fields
-beside the common ones, never instead of them."""
+beside the common ones, never instead of them. Also where this machine keeps its records and how a reader (discover's
+``prefer="fastest"``, package) picks from one, so those readers need not import bench."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -103,3 +106,40 @@ def row(runtime: str, fmt: str, batch: int, *, precision: str = "fp32", status: 
         out["gflops_achieved"] = out["throughput"] * gflop if gflop else None
     out.update(extra)
     return out
+
+
+def cache_root() -> Path:
+    """modelport's own cache: ``$MODELPORT_CACHE``, else ``~/.cache/modelport``."""
+    return Path(os.environ.get("MODELPORT_CACHE", Path.home() / ".cache" / "modelport"))
+
+
+def record_path(sha256: str) -> Path:
+    """The file holding every machine's latest benchmark record of the weights with this sha256."""
+    return cache_root() / "benchmarks" / f"{sha256[:16]}.json"
+
+
+def machine_record(sha256: str | None) -> dict[str, Any] | None:
+    """This machine's latest benchmark record of the weights with this sha256, or None (none, or a damaged
+    cache entry: the caller measures instead)."""
+    if not sha256:
+        return None
+    path = record_path(sha256)
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text()).get(machine_key())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def fastest_row(report: Mapping[str, Any] | None, batch: int | None = None) -> dict[str, Any] | None:
+    """The verified row of ``report`` with the highest throughput at ``batch`` (default, or when not measured:
+    the largest batch measured), the ONNX baseline excluded; None without a record or a verified row."""
+    if not report:
+        return None
+    sizes = report["settings"]["batches"]
+    size = batch if batch in sizes else max(sizes)
+    rows = [r for r in report["rows"] if r["batch"] == size and r["status"] == "ok" and r["throughput"]
+            and not r["runtime"].startswith("onnx-baseline")]
+    return max(rows, key=lambda r: r["throughput"]) if rows else None

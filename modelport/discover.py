@@ -161,9 +161,9 @@ def load(
 
 
 def _fastest(path: Path, device: str, batch: int | None, say) -> Runner | None:
-    from modelport.bench import fastest
+    from modelport.bench_record import fastest_row, machine_record
 
-    row = fastest(path, batch)
+    row = fastest_row(machine_record(sha256_file(path)), batch)
     if row is None:
         say(f"→ No benchmark of {path.name} on this machine (run `modelport bench {path}`); using priority order")
         return None

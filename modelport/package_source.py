@@ -4,7 +4,6 @@ the measurement its README shows when this machine has no benchmark of the weigh
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict
@@ -25,18 +24,9 @@ def _say(message: str) -> None:
 
 def benchmark_record(spec: ModelSpec) -> dict | None:
     """This machine's latest ``modelport bench`` record of the weights ``spec`` was exported from, or None."""
-    from modelport.bench import record_path
-    from modelport.machine import machine_key
+    from modelport.bench_record import machine_record
 
-    if not spec.source.sha256:
-        return None
-    path = record_path(spec.source.sha256)
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text()).get(machine_key())
-    except (OSError, ValueError, AttributeError):
-        return None  # a damaged cache entry: measure the artifact instead
+    return machine_record(spec.source.sha256)  # None for a damaged cache entry too: measure the artifact instead
 
 
 def _benchmarked_exports(weights: Path, record: dict | None) -> list[Any]:
