@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import warnings
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence, TypeVar
@@ -15,6 +13,7 @@ import numpy as np
 
 from modelport.errors import ExportError, MissingRuntimeError, ModelportError, UnsupportedFormatError
 from modelport.formats.feeds import Feed, example_batch  # noqa: F401 - example_batch: its home until callers move
+from modelport.formats.torch_call import cuda_available
 from modelport.preprocess import ImageLike, prepare
 from modelport.spec import ModelSpec, TensorSpec
 
@@ -91,7 +90,7 @@ class Format:
         kind = device.split(":")[0]
         if kind not in self.devices:
             return f"{self.name} does not run on {device}"
-        # Other formats fall back to the CPU with a warning (see torch_device); TensorRT cannot.
+        # Other formats fall back to the CPU with a warning (see torch_call.torch_device); TensorRT cannot.
         if self.needs_cuda and not cuda_available():
             return "no CUDA device available"
         return None
@@ -152,53 +151,6 @@ class Format:
 
         self.check_replaceable(dest, force)
         return publish(staged, dest, force=True)
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def torch_device(device: str, origin: object) -> str:
-    """``device`` if usable, else ``cpu`` with a warning that says so."""
-    if device.startswith("cuda") and not cuda_available():
-        warnings.warn(f"{origin}: CUDA requested but no CUDA device is available; running on the CPU",
-                      RuntimeWarning, stacklevel=3)
-        return "cpu"
-    return device
-
-
-@contextmanager
-def strict_fp32(device: str) -> Iterator[None]:
-    """Turn off TF32 on CUDA while an fp32 model runs.
-
-    cuDNN's default TF32 convolutions made an exact TorchScript export differ from eager PyTorch on an
-    H100 (cosine 0.99982, max abs diff 0.09): an fp32 artifact must compute in fp32 to be verifiable.
-    """
-    if not device.startswith("cuda"):
-        yield
-        return
-    import torch
-
-    matmul = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = matmul
-
-
-def run_module(module: "nn.Module", spec: ModelSpec, device: str,
-               arrays: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
-    """Call a PyTorch (or TorchScript) module on numpy inputs; its outputs by the spec's names, as float32."""
-    import torch
-
-    with torch.inference_mode(), strict_fp32(device):
-        out = module(*(torch.from_numpy(a).to(device) for a in arrays))
-    outs = out if isinstance(out, (tuple, list)) else (out,)
-    return {t.name: o.float().cpu().numpy() for t, o in zip(spec.outputs, outs)}
 
 
 class Runner:

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from modelport.errors import ConfigError, UnknownArchitectureError, UnsupportedFormatError
-from modelport.formats.base import ExportOptions, Runner, run_module, torch_device
+from modelport.formats.base import ExportOptions, Runner
+from modelport.formats.torch_call import run_module, torch_device
 from modelport.spec import ModelSpec
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from modelport.errors import CorruptFileError, ExportError
-from modelport.formats.base import ExportOptions, Runner, run_module, torch_device
+from modelport.formats.base import ExportOptions, Runner
 from modelport.formats.feeds import example_batch, feed_tensors
+from modelport.formats.torch_call import run_module, torch_device
 from modelport.spec import SPEC_KEY, ModelSpec
 
 _EXTRA = f"{SPEC_KEY}.json"
