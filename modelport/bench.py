@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from modelport.bench_record import cache_root, fastest_row, header, machine_record, record_path, row
+from modelport.bench_record import cache_root, fastest_row, header, machine_record, record_path, row, size_mb
 from modelport.errors import ModelportError, WeightsNotFoundError
 from modelport.formats import BY_ID, Runner, get_format
 from modelport.formats.base import example_batch
@@ -43,13 +43,6 @@ class Candidate:
     parity: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     runner: Runner | None = None
-
-
-def size_mb(path: Path | None) -> float | None:
-    if path is None or not path.exists():
-        return None
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return round(sum(p.stat().st_size for p in files) / 1e6, 3)
 
 
 def model_gflops(built: BuiltModel) -> float:

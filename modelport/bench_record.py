@@ -133,13 +133,27 @@ def machine_record(sha256: str | None) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else None
 
 
-def fastest_row(report: Mapping[str, Any] | None, batch: int | None = None) -> dict[str, Any] | None:
-    """The verified row of ``report`` with the highest throughput at ``batch`` (default, or when not measured:
-    the largest batch measured), the ONNX baseline excluded; None without a record or a verified row."""
+def verified_rows(report: Mapping[str, Any] | None, batch: int | None = None) -> list[dict[str, Any]]:
+    """The verified rows of ``report`` at ``batch`` (default, or when not measured: the largest batch measured),
+    fastest first, the ONNX baseline excluded; empty without a record."""
     if not report:
-        return None
+        return []
     sizes = report["settings"]["batches"]
     size = batch if batch in sizes else max(sizes)
     rows = [r for r in report["rows"] if r["batch"] == size and r["status"] == "ok" and r["throughput"]
             and not r["runtime"].startswith("onnx-baseline")]
-    return max(rows, key=lambda r: r["throughput"]) if rows else None
+    return sorted(rows, key=lambda r: r["throughput"], reverse=True)
+
+
+def fastest_row(report: Mapping[str, Any] | None, batch: int | None = None) -> dict[str, Any] | None:
+    """The first of ``verified_rows``: what this machine measured fastest; None without a verified row."""
+    rows = verified_rows(report, batch)
+    return rows[0] if rows else None
+
+
+def size_mb(path: Path | None) -> float | None:
+    """An artifact's size on disk (a file, or a folder such as OpenVINO's) in MB; None when it is absent."""
+    if path is None or not path.exists():
+        return None
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return round(sum(p.stat().st_size for p in files) / 1e6, 3)

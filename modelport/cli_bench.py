@@ -13,7 +13,7 @@ from rich.table import Table
 
 from modelport.atomic import atomic_write_text
 from modelport.cli_options import OWN_PANEL, TRUST_CHECKPOINT, WIDE, YOLO_PANEL, apply_trust
-from modelport.cli_table import Col, breakable, fitted_table, left, notes, print_table
+from modelport.cli_table import Col, breakable, fitted_table, left, mb, notes, print_table
 
 out = Console()
 err = Console(stderr=True)
@@ -169,7 +169,7 @@ def bench_table(report: dict, *, wide: bool = False) -> Table:
         shown[4] = f"{ratio:.2f}x" if ratio else "-"
         rows.append([breakable(r["runtime"]), str(r["batch"]), status, *shown,
                      f"{par['max_abs_diff']:.1e}" if par else "-", f"{par['min_cosine']:.5f}" if par else "-",
-                     f"{r['size_mb']:.1f}" if r["size_mb"] else "-",
+                     mb(r["size_mb"]),
                      f"{r['export_s']:.1f}" if r["export_s"] is not None else "-",
                      f"{r['load_s']:.2f}" if r["load_s"] is not None else "-"])
     return fitted_table(BENCH_COLUMNS, rows, wide=wide, title=title)

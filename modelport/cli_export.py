@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from modelport.bench_record import size_mb
 from modelport.cli_options import (
     OWN_PANEL as OWN,
     REID_PANEL as REID,
@@ -20,7 +21,7 @@ from modelport.cli_options import (
     apply_trust,
     fmt_number as _fmt,
 )
-from modelport.cli_table import Col, fitted_table, left, notes, print_table, size_mb
+from modelport.cli_table import Col, fitted_table, left, mb, notes, print_table
 
 out = Console()
 err = Console(stderr=True)
@@ -211,7 +212,7 @@ def export_table(rows: list, *, wide: bool = False) -> Table:
     min cosine, seconds and the full path. Problems and notes go under the table (``export_notes``)."""
     cells = [[r.format, "[green]ok[/]" if r.ok else "[red]failed[/]", _fmt(r.max_abs) if r.max_abs is not None
               else "-", _fmt(r.min_cosine, ".6f") if r.min_cosine is not None else "-",
-              size_mb(r.path) if r.ok else "-", f"{r.seconds:.1f}", r.path.name if r.ok and r.path else "-",
+              mb(size_mb(r.path)) if r.ok else "-", f"{r.seconds:.1f}", r.path.name if r.ok and r.path else "-",
               str(r.path) if r.ok and r.path else "-"] for r in rows]
     return fitted_table(EXPORT_COLUMNS, cells, wide=wide, title="exports")
 

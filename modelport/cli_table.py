@@ -4,7 +4,6 @@ and no cell ever cut short (``--json`` and the records keep every field)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
 from rich.console import Console
@@ -73,9 +72,6 @@ def breakable(name: str) -> str:
     return name.replace("(", " (").replace(",", ", ")
 
 
-def size_mb(path: Path | None) -> str:
-    """An artifact's size (a file, or a folder such as OpenVINO's) in MB for a table; '-' when absent."""
-    if path is None or not path.exists():
-        return "-"
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return f"{sum(p.stat().st_size for p in files) / 1e6:.1f}"
+def mb(value: float | None) -> str:
+    """A size in MB (``bench_record.size_mb``) for a table cell; '-' when unknown or absent."""
+    return f"{value:.1f}" if value else "-"

@@ -14,7 +14,7 @@ import numpy as np
 
 from modelport.errors import CorruptFileError, WeightsNotFoundError
 from modelport.formats.base import Runner
-from modelport.formats.feeds import feed_rows
+from modelport.formats.feeds import feed_rows, first_rows
 from modelport.verify import TOLERANCES, RunnerResult, SeededInputs, compare_runner
 
 GOLDEN_DIR = "golden"
@@ -75,8 +75,7 @@ def make_golden(runner: Runner, reference: Runner | None = None, *, count: int =
     rows = feed_rows(inputs)
     per_row = (sum(a.nbytes for a in arrays) + sum(v.nbytes for v in expected.values())) / max(rows, 1)
     keep = max(min(GOLDEN_MIN_ROWS, rows), min(rows, int(GOLDEN_MAX_BYTES // max(per_row, 1))))
-    kept = {k: v[:keep] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[:keep]
-    return Golden(kept, {k: v[:keep] for k, v in expected.items()},
+    return Golden(first_rows(inputs, keep), {k: v[:keep] for k, v in expected.items()},
                   "pytorch" if reference is not None else "artifact", runner.spec.precision)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from modelport.atomic import atomic_file, refuse_existing
 from modelport.errors import VerificationError
 from modelport.formats import Runner, format_of_path
-from modelport.formats.feeds import Feed
+from modelport.formats.feeds import Feed, feed_rows
 from modelport.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ def build_package(runner: Runner, report: dict, out: Path, *, force: bool = Fals
         np.savez(outputs, **expected)
     output_name = "sample_output.npy" if len(expected) == 1 else "sample_output.npz"
     golden = golden or make_golden(runner, reference)
-    golden_rows = len(next(iter(golden.inputs.values()))) if isinstance(golden.inputs, dict) else len(golden.inputs)
+    golden_rows = feed_rows(golden.inputs)
     runtime = runner.format if spec.precision == "fp32" else f"{runner.format}.{spec.precision}"
     measured = report.get("settings", {}).get("measured")
     readme = README.format(

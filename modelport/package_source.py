@@ -12,7 +12,7 @@ from typing import Any
 
 from modelport.errors import ExportError
 from modelport.formats import EXPORTABLE, Runner, format_of_path, get_format
-from modelport.formats.feeds import Feed, feed_rows
+from modelport.formats.feeds import Feed, feed_rows, first_rows
 from modelport.spec import ModelSpec, sha256_file
 
 MEASURE_ROUNDS = 3
@@ -31,19 +31,11 @@ def benchmark_record(spec: ModelSpec) -> dict | None:
 
 def _benchmarked_exports(weights: Path, record: dict | None) -> list[Any]:
     """Exported artifacts of ``weights`` that ``record`` timed and verified, fastest first (largest batch)."""
+    from modelport.bench_record import verified_rows
     from modelport.discover import Candidate
 
-    if not record:
-        return []
-    biggest = max(record.get("settings", {}).get("batches") or [0])
-    rows = [r for r in record.get("rows", []) if r.get("batch") == biggest and r.get("status") == "ok"
-            and r.get("throughput") and r.get("path") and not str(r.get("runtime", "")).startswith("onnx-baseline")]
-    found = []
-    for r in sorted(rows, key=lambda r: r["throughput"], reverse=True):
-        fmt = get_format(r["format"])
-        if not fmt.is_weights and Path(r["path"]).exists():
-            found.append(Candidate(fmt, Path(r["path"])))
-    return found
+    return [Candidate(get_format(r["format"]), Path(r["path"])) for r in verified_rows(record)
+            if r.get("path") and not get_format(r["format"]).is_weights and Path(r["path"]).exists()]
 
 
 def artifact_for_weights(weights: Path, device: str = "cpu") -> Runner:
@@ -89,20 +81,16 @@ def pytorch_reference(spec: ModelSpec, device: str = "cpu") -> Runner | None:
     return open_artifact(file, device, arch=spec.name)
 
 
-def _first_rows(feed: Feed, rows: int) -> Feed:
-    return {k: v[:rows] for k, v in feed.items()} if isinstance(feed, dict) else feed[:rows]
-
-
 def measure_artifact(runner: Runner, inputs: Feed, seconds: float, parity: dict[str, Any] | None = None) -> dict:
     """A benchmark record (docs/benchmark-schema.md) of ``runner`` alone on ``inputs`` (one row, and all of
     them), for a package made where its weights were never benchmarked; nothing is compared with PyTorch here
     (``parity``: what the golden check found). Not saved: ``modelport bench`` stays the one that compares."""
-    from modelport.bench_record import header, row
+    from modelport.bench_record import header, row, size_mb
     from modelport.timing import interleave
 
     spec = runner.spec
     batches = sorted({1, feed_rows(inputs)})
-    feeds = {b: _first_rows(inputs, b) for b in batches}
+    feeds = {b: first_rows(inputs, b) for b in batches}
     for b in batches:  # warm-up: first calls allocate and fill caches
         runner(feeds[b])
 
@@ -114,8 +102,7 @@ def measure_artifact(runner: Runner, inputs: Feed, seconds: float, parity: dict[
     latencies = interleave(batches, timed, seconds * len(batches), MEASURE_ROUNDS, key=str)
     runtime = runner.format if spec.precision == "fp32" else f"{runner.format}.{spec.precision}"
     path = runner.path
-    size = sum(p.stat().st_size for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()) if path else 0
-    rows = [row(runtime, runner.format, b, precision=spec.precision, path=path, size_mb=round(size / 1e6, 3),
+    rows = [row(runtime, runner.format, b, precision=spec.precision, path=path, size_mb=size_mb(path),
                 parity=parity or {}, settings=dict(runner.settings), latencies=latencies[str(b)]) for b in batches]
     model = {"name": spec.name, "task": spec.task, "source": asdict(spec.source), "untrained": spec.is_random,
              "inputs": {t.name: list(t.shape) for t in spec.inputs}, "artifact": path.name if path else None}

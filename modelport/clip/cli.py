@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from modelport.atomic import atomic_write_text
-from modelport.cli_table import Col, breakable, fitted_table, left, notes, print_table, size_mb
+from modelport.bench_record import size_mb
+from modelport.cli_table import Col, breakable, fitted_table, left, mb, notes, print_table
 from modelport.clip.export import ClipExport, export_clip
 from modelport.clip.model import IMAGE_MAX_BATCH, TEXT_MAX_BATCH
 from modelport.errors import ExportError, ModelportError
@@ -76,7 +77,7 @@ def export_table(rows: list[dict], *, wide: bool = False, title: str | None = No
     cells = [[row["encoder"], row["format"], "[green]ok[/]" if row["ok"] else "[red]failed[/]",
               f"{row['max_abs']:.2e}" if row["max_abs"] is not None else "-",
               f"{row['min_cosine']:.6f}" if row["min_cosine"] is not None else "-",
-              size_mb(Path(path)) if path else "-", f"{row['seconds']:.1f}", Path(path).name if path else "-",
+              mb(size_mb(Path(path))) if path else "-", f"{row['seconds']:.1f}", Path(path).name if path else "-",
               path or "-"] for row, path in zip(rows, kept)]
     return fitted_table(EXPORT_COLUMNS, cells, wide=wide, title=title)
 
@@ -132,7 +133,7 @@ def bench_table(report: dict, *, wide: bool = False) -> Table:
         rows.append([r["encoder"], breakable(r["runtime"]), str(r["batch"]), status, *num,
                      f"{ratio:.2f}x" if ratio else "-",
                      f"{par['max_abs_diff']:.1e}" if par else "-", f"{par['min_cosine']:.5f}" if par else "-",
-                     f"{r['size_mb']:.1f}" if r["size_mb"] else "-",
+                     mb(r["size_mb"]),
                      f"{r['export_s']:.1f}" if r["export_s"] is not None else "-",
                      f"{r['load_s']:.2f}" if r["load_s"] is not None else "-"])
     return fitted_table(BENCH_COLUMNS, rows, wide=wide, title=title)

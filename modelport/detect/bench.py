@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from modelport.bench import size_mb
+from modelport.bench_record import size_mb
 from modelport.bench_record import header, row
 from modelport.detect.export import artifact_path, export_detector
 from modelport.detect.graph import NmsConfig

@@ -25,6 +25,11 @@ def feed_rows(feed: Feed) -> int:
     return len(next(iter(feed.values()))) if isinstance(feed, Mapping) else len(feed)
 
 
+def first_rows(feed: Feed, rows: int) -> Feed:
+    """The first ``rows`` rows of a batch (of every input of a multi-input feed)."""
+    return {k: v[:rows] for k, v in feed.items()} if isinstance(feed, Mapping) else feed[:rows]
+
+
 def feed_tensors(feed: Feed, spec: ModelSpec) -> tuple[Any, ...]:
     """The torch tensors a module is called with, in the spec's input order."""
     import torch
