@@ -11,8 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from modelport.bench_record import size_mb
-from modelport.bench_record import header, row
+from modelport.bench_record import header, row, size_mb
 from modelport.detect.export import artifact_path, export_detector
 from modelport.detect.graph import NmsConfig
 from modelport.detect.model import CONF, IMGSZ, IOU, DetectorSource, e2e_spec, load_detector
