@@ -203,11 +203,26 @@ def _crash_log(exc: BaseException) -> Path | None:
         return None
 
 
-def _click_errors() -> tuple[type, ...]:
-    """Usage errors: click's own, and typer's vendored copy of click's (typer >= 0.20 raises those)."""
-    import click
+# The optional packages (by import name) and the extra that installs each: a command of the default install that
+# reaches one says which extra to install instead of reporting a crash.
+EXTRA_OF = {"fastapi": "serve", "uvicorn": "serve", "multipart": "serve", "tritonclient": "serve", "pytriton": "serve",
+            "ultralytics": "yolo", "open_clip": "clip", "tensorrt": "tensorrt"}
 
+
+def _missing_extra(exc: BaseException) -> str | None:
+    """The extra whose package ``exc`` found missing, or None (an unexpected import failure is a bug)."""
+    name = exc.name if isinstance(exc, ModuleNotFoundError) and exc.name else ""
+    return EXTRA_OF.get(name.partition(".")[0])
+
+
+def _click_errors() -> tuple[type, ...]:
+    """Usage errors: typer's vendored copy of click's (typer >= 0.20 raises those), and click's own where click
+    is installed (newer typer no longer installs it: the default install has none)."""
     vendored = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    try:
+        import click
+    except ModuleNotFoundError:
+        return (vendored,)
     return click.ClickException, vendored
 
 
@@ -238,6 +253,11 @@ def main() -> None:
         if isinstance(exc, _click_errors()):
             exc.show()
             sys.exit(exc.exit_code)
+        extra = _missing_extra(exc)
+        if extra:
+            err.print(f"error: {exc.name} is not installed, and this command needs it", highlight=False, markup=False)
+            err.print(f"  hint: pip install 'modelport[{extra}]'", highlight=False, markup=False)
+            sys.exit(2)
         log = _crash_log(exc)
         where = f"traceback written to {log}" if log else "the traceback could not be written"
         err.print(f"internal error: {type(exc).__name__}: {_one_line(exc)[:200]} ({where}); please report it",

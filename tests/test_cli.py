@@ -116,3 +116,39 @@ def test_demo_runs_end_to_end(tmp_path):
 def test_help_works(args):
     result = run(*args)
     assert result.returncode == 0 and "Usage" in result.stdout
+
+
+MISSING_EXTRAS = '''
+import importlib.abc, sys
+MISSING = {"fastapi", "uvicorn", "multipart", "tritonclient", "pytriton", "click"}
+
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in MISSING:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Missing())
+'''
+
+
+@pytest.mark.parametrize("args, said", [
+    (["serve", "{repo}"], "pip install 'modelport[serve]'"),
+    (["serve", "{repo}", "--engine", "triton"], "pip install 'modelport[serve]'"),
+    (["ui", "--root", "{repo}"], "pip install 'modelport[serve]'"),
+    (["exprot", "x.pt"], "No such command 'exprot'"),
+])
+def test_the_default_install_names_the_extra_a_command_needs_and_a_typo_is_a_usage_error(tmp_path, args, said):
+    """As the default install is (no serve extra, and no click beside typer's vendored copy): one message and
+    exit 2, never a traceback or a crash report."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(MISSING_EXTRAS)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+               MODELPORT_LOG_DIR=str(tmp_path / "logs"))
+    argv = [a.format(repo=tmp_path) for a in args]
+    done = subprocess.run([sys.executable, "-m", "modelport.cli", *argv], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr and "Traceback" not in done.stderr and "internal error" not in done.stderr
+    assert not (tmp_path / "logs").exists()
