@@ -209,10 +209,12 @@ EXTRA_OF = {"fastapi": "serve", "uvicorn": "serve", "multipart": "serve", "trito
             "ultralytics": "yolo", "open_clip": "clip", "tensorrt": "tensorrt"}
 
 
-def _missing_extra(exc: BaseException) -> str | None:
-    """The extra whose package ``exc`` found missing, or None (an unexpected import failure is a bug)."""
+def _missing_extra(exc: BaseException) -> tuple[str, str] | None:
+    """The package ``exc`` found missing and the extra that installs it, or None (an unexpected import failure
+    is a bug)."""
     name = exc.name if isinstance(exc, ModuleNotFoundError) and exc.name else ""
-    return EXTRA_OF.get(name.partition(".")[0])
+    extra = EXTRA_OF.get(name.partition(".")[0])
+    return (name, extra) if extra else None
 
 
 def _click_errors() -> tuple[type, ...]:
@@ -253,9 +255,10 @@ def main() -> None:
         if isinstance(exc, _click_errors()):
             exc.show()
             sys.exit(exc.exit_code)
-        extra = _missing_extra(exc)
-        if extra:
-            err.print(f"error: {exc.name} is not installed, and this command needs it", highlight=False, markup=False)
+        missing = _missing_extra(exc)
+        if missing:
+            package, extra = missing
+            err.print(f"error: {package} is not installed, and this command needs it", highlight=False, markup=False)
             err.print(f"  hint: pip install 'modelport[{extra}]'", highlight=False, markup=False)
             sys.exit(2)
         log = _crash_log(exc)
