@@ -60,3 +60,32 @@ def test_the_ci_script_requires_the_suites_and_fails_when_chromium_does_not_inst
     script = (Path(__file__).parents[1] / ".ci" / "run").read_text()
     assert "MODELPORT_REQUIRE_SUITES=1" in script
     assert "browser tests will be skipped" not in script
+
+
+DOCS_PROBE = '''
+import pytest
+
+def test_install_block():
+    pytest.skip("an install command, which .ci/run has already run")
+
+def test_other_block():
+    pytest.skip("needs a server that is not running")
+
+def test_cuda_block():
+    pytest.skip("needs a CUDA GPU")
+'''
+
+
+def test_in_ci_only_the_docs_install_blocks_may_skip_besides_cuda_and_tensorrt(tmp_path):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_docs.py").write_text(DOCS_PROBE)
+    # The same reason outside the documentation's tests is not accepted.
+    (tmp_path / "tests" / "test_other.py").write_text(DOCS_PROBE.split("def test_other_block")[0])
+    env = {k: v for k, v in os.environ.items() if k != "MODELPORT_REQUIRE_SUITES"}
+    env.update(PYTHONPATH=str(Path(__file__).parent), MODELPORT_REQUIRE_SUITES="1")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-p", "required_suites", "-p",
+                           "no:cacheprovider", "--rootdir", str(tmp_path), "tests"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert "2 failed, 2 skipped" in done.stdout, done.stdout
+    assert "FAILED tests/test_docs.py::test_other_block" in done.stdout
+    assert "FAILED tests/test_other.py::test_install_block" in done.stdout
