@@ -9,15 +9,31 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.table import Table
 
 from modelport.cli_options import TRUST_CHECKPOINT, YOLO_PANEL, apply_trust
-from modelport.errors import ModelportError
+from modelport.errors import MissingRuntimeError, ModelportError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, verify and load vision models.")
+# A bare `modelport` (or `modelport triton`) is a usage error ("Missing command."), as on any other command line.
+app = typer.Typer(add_completion=False, help="Export, verify and load vision models.")
 out = Console()
 err = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from modelport.version import __version__
+
+        out.print(f"modelport {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print the version and exit.")) -> None:
+    """Export, verify and load vision models."""
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -217,27 +233,72 @@ def _missing_extra(exc: BaseException) -> tuple[str, str] | None:
     return (name, extra) if extra else None
 
 
-def _click_errors() -> tuple[type, ...]:
-    """Usage errors: typer's vendored copy of click's (typer >= 0.20 raises those), and click's own where click
-    is installed (newer typer no longer installs it: the default install has none)."""
-    vendored = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-    try:
-        import click
-    except ModuleNotFoundError:
-        return (vendored,)
-    return click.ClickException, vendored
+def _check_device(ctx: typer.Context, param: typer.CallbackParam, value: Optional[str]) -> Optional[str]:
+    """A --device value: cpu, cuda or cuda:N (or auto, where that is the option's default); a CUDA device only
+    where torch can see one, since falling back to the CPU would time or verify something else than asked."""
+    if value is None or value == "cpu" or (value == "auto" and param.default == "auto"):
+        return value
+    kind, colon, index = value.partition(":")
+    if kind != "cuda" or (colon and not index.isdigit()):
+        auto = ", auto" if param.default == "auto" else ""
+        raise typer.BadParameter(f"{value!r} is not a device: give cpu, cuda or cuda:N{auto}")
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise MissingRuntimeError(f"--device {value}: CUDA is unavailable on this machine (torch {torch.__version__} "
+                                  "sees no CUDA device)", hint="use --device cpu (the default), or run on a machine "
+                                  "with an NVIDIA GPU and a CUDA build of torch")
+    if index and int(index) >= count:
+        raise MissingRuntimeError(f"--device {value}: this machine has {count} CUDA device(s)",
+                                  hint=f"give cuda or cuda:0 to cuda:{count - 1}")
+    return value
+
+
+def _chained(check, prior):
+    return check if prior is None else (lambda ctx, param, value: prior(ctx, param, check(ctx, param, value)))
+
+
+def _with_contract(command):
+    """Hold every command of the tree to one contract, so that a command added later is held to it too: every
+    --device is checked the same way, a bare group is a usage error like any other missing argument, and a
+    flag's help shows no value type (typer 0.29's rich help prints ``<bool>`` after a flag, as if it took one)."""
+    for param in [*command.params, command.get_help_option(typer.Context(command))]:
+        if param is not None and "--device" in param.opts:
+            param.callback = _chained(_check_device, param.callback)
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        sub.no_args_is_help = False
+        _with_contract(sub)
+    return command
+
+
+def _show_usage_error(exc: typer.TyperException) -> int:
+    """A usage error (an unknown command or option, a bad or missing value): the command's usage, then one
+    error line; returns the exit code (2)."""
+    ctx = getattr(exc, "ctx", None)  # the command the error was found in, where the parser knows it
+    if ctx is not None:
+        err.print(f"{ctx.get_usage()}\nTry '{ctx.command_path} --help' for help.", highlight=False, markup=False,
+                  soft_wrap=True)
+    err.print(f"error: {_one_line(exc.format_message())}", highlight=False, markup=False, soft_wrap=True)
+    return exc.exit_code
 
 
 def main() -> None:
-    """Run the CLI: typed errors print one line (and a hint) and exit with their code; anything unexpected
-    prints one line naming a log file with the traceback and exits with INTERNAL_ERROR_EXIT."""
+    """Run the CLI under its contract: a usage error prints the usage and one error line (exit 2); a typed
+    error prints ``error:`` and ``hint:`` and exits with its code; a missing optional package names the extra
+    that installs it (exit 2); anything else prints one line naming a log file with the traceback and exits
+    with INTERNAL_ERROR_EXIT. No traceback reaches the terminal."""
     from modelport.errors import RandomWeightsWarning
 
     warnings.showwarning = _show_warning
     warnings.simplefilter("once", RandomWeightsWarning)
     try:
-        # Without standalone mode click returns a command's exit code instead of exiting.
-        code = app(args=sys.argv[1:], standalone_mode=False)
+        command = _with_contract(typer.main.get_command(app))
+        # Without standalone mode every error arrives here, to be printed as the contract says; a command's
+        # exit code is returned instead of raised.
+        code = command.main(args=sys.argv[1:], prog_name="modelport", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except ModelportError as exc:
         from rich.markup import escape
@@ -251,10 +312,9 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        if isinstance(exc, _click_errors()):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # usage errors: typer >= 0.28's parser errors derive from it (pinned)
+        sys.exit(_show_usage_error(exc))
+    except Exception as exc:
         missing = _missing_extra(exc)
         if missing:
             package, extra = missing
