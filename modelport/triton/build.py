@@ -4,6 +4,8 @@ exports, or from a YAML file listing several models."""
 from __future__ import annotations
 
 import itertools
+import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -254,35 +256,84 @@ def _check_siblings(config, model_dir: Path, fmt_id: str, others: list[int]) -> 
 
 def build_repository(entries: list[ModelEntry], repo: str | Path, *, force: bool = False,
                      device: str = "cpu") -> list[BuiltVersion]:
-    """Build every entry; stops at the first failure (versions already written stay, each complete).
+    """Build every entry, all or nothing.
 
-    Every source is checked before anything is written, so a typo in the last entry costs no exports.
+    Every source is checked before anything is written, so a typo in the last entry costs no exports. The
+    entries are then built into a staging copy of the model folders they touch (hard links, beside the
+    repository), and only when all of them have passed are those folders swapped in, one rename each: a
+    failure leaves the repository as it was.
     """
     from modelport.zoo import list_models
 
+    names = set()
     for entry in entries:
-        check_name(entry.name or default_name(entry.source))
+        names.add(check_name(entry.name or default_name(entry.source)))
         if Path(entry.source).exists():
             format_of_path(entry.source)
         elif entry.source not in list_models():
             raise WeightsNotFoundError(f"{entry.source}: model source not found",
                                        hint="give weights, an export, or a zoo name with --allow-random")
     repo = Path(repo)
-    before = {p for p in repo.rglob("*") if p.is_dir()} if repo.is_dir() else set()
     created = not repo.exists()
     repo.mkdir(parents=True, exist_ok=True)
+    # Beside the repository (one file system, so renames), hidden: never taken for a model or a repository.
+    staging = repo.resolve().parent / f".{repo.resolve().name}.{secrets.token_hex(4)}.staging"
     try:
-        return [build_model(e, repo, force=force, device=device) for e in entries]
+        staging.mkdir()
+        for name in names:
+            if (repo / name).exists():
+                shutil.copytree(repo / name, staging / name, symlinks=True, copy_function=_link_or_copy)
+        try:
+            built = [build_model(e, staging, force=force, device=device) for e in entries]
+        except ModelportError as exc:  # name the repository the user gave, not the staging copy
+            exc.message = exc.message.replace(str(staging), str(repo))
+            exc.args = (exc.message,)
+            raise
+        _swap_in(staging, repo, sorted(names))
     except BaseException:
-        _remove_new_empty_dirs(repo, before, created)
+        if created and not any(repo.iterdir()):
+            repo.rmdir()
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [_moved(b, staging, repo) for b in built]
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    # The staging copy shares the files it does not change: every write in a build replaces a file by rename.
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _swap_in(staging: Path, repo: Path, names: list[str]) -> None:
+    """Put each staged model folder in place of the repository's; undo the swaps made if one fails."""
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        for name in names:
+            target = repo / name
+            old = staging / f".{name}.old" if target.exists() else None
+            if old is not None:
+                os.rename(target, old)
+            try:
+                os.rename(staging / name, target)
+            except BaseException:
+                if old is not None:
+                    os.rename(old, target)
+                raise
+            done.append((target, old))
+    except BaseException:
+        for target, old in reversed(done):
+            shutil.rmtree(target)
+            if old is not None:
+                os.rename(old, target)
         raise
 
 
-def _remove_new_empty_dirs(repo: Path, before: set[Path], created: bool) -> None:
-    """After a failed build, drop the folders it made that stayed empty (a failed run leaves nothing behind)."""
-    for d in sorted((p for p in repo.rglob("*") if p.is_dir() and not p.is_symlink() and p not in before),
-                    key=lambda p: len(p.parts), reverse=True):
-        if not any(d.iterdir()):
-            d.rmdir()
-    if created and not any(repo.iterdir()):
-        repo.rmdir()
+def _moved(built: BuiltVersion, staging: Path, repo: Path) -> BuiltVersion:
+    def where(path: Path) -> Path:
+        return repo / path.relative_to(staging)
+
+    return replace(built, path=where(built.path), config=where(built.config),
+                   backup=None if built.backup is None else where(built.backup))
