@@ -137,6 +137,8 @@ def export_cmd(
         return _export_detectors(source, model, models, request, family, as_json, wide)
     rows = export_rows(source, request, family)
     render(rows, as_json, wide)
+    if formats is None:
+        _say_left_out(rows, device)
     if not all(r.ok for r in rows):
         raise typer.Exit(1)
 
@@ -165,6 +167,18 @@ def _export_detectors(source: Optional[str], model: Optional[List[str]], models:
                      images=request.images, no_verify=not request.verify, device=request.device,
                      allow_random=request.allow_random, as_json=as_json, force=request.force,
                      allow_empty=request.allow_empty, wide=wide, trust=False)
+
+
+def _say_left_out(rows: list, device: str) -> None:
+    """The formats that "all usable here" left out, and why: the default list never shrinks silently."""
+    from modelport.formats import EXPORTABLE
+
+    made = {str(r.format) for r in rows}
+    left_out = [f"{f.id} ({reason})" for f in EXPORTABLE if not any(m.startswith(f.id) for m in made)
+                and (reason := f.unavailable_reason(device))]
+    if left_out:
+        err.print(f"note: not exported on {device} here: {'; '.join(left_out)}", highlight=False, markup=False,
+                  soft_wrap=True)
 
 
 def _int8_settings(int8: bool, method: Optional[str], percentile: Optional[float], search: Optional[bool],

@@ -55,6 +55,12 @@ def verify_cmd(
     apply_trust(trust)
     from modelport.families import family_for
 
+    for path in paths:  # verify compares files: none is built or downloaded
+        if not path.exists():
+            from modelport.errors import WeightsNotFoundError
+
+            raise WeightsNotFoundError(f"{path}: not found", hint="verify compares files that exist: weights, "
+                                       "exports, an edge package or a Triton model repository")
     detector = {"--conf": conf, "--images": images, "--count": count, "--allow-empty": allow_empty}
     family = next((f for f in map(family_for, map(str, paths)) if f.name == "yolo"), family_for(str(paths[0])))
     if family.name == "yolo":  # boxes against Ultralytics' predict
@@ -82,6 +88,8 @@ def verify_cmd(
     if len(paths) == 1 and paths[0].name.endswith(".tar.gz"):  # an edge package: its golden outputs
         return _verify_package(paths[0], device, as_json)
     clip = verify_runners(paths, device)  # CLIP encoders: open_clip's PyTorch model is the reference
+    if clip is None:
+        _refuse_lone_clip_checkpoint(paths)
     weights = [] if clip else [p for p in paths if format_of_path(p).is_weights]
     reference_path = weights[0] if weights else paths[0]
     reference = clip[0] if clip else open_artifact(reference_path, device, arch=arch)
@@ -113,6 +121,21 @@ def verify_cmd(
         out.print(table)
     if not report.passed:
         raise typer.Exit(1)
+
+
+def _refuse_lone_clip_checkpoint(paths: List[Path]) -> None:
+    """An open_clip checkpoint is checked beside the encoder artifacts exported from it, not on its own."""
+    import importlib.util
+
+    from modelport.clip.verify import OPEN_CLIP_SUFFIXES
+
+    for path in paths:
+        if path.suffix.lower() in OPEN_CLIP_SUFFIXES:
+            extra = " (MobileCLIP needs pip install 'modelport[clip]')" if importlib.util.find_spec("open_clip") \
+                is None else ""
+            raise ModelportError(f"{path}: an open_clip (MobileCLIP) checkpoint, verified only beside the encoder "
+                                 "artifacts exported from it", hint=f"export them first (modelport export MODEL "
+                                 f"--weights {path}), then: modelport verify MODEL_image.onnx {path}{extra}")
 
 
 def _tolerances(items: list[str]):

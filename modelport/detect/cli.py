@@ -15,7 +15,7 @@ from modelport.atomic import atomic_write_text
 from modelport.cli_options import TRUST_CHECKPOINT, WIDE, apply_trust
 from modelport.cli_table import Col, breakable, fitted_table, left, notes, print_table
 
-detect_app = typer.Typer(add_completion=False, no_args_is_help=True,
+detect_app = typer.Typer(add_completion=False,
                          help="YOLO detectors (Ultralytics .pt): export with or without NMS, verify, bench, load.")
 out = Console()
 err = Console(stderr=True)
@@ -165,6 +165,7 @@ def verify_cmd(
     pts = [p for p in paths if p.suffix == ".pt" and format_of_path(p).is_weights]
     if len(pts) != 1:
         raise typer.BadParameter("give exactly one Ultralytics .pt as the reference")
+    _existing_checkpoint(pts[0])
     checks = verify_artifacts(pts[0], [p for p in paths if p not in pts], conf=conf,
                               images=_image_files(images) if images else None, count=count, allow_empty=allow_empty)
     if as_json:
@@ -192,6 +193,17 @@ def verify_cmd(
         raise typer.Exit(1)
 
 
+def _existing_checkpoint(pt: Path) -> None:
+    """The reference of verify and bench is the checkpoint itself: these commands build no random model."""
+    if not pt.is_file():
+        from modelport.errors import WeightsNotFoundError
+
+        raise WeightsNotFoundError(f"{pt}: is a directory, not an Ultralytics checkpoint" if pt.is_dir() else
+                                   f"{pt}: weights file not found (weights cannot be downloaded here)",
+                                   hint=f"put the checkpoint at {pt.resolve()} ({pt.name} from the Ultralytics "
+                                        "releases, or your own trained best.pt)")
+
+
 @detect_app.command("bench")
 def bench_cmd(
     weights: Path = typer.Argument(..., help="Ultralytics detection .pt."),
@@ -210,7 +222,12 @@ def bench_cmd(
     apply_trust(trust)
     from modelport.detect.bench import run_detect_benchmark
 
-    batches = [int(b) for b in batch.split(",")] if batch else None
+    try:
+        batches = [int(b) for b in batch.split(",")] if batch else None
+    except ValueError:
+        raise typer.BadParameter(f"{batch!r}: expected comma-separated integers, e.g. 1,8", param_hint="'--batch'") \
+            from None
+    _existing_checkpoint(weights)
     with err.status("benchmarking ...") as status:
         report = run_detect_benchmark(weights, batches=batches, imgsz=imgsz, conf=conf, seconds=seconds,
                                       max_batch=max_batch, tracks=tracks.split(",") if tracks else None,

@@ -101,6 +101,9 @@ def family_for(source: str | None, request: ExportRequest | BenchRequest | None 
     for fam in FAMILIES:
         if fam.claims(source, request):
             return fam
+    if source is None:
+        raise ConfigError("no model given", hint="give a weights file (e.g. osnet_x0_25_msmt17.pt), a zoo name with "
+                          "--allow-random (modelport models lists them), or --factory/--config for your own model")
     raise ConfigError(f"{source}: no model family claims it",
                       hint="give a weights file, a zoo name (modelport models), or --factory/--config")
 

@@ -10,7 +10,7 @@ from modelport.formats.base import ExportOptions, Format, Runner
 FORMATS: tuple[Format, ...] = (
     Format("onnx", "ONNX", ".onnx", "modelport.formats.onnx", ("onnxruntime",), "onnxruntime onnx",
            precisions=("fp32", "fp16", "int8"), triton=("onnxruntime_onnx", "onnxruntime", "model.onnx")),
-    Format("tensorrt", "TensorRT", ".engine", "modelport.formats.tensorrt", ("tensorrt",), "tensorrt",
+    Format("tensorrt", "TensorRT", ".engine", "modelport.formats.tensorrt", ("tensorrt",), "'modelport[tensorrt]'",
            alt_suffixes=(".plan", ".trt"), devices=("cuda",), needs_cuda=True, precisions=("fp32", "fp16"),
            triton=("tensorrt_plan", "tensorrt", "model.plan")),
     Format("openvino", "OpenVINO", "_openvino_model", "modelport.formats.openvino", ("openvino",), "openvino",
@@ -23,7 +23,7 @@ FORMATS: tuple[Format, ...] = (
 BY_ID = {f.id: f for f in FORMATS}
 EXPORTABLE = tuple(f for f in FORMATS if not f.is_weights)
 REMOTE = Format("remote", "KServe v2 endpoint", "://", "modelport.formats.remote", ("tritonclient",),
-                "tritonclient[grpc,http]")
+                "'modelport[serve]'")
 
 __all__ = ["BY_ID", "EXPORTABLE", "FORMATS", "ExportOptions", "Format", "Runner", "get_format", "format_of_path"]
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-search_app = typer.Typer(no_args_is_help=True, help="Text-to-image and image-to-image search with CLIP encoders.")
+search_app = typer.Typer(help="Text-to-image and image-to-image search with CLIP encoders.")
 out = Console()
 err = Console(stderr=True)
 

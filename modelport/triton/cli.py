@@ -16,7 +16,7 @@ from modelport.cli_table import Col, fitted_table, print_table
 if TYPE_CHECKING:
     from modelport.triton.repo import CleanResult
 
-triton_app = typer.Typer(no_args_is_help=True, help="Triton model repositories: build, status, validate, clean.")
+triton_app = typer.Typer(help="Triton model repositories: build, status, validate, clean.")
 out = Console()
 
 

@@ -38,7 +38,7 @@ def _pb2():
         from tritonclient.grpc import model_config_pb2
     except ImportError as exc:  # the grpc extra ships the schema
         raise ModelportError(f"Triton's config schema is unavailable ({exc})",
-                             hint="pip install 'tritonclient[grpc]' (or modelport[serve])") from None
+                             hint="pip install 'modelport[serve]'") from None
     return model_config_pb2
 
 

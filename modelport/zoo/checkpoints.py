@@ -33,11 +33,22 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     ``extras`` holds the checkpoint's other top-level entries (epoch, marker, ...).
     """
     path = Path(path)
+    if path.is_dir():
+        raise WeightsNotFoundError(f"{path}: is a directory, not a weights file",
+                                   hint="give the checkpoint file itself (.pt, .pth or .pth.tar)")
     if not path.is_file():
         raise WeightsNotFoundError(
             f"{path}: weights file not found",
             hint="check the path; pretrained weights cannot be downloaded here, so place the file there yourself",
         )
+    with path.open("rb") as f:
+        head = f.read(8)
+    # torch.save writes a zip archive; older torch a bare pickle (protocol 2 and later start with 0x80)
+    if head and not head.startswith((b"PK", b"\x80")):
+        raise CorruptFileError(f"{path}: not a PyTorch checkpoint, neither the zip archive nor the pickle torch.save "
+                               f"writes (it starts {head!r}): another kind of file, or corrupted",
+                               hint="give the .pt/.pth file torch.save wrote (a failed download often saves an HTML "
+                               "or text page under the checkpoint's name)")
     foreign = _foreign_globals(path)
     if foreign:
         raise _unsafe(path, foreign[0] + (f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""))
