@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docs_fixtures_readme
 import pytest
 from conftest import calibrated_model, save_plain
 from sybil import Document, Example, Sybil
@@ -49,6 +50,8 @@ def _osnet(folder: Path) -> None:
 
 
 FIXTURES: dict[str, Callable[[Path], None]] = {"docs/reid.md": _osnet, "docs/ui.md": _ui}
+FIXTURES.update({"README.md": docs_fixtures_readme.readme, "docs/detect.md": docs_fixtures_readme.detect_doc,
+                 "docs/clip.md": docs_fixtures_readme.clip_doc})
 BLOCK_TIMEOUT_S = 600
 SKIP_DIRECTIVE = re.compile(r'<!--\s*skip:\s*next\s+"([^"]+)"\s*-->')
 
