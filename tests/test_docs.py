@@ -23,6 +23,7 @@ from pathlib import Path
 import docs_fixtures_readme
 import pytest
 from conftest import calibrated_model, save_plain
+from docs_fixtures_triton import int8_doc, triton_doc
 from sybil import Document, Example, Sybil
 from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipParser
 
@@ -49,7 +50,8 @@ def _osnet(folder: Path) -> None:
     save_plain(calibrated_model("osnet_x0_25"), folder / "osnet_x0_25_msmt17.pt", 512)
 
 
-FIXTURES: dict[str, Callable[[Path], None]] = {"docs/reid.md": _osnet, "docs/ui.md": _ui}
+FIXTURES: dict[str, Callable[[Path], None]] = {"docs/reid.md": _osnet, "docs/ui.md": _ui,
+                                                "docs/triton.md": triton_doc, "docs/int8.md": int8_doc}
 FIXTURES.update({"README.md": docs_fixtures_readme.readme, "docs/detect.md": docs_fixtures_readme.detect_doc,
                  "docs/clip.md": docs_fixtures_readme.clip_doc})
 BLOCK_TIMEOUT_S = 600
@@ -150,26 +152,46 @@ PARSED = {name: SYBIL.parse(ROOT / name) for name in DOCUMENTS}
 BLOCKS = [block for name, doc in PARSED.items() for block in _blocks(doc, name)]
 
 
+class OpenDocuments:
+    """The document whose blocks are running, with its scratch folder; one at a time, in the blocks' order.
+
+    Not a parametrized fixture: pytest (9.x) tears such a fixture down between parameters of different index,
+    which would give every block a fresh folder and stop the servers an earlier block started.
+    """
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.open: dict[str, Scratch] = {}
+
+    def get(self, name: str) -> Document:
+        if name not in self.open:
+            self.close()  # the previous document's blocks are done: stop what they left running
+            scratch = Scratch(self.tmp_path_factory.mktemp(Path(name).stem))
+            make: Callable[[Path], None] | None = FIXTURES.get(name)
+            if make is not None:
+                make(scratch.folder)
+            PARSED[name].namespace["__scratch__"] = scratch
+            self.open[name] = scratch
+        return PARSED[name]
+
+    def close(self) -> None:
+        while self.open:
+            self.open.popitem()[1].stop()
+
+
 @pytest.fixture(scope="module")
-def document(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Document]:
-    """The parsed document with its scratch folder made and filled with the files its blocks name."""
-    name: str = request.param
-    folder = tmp_path_factory.mktemp(Path(name).stem)
-    scratch = Scratch(folder)
-    doc = PARSED[name]
-    doc.namespace["__scratch__"] = scratch
-    make: Callable[[Path], None] | None = FIXTURES.get(name)
-    if make is not None:
-        make(folder)
+def documents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenDocuments]:
+    """Each document's scratch folder, made and filled with the files its blocks name before its first block."""
+    opened = OpenDocuments(tmp_path_factory)
     try:
-        yield doc
+        yield opened
     finally:
-        scratch.stop()
+        opened.close()
 
 
-@pytest.mark.parametrize("document, block", [(b.document, b) for b in BLOCKS], indirect=["document"],
-                         ids=[f"{b.document}:{b.line}" for b in BLOCKS])
-def test_block_runs_as_written(document: Document, block: Block, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"{b.document}:{b.line}" for b in BLOCKS])
+def test_block_runs_as_written(documents: OpenDocuments, block: Block, monkeypatch: pytest.MonkeyPatch) -> None:
+    document = documents.get(block.document)
     scratch: Scratch = document.namespace["__scratch__"]
     # Python blocks run in this process: in the scratch folder, with the shell blocks' environment.
     monkeypatch.chdir(scratch.folder)
