@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 import torch
+from pg_server import pg_url, postgres  # noqa: F401  (a real PostgreSQL + pgvector for the session)
 from required_suites import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401  (CI: no silent skips)
 
 from modelport.zoo.calibrate import calibrated_untrained

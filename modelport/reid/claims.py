@@ -1,7 +1,10 @@
 """Extraction workers sharing one database: each claims a batch of detections before computing it.
 
-A claim is a row in ``reid_claims`` (detection, model, worker) inserted in the same ``BEGIN IMMEDIATE``
-transaction that found the detections unembedded and unclaimed, so two workers never take the same detection.
+A claim is a row in ``reid_claims`` (detection, model, worker) inserted in the same transaction that found
+the detections unembedded and unclaimed, so two workers never take the same detection: on SQLite that
+transaction holds the write lock from its start (``BEGIN IMMEDIATE``); on PostgreSQL it locks the rows it
+takes with ``FOR UPDATE SKIP LOCKED`` (workers on other machines pass over them instead of waiting), and the
+claims' primary key turns away a row another worker claimed between this one's read and its lock.
 A worker is ``host:pid:start``; the claims of a worker that is gone (same host, that process no longer runs)
 are released by the next worker to look, and those of another host after LEASE_S, so a killed run loses
 nothing: its unfinished detections are claimed again.
@@ -11,10 +14,11 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 import time
 from pathlib import Path
 from typing import Iterator
+
+from modelport.reid.db import Database, Location
 
 CLAIM_ROWS = 256  # detections per claim: about 0.4 s of osnet_x0_25 on two cores
 LEASE_S = 3600.0  # claims of a worker on another host are released after this long
@@ -51,7 +55,7 @@ def _gone(worker: str, newest_claim: float, now: float) -> bool:
     return _start_ticks(int(pid)) not in (start, "0")
 
 
-def release_stale(conn: sqlite3.Connection, model_key: str) -> int:
+def release_stale(conn: Database, model_key: str) -> int:
     """Drop the claims of workers that are gone; returns how many detections were released."""
     now = time.time()
     owners = conn.execute("SELECT worker, MAX(claimed) FROM reid_claims WHERE model_key = ? GROUP BY worker",
@@ -64,13 +68,13 @@ def release_stale(conn: sqlite3.Connection, model_key: str) -> int:
                    for w in gone)
 
 
-def release(conn: sqlite3.Connection, model_key: str, worker: str) -> None:
+def release(conn: Database, model_key: str, worker: str) -> None:
     """Drop ``worker``'s claims (at the end of its run; what it finished has its embeddings)."""
     with conn:
         conn.execute("DELETE FROM reid_claims WHERE model_key = ? AND worker = ?", (model_key, worker))
 
 
-def claim(conn: sqlite3.Connection, model_key: str, class_name: str | None, worker: str,
+def claim(conn: Database, model_key: str, class_name: str | None, worker: str,
           after: tuple[str, int, int] | None, size: int = CLAIM_ROWS) -> list[ROW]:
     """Up to ``size`` detections after ``after`` (video, frame, id order) that have no embedding of
     ``model_key`` and no claim, claimed for ``worker`` in one transaction."""
@@ -83,22 +87,26 @@ def claim(conn: sqlite3.Connection, model_key: str, class_name: str | None, work
     if after is not None:
         where.append("(d.video, d.frame_index, d.id) > (?, ?, ?)")
         args.extend(after)
-    conn.execute("BEGIN IMMEDIATE")  # the write lock before the read: no other worker can take these meanwhile
-    try:
-        rows = conn.execute(
-            "SELECT d.id, d.video, d.frame_index, d.x1, d.y1, d.x2, d.y2 FROM object_detections d "
-            f"WHERE {' AND '.join(where)} ORDER BY d.video, d.frame_index, d.id LIMIT ?", [*args, size]).fetchall()
+    while True:
         now = time.time()
-        conn.executemany("INSERT INTO reid_claims (detection_id, model_key, worker, claimed) VALUES (?, ?, ?, ?)",
-                         [(r[0], model_key, worker, now) for r in rows])
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
-    return rows
+        with conn.write():  # the write lock (SQLite) or row locks (PostgreSQL) before the read
+            rows = conn.execute(
+                "SELECT d.id, d.video, d.frame_index, d.x1, d.y1, d.x2, d.y2 FROM object_detections d "
+                f"WHERE {' AND '.join(where)} ORDER BY d.video, d.frame_index, d.id LIMIT ? {conn.claim_lock}",
+                [*args, size]).fetchall()
+            conn.executemany("INSERT INTO reid_claims (detection_id, model_key, worker, claimed) VALUES "
+                             "(?, ?, ?, ?) ON CONFLICT DO NOTHING", [(r[0], model_key, worker, now) for r in rows])
+            if not conn.claim_lock:
+                return rows
+            # Keep what this transaction's inserts claimed; if another worker took all of them, look again
+            # (their claims are visible now, so the next read passes over them).
+            mine = {r[0] for r in conn.execute("SELECT detection_id FROM reid_claims WHERE model_key = ? AND "
+                                               "worker = ? AND claimed = ?", (model_key, worker, now))}
+        if mine or not rows:
+            return [r for r in rows if r[0] in mine]
 
 
-def claimed_rows(db: str | Path, model_key: str, class_name: str | None, worker: str,
+def claimed_rows(db: Location, model_key: str, class_name: str | None, worker: str,
                  size: int = CLAIM_ROWS) -> Iterator[ROW]:
     """Detections for ``worker`` to embed, claimed ``size`` at a time as they are consumed, in (video, frame)
     order. Sweeps again from the start while sweeps find work (claims released by workers that died)."""

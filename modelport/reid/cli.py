@@ -30,7 +30,7 @@ def config_keys_cmd() -> None:
 
 @reid_app.command("demo-data")
 def demo_data_cmd(out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for video.mp4, det.txt, gt.txt."),
-                  db: Optional[Path] = typer.Option(None, "--db", help="Also import into this database."),
+                  db: Optional[str] = typer.Option(None, "--db", help="Also import into this database."),
                   people: Optional[int] = typer.Option(None, "--people"),
                   frames: Optional[int] = typer.Option(None, "--frames"),
                   seed: Optional[int] = typer.Option(None, "--seed"),
@@ -64,7 +64,7 @@ def demo_data_cmd(out_dir: Optional[Path] = typer.Option(None, "--out", help="Fo
 def import_cmd(video: Optional[Path] = typer.Option(None, "--video", help="Video file or image folder."),
                detections: Optional[Path] = typer.Option(None, "--detections", help="MOTChallenge det.txt."),
                gt: Optional[Path] = typer.Option(None, "--gt", help="MOTChallenge gt.txt (optional)."),
-               db: Optional[Path] = typer.Option(None, "--db"),
+               db: Optional[str] = typer.Option(None, "--db"),
                class_name: Optional[str] = typer.Option(None, "--class", help="Class name to store."),
                fps: Optional[float] = typer.Option(None, "--fps"),
                min_conf: Optional[float] = typer.Option(None, "--min-conf"),
@@ -85,7 +85,7 @@ def import_cmd(video: Optional[Path] = typer.Option(None, "--video", help="Video
 
 
 @reid_app.command("extract")
-def extract_cmd(db: Optional[Path] = typer.Option(None, "--db"),
+def extract_cmd(db: Optional[str] = typer.Option(None, "--db"),
                 model: Optional[str] = typer.Option(None, "--model", help="Weights file or exported artifact."),
                 batch: Optional[int] = typer.Option(None, "--batch"),
                 class_name: Optional[str] = typer.Option(None, "--class"),
@@ -123,7 +123,7 @@ def extract_cmd(db: Optional[Path] = typer.Option(None, "--db"),
 
 
 @reid_app.command("cluster")
-def cluster_cmd(db: Optional[Path] = typer.Option(None, "--db"),
+def cluster_cmd(db: Optional[str] = typer.Option(None, "--db"),
                 out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder."),
                 model: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
                 threshold: Optional[str] = typer.Option(None, "--threshold", help="Cosine similarity or 'auto'."),
@@ -188,7 +188,7 @@ def print_cluster(report, console: Console | None = None) -> None:
 
 
 @reid_app.command("report")
-def report_cmd(db: Optional[Path] = typer.Option(None, "--db"),
+def report_cmd(db: Optional[str] = typer.Option(None, "--db"),
                output: Optional[Path] = typer.Option(None, "--output"),
                use_reid: Optional[bool] = typer.Option(None, "--use-reid/--no-reid"),
                model: Optional[str] = typer.Option(None, "--model",
@@ -211,7 +211,7 @@ def report_cmd(db: Optional[Path] = typer.Option(None, "--db"),
 @reid_app.command("compare")
 def compare_cmd(left: str = typer.Argument(..., help="A report page, or with --db a model (as for --model)."),
                 right: str = typer.Argument(..., help="Another report page, or with --db another model."),
-                db: Optional[Path] = typer.Option(None, "--db", help="Compare two models' identities in this DB."),
+                db: Optional[str] = typer.Option(None, "--db", help="Compare two models' identities in this DB."),
                 output: Path = typer.Option(Path("report/compare.html"), "--output"),
                 class_name: Optional[str] = typer.Option(None, "--class"),
                 force: bool = typer.Option(False, "--force"),

@@ -99,7 +99,7 @@ def _scores(result) -> dict[str, Any]:
 
 
 @reid_app.command("adapt")
-def adapt_cmd(db: Optional[Path] = typer.Option(None, "--db"),
+def adapt_cmd(db: Optional[str] = typer.Option(None, "--db"),
               model: Optional[str] = typer.Option(None, "--model", help="Weights file (a zoo checkpoint) to adapt."),
               camera: Optional[str] = typer.Option(None, "--camera", help="Adapt to this camera's detections only."),
               out_path: Optional[Path] = typer.Option(None, "--out", help="Checkpoint to write."),
@@ -134,7 +134,7 @@ def adapt_cmd(db: Optional[Path] = typer.Option(None, "--db"),
 
 
 @reid_app.command("finetune")
-def finetune_cmd(db: Optional[Path] = typer.Option(None, "--db"),
+def finetune_cmd(db: Optional[str] = typer.Option(None, "--db"),
                  model: Optional[str] = typer.Option(None, "--model", help="Weights file (a zoo checkpoint) to train."),
                  epochs: Optional[int] = typer.Option(None, "--epochs"),
                  camera: Optional[str] = typer.Option(None, "--camera", help="Train on this camera's tracks only."),

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from modelport.atomic import atomic_file
+from modelport.reid.db import database_name
 from modelport.reid.tuning import (
     Retrieval,
     Split,
@@ -117,7 +118,7 @@ def finetune(db: str | Path, weights: str | Path, *, out: str | Path | None = No
         measured = len(split.eval_tracks) > 0
         held = eval_crops(split, pre, 32) if measured else None
         before = held_out_scores(module, split, held, 32, device) if measured else None
-        settings = {"source_sha256": _sha(weights), "database": str(Path(db).resolve()), "camera": camera,
+        settings = {"source_sha256": _sha(weights), "database": database_name(db), "camera": camera,
                     "class_name": class_name, "tracks_per_batch": tracks_per_batch,
                     "crops_per_track": crops_per_track, "crops": crops, "lr": lr, "margin": margin,
                     "holdout": holdout, "holdout_by": holdout_by, "train": train, "seed": seed}

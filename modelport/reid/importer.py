@@ -116,14 +116,11 @@ def import_mot(db: str | Path, video: str | Path, detections: str | Path, *, gro
                 conn.execute("DELETE FROM object_detections WHERE video = ?", (key,))
             pairs = []
             for d, person in zip(dets, gt_ids):
-                cur = conn.execute(
-                    "INSERT INTO object_detections (video, frame_index, timestamp, class_name, confidence, "
-                    "x1, y1, x2, y2, track_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (key, d.frame - 1, (d.frame - 1) / info.fps, class_name, d.conf, *d.box,
-                     d.ident if d.ident >= 0 else None))
+                det_id = store.add_detection(conn, (key, d.frame - 1, (d.frame - 1) / info.fps, class_name, d.conf,
+                                                    *d.box, d.ident if d.ident >= 0 else None))
                 if person is not None:
-                    pairs.append((cur.lastrowid, person))
-            conn.executemany("INSERT OR REPLACE INTO reid_ground_truth (detection_id, person_id) VALUES (?, ?)", pairs)
+                    pairs.append((det_id, person))
+            store.write_ground_truth(conn, pairs)
     finally:
         conn.close()
     return ImportResult(key, len(dets), len({d.ident for d in dets if d.ident >= 0}), len(pairs),

@@ -7,11 +7,11 @@ its name, so ``osnet_x0_25_msmt17.pt`` and its ``.onnx`` both find what either e
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from modelport.errors import UnsupportedFormatError
 from modelport.reid import store
+from modelport.reid.db import Database
 from modelport.spec import sha256_file
 
 
@@ -31,7 +31,7 @@ def source_digest(path: str | Path) -> str | None:
     return sha256_file(path) if path.is_file() else None
 
 
-def resolve_model(conn: sqlite3.Connection, value: str | Path | None) -> store.ModelRecord:
+def resolve_model(conn: Database, value: str | Path | None) -> store.ModelRecord:
     """The stored model ``value`` names: an existing weights file or export (by sha256), else a model key, name
     or key prefix; the default model when None. ModelNotInDatabaseError lists the models when nothing matches."""
     if value is None or not Path(value).exists():

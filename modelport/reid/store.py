@@ -1,5 +1,6 @@
-"""The SQLite detections store: ``object_detections`` (shared with other tools) plus modelport's tables.
+"""The detections store: ``object_detections`` (shared with other tools) plus modelport's tables.
 
+A SQLite file, or a PostgreSQL database with pgvector (``modelport.reid.db``): the same tables and meaning.
 ``object_detections`` is read as it is; modelport only adds its own ``reid_*`` tables beside it, so
 databases written by other tools keep working and keep their shape. Every write is one transaction.
 """
@@ -7,7 +8,6 @@ databases written by other tools keep working and keep their shape. Every write 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,52 +15,14 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from modelport.atomic import create_sqlite, is_sqlite
-from modelport.errors import ExportError, ModelportError, WeightsNotFoundError
+from modelport.reid.db import Database, DatabaseError, Location, database_name, is_url, open_database
+from modelport.reid.db.schema import DETECTIONS, MODELPORT, ORDER_INDEX, REQUIRED_COLUMNS, render
 
 DEFAULT_DB = Path("data/db/detections.db")
-REQUIRED_COLUMNS = ("id", "video", "frame_index", "timestamp", "class_name", "confidence",
-                    "x1", "y1", "x2", "y2", "track_id")
-
-DETECTIONS_DDL = """
-CREATE TABLE IF NOT EXISTS object_detections (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    video TEXT NOT NULL,
-    frame_index INTEGER NOT NULL,      -- 0-based position in the video (MOT files count from 1)
-    timestamp REAL,                    -- seconds from the start of the video
-    class_name TEXT NOT NULL DEFAULT 'person',
-    confidence REAL,
-    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
-    track_id INTEGER,
-    reid_embedding BLOB                -- the default model's float32 vector
-);
-CREATE INDEX IF NOT EXISTS idx_object_detections_video_frame ON object_detections (video, frame_index);
-"""
-
-MODELPORT_DDL = """
-CREATE TABLE IF NOT EXISTS reid_models (
-    model_key TEXT PRIMARY KEY, name TEXT NOT NULL, sha256 TEXT NOT NULL, model_type TEXT NOT NULL,
-    path TEXT, dim INTEGER NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS reid_embeddings (
-    detection_id INTEGER NOT NULL, model_key TEXT NOT NULL, embedding BLOB NOT NULL,
-    PRIMARY KEY (detection_id, model_key)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS reid_quality (detection_id INTEGER PRIMARY KEY, sharpness REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS reid_ground_truth (detection_id INTEGER PRIMARY KEY, person_id INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS reid_identities (
-    model_key TEXT NOT NULL, detection_id INTEGER NOT NULL, person_id INTEGER NOT NULL,
-    PRIMARY KEY (model_key, detection_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS reid_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS reid_claims (
-    detection_id INTEGER NOT NULL, model_key TEXT NOT NULL, worker TEXT NOT NULL, claimed REAL NOT NULL,
-    PRIMARY KEY (detection_id, model_key)) WITHOUT ROWID;
-"""
-# Extraction claims detections in (video, frame) order, a batch at a time: without this index every claim
-# would scan the table. An index changes no column or value of the table it indexes.
-ORDER_INDEX = "CREATE INDEX IF NOT EXISTS idx_object_detections_video_frame ON object_detections (video, frame_index);"
-
-
-class DatabaseError(ModelportError, ValueError):
-    """A detections database is missing, unreadable or lacks a required column."""
+# A new SQLite file is created holding these (the schema's SQLite words; migrations add what follows).
+DETECTIONS_DDL = render(DETECTIONS, Database)
+MODELPORT_DDL = render(MODELPORT, Database)
+__all__ = ["DatabaseError", "ORDER_INDEX", "REQUIRED_COLUMNS", "database_name", "is_url"]
 
 
 class ModelNotInDatabaseError(DatabaseError):
@@ -99,64 +61,20 @@ class DetectionTable:
         return names, np.fromiter((lookup[v] for v in self.video.tolist()), np.int64, len(self.video))
 
 
-def connect(path: str | Path, create: bool = False) -> sqlite3.Connection:
-    """Open (or with ``create`` make) a detections database and add modelport's tables if missing."""
-    path = Path(path)
-    if not path.exists():
-        if not create:
-            raise WeightsNotFoundError(f"{path}: detections database not found",
-                                       hint="create one with `modelport reid import` or `modelport reid demo-data`")
-        # A new database appears with its tables, and never over a file that appeared meanwhile.
-        try:
-            create_sqlite(path, DETECTIONS_DDL + MODELPORT_DDL, hint="pass another --db")
-        except ExportError:
-            pass  # another process made it first: checked below like any existing file
-        except (sqlite3.Error, OSError) as exc:
-            raise DatabaseError(f"{path}: could not create the database ({exc})") from None
-    if not is_sqlite(path):
-        # SQLite would refuse it too, once opened; checking first says what to do and opens nothing.
-        raise DatabaseError(f"{path}: exists and is not a SQLite database",
-                            hint="pass another --db; this file is left untouched")
-    conn = sqlite3.connect(str(path), timeout=30.0)
-    try:
-        # Write-ahead logging: readers never block the writer, and several extraction workers share the file.
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript("BEGIN;" + (DETECTIONS_DDL if create else "") + MODELPORT_DDL + "COMMIT;")
-        _check_schema(conn, path)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise DatabaseError(f"{path}: not a usable SQLite database ({exc})") from None
-    except ModelportError:
-        conn.close()
-        raise
-    return conn
+def connect(location: Location, create: bool = False) -> Database:
+    """Open (or with ``create`` make) a detections store: a SQLite file, or a ``postgresql://`` URL.
+
+    Its schema is migrated to this modelport's version (see ``modelport.reid.db.schema``)."""
+    return open_database(location, create, new_sqlite_schema=DETECTIONS_DDL + MODELPORT_DDL)
 
 
-def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
-    cols = {row[1] for row in conn.execute("PRAGMA table_info(object_detections)")}
-    if not cols:
-        raise DatabaseError(f"{path}: has no object_detections table",
-                            hint="import detections first with `modelport reid import`")
-    missing = [c for c in REQUIRED_COLUMNS if c not in cols]
-    if missing:
-        raise DatabaseError(f"{path}: object_detections lacks column(s) {', '.join(missing)}",
-                            hint=f"required columns: {', '.join(REQUIRED_COLUMNS)} (+ reid_embedding BLOB)")
-    if "reid_embedding" not in cols:
-        # A nullable column added at the end changes no existing row or query.
-        with conn:
-            conn.execute("ALTER TABLE object_detections ADD COLUMN reid_embedding BLOB")
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = "
-                        "'idx_object_detections_video_frame'").fetchone():
-        conn.executescript("BEGIN;" + ORDER_INDEX + "COMMIT;")
-
-
-def count_detections(conn: sqlite3.Connection, video: str | None = None) -> int:
+def count_detections(conn: Database, video: str | None = None) -> int:
     if video is None:
         return conn.execute("SELECT COUNT(*) FROM object_detections").fetchone()[0]
     return conn.execute("SELECT COUNT(*) FROM object_detections WHERE video = ?", (video,)).fetchone()[0]
 
 
-def ground_truth(conn: sqlite3.Connection, ids: np.ndarray) -> np.ndarray:
+def ground_truth(conn: Database, ids: np.ndarray) -> np.ndarray:
     """The ground-truth person of each detection id in ``ids``, -1 where unknown."""
     pairs = np.array(conn.execute("SELECT detection_id, person_id FROM reid_ground_truth").fetchall(), np.int64)
     truth = np.full(len(ids), -1, np.int64)
@@ -171,35 +89,39 @@ def ground_truth(conn: sqlite3.Connection, ids: np.ndarray) -> np.ndarray:
 
 # ---- models and embeddings ------------------------------------------------------------------------
 
-def register_model(conn: sqlite3.Connection, model: ModelRecord, make_default: bool = False) -> bool:
+def register_model(conn: Database, model: ModelRecord, make_default: bool = False) -> bool:
     """Record a model; it becomes the default when asked or when it is the first. Returns is-default."""
     with conn:
-        conn.execute("INSERT OR IGNORE INTO reid_models (model_key, name, sha256, model_type, path, dim, created) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        conn.execute("INSERT INTO reid_models (model_key, name, sha256, model_type, path, dim, created) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                      (model.key, model.name, model.sha256, model.model_type, model.path, model.dim, time.time()))
         current = default_model_key(conn)
         if make_default or current is None:
-            conn.execute("INSERT OR REPLACE INTO reid_meta (key, value) VALUES ('default_model', ?)", (model.key,))
+            conn.execute("INSERT INTO reid_meta (key, value) VALUES ('default_model', ?) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (model.key,))
             if current != model.key:
                 # The shared column now follows the new default: copy what that model has already computed.
                 conn.execute("UPDATE object_detections SET reid_embedding = (SELECT e.embedding FROM "
                              "reid_embeddings e WHERE e.detection_id = object_detections.id AND e.model_key = ?)",
                              (model.key,))
-            return True
-    return current == model.key
+            is_default = True
+        else:
+            is_default = current == model.key
+    conn.index_vectors(model.key, model.dim)
+    return is_default
 
 
-def default_model_key(conn: sqlite3.Connection) -> str | None:
+def default_model_key(conn: Database) -> str | None:
     row = conn.execute("SELECT value FROM reid_meta WHERE key = 'default_model'").fetchone()
     return row[0] if row else None
 
 
-def models(conn: sqlite3.Connection) -> list[ModelRecord]:
+def models(conn: Database) -> list[ModelRecord]:
     rows = conn.execute("SELECT model_key, name, sha256, model_type, path, dim FROM reid_models ORDER BY created")
     return [ModelRecord(*r) for r in rows]
 
 
-def get_model(conn: sqlite3.Connection, key: str | None) -> ModelRecord:
+def get_model(conn: Database, key: str | None) -> ModelRecord:
     """A model by key, name or key prefix; the default model when ``key`` is None.
 
     A weights file or export is matched by sha256 instead: see ``modelport.reid.models.resolve_model``.
@@ -221,7 +143,7 @@ def known_models_hint(known: Sequence[ModelRecord]) -> str:
         f"{m.key} ({m.model_type}, {m.dim}-d{', from ' + m.path if m.path else ''})" for m in known)
 
 
-def pending(conn: sqlite3.Connection, model_key: str, class_name: str | None) -> list[tuple]:
+def pending(conn: Database, model_key: str, class_name: str | None) -> list[tuple]:
     """(id, video, frame_index, x1, y1, x2, y2) of detections still lacking ``model_key``'s embedding."""
     where = "AND d.class_name = ?" if class_name else ""
     args = (model_key, class_name) if class_name else (model_key,)
@@ -231,7 +153,7 @@ def pending(conn: sqlite3.Connection, model_key: str, class_name: str | None) ->
         f"{where} ORDER BY d.video, d.frame_index, d.id", args).fetchall()
 
 
-def pending_count(conn: sqlite3.Connection, model_key: str, class_name: str | None) -> int:
+def pending_count(conn: Database, model_key: str, class_name: str | None) -> int:
     """How many detections (of ``class_name``) lack ``model_key``'s embedding."""
     where = "AND d.class_name = ?" if class_name else ""
     return conn.execute(
@@ -240,30 +162,62 @@ def pending_count(conn: sqlite3.Connection, model_key: str, class_name: str | No
         (model_key, class_name) if class_name else (model_key,)).fetchone()[0]
 
 
-def write_embeddings(conn: sqlite3.Connection, model_key: str, ids: Sequence[int], vectors: np.ndarray,
+def write_embeddings(conn: Database, model_key: str, ids: Sequence[int], vectors: np.ndarray,
                      sharpness: Sequence[float], is_default: bool, commit: bool = True) -> None:
     """Store one batch in a transaction: a kill leaves either all of it or none of it.
 
-    ``commit=False`` leaves the transaction open so the caller can group batches into one commit.
+    ``commit=False`` runs in the caller's transaction (``with conn:``), so it can group batches into one commit.
     """
-    blobs = [np.ascontiguousarray(v, dtype="<f4").tobytes() for v in vectors]
+    blobs = [conn.vector(v) for v in vectors]
     with conn if commit else contextlib.nullcontext():
-        conn.executemany("INSERT OR IGNORE INTO reid_embeddings (detection_id, model_key, embedding) "
-                         "VALUES (?, ?, ?)", [(int(i), model_key, b) for i, b in zip(ids, blobs)])
-        conn.executemany("INSERT OR REPLACE INTO reid_quality (detection_id, sharpness) VALUES (?, ?)",
+        conn.executemany("INSERT INTO reid_embeddings (detection_id, model_key, embedding) VALUES (?, ?, ?) "
+                         "ON CONFLICT DO NOTHING", [(int(i), model_key, b) for i, b in zip(ids, blobs)])
+        conn.executemany("INSERT INTO reid_quality (detection_id, sharpness) VALUES (?, ?) "
+                         "ON CONFLICT (detection_id) DO UPDATE SET sharpness = excluded.sharpness",
                          [(int(i), float(s)) for i, s in zip(ids, sharpness)])
         if is_default:
             conn.executemany("UPDATE object_detections SET reid_embedding = ? WHERE id = ?",
                              [(b, int(i)) for i, b in zip(ids, blobs)])
 
 
-def embedding_count(conn: sqlite3.Connection, model_key: str) -> int:
+def add_detection(conn: Database, row: Sequence[Any]) -> int:
+    """Insert one detection (video, frame_index, timestamp, class_name, confidence, x1, y1, x2, y2, track_id);
+    returns its id."""
+    return conn.execute("INSERT INTO object_detections (video, frame_index, timestamp, class_name, confidence, "
+                        "x1, y1, x2, y2, track_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                        row).fetchone()[0]
+
+
+def write_ground_truth(conn: Database, pairs: Iterable[tuple[int, int]]) -> None:
+    """(detection id, person id) pairs; a detection's earlier ground truth is replaced."""
+    conn.executemany("INSERT INTO reid_ground_truth (detection_id, person_id) VALUES (?, ?) "
+                     "ON CONFLICT (detection_id) DO UPDATE SET person_id = excluded.person_id", pairs)
+
+
+def nearest(conn: Database, model: ModelRecord, query: np.ndarray, k: int = 10) -> list[tuple[int, float]]:
+    """(detection id, cosine distance) of the ``k`` stored embeddings of ``model`` nearest ``query``, nearest
+    first: through the HNSW index on PostgreSQL (approximate), by exact search elsewhere."""
+    found = conn.nearest(model.key, model.dim, query, k)
+    if found is not None:
+        return found
+    q = np.asarray(query, np.float32) / max(float(np.linalg.norm(query)), 1e-12)
+    best: list[tuple[int, float]] = []
+    cursor = conn.execute("SELECT detection_id, embedding FROM reid_embeddings WHERE model_key = ?", (model.key,))
+    while rows := cursor.fetchmany(8192):  # a chunk at a time: memory stays flat however many are stored
+        vectors = conn.vectors([r[1] for r in rows])
+        distance = 1.0 - vectors @ q / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+        best += [(int(rows[i][0]), float(distance[i])) for i in np.argsort(distance, kind="stable")[:k]]
+        best = sorted(best, key=lambda pair: pair[1])[:k]
+    return best
+
+
+def embedding_count(conn: Database, model_key: str) -> int:
     return conn.execute("SELECT COUNT(*) FROM reid_embeddings WHERE model_key = ?", (model_key,)).fetchone()[0]
 
 
 # ---- bulk reads -------------------------------------------------------------------------------------
 
-def load_detections(conn: sqlite3.Connection, class_name: str | None = None, model_key: str | None = None, *,
+def load_detections(conn: Database, class_name: str | None = None, model_key: str | None = None, *,
                     with_vectors: bool = True, chunk: int = 65536
                     ) -> tuple[DetectionTable, np.ndarray | None, np.ndarray]:
     """Detections (of ``class_name``; with ``model_key``, only those holding its embedding), those embeddings
@@ -300,7 +254,7 @@ def load_detections(conn: sqlite3.Connection, class_name: str | None = None, mod
                       np.asarray(cols[3], np.float64), np.asarray(cols[4], np.float64),
                       np.asarray(cols[5:9], np.float64).T.reshape(len(rows), 4), np.asarray(cols[9], np.int64),
                       np.asarray(cols[10], np.float64),
-                      np.frombuffer(b"".join(cols[11]), "<f4").reshape(len(rows), -1) if emb_col != "NULL" else None))
+                      conn.vectors(cols[11]) if emb_col != "NULL" else None))
     if parts:
         merged = [np.concatenate(c) if c[0] is not None else None for c in zip(*parts)]
     else:
@@ -311,7 +265,7 @@ def load_detections(conn: sqlite3.Connection, class_name: str | None = None, mod
     return table, vectors if model_key and with_vectors else None, sharp
 
 
-def table_embeddings(conn: sqlite3.Connection, model_key: str, det: DetectionTable,
+def table_embeddings(conn: Database, model_key: str, det: DetectionTable,
                      chunk: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``model_key``'s embeddings of ``det``'s detections as (rows of ``det``, float32 vectors), a chunk at a
     time in the table's order, so that no more than a chunk of them is ever in memory."""
@@ -324,11 +278,11 @@ def table_embeddings(conn: sqlite3.Connection, model_key: str, det: DetectionTab
         found = sorted_ids[at] == ids if len(sorted_ids) else np.zeros(len(ids), bool)
         if found.any():
             keep = np.flatnonzero(found)
-            vectors = np.frombuffer(b"".join(rows[i][1] for i in keep.tolist()), "<f4").reshape(len(keep), -1)
+            vectors = conn.vectors([rows[i][1] for i in keep.tolist()])
             yield order[at[keep]], vectors
 
 
-def write_identities(conn: sqlite3.Connection, model_key: str, pairs: Iterable[tuple[int, int]]) -> None:
+def write_identities(conn: Database, model_key: str, pairs: Iterable[tuple[int, int]]) -> None:
     """Replace a model's identity assignment in one transaction."""
     with conn:
         conn.execute("DELETE FROM reid_identities WHERE model_key = ?", (model_key,))
@@ -336,6 +290,6 @@ def write_identities(conn: sqlite3.Connection, model_key: str, pairs: Iterable[t
                          ((model_key, int(d), int(p)) for d, p in pairs))
 
 
-def identities(conn: sqlite3.Connection, model_key: str) -> dict[int, int]:
+def identities(conn: Database, model_key: str) -> dict[int, int]:
     return dict(conn.execute("SELECT detection_id, person_id FROM reid_identities WHERE model_key = ?",
                              (model_key,)))

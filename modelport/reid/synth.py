@@ -348,11 +348,12 @@ def write_embedding_db(db: str | Path, detections: int, *, per_track: int = 10, 
                         x.tolist(), (x + 60).tolist(), (ts.repeat(per_track) + 1).tolist()))
                 conn.executemany("INSERT INTO reid_embeddings (detection_id, model_key, embedding) VALUES (?, ?, ?)",
                                  zip(det_ids.tolist(), [record.key] * len(det_ids),
-                                     (v.tobytes() for v in vectors.astype("<f4"))))
+                                     (conn.vector(v) for v in vectors)))
                 conn.executemany("INSERT INTO reid_quality (detection_id, sharpness) VALUES (?, ?)",
                                  zip(det_ids.tolist(), rng.uniform(50, 150, len(det_ids)).tolist()))
                 conn.executemany("INSERT INTO reid_ground_truth (detection_id, person_id) VALUES (?, ?)",
                                  zip(det_ids.tolist(), person.repeat(per_track).tolist()))
+                conn.after_explicit_ids("object_detections")
     finally:
         conn.close()
     return EmbeddingScene(Path(db), record.key, tracks * per_track, tracks, people)

@@ -5,7 +5,6 @@ write (torchreid's layout, with a record of where it came from) and its export a
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 from modelport.errors import ModelportError
 from modelport.reid import store
 from modelport.reid.cluster import Tracks, cluster_tracks, group_tracks, l2_normalize, quality
+from modelport.reid.db import Database, database_name
 from modelport.reid.scores import majority
 
 if TYPE_CHECKING:
@@ -94,12 +94,12 @@ def held_out_people(track_truth: np.ndarray, share: float, seed: int) -> np.ndar
     return np.sort(np.random.default_rng(seed).permutation(candidates)[:count])
 
 
-def camera_rows(conn: sqlite3.Connection, det: store.DetectionTable, camera: str | None) -> np.ndarray:
+def camera_rows(conn: Database, det: store.DetectionTable, camera: str | None) -> np.ndarray:
     """Positions of ``det`` seen by ``camera``: the table's ``camera`` column when it has one, else the video's
     file name, stem or folder name."""
     if camera is None:
         return np.arange(len(det))
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(object_detections)")}
+    columns = conn.columns("object_detections")
     if "camera" in columns:
         ids = {r[0] for r in conn.execute("SELECT id FROM object_detections WHERE camera = ?", (camera,))}
         names = sorted({str(r[0]) for r in conn.execute("SELECT DISTINCT camera FROM object_detections")})
@@ -209,7 +209,7 @@ def provenance(method: str, weights: Path, db: str | Path, *, camera: str | None
     from modelport.spec import sha256_file
 
     return {"method": method, "source_weights": str(weights.resolve()), "source_sha256": sha256_file(weights),
-            "database": str(Path(db).resolve()), "camera": camera, "class_name": class_name, **used,
+            "database": database_name(db), "camera": camera, "class_name": class_name, **used,
             "held_out_people": held_out_people, "before": asdict(before) if before else None,
             "after": asdict(after) if after else None,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -1,0 +1,104 @@
+"""One connection to a detections store, whichever engine holds it: what differs between SQLite and PostgreSQL.
+
+Callers write one SQL text with ``?`` placeholders and ``ON CONFLICT`` upserts (both engines read those) and
+ask the connection for the rest: the column type of a vector, how vectors travel, the lock a claim takes and
+whether a nearest-neighbour index exists. ``with db:`` is one transaction on either engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from modelport.errors import ModelportError
+
+
+class DatabaseError(ModelportError, ValueError):
+    """A detections database is missing, unreadable or lacks a required column."""
+
+
+class SchemaTooNewError(DatabaseError):
+    """The database was written by a newer modelport, whose schema this one does not know."""
+
+
+class Database:
+    """The connection wrapper every store function takes: SQLite's, which PostgreSQL's overrides where it differs."""
+
+    engine = "sqlite"
+    types = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL", "vector": "BLOB", "bigint": "INTEGER",
+             "without_rowid": " WITHOUT ROWID"}
+    claim_lock = ""  # SQLite serialises claims with BEGIN IMMEDIATE instead (see write())
+
+    def __init__(self, raw: Any, location: str) -> None:
+        self.raw = raw
+        self.location = location  # for messages: a path, or a URL without its password
+
+    def __str__(self) -> str:
+        return self.location
+
+    # ---- statements and transactions --------------------------------------------------------------------
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        return self.raw.execute(sql, args)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
+        return self.raw.executemany(sql, rows)
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
+        if kind is None:
+            self.raw.commit()
+        else:
+            self.raw.rollback()
+
+    def write(self) -> Database:
+        """A transaction that holds the write lock from its start, so what it reads cannot change under it."""
+        self.raw.execute("BEGIN IMMEDIATE")
+        return self
+
+    def commit(self) -> None:
+        self.raw.commit()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    # ---- catalogue --------------------------------------------------------------------------------------
+    def tables(self) -> set[str]:
+        return {r[0] for r in self.raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def columns(self, table: str) -> dict[str, str]:
+        """Column name -> declared type (upper case) of ``table``; empty when there is no such table."""
+        return {r[1]: str(r[2]).upper() for r in self.raw.execute(f"PRAGMA table_info({table})")}
+
+    def has_index(self, name: str) -> bool:
+        return self.raw.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
+                                (name,)).fetchone() is not None
+
+    def add_vector_type(self) -> None:
+        """Make the vector column type exist (SQLite stores vectors as BLOBs: nothing to do)."""
+
+    def lock_schema(self) -> None:
+        """Serialise schema migrations between processes (write() already does on SQLite)."""
+
+    # ---- vectors ----------------------------------------------------------------------------------------
+    def vector(self, v: np.ndarray) -> Any:
+        """``v`` as a parameter of a vector column."""
+        return np.ascontiguousarray(v, dtype="<f4").tobytes()
+
+    def vectors(self, values: Sequence[Any]) -> np.ndarray:
+        """Values read from a vector column as one (n, dim) float32 array."""
+        return np.frombuffer(b"".join(values), "<f4").reshape(len(values), -1)
+
+    def index_vectors(self, model_key: str, dim: int) -> None:
+        """Build the nearest-neighbour index of ``model_key``'s embeddings, where the engine has one."""
+
+    def nearest(self, model_key: str, dim: int, query: np.ndarray, k: int) -> list[tuple[int, float]] | None:
+        """(detection id, cosine distance) of the ``k`` embeddings nearest ``query`` through the engine's
+        index, or None where the engine has none (the caller searches exactly)."""
+        return None
+
+    def after_explicit_ids(self, table: str) -> None:
+        """Rows were inserted with explicit ids: later inserts must number after them (SQLite always does)."""
+
