@@ -183,6 +183,33 @@ def test_triton_repository_takes_both_encoders(exported, tmp_path):
     assert 'name: "images"' in configs["image"] and "TYPE_FP32" in configs["image"]
 
 
+def test_top1_agreement_counts_ties_as_the_rankings_do():
+    # Two images tied for first place (1e-7 apart) in PyTorch; the export swaps them. The ranking is identical up to
+    # ties, so the top-1 agreement must not say otherwise (it said 0.875 beside "identical": 8 for one tied query).
+    from modelport.clip.check import semantic_check
+
+    class Stub:
+        def __init__(self, sims):
+            self.sims = np.asarray(sims, dtype=np.float64)
+
+        def embed_text(self, queries):
+            return self.sims
+
+        def embed(self, images):
+            return np.eye(self.sims.shape[1])
+
+    reference = [[0.5, 0.5 + 1e-7, 0.1], [0.9, 0.2, 0.1]]
+    swapped = [[0.5 + 1e-7, 0.5, 0.1], [0.9, 0.2, 0.1]]
+    report = semantic_check({"pytorch": (Stub(reference), Stub(reference)), "onnx": (Stub(swapped), Stub(swapped))},
+                            "pytorch", np.zeros((3, 1)), queries=("a", "b"))
+    (result,) = report.results
+    assert result.identical == 2 and result.top1_agreement == 1.0
+    wrong = [[0.1, 0.5, 0.9], [0.9, 0.2, 0.1]]
+    report = semantic_check({"pytorch": (Stub(reference), Stub(reference)), "onnx": (Stub(wrong), Stub(wrong))},
+                            "pytorch", np.zeros((3, 1)), queries=("a", "b"))
+    assert report.results[0].identical == 1 and report.results[0].top1_agreement == 0.5
+
+
 def test_same_ranking_fails_on_a_real_swap_and_tolerates_ties():
     ref = np.array([0.9, 0.5, 0.1])
     assert same_ranking(ref, np.array([0.8, 0.6, 0.0]))
