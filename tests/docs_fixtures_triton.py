@@ -69,6 +69,6 @@ def triton_doc(folder: Path) -> None:
 
 
 def int8_doc(folder: Path) -> None:
-    """osnet_x0_25_msmt17.pt and crops/ (16 person crops, two views per person)."""
+    """osnet_x0_25_msmt17.pt and crops/ (32 person crops, two views per person)."""
     save_plain(calibrated_model("osnet_x0_25"), folder / "osnet_x0_25_msmt17.pt", 512)
-    _crops(folder, 16)
+    _crops(folder, 32)
