@@ -87,3 +87,36 @@ def readme(folder: Path) -> None:
     untrained_yolo(folder / "yolo11n.pt", 640)
     street_photos(folder)
     clip_checkpoint(folder)
+    factory_model(folder)
+
+
+FACTORY_YAML = """\
+factory: mypkg.models:build
+args: {channels: 8, embed_dim: 16}
+inputs:
+  - {name: target, shape: [1, 3, 64, 96], dtype: float32, range: [0, 1]}
+  - {name: source, shape: [1, 16], dtype: float32, range: [-1, 1]}
+outputs: [swapped]
+dynamic_axes:
+  target: {0: batch, 2: height, 3: width}
+  source: {0: batch}
+  swapped: {0: batch, 2: height, 3: width}
+"""
+
+
+def factory_model(folder: Path) -> None:
+    """The reader's own model for README's factory lines: ``mypkg/models.py`` (tests/factory_pkg's image-to-image
+    model), its seeded ``best.pth`` (a plain state dict) and ``export.yaml``."""
+    import shutil
+
+    import torch
+
+    package = folder / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    shutil.copy(Path(__file__).parent / "factory_pkg" / "models.py", package / "models.py")
+    torch.manual_seed(3)
+    from factory_pkg.models import build
+
+    torch.save(build().state_dict(), folder / "best.pth")
+    (folder / "export.yaml").write_text(FACTORY_YAML)
