@@ -225,4 +225,34 @@ def compare_cmd(left: str = typer.Argument(..., help="A report page, or with --d
     out.print(f"comparison: {path}")
 
 
+db_app = typer.Typer(no_args_is_help=True, help="The store itself: copy it between SQLite and PostgreSQL.")
+reid_app.add_typer(db_app, name="db")
+
+
+@db_app.command("copy")
+def db_copy_cmd(source: str = typer.Argument(..., help="SQLite file or postgresql:// URL to copy from."),
+                destination: str = typer.Argument(..., help="SQLite file (created) or postgresql:// URL "
+                                                            "(an existing, empty database)."),
+                force: bool = typer.Option(False, "--force", help="Replace the rows a non-empty destination holds."),
+                batch: int = typer.Option(2000, "--batch", min=1, help="Rows read and written at a time.")) -> None:
+    """Copy every table of a store to another database (either engine) in one transaction, verified by
+    per-table row counts and checksums."""
+    from modelport.reid.db.copy import copy_store
+
+    report = copy_store(source, destination, force=force, batch=batch)
+    table = Table(title="copied and verified", title_justify="left")
+    for col, justify in (("table", "left"), ("rows", "right"), ("checksum (both)", "left")):
+        table.add_column(col, justify=justify)
+    for t in report.tables:
+        table.add_row(t.table, str(t.source_rows), t.source_checksum)
+    out.print(table, width=80)
+    for added in report.added_columns:
+        out.print(f"added column {added} to the destination", highlight=False)
+    if report.replaced_rows:
+        out.print(f"replaced {report.replaced_rows} rows the destination held (--force)", highlight=False)
+    rate = report.rows / report.seconds if report.seconds else 0.0
+    out.print(f"{report.rows} rows from {report.source} to {report.destination} in {report.seconds:.1f} s "
+              f"({rate:.0f} rows/s)", highlight=False, markup=False, soft_wrap=True)
+
+
 from modelport.reid import cli_tuning  # noqa: E402,F401  (registers `reid adapt` and `reid finetune`)

@@ -7,7 +7,8 @@ whether a nearest-neighbour index exists. ``with db:`` is one transaction on eit
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+import contextlib
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class Database:
 
     engine = "sqlite"
     types = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL", "vector": "BLOB", "bigint": "INTEGER",
-             "without_rowid": " WITHOUT ROWID"}
+             "without_rowid": " WITHOUT ROWID", "text": "TEXT", "blob": "BLOB"}
     claim_lock = ""  # SQLite serialises claims with BEGIN IMMEDIATE instead (see write())
 
     def __init__(self, raw: Any, location: str) -> None:
@@ -53,6 +54,21 @@ class Database:
         else:
             self.raw.rollback()
 
+    def stream(self, sql: str, args: Sequence[Any] = (), size: int = 1000) -> Iterator[list[Any]]:
+        """The rows of ``sql`` in lists of at most ``size``, never all in memory at once."""
+        cursor = self.raw.execute(sql, args)
+        while rows := cursor.fetchmany(size):
+            yield rows
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Database]:
+        """A read-only transaction: every read inside sees the database as it was when the first one ran."""
+        self.raw.execute("BEGIN")  # WAL: a reader keeps its snapshot while writers go on
+        try:
+            yield self
+        finally:
+            self.raw.rollback()
+
     def write(self) -> Database:
         """A transaction that holds the write lock from its start, so what it reads cannot change under it."""
         self.raw.execute("BEGIN IMMEDIATE")
@@ -71,6 +87,24 @@ class Database:
     def columns(self, table: str) -> dict[str, str]:
         """Column name -> declared type (upper case) of ``table``; empty when there is no such table."""
         return {r[1]: str(r[2]).upper() for r in self.raw.execute(f"PRAGMA table_info({table})")}
+
+    @staticmethod
+    def value_kind(declared: str) -> str | None:
+        """What a column declared ``declared`` holds, as a key of ``types`` (bigint, real, text, blob), by
+        SQLite's affinity rules; None where values of several kinds may mix (NUMERIC affinity)."""
+        if "INT" in declared:
+            return "bigint"
+        if any(word in declared for word in ("CHAR", "CLOB", "TEXT")):
+            return "text"
+        if "BLOB" in declared or not declared:
+            return "blob"
+        if any(word in declared for word in ("REAL", "FLOA", "DOUB")):
+            return "real"
+        return None
+
+    def identity(self) -> tuple[str, ...]:
+        """What tells two connections to one database apart from connections to two."""
+        return (self.engine, str(self.raw.execute("PRAGMA database_list").fetchone()[2]))
 
     def has_index(self, name: str) -> bool:
         return self.raw.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
