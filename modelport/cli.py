@@ -75,7 +75,8 @@ def info_cmd(artifact: Path = typer.Argument(..., help="An exported artifact (or
 
     fmt = format_of_path(artifact)
     if not artifact.exists():
-        raise WeightsNotFoundError(f"{artifact}: not found")
+        raise WeightsNotFoundError(f"{artifact}: not found", hint="give an exported artifact or a weights file that "
+                                   "exists (modelport downloads nothing)")
     from modelport.families import family_for
 
     own = family_for(str(artifact)).hook("read_spec") if fmt.is_weights else None

@@ -7,11 +7,14 @@ class ModelportError(Exception):
     """Base class; the CLI prints ``message`` and ``hint`` without a traceback."""
 
     exit_code = 2
+    # What to do, where the raising site has nothing more specific to say: every error about a file the user
+    # gave carries a hint (README, "Untrusted files and errors").
+    default_hint = ""
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = hint or self.default_hint
 
     def __str__(self) -> str:
         return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
@@ -19,6 +22,8 @@ class ModelportError(Exception):
 
 class WeightsNotFoundError(ModelportError, FileNotFoundError):
     """A weights file or artifact path does not exist."""
+
+    default_hint = "check the path: modelport downloads nothing, so the file must be there"
 
 
 class UnknownArchitectureError(ModelportError, ValueError):
@@ -28,9 +33,13 @@ class UnknownArchitectureError(ModelportError, ValueError):
 class CorruptFileError(ModelportError, ValueError):
     """A file is truncated, corrupted or not the kind of file expected."""
 
+    default_hint = "the file is incomplete or of another kind: copy it again, or give the file modelport wrote"
+
 
 class NotACheckpointError(ModelportError, ValueError):
     """A file loads but holds no state dict."""
+
+    default_hint = "give the checkpoint torch.save wrote: a state dict, or a trainer checkpoint holding one"
 
 
 class WeightsMismatchError(ModelportError, ValueError):
@@ -40,9 +49,13 @@ class WeightsMismatchError(ModelportError, ValueError):
 class MissingRuntimeError(ModelportError, ImportError):
     """An optional runtime package is not installed or cannot run on the device."""
 
+    default_hint = "install what the message names (the optional ones: pip install 'modelport[EXTRA]')"
+
 
 class UnsupportedFormatError(ModelportError, ValueError):
     """A format id or artifact suffix is not one modelport knows."""
+
+    default_hint = "modelport export --help lists the formats; artifacts keep the names modelport gave them"
 
 
 class ExportError(ModelportError, RuntimeError):

@@ -164,7 +164,10 @@ def verify_cmd(
 
     pts = [p for p in paths if p.suffix == ".pt" and format_of_path(p).is_weights]
     if len(pts) != 1:
-        raise typer.BadParameter("give exactly one Ultralytics .pt as the reference")
+        from modelport.errors import ConfigError
+
+        raise ConfigError(f"{', '.join(map(str, paths))}: {'no' if not pts else 'more than one'} Ultralytics .pt "
+                          "among them", hint="give exactly one Ultralytics .pt as the reference, then its exports")
     _existing_checkpoint(pts[0])
     checks = verify_artifacts(pts[0], [p for p in paths if p not in pts], conf=conf,
                               images=_image_files(images) if images else None, count=count, allow_empty=allow_empty)

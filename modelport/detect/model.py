@@ -121,6 +121,7 @@ def _missing(pt_file: Path) -> WeightsNotFoundError:
     random = (f"; or pass --allow-random (allow_random=True) to build {pt_file.stem} from Ultralytics' YAML with "
               "seeded random weights") if is_zoo_name(pt_file) else ""
     return WeightsNotFoundError(
+        f"{pt_file}: is a directory, not an Ultralytics checkpoint" if pt_file.is_dir() else
         f"{pt_file}: weights file not found (weights cannot be downloaded here)",
         hint=f"put the Ultralytics checkpoint at {pt_file.resolve()} (e.g. {pt_file.name} from the Ultralytics "
              f"releases, or your own trained best.pt){random}",

@@ -45,6 +45,9 @@ def format_of_path(path: str | Path) -> Format:
     hits = sorted(
         ((s, f) for f in FORMATS for s in f.suffixes if name.endswith(s)), key=lambda hit: len(hit[0]), reverse=True
     )
+    if not hits and path.is_dir():
+        raise UnsupportedFormatError(f"{path}: a directory, not an exported model", hint="give a file (.pt, .onnx, "
+                                     ".torchscript, ...) or an OpenVINO folder named *_openvino_model")
     if not hits:
         accepted = ", ".join(s for f in FORMATS for s in f.suffixes)
         raise UnsupportedFormatError(f"{path}: unrecognised artifact type", hint=f"accepted suffixes: {accepted}")

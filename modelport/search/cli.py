@@ -31,7 +31,13 @@ def index_cmd(
 ) -> None:
     """Embed every new or changed image under FOLDER into the index (resumable)."""
     from modelport.search import index_folder, open_encoders
+    from modelport.search.index import IMAGE_SUFFIXES, list_images
 
+    if not list_images(folder):  # before the model: a wrong folder is the cheaper mistake to report
+        from modelport.errors import WeightsNotFoundError
+
+        raise WeightsNotFoundError(f"{folder}: no images in it", hint=f"give a folder holding images "
+                                   f"({', '.join(IMAGE_SUFFIXES)}), searched recursively")
     encoders = open_encoders(model, weights=weights, allow_random=allow_random, device=device)
     columns = (TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True) as bar:

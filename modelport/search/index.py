@@ -34,7 +34,8 @@ class IndexStats:
 def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
-        raise WeightsNotFoundError(f"{folder}: image folder not found")
+        raise WeightsNotFoundError(f"{folder}: {'not a folder' if folder.exists() else 'image folder not found'}",
+                                   hint="give the folder of images to index (searched recursively)")
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 

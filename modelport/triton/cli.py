@@ -85,11 +85,27 @@ def build_cmd(
     out.print(table)
 
 
+def _repository(repo: Path) -> None:
+    """``repo`` must be a model repository (a folder of MODEL/config.pbtxt): serving, checking or cleaning any
+    other folder would start an empty server, report nothing, or touch files modelport did not write."""
+    from modelport.errors import CorruptFileError, WeightsNotFoundError
+    from modelport.triton.golden import is_repository
+
+    if not repo.is_dir():
+        raise WeightsNotFoundError(f"{repo}: model repository not found",
+                                   hint="build one with `modelport triton build MODEL --repo FOLDER`")
+    if not is_repository(repo):
+        raise CorruptFileError(f"{repo}: not a Triton model repository (no MODEL/config.pbtxt in it)",
+                               hint="give the folder `modelport triton build --repo` wrote")
+
+
 @triton_app.command("status")
 def status_cmd(repo: Path = typer.Argument(..., help="The model repository folder."),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Models, versions, formats, sizes and config problems; exit 1 when any problem is found."""
     from modelport.triton import repository_status
+
+    _repository(repo)
 
     rows = repository_status(repo)
     if as_json:
@@ -116,6 +132,8 @@ def validate_cmd(repo: Path = typer.Argument(..., help="The model repository fol
                  as_json: bool = typer.Option(False, "--json")) -> None:
     """Load every version with modelport's runners and run one request against its config."""
     from modelport.triton import validate_repository
+
+    _repository(repo)
 
     results = validate_repository(repo, device)
     if as_json:
@@ -147,6 +165,7 @@ def clean_cmd(repo: Path = typer.Argument(..., help="The model repository folder
     """
     from modelport.triton import clean_repository
 
+    _repository(repo)
     if not yes and not dry_run:
         plan = clean_repository(repo, model or None, backup, dry_run=True)
         _print_clean(plan)
@@ -194,11 +213,9 @@ def serve_cmd(
     """Serve a model repository over the KServe v2 protocol (the one Triton speaks): modelport's own HTTP
     server (plus /predict), or with --engine triton a real Triton Inference Server (HTTP and gRPC)."""
     from modelport.discover import resolve_device
-    from modelport.errors import ModelportError, WeightsNotFoundError
+    from modelport.errors import ModelportError
 
-    if not repo.is_dir():
-        raise WeightsNotFoundError(f"{repo}: model repository not found",
-                                   hint="build one with `modelport triton build`")
+    _repository(repo)
     if engine == "triton":
         from modelport.serve.triton_engine import serve_triton
 
