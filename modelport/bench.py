@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from modelport.bench_memory import MemoryPlan, activation_bytes, peak_resident_bytes, plan_memory
 from modelport.bench_record import cache_root, fastest_row, header, machine_record, record_path, row, size_mb
 from modelport.errors import ModelportError, WeightsNotFoundError
 from modelport.formats import BY_ID, Runner, get_format
@@ -145,8 +146,9 @@ def _open(cand: Candidate, built: BuiltModel, device: str, threads: int | None) 
     open_candidate(cand, make)
 
 
-def check_parity(cand: Candidate, reference: Runner, batch: np.ndarray) -> None:
-    expected = reference(batch)
+def check_parity(cand: Candidate, reference: Runner, batch: np.ndarray, expected: dict | None = None) -> None:
+    """Compare ``cand`` with ``reference`` on ``batch`` (``expected``: the reference's outputs, when known)."""
+    expected = reference(batch) if expected is None else expected
     name = next(iter(expected))
     got = cand.runner(batch)[name]
     result = compare_output(name, expected[name], got, TOLERANCES[cand.precision])
@@ -165,25 +167,40 @@ def candidate_row(cand: Candidate, batch: int, latencies: list[float] | None, gf
                parity=cand.parity, settings=cand.settings, latencies=latencies, gflop=gflop, **extra)
 
 
-def time_interleaved(cands: list[Candidate], batch: np.ndarray, seconds: float, rounds: int) -> dict[str, list[float]]:
-    """Seconds per call of each runtime on ``batch``, interleaved in rounds (``interleave``)."""
+def time_interleaved(cands: list[Candidate], batch: np.ndarray, seconds: float, rounds: int,
+                     release: bool = False) -> dict[str, list[float]]:
+    """Seconds per call of each runtime on ``batch``, interleaved in rounds (``interleave``). With ``release``
+    each runtime hands its memory back after its turn and warms up again, untimed, at the start of the next,
+    so only one runtime's working set is resident at a time (``bench_memory.RELEASE_ABOVE``)."""
+    cold: set[str] = set()
+
+    def rest(c: Candidate) -> None:
+        c.runner.release_memory()
+        cold.add(c.id)
+
     for c in cands:  # warm-up: first calls allocate, JIT-compile and fill caches
         for _ in range(2):
             c.runner(batch)
+        if release:
+            rest(c)
 
     def measure(c: Candidate) -> float:
+        if c.id in cold:  # its arena was handed back: the call that grows it again is not timed
+            c.runner(batch)
+            cold.discard(c.id)
         start = time.perf_counter()
         c.runner(batch)
         return time.perf_counter() - start
 
-    return interleave(cands, measure, seconds, rounds, key=lambda c: c.id)
+    return interleave(cands, measure, seconds, rounds, key=lambda c: c.id, after_turn=rest if release else None)
 
 
 def run_benchmark(
     source: str | Path,
     *,
     formats: Sequence[str] | None = None,
-    batches: Sequence[int] = (1, 16, 64),
+    batches: Sequence[int] | None = None,
+    default_batches: Sequence[int] = (1, 16, 64),
     device: str = "cpu",
     threads: int | None = None,
     seconds: float = 3.0,
@@ -198,11 +215,15 @@ def run_benchmark(
     progress: Progress | None = None,
     built: BuiltModel | None = None,
     family: str = "reid",
+    memory_budget: int | None = None,
 ) -> dict:
     """Measure every requested runtime on the same seeded inputs; returns the benchmark record.
 
     ``built``: a model already built from ``source`` (a factory model, say); its spec's example inputs are
-    what is timed. ``family`` names the family in the record."""
+    what is timed. ``family`` names the family in the record. ``batches`` (default ``default_batches``) are
+    checked against the memory they need before anything runs (``bench_memory.plan_memory``, within
+    ``memory_budget`` bytes, default what the machine has available): default batches that do not fit are
+    dropped, chosen ones refused with a ConfigError."""
     import torch
 
     say = progress or (lambda _msg: None)
@@ -219,13 +240,13 @@ def run_benchmark(
     out_dir = Path(export_dir) if export_dir else cache_root() / "exports" / built.spec.source.sha256[:16]
     out_dir.mkdir(parents=True, exist_ok=True)
     format_ids = list(formats) if formats else [f for f in BY_ID if f != "pytorch"]
+    precisions = ["fp32"] + (["fp16"] if half else []) + (["int8"] if int8 else [])
+    wanted = [(f, p) for f in format_ids for p in precisions if p == "fp32" or f in ("onnx", "openvino")]
+    plan = _memory_plan(built, batches, default_batches, 1 + len(wanted) + baseline, memory_budget)
+    batches = plan.batches
     cands = [Candidate("pytorch", "pytorch", path=weights, size_mb=size_mb(weights))]
-    for fmt_id in format_ids:
-        precisions = ["fp32"] + (["fp16"] if half else []) + (["int8"] if int8 else [])
-        for precision in precisions:
-            if precision != "fp32" and fmt_id not in ("onnx", "openvino"):
-                continue
-            cands.append(_artifact(built, weights, fmt_id, precision, out_dir, device, calib, say))
+    for fmt_id, precision in wanted:
+        cands.append(_artifact(built, weights, fmt_id, precision, out_dir, device, calib, say))
     if baseline:
         cands.append(_baseline(built, out_dir))
     for cand in cands:
@@ -235,18 +256,25 @@ def run_benchmark(
         cand.size_mb = cand.size_mb or size_mb(cand.path)
     live = [c for c in cands if c.runner is not None]
     try:
-        check = example_batch(built.spec.with_batch(None), count=PARITY_ROWS, seed=4321)
+        # No more parity rows than the largest timed batch: the check must not need more memory than the timing.
+        parity_rows = min(PARITY_ROWS, max(batches))
+        check = example_batch(built.spec.with_batch(None), count=parity_rows, seed=4321)
         reference = next(c for c in live if get_format(c.format).is_weights).runner
+        expected = reference(check)
         for cand in live:
             # INT8 is judged where its thresholds are defined: against fp32 on the calibration set.
-            rows = calibration_batch(built.spec, calib).batch if cand.precision == "int8" else check
-            check_parity(cand, reference, rows)
+            int8_rows = cand.precision == "int8"
+            rows = calibration_batch(built.spec, calib).batch if int8_rows else check
+            check_parity(cand, reference, rows, None if int8_rows else expected)
+            if plan.release:
+                cand.runner.release_memory()
 
         gflop = model_gflops(built)
         rows = []
         for b in batches:
             say(f"timing batch {b}")
-            lat = time_interleaved(live, example_batch(built.spec.with_batch(None), count=b, seed=b), seconds, rounds)
+            lat = time_interleaved(live, example_batch(built.spec.with_batch(None), count=b, seed=b), seconds, rounds,
+                                   release=b in plan.release)
             rows += [candidate_row(cand, b, lat.get(cand.id), gflop) for cand in cands]
     finally:  # the runtimes' threads stop here, also on an error or Ctrl-C, not in the interpreter's teardown
         for cand in live:
@@ -258,13 +286,25 @@ def run_benchmark(
              "inputs": {t.name: list(t.shape) for t in built.spec.inputs},
              "example_shapes": {k: v["shape"] for k, v in built.spec.extra.get("example", {}).items()}}
     settings = {"batches": list(batches), "device": device, "threads": threads or torch.get_num_threads(),
-                "seconds_per_batch": seconds, "rounds": rounds, "parity_rows": PARITY_ROWS,
+                "seconds_per_batch": seconds, "rounds": rounds, "parity_rows": parity_rows,
                 "formats": format_ids, "half": half, "int8": int8, "calib": str(calib) if calib else None,
                 "export_dir": str(out_dir)}
     report = header(family, model, settings)
     report["rows"] = rows
+    report["memory"] = {**plan.record(), "peak_rss_mb": round(peak_resident_bytes() / (1 << 20))}
     save_record(report)
     return report
+
+
+def _memory_plan(built: BuiltModel, batches: Sequence[int] | None, default_batches: Sequence[int], runtimes: int,
+                 budget: int | None) -> MemoryPlan:
+    """The batches that fit this machine's memory with ``runtimes`` runtimes open (``bench_memory``)."""
+    feed = example_batch(built.spec.with_batch(None), count=1)
+    shapes = {k: v.shape for k, v in feed.items()} if isinstance(feed, dict) else {"input": feed.shape}
+    shape = ", ".join(f"{k} {'x'.join(map(str, s[1:]))}" for k, s in shapes.items())
+    per_row = activation_bytes(built.module, feed, built.spec)
+    return plan_memory(per_row, batches or default_batches, runtimes, explicit=batches is not None,
+                       budget=budget, shape=shape)
 
 
 def _resolve_source(source: str | Path, allow_random: bool, arch: str | None, say: Progress) -> Path:

@@ -22,6 +22,7 @@ from modelport.spec import ModelSpec, Preprocess, Source, TensorSpec, sha256_fil
 log = logging.getLogger(__name__)
 TASK = "tensors"
 BENCH_SIZE = (720, 1280)  # height, width an image-to-image model is timed at unless its input fixes them
+BENCH_BATCHES = (1, 4)  # timed by default (dropped where this machine's memory is short: modelport.bench_memory)
 
 
 def import_factory(spec: str) -> Any:

@@ -109,6 +109,11 @@ def session_options(threads: int | None = None, spin: bool = True):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.intra_op_num_threads = threads or physical_cores()
     opts.inter_op_num_threads = 1
+    # The memory pattern (one block per input shape, planned on the second run) is allocated beside the arena
+    # chunks of the first run, which the arena keeps: measured on a two-convolution model at 2x3x720x1280, 2.4 GB
+    # resident with it and 1.0 GB without, at the same speed (0.19 s per run); OSNet x1_0 at batches 1-64 ran
+    # as fast either way. Dynamic shapes get a new pattern per shape.
+    opts.enable_mem_pattern = False
     if not spin:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
@@ -160,6 +165,7 @@ class OnnxRunner(Runner):
         try:
             opts = session_options(threads, spin)
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
+            self._options, self._asked = opts, providers  # to reopen it (release_memory)
         except Exception as exc:
             raise CorruptFileError(f"{path}: ONNX Runtime cannot load it ({exc})") from None
         super().__init__(_spec_from_meta(self.session.get_modelmeta().custom_metadata_map, path), path, device)
@@ -247,18 +253,15 @@ class OnnxRunner(Runner):
         self._stream_session = None
 
     def release_memory(self) -> None:
-        """Drop the batch streams, then shrink the arena at the end of a one-row run
-        (``memory.enable_memory_arena_shrinkage``), as small as the model takes."""
+        """Drop the batch streams and reopen the session: the arena keeps what the largest run took, and arena
+        shrinkage (``memory.enable_memory_arena_shrinkage``) handed none of it back (measured after a
+        4x3x720x1280 run of a two-convolution model: 1.9 GB resident before and after a shrinking run, 0.1 GB
+        after reopening, which took 0.2 s)."""
         import onnxruntime as ort
 
         self.release_streams()
-        options = ort.RunOptions()
-        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-        feed = self.session.get_inputs()[0]
-        least = max(self.spec.preprocess.stride, 1)  # a dynamic height/width gets one stride
-        shape = [1, *(d if isinstance(d, int) else least for d in feed.shape[1:])]
-        dtype = np.uint8 if self.spec.inputs[0].dtype == "uint8" else np.float32  # pixels-in exports
-        self.session.run(None, {feed.name: np.zeros(shape, dtype)}, options)
+        self.session = None  # the old session and its arena go before the new one is made
+        self.session = ort.InferenceSession(str(self.path), self._options, providers=self._asked)
 
     def close(self) -> None:
         """Stop the stream workers (waiting out their runs) and drop the stream session; the next large batch
