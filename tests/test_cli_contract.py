@@ -214,4 +214,4 @@ def test_the_cases_cover_every_command():
     assert {("export",), ("verify",), ("triton", "build"), ("reid", "compare")} <= leaves and len(leaves) > 20
     covered = {case.argv[:len(path)] for case in CASES for path in leaves if case.argv[:len(path)] == path}
     assert covered == leaves
-    assert {c.kind for c in CASES if c.install == "default"} == {"usage", "file", "extra", "version"}
+    assert {c.kind for c in CASES if c.install == INSTALLS[-1]} == {"usage", "file", "extra", "version"}
