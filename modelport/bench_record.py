@@ -157,3 +157,29 @@ def size_mb(path: Path | None) -> float | None:
         return None
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     return round(sum(p.stat().st_size for p in files) / 1e6, 3)
+
+
+def same_model(record: Mapping[str, Any], model: Mapping[str, Any]) -> bool:
+    """Whether ``record`` measured ``model`` (a record's ``model`` section): same name and weights."""
+    theirs = record.get("model") if isinstance(record.get("model"), Mapping) else {}
+    source = theirs.get("source") if isinstance(theirs.get("source"), Mapping) else {}
+    return theirs.get("name") == model.get("name") and source.get("sha256") == (model.get("source") or {}).get("sha256")
+
+
+def check_record_target(path: Path, model: Mapping[str, Any]) -> None:
+    """Refuse to replace the file at ``path`` unless it is a benchmark record of the same ``model`` (a re-run):
+    two models benchmarked in one folder would otherwise silently share one ``benchmark.json``."""
+    from modelport.errors import ExportError
+
+    if not path.exists():
+        return
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = None
+    if isinstance(record, dict) and same_model(record, model):
+        return
+    what = (f"the benchmark record of {record['model'].get('name')!r}" if isinstance(record, dict)
+            and isinstance(record.get("model"), dict) else "not a benchmark record")
+    raise ExportError(f"{path}: already exists and holds {what}, not {model.get('name')!r}'s",
+                      hint=f"write this one elsewhere (--json {model.get('name')}.benchmark.json) or remove {path}")

@@ -36,7 +36,8 @@ def bench_cmd(
     formats: Optional[str] = typer.Option(None, "--formats", "--format",
                                           help="Comma-separated formats (default: all)."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Comma-separated batch sizes (default 1,16,64; "
-                                        "MobileCLIP 1,16)."),
+                                        "MobileCLIP 1,16; --factory 1,4; a default that would not fit in "
+                                        "memory is left out)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Threads per runtime (default: physical cores)."),
     seconds: Optional[float] = typer.Option(None, "--seconds", help="Timed seconds per batch size, shared by all "
@@ -85,7 +86,9 @@ def bench_cmd(
                                   "--max-batch": max_batch, "--imgsz": imgsz, "--conf": conf, "--tracks": tracks})
         return
     from modelport.bench import run_benchmark, write_plot
+    from modelport.bench_record import check_record_target
     from modelport.families import BenchRequest, family_for
+    from modelport.families.factory import BENCH_BATCHES as FACTORY_BATCHES
 
     if source is None and factory is None and config is None:
         raise typer.BadParameter("give a weights file or zoo name, or --factory/--config for your own model")
@@ -95,7 +98,6 @@ def bench_cmd(
         family.refuse_flags(detector, "yolo")
         built = _factory_for_bench(factory, config, clip_weights, size)
         source = built.spec.source.file
-        batch = batch or "1,4"
     assert source is not None
     if family.name == "yolo":  # image in, boxes out: Ultralytics' pipeline vs each track
         from modelport.detect.cli import bench_cmd as bench_detector
@@ -117,14 +119,18 @@ def bench_cmd(
                       json_path=json_path, plot=plot, allow_random=allow_random, console=out, status=err, wide=wide,
                       unsupported={"--half": half, "--int8": int8, "--calib": calib, "--baseline": baseline})
         return
-    batches = _csv_ints(batch or "1,16,64")
+    batches = _csv_ints(batch) if batch else None  # None: the defaults, lowered where memory is short
+    if built is not None:  # known before the run: refuse before spending it
+        check_record_target(json_path, {"name": built.spec.name, "source": {"sha256": built.spec.source.sha256}})
     with err.status("benchmarking ...") as status:
         report = run_benchmark(
             source, formats=formats.split(",") if formats else None, batches=batches, device=device,
             threads=threads, seconds=seconds, half=half, int8=int8, calib=calib, baseline=baseline,
             export_dir=Path(source).parent if export_here else None, allow_random=allow_random, arch=arch,
             progress=lambda msg: status.update(f"benchmarking: {msg}"), built=built, family=family.name,
+            default_batches=FACTORY_BATCHES if family.name == "factory" else (1, 16, 64),
         )
+    check_record_target(json_path, report["model"])  # another model's record is never replaced
     atomic_write_text(json_path, json.dumps(report, indent=1), force=True)  # this run's record: replaced whole
     print_bench(report, wide)
     out.print(f"record: {json_path}")

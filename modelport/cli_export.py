@@ -224,7 +224,9 @@ EXPORT_COLUMNS = (left("format"), left("status"), Col("max abs"), Col("min cos",
 def export_table(rows: list, *, wide: bool = False) -> Table:
     """ExportRows as a table: format, status, max abs diff, size and file name fit 80 columns; ``wide`` adds
     min cosine, seconds and the full path. Problems and notes go under the table (``export_notes``)."""
-    cells = [[r.format, "[green]ok[/]" if r.ok else "[red]failed[/]", _fmt(r.max_abs) if r.max_abs is not None
+    # A row kept without a path is a format this machine cannot build, listed by a factory model's YAML.
+    status = {True: "[green]ok[/]", None: "[yellow]unavailable[/]", False: "[red]failed[/]"}
+    cells = [[r.format, status[r.ok and (True if r.path else None)], _fmt(r.max_abs) if r.max_abs is not None
               else "-", _fmt(r.min_cosine, ".6f") if r.min_cosine is not None else "-",
               mb(size_mb(r.path)) if r.ok else "-", f"{r.seconds:.1f}", r.path.name if r.ok and r.path else "-",
               str(r.path) if r.ok and r.path else "-"] for r in rows]

@@ -312,3 +312,26 @@ def test_python_benchmark_takes_any_family_and_refuses_foreign_options(project, 
         modelport.benchmark(factory="factory_pkg.models:build", config=project / "export.yaml", imgsz=320)
     with pytest.raises(ConfigError, match="--size"):
         modelport.benchmark("osnet_x0_25", allow_random=True, size=(96, 64))
+
+
+def test_a_format_the_yaml_lists_but_this_machine_cannot_build_is_reported_and_the_rest_exported(project):
+    from modelport.formats import get_format
+
+    if get_format("tensorrt").unavailable_reason("cpu") is None:
+        pytest.skip("TensorRT is usable here")
+    (project / "export.yaml").write_text(CONFIG.format(opset=17) + "formats: [onnx, tensorrt]\n")
+    rows = {r.format: r for r in _export(project)}
+    assert rows["onnx"].ok and rows["onnx"].path.exists()
+    assert rows["tensorrt"].ok and rows["tensorrt"].path is None and "unavailable here" in rows["tensorrt"].note
+    with pytest.raises(Exception, match="TensorRT is unavailable"):  # asked for on the command line: an error
+        _export(project, formats=("tensorrt",))
+
+
+def test_bench_refuses_to_replace_another_models_benchmark_json(project):
+    other = {"model": {"name": "someone_else", "source": {"sha256": "ab" * 32}}, "rows": []}
+    (project / "benchmark.json").write_text(json.dumps(other))
+    args = ["--factory", "factory_pkg.models:build", "--weights", "best.pth", "--config", "export.yaml"]
+    done = _cli(["bench", *args, "--seconds", "0.1", "--batch", "1", "--size", "48x32", "--formats", "onnx"], project)
+    assert done.returncode != 0 and "someone_else" in done.stderr and "--json" in done.stderr, done.stderr
+    assert json.loads((project / "benchmark.json").read_text()) == other  # untouched
+    assert not (project / "cache" / "benchmarks").exists()  # refused before the run

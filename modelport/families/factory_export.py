@@ -38,8 +38,14 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
                           hint="give the checkpoint with --weights and the model with --factory/--config")
     config = resolve_config(request)
     built = build_factory(config, allow_random=request.allow_random)
-    formats = request.formats or config.formats
-    chosen = parse_formats(formats, request.device)
+    chosen = parse_formats(request.formats or config.formats, request.device)
+    rows: list[ExportRow] = []
+    if not request.formats:  # the YAML travels between machines: what this one cannot build is reported, not fatal
+        for fmt in [f for f in chosen if f.unavailable_reason(request.device)]:
+            chosen.remove(fmt)
+            rows.append(ExportRow("factory", built.spec.name, fmt.id, None, 0.0, True,
+                                  note=f"unavailable here, not exported ({fmt.unavailable_reason(request.device)}); "
+                                       f"listed in {config.origin}"))
     weights = Path(config.weights) if config.weights else None
     out_dir = request.out or config.output_dir or (weights.parent if weights else Path.cwd())
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -47,7 +53,6 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
     options = ExportOptions(opset=request.opset or config.opset, device=request.device, force=request.force,
                             workspace_gib=config.tensorrt.workspace_gib,
                             trt_builder=request.trt_builder or config.tensorrt.builder)
-    rows: list[ExportRow] = []
     for fmt in chosen:
         precision = config.precision_for(fmt.id)
         if precision not in fmt.precisions:
@@ -75,8 +80,9 @@ def built_for_bench(request: BenchRequest):
 def benchmark(source: str | None, request: BenchRequest) -> dict:
     """Every runtime on the model's declared inputs (``built_for_bench``)."""
     from modelport.bench import run_benchmark
+    from modelport.families.factory import BENCH_BATCHES
 
     built = built_for_bench(request)
-    return run_benchmark(built.spec.source.file or "", formats=request.formats, batches=request.batches or (1, 4),
-                         device=request.device, threads=request.threads, seconds=request.seconds,
-                         rounds=request.rounds, built=built, family="factory")
+    return run_benchmark(built.spec.source.file or "", formats=request.formats, batches=request.batches,
+                         default_batches=BENCH_BATCHES, device=request.device, threads=request.threads,
+                         seconds=request.seconds, rounds=request.rounds, built=built, family="factory")
