@@ -20,10 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import docs_fixtures_readme
 import pytest
-from conftest import calibrated_model, save_plain
-from docs_fixtures_triton import int8_doc, triton_doc
+from docs_fixtures import FIXTURES  # what each document's blocks expect in its scratch folder
 from sybil import Document, Example, Sybil
 from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipParser
 
@@ -42,21 +40,6 @@ DOCUMENTS = [
 ]
 # Documents not yet runnable as written (issue 33 item 6); each moves to DOCUMENTS once it passes.
 PENDING = ["docs/factory.md", "docs/int8.md"]
-# What each document's blocks expect to find in its scratch folder, made before its first block.
-def _ui(folder: Path) -> None:
-    models = folder / ".home" / "models"
-    models.mkdir(parents=True)
-    save_plain(calibrated_model("osnet_x0_25"), models / "osnet_x0_25_msmt17.pt", 512)
-
-
-def _osnet(folder: Path) -> None:
-    save_plain(calibrated_model("osnet_x0_25"), folder / "osnet_x0_25_msmt17.pt", 512)
-
-
-FIXTURES: dict[str, Callable[[Path], None]] = {"docs/reid.md": _osnet, "docs/ui.md": _ui,
-                                                "docs/triton.md": triton_doc, "docs/int8.md": int8_doc}
-FIXTURES.update({"README.md": docs_fixtures_readme.readme, "docs/detect.md": docs_fixtures_readme.detect_doc,
-                 "docs/clip.md": docs_fixtures_readme.clip_doc})
 BLOCK_TIMEOUT_S = 600
 SKIP_DIRECTIVE = re.compile(r'<!--\s*skip:\s*next\s+"([^"]+)"\s*-->')
 
