@@ -144,6 +144,8 @@ def test_the_default_install_names_the_extra_a_command_needs_and_a_typo_is_a_usa
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(MISSING_EXTRAS)
+    (tmp_path / "m").mkdir()  # a model repository's layout: serve checks that before it needs the extra
+    (tmp_path / "m" / "config.pbtxt").write_text('name: "m"\nplatform: "onnxruntime_onnx"\n')
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
                MODELPORT_LOG_DIR=str(tmp_path / "logs"))
     argv = [a.format(repo=tmp_path) for a in args]
