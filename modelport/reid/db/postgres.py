@@ -77,14 +77,16 @@ class PostgresDatabase(Database):
         self._tx.pop().__exit__(kind, value, tb)
 
     def stream(self, sql: str, args: Sequence[Any] = (), size: int = 1000) -> Iterator[list[Any]]:
-        """Inside ``with db:`` or ``snapshot()``: a server-side cursor, so the server holds the result, not us."""
-        cursor = self.raw.cursor(name=f"modelport_stream_{next(_cursor_names)}", binary=True)
-        try:
-            cursor.execute(self._sql(sql), args)
-            while rows := cursor.fetchmany(size):
-                yield rows
-        finally:
-            cursor.close()
+        """A server-side cursor, so the server holds the result, not us (it lives in a transaction: the
+        caller's, or one of its own)."""
+        with contextlib.nullcontext() if self._tx else self:
+            cursor = self.raw.cursor(name=f"modelport_stream_{next(_cursor_names)}", binary=True)
+            try:
+                cursor.execute(self._sql(sql), args)
+                while rows := cursor.fetchmany(size):
+                    yield rows
+            finally:
+                cursor.close()
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[Database]:
