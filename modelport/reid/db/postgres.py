@@ -21,6 +21,7 @@ from modelport.reid.db.base import Database, DatabaseError
 URL_SCHEMES = ("postgresql://", "postgres://")
 INSTALL_HINT = "pip install 'modelport[postgres]' (psycopg and pgvector)"
 _cursor_names = itertools.count()
+INDEX_BUILD_MEMORY = "1GB"
 
 
 def is_url(location: object) -> bool:
@@ -165,6 +166,9 @@ class PostgresDatabase(Database):
         # Two workers registering one model at once would both create it: IF NOT EXISTS is not atomic.
         with self:
             self.lock_schema()
+            # Building over existing rows (a copied store): a graph larger than maintenance_work_mem (64 MB by
+            # default, about 30k 512-d vectors) is built many times slower. The memory is taken only if needed.
+            self.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
             self.raw.execute(sql.SQL(
                 "CREATE INDEX IF NOT EXISTS {} ON reid_embeddings USING hnsw ((embedding::vector({})) "
                 "vector_cosine_ops) WHERE model_key = {}").format(sql.Identifier(name), sql.Literal(int(dim)),
