@@ -26,6 +26,9 @@ RUNTIME_FACTOR = 1.25
 # (``Runner.release_memory``) and warms up again untimed, as the detector benchmark does for large batches.
 RELEASE_ABOVE = 2 << 30
 BUDGET_SHARE = 0.8  # of the memory available now: the rest is left to the system and other processes
+# What one runtime's call may hold while an export is verified or a package's golden outputs are made: those rows
+# are checked, not timed, so they run in calls of at most about this much working set (``rows_per_call``).
+CALL_BYTES = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,15 @@ def activation_bytes(module: Any, feed: dict[str, Any] | Any, spec: Any) -> int:
     with torch.no_grad(), LiveBytes():
         module(*crops)
     return int(state["peak"] * scale)
+
+
+def rows_per_call(per_row_activations: int, rows: int, *, limit: int | None = None, least: int = 2) -> int:
+    """How many of ``rows`` one runtime call may take when each row needs ``per_row_activations`` bytes of live
+    tensors (``activation_bytes``): as many as fit ``limit`` (default ``CALL_BYTES``) with the runtime's overhead,
+    but at least ``least`` (verification runs a batch other than the traced one: calls of 2+ rows over 5 rows
+    include a size other than 1)."""
+    per_row = max(1, int(per_row_activations * RUNTIME_FACTOR))
+    return max(min(least, rows), min(rows, (CALL_BYTES if limit is None else limit) // per_row))
 
 
 def plan_memory(per_row_activations: int, batches: Sequence[int], runtimes: int, *, explicit: bool,

@@ -10,11 +10,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol, cast
 
-import numpy as np
-
 from modelport.errors import ExportError, ModelportError, VerificationError
 from modelport.formats import EXPORTABLE, ExportOptions, Format, get_format
 from modelport.formats.base import example_batch
+from modelport.formats.feeds import Feed, feed_rows, first_rows
 from modelport.formats.pytorch import PyTorchRunner
 from modelport.int8.settings import Int8Settings
 from modelport.quantize import MAX_CALIBRATION, PRECISIONS, VARIANT_FORMATS, calibration_batch, calibration_for
@@ -66,13 +65,23 @@ def parse_formats(formats: str | Iterable[str] | None, device: str = "cpu", prec
     return chosen
 
 
-def verification_batch(spec: ModelSpec, options: ExportOptions) -> np.ndarray:
+def verification_batch(spec: ModelSpec, options: ExportOptions) -> Feed:
     """The rows an export of ``spec`` is checked on: INT8 on its calibration set (real crops when given),
     where nearest-neighbour agreement has enough rows to mean something."""
     if spec.precision == "int8":
         return calibration_for(spec, options).batch
     rows = FP16_VERIFY_ROWS if spec.precision == "fp16" else VERIFY_ROWS
     return example_batch(spec.with_batch(None), count=rows, seed=1234)
+
+
+def verification_chunk(module: object, spec: ModelSpec, batch: Feed) -> int:
+    """Rows per runtime call while ``batch`` is verified: as many as fit ``bench_memory.CALL_BYTES`` by the
+    module's activation memory per row, at least two (so a dynamic batch still runs at a size it was not
+    traced with: 5 rows in calls of 2 run batches 2 and 1)."""
+    from modelport.bench_memory import activation_bytes, rows_per_call
+
+    rows = feed_rows(batch)
+    return rows_per_call(activation_bytes(module, first_rows(batch, 1), spec), rows) if rows > 2 else max(rows, 1)
 
 
 def _remove(path: Path) -> None:
@@ -153,6 +162,8 @@ def export_one(built: BuiltModel, fmt: Format, dest: Path, options: ExportOption
             module = built.module if options.device == "cpu" else copy.deepcopy(built.module)
             reference = PyTorchRunner(module, built.spec, None, options.device)
             batch = verification_batch(built.spec, options)
+            # The same rows and comparison, run in calls small enough to keep memory bounded at a large input.
+            reference.chunk = runner.chunk = min(runner.chunk, verification_chunk(built.module, built.spec, batch))
             return compare_runner(reference(batch), runner, batch, tolerance or TOLERANCES[built.spec.precision],
                                   label=str(dest))
         finally:

@@ -335,3 +335,53 @@ def test_bench_refuses_to_replace_another_models_benchmark_json(project):
     assert done.returncode != 0 and "someone_else" in done.stderr and "--json" in done.stderr, done.stderr
     assert json.loads((project / "benchmark.json").read_text()) == other  # untouched
     assert not (project / "cache" / "benchmarks").exists()  # refused before the run
+
+
+def _rows_per_call(monkeypatch) -> list[int]:
+    """The batch sizes every runner (the PyTorch reference included) is called with, in order."""
+    from modelport.formats.base import Runner
+
+    calls: list[int] = []
+    original = Runner._call_many
+
+    def counted(self, feeds, single=False):
+        size = self.max_batch or self.chunk
+        n = len(next(iter(feeds.values())))
+        calls.extend([size] * (n // size) + ([n % size] if n % size else []))
+        return original(self, feeds, single)
+
+    monkeypatch.setattr(Runner, "_call_many", counted)
+    return calls
+
+
+def test_verification_runs_in_calls_that_fit_the_memory_bound_at_a_batch_other_than_traced(project, monkeypatch):
+    import modelport.bench_memory as memory
+
+    # A fake bound: at 48x80 the model needs ~0.4 MB a row, so 0.5 MB per call allows one row (raised to two).
+    monkeypatch.setattr(memory, "CALL_BYTES", 1 << 19)
+    calls = _rows_per_call(monkeypatch)
+    rows = _export(project, formats=("onnx",))
+    assert rows[0].ok, rows[0].error
+    assert calls and max(calls) == 2  # was one call of all 5 rows per runtime
+    assert sum(calls) == 2 * 5  # every row checked, by the reference and the artifact
+    assert rows[0].min_cosine is not None and rows[0].min_cosine > 0.9999
+
+
+def test_verification_of_a_small_input_keeps_its_rows_in_one_call(project, monkeypatch):
+    calls = _rows_per_call(monkeypatch)
+    rows = _export(project, formats=("onnx",))
+    assert rows[0].ok and calls == [5, 5]
+
+
+def test_package_runs_only_the_golden_rows_it_keeps(project, monkeypatch, tmp_path):
+    import modelport.golden as golden
+    from modelport.golden import verify_package
+    from modelport.package import package
+
+    onnx_path = _export(project, formats=("onnx",))[0].path
+    # A fake size bound: two 48x80 rows (inputs and output, ~0.1 MB each) are kept, as two 720p rows would be.
+    monkeypatch.setattr(golden, "GOLDEN_MAX_BYTES", 200_000)
+    calls = _rows_per_call(monkeypatch)
+    out = package(onnx_path, tmp_path / "tiny_swap.tar.gz", seconds=0.05)
+    assert max(calls) == 2  # was one call of all 8 golden rows, 6 of them dropped afterwards
+    assert verify_package(out).passed
