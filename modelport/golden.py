@@ -7,7 +7,6 @@ import io
 import json
 import tarfile
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from modelport.errors import CorruptFileError, WeightsNotFoundError
 from modelport.formats.base import Runner
-from modelport.formats.feeds import Feed, feed_rows, first_rows
+from modelport.formats.feeds import feed_rows, first_rows, row_range
 from modelport.verify import TOLERANCES, RunnerResult, SeededInputs, compare_runner
 
 GOLDEN_DIR = "golden"
@@ -80,15 +79,10 @@ def make_golden(runner: Runner, reference: Runner | None = None, *, count: int =
     keep = max(min(GOLDEN_MIN_ROWS, rows), min(rows, int(GOLDEN_MAX_BYTES // max(per_row, 1))))
     expected = first
     if keep > 1:
-        rest = source(_rows(feed, 1, keep))
+        rest = source(row_range(feed, 1, keep))
         expected = {k: np.concatenate([v, np.asarray(rest[k])]) for k, v in first.items()}
     return Golden(first_rows(inputs, keep), expected, "pytorch" if reference is not None else "artifact",
                   runner.spec.precision)
-
-
-def _rows(feed: Feed, start: int, stop: int) -> Feed:
-    """Rows ``start:stop`` of a batch (of every input of a multi-input feed)."""
-    return {k: v[start:stop] for k, v in feed.items()} if isinstance(feed, Mapping) else feed[start:stop]
 
 
 def read_golden(folder: Path) -> Golden:

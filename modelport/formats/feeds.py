@@ -25,9 +25,14 @@ def feed_rows(feed: Feed) -> int:
     return len(next(iter(feed.values()))) if isinstance(feed, Mapping) else len(feed)
 
 
+def row_range(feed: Feed, start: int, stop: int) -> Feed:
+    """Rows ``start:stop`` of a batch (of every input of a multi-input feed)."""
+    return {k: v[start:stop] for k, v in feed.items()} if isinstance(feed, Mapping) else feed[start:stop]
+
+
 def first_rows(feed: Feed, rows: int) -> Feed:
     """The first ``rows`` rows of a batch (of every input of a multi-input feed)."""
-    return {k: v[:rows] for k, v in feed.items()} if isinstance(feed, Mapping) else feed[:rows]
+    return row_range(feed, 0, rows)
 
 
 def feed_tensors(feed: Feed, spec: ModelSpec) -> tuple[Any, ...]:
