@@ -413,6 +413,14 @@ def test_cli_bench_times_both_encoders_in_every_runtime_with_parity(exported, ch
                 assert row["export_s"] is None and row["path"] == str(exported.paths(which)[runtime])
     assert report["semantic"]["passed"] and sorted(r["runtime"] for r in report["semantic"]["results"]) == formats
     assert "image rankings for 8 fixed queries identical" in " ".join(result.output.split())
+    foreign = tmp_path / "other.json"  # another model's record is never replaced; this model's (above) is
+    foreign.write_text(json.dumps({"model": {"name": "osnet_x0_25", "source": {"sha256": "0" * 64}}}))
+    for target, code in ((foreign, 1), (record, 0)):
+        before = target.read_text()
+        result = _invoke("bench", exported.paths("image")["onnx"], "--weights", path, "--formats", "onnx",
+                         "--batch", "1", "--seconds", "0.1", "--json", target)
+        assert result.exit_code == code, (result.output, result.exception)
+        assert (target.read_text() == before) == (code == 1)
 
 
 def test_bench_exports_what_is_missing_verified(checkpoint_and_model, tmp_path):

@@ -140,3 +140,22 @@ def test_bench_splits_latency_and_reports_fps(pts, tmp_path):
     assert "…" not in text and "onnx-e2e" in text
     assert (report["schema"], report["family"], report["model"]["task"]) == (2, "yolo", "detect")
     assert report["model"]["untrained"] and report["model"]["source"]["sha256"]
+
+
+def test_bench_never_replaces_another_models_record(pts, tmp_path):
+    from modelport.errors import ExportError
+
+    weights = tmp_path / "yolo11n.pt"  # a copy: the exports bench makes beside it stay out of the shared folder
+    weights.write_bytes(pts[0].read_bytes())
+    record = tmp_path / "benchmark.json"
+    record.write_text(json.dumps({"model": {"name": "osnet_x0_25", "source": {"sha256": "0" * 64}}, "rows": []}))
+    before = record.read_text()
+    with pytest.raises(ExportError, match="already exists and holds the benchmark record of 'osnet_x0_25'"):
+        invoke(["bench", str(weights), "--tracks", "onnx-raw", "--batch", "1", "--seconds", "0.2",
+                "--imgsz", str(IMGSZ), "--json", str(record)])
+    assert record.read_text() == before  # untouched; a re-run of the same model replaces its own record
+    invoke(["bench", str(weights), "--tracks", "onnx-raw", "--batch", "1", "--seconds", "0.2",
+            "--imgsz", str(IMGSZ), "--json", str(tmp_path / "mine.json")])
+    invoke(["bench", str(weights), "--tracks", "onnx-raw", "--batch", "1", "--seconds", "0.2",
+            "--imgsz", str(IMGSZ), "--json", str(tmp_path / "mine.json")])
+    assert json.loads((tmp_path / "mine.json").read_text())["model"]["name"] == "yolo11n"

@@ -87,6 +87,7 @@ def bench_command(source: str, *, weights: Path | None, arch: str | None, format
                   json_path: Path, plot: Path | None, allow_random: bool, console: Console, status: Console,
                   unsupported: dict[str, object] | None = None, wide: bool = False) -> dict:
     """`modelport bench` for a MobileCLIP: run, write the JSON record (and plot), print the table."""
+    from modelport.bench_record import check_record_target
     from modelport.clip.bench import DEFAULT_BATCHES, run_clip_benchmark
 
     given = [flag for flag, value in (unsupported or {}).items() if value]
@@ -99,6 +100,7 @@ def bench_command(source: str, *, weights: Path | None, arch: str | None, format
             batches=batches or DEFAULT_BATCHES, device=device, threads=threads, seconds=seconds,
             export_here=export_here, allow_random=allow_random,
             progress=lambda msg: spinner.update(f"benchmarking: {msg}"))
+    check_record_target(json_path, report["model"])  # another model's record is never replaced
     atomic_write_text(json_path, json.dumps(report, indent=1), force=True)
     print_bench(report, console, wide)
     console.print(f"record: {json_path}")

@@ -223,6 +223,7 @@ def bench_cmd(
 ) -> None:
     """Ultralytics' pipeline vs each track: preprocess / inference / NMS latency and images/s."""
     apply_trust(trust)
+    from modelport.bench_record import check_record_target
     from modelport.detect.bench import run_detect_benchmark
 
     try:
@@ -235,6 +236,7 @@ def bench_cmd(
         report = run_detect_benchmark(weights, batches=batches, imgsz=imgsz, conf=conf, seconds=seconds,
                                       max_batch=max_batch, tracks=tracks.split(",") if tracks else None,
                                       progress=lambda m: status.update(f"benchmarking: {m}"))
+    check_record_target(json_path, report["model"])  # another model's record is never replaced
     atomic_write_text(json_path, json.dumps(report, indent=1), force=True)
     print_table(out, bench_table(report, wide=wide), wide=wide)
     for line in notes((f"{r['runtime']} b{r['batch']} {r['status']}", r["reason"]) for r in report["rows"]
