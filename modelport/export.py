@@ -6,9 +6,9 @@ import copy
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, cast
 
 from modelport.errors import ExportError, ModelportError, VerificationError
 from modelport.formats import EXPORTABLE, ExportOptions, Format, get_format
@@ -84,6 +84,28 @@ def verification_chunk(module: object, spec: ModelSpec, batch: Feed) -> int:
     return rows_per_call(activation_bytes(module, first_rows(batch, 1), spec), rows) if rows > 2 else max(rows, 1)
 
 
+@dataclass
+class ReferenceCache:
+    """PyTorch's outputs on the verification rows, computed once per export run and shared by its formats: at
+    a large input the reference costs seconds per format. Made per run (never kept across runs), so a module
+    changed in place between two exports is never judged against outputs of its earlier weights."""
+
+    entries: dict[tuple[str, str], tuple[Feed, Any, int]] = field(default_factory=dict)
+
+    def get(self, built: BuiltModel, options: ExportOptions) -> tuple[Feed, Any, int]:
+        """(rows, PyTorch's outputs on them, rows per call) for ``built`` as ``options`` verify it."""
+        key = (built.spec.to_json(), options.device)  # the spec holds precision, input and calibration record
+        if key not in self.entries:
+            # A copy, because moving a module to the GPU is in place and later formats trace on the CPU.
+            module = built.module if options.device == "cpu" else copy.deepcopy(built.module)
+            reference = PyTorchRunner(module, built.spec, None, options.device)
+            batch = verification_batch(built.spec, options)
+            # The same rows and comparison, run in calls small enough to keep memory bounded at a large input.
+            reference.chunk = chunk = verification_chunk(built.module, built.spec, batch)
+            self.entries[key] = (batch, reference(batch), chunk)
+        return self.entries[key]
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
@@ -143,11 +165,13 @@ def publish_verified(fmt: Format, dest: Path, options: ExportOptions, write: Cal
 
 def export_one(built: BuiltModel, fmt: Format, dest: Path, options: ExportOptions, *,
                verify: bool = True, tolerance: Tolerance | None = None, source: Path | None = None,
-               also: Callable[[Path], str | None] | None = None) -> ExportResult:
+               also: Callable[[Path], str | None] | None = None,
+               references: ReferenceCache | None = None) -> ExportResult:
     """Export ``built`` to ``dest`` through ``publish_verified``, judged against its PyTorch module.
 
     ``tolerance`` defaults to the one for the spec's precision (``verify.TOLERANCES``); ``also``: a family's
-    further check of the staged artifact (``publish_verified``).
+    further check of the staged artifact (``publish_verified``); ``references``: the run's reference outputs,
+    shared by the formats of one export run.
     """
     start = time.perf_counter()
     fmt.require(options.device)
@@ -156,15 +180,11 @@ def export_one(built: BuiltModel, fmt: Format, dest: Path, options: ExportOption
         fmt.export(built.module, built.spec, staged, options)
 
     def judge(staged: Path) -> RunnerResult:
+        batch, expected, chunk = (references or ReferenceCache()).get(built, options)
         runner = fmt.load(staged, options.device)
         try:
-            # A copy, because moving a module to the GPU is in place and later formats trace on the CPU.
-            module = built.module if options.device == "cpu" else copy.deepcopy(built.module)
-            reference = PyTorchRunner(module, built.spec, None, options.device)
-            batch = verification_batch(built.spec, options)
-            # The same rows and comparison, run in calls small enough to keep memory bounded at a large input.
-            reference.chunk = runner.chunk = min(runner.chunk, verification_chunk(built.module, built.spec, batch))
-            return compare_runner(reference(batch), runner, batch, tolerance or TOLERANCES[built.spec.precision],
+            runner.chunk = min(runner.chunk, chunk)
+            return compare_runner(expected, runner, batch, tolerance or TOLERANCES[built.spec.precision],
                                   label=str(dest))
         finally:
             runner.close()
@@ -233,8 +253,10 @@ def export_all(
     options = ExportOptions(opset=opset, simplify=simplify, device=device, calib=Path(calib) if calib else None,
                             calib_count=calib_count, calibration=calibration, force=force)
     tag = FOLD_TAG if uint8_input else "" if precision == "fp32" else precision
+    references = ReferenceCache()
     return [
-        export_one(built, fmt, fmt.artifact_path(out_dir, stem, tag), options, verify=verify, source=source)
+        export_one(built, fmt, fmt.artifact_path(out_dir, stem, tag), options, verify=verify, source=source,
+                   references=references)
         for fmt in chosen
     ]
 

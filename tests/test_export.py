@@ -108,11 +108,22 @@ class TraceOnlyBug(torch.nn.Module):
         return out
 
 
-def test_failed_verification_leaves_no_artifact(tmp_path, osnet_model):
+def test_failed_verification_leaves_no_artifact(tmp_path, osnet_model, monkeypatch):
+    import importlib
+
+    export_module = importlib.import_module("modelport.export")  # the module; modelport.export is the function
     weights = save_plain(osnet_model, tmp_path / "osnet_x0_25_msmt17.pt", 512)
     good = build(weights)
     buggy = BuiltModel(TraceOnlyBug(good.module), good.spec, good.entry)
+    references, original = [], export_module.verification_batch
+
+    def counted(*args, **kwargs):  # PyTorch's outputs: computed once per run, both formats judged against them
+        references.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(export_module, "verification_batch", counted)
     results = export_all(weights, "onnx,torchscript", built=buggy)
+    assert len(references) == 1
     for result in results:
         assert not result.ok and result.path is None
         assert "verification failed" in result.error and "max abs diff" in result.error

@@ -11,7 +11,7 @@ import torch
 
 from modelport.clip.check import SemanticReport, StructureCheck, semantic_check, semantic_images, structure_check
 from modelport.clip.model import ClipModel, build_clip, has_reparameterizable_blocks
-from modelport.export import ExportResult, _remove, export_one, parse_formats
+from modelport.export import ExportResult, ReferenceCache, _remove, export_one, parse_formats
 from modelport.formats import ExportOptions, get_format
 from modelport.formats.base import example_batch
 from modelport.formats.pytorch import PyTorchRunner
@@ -83,6 +83,7 @@ def export_clip(
         stem = artifact_stem(model, weights, which)
         example = torch.from_numpy(example_batch(built.spec.with_batch(None), count=2))
         results = []
+        references = ReferenceCache()  # per encoder: its formats share PyTorch's outputs
         for fmt in chosen:
             dest = fmt.artifact_path(out_dir, stem)
 
@@ -94,7 +95,8 @@ def export_clip(
 
             # Only encoders built from MobileOne / FastViT blocks can be left un-merged (not the text tower).
             also = merged if has_reparameterizable_blocks(built.module) else None
-            results.append(export_one(built, fmt, dest, options, verify=verify, source=source, also=also))
+            results.append(export_one(built, fmt, dest, options, verify=verify, source=source, also=also,
+                                      references=references))
         report.results[which] = results
     if verify:
         report.semantic = _semantic(report, device)

@@ -27,7 +27,7 @@ def resolve_config(request: ExportRequest | BenchRequest) -> FactoryConfig:
 
 
 def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
-    from modelport.export import export_one, parse_formats
+    from modelport.export import ReferenceCache, export_one, parse_formats
     from modelport.families.base import rows_of
     from modelport.families.factory import build_factory
     from modelport.formats import ExportOptions
@@ -53,6 +53,7 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
     options = ExportOptions(opset=request.opset or config.opset, device=request.device, force=request.force,
                             workspace_gib=config.tensorrt.workspace_gib,
                             trt_builder=request.trt_builder or config.tensorrt.builder)
+    references = ReferenceCache()  # formats of one precision share PyTorch's outputs
     for fmt in chosen:
         precision = config.precision_for(fmt.id)
         if precision not in fmt.precisions:
@@ -62,7 +63,7 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
         one = type(built)(built.module, replace(built.spec, precision=precision), built.entry)
         tag = "" if precision == "fp32" else precision
         result = export_one(one, fmt, fmt.artifact_path(out_dir, stem, tag), options, verify=request.verify,
-                            source=weights)
+                            source=weights, references=references)
         rows += rows_of([result], "factory", built.spec.name)
     return rows
 
