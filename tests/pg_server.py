@@ -24,7 +24,8 @@ from typing import Iterator
 
 import pytest
 
-PR_SET_PDEATHSIG = 1
+from modelport.triton.guard import die_with_parent  # as tritonserver is run: own group, dies with its parent
+
 START_TIMEOUT_S = 60.0
 _names = itertools.count()
 
@@ -67,13 +68,6 @@ def _as_unprivileged() -> list[str]:
     return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--pdeathsig", "KILL"]
 
 
-def _die_with_parent() -> None:
-    """In the forked child before exec: its own process group, and SIGKILL from the kernel when pytest dies."""
-    os.setpgid(0, 0)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-
-
 def start_server() -> PostgresServer:
     folder = Path(tempfile.mkdtemp(prefix="modelport-pg-"))
     prefix = _as_unprivileged()
@@ -84,11 +78,12 @@ def start_server() -> PostgresServer:
     subprocess.run([*prefix, str(_bin() / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
                     "--no-sync", "--no-instructions"], check=True, capture_output=True, timeout=120)
     log = open(folder / "server.log", "wb")
+    libc, parent = ctypes.CDLL(None, use_errno=True), os.getpid()
     process = subprocess.Popen(
         [*prefix, str(_bin() / "postgres"), "-D", str(data), "-k", str(folder), "-c", "listen_addresses=",
          "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
          "-c", "max_connections=50"],
-        stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        stdout=log, stderr=subprocess.STDOUT, preexec_fn=lambda: die_with_parent(libc, parent))
     log.close()
     server = PostgresServer(folder, process)
     deadline = time.monotonic() + START_TIMEOUT_S

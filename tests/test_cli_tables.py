@@ -114,7 +114,8 @@ def reid_exports(folder: Path) -> list:
             ExportRow("reid", "osnet_x1_0", "onnx", folder / f"{stem}.int8.onnx", 31.5, True, max_abs=0.48,
                       min_cosine=0.99878, note="INT8: 12 of 87 quantised nodes kept in fp32 to hold cosine 0.998"),
             ExportRow("reid", "osnet_x1_0", "tensorrt", None, 0.01, False,
-                      error="tensorrt not installed (pip install tensorrt); needs an NVIDIA GPU (--device cuda)")]
+                      error="tensorrt not installed (pip install 'modelport[tensorrt]'); needs an NVIDIA GPU "
+                            "(--device cuda)")]
 
 
 def test_export_table_fits_80_columns_and_keeps_file_names_whole(tmp_path):
@@ -157,8 +158,8 @@ def detector_exports(folder: Path, models=("yolo11n",)) -> list:
             results.append(SimpleNamespace(model=model, format=fmt, track="e2e-portable", path=folder / name,
                                            seconds=12.4, check=check, error=None, note="", ok=True))
         results.append(SimpleNamespace(model=model, format="tensorrt", track="e2e-portable", path=None, seconds=0.0,
-                                       check=None, error="tensorrt not installed (pip install tensorrt)", note="",
-                                       ok=False))
+                                       check=None, error="tensorrt not installed (pip install 'modelport[tensorrt]')",
+                                       note="", ok=False))
     return results
 
 

@@ -26,14 +26,15 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PARENT_POLL_S = 0.25  # a grandparent's death sends no signal here, so the guard looks at getppid() this often
 
 
-def _die_with_guard(libc: ctypes.CDLL | None, guard: int) -> None:
-    """In the forked child, before exec (safe here: the guard has one thread): its own process group, the
-    signals the guard blocked unblocked, and a SIGKILL from the kernel when the guard dies."""
+def die_with_parent(libc: ctypes.CDLL | None, parent: int) -> None:
+    """A ``preexec_fn``: in the forked child, before exec, its own process group, no blocked signals, and a
+    SIGKILL from the kernel when ``parent`` (the forking process) dies. Only async-signal-safe work: call it
+    from a parent with one thread (the guard; a test fixture's subprocess start)."""
     os.setpgid(0, 0)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     if libc is not None:
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != guard:  # the guard died before the prctl took effect
+        if os.getppid() != parent:  # the parent died before the prctl took effect
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -51,7 +52,7 @@ def run(parent: int, grace: float, command: list[str]) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
     guard = os.getpid()
-    child = subprocess.Popen(command, preexec_fn=lambda: _die_with_guard(libc, guard))
+    child = subprocess.Popen(command, preexec_fn=lambda: die_with_parent(libc, guard))
     kill_at: float | None = None  # set once the command was asked to stop
     while not _exited(child.pid):
         now = time.monotonic()
