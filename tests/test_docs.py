@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,6 +53,7 @@ class Scratch:
 
     folder: Path
     groups: list[int] = field(default_factory=list)
+    failed: bool = False
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -164,7 +166,10 @@ class OpenDocuments:
 
     def close(self) -> None:
         while self.open:
-            self.open.popitem()[1].stop()
+            scratch = self.open.popitem()[1]
+            scratch.stop()
+            if not scratch.failed:  # a document's exports take GBs: keep its folder only to look into a failure
+                shutil.rmtree(scratch.folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +196,9 @@ def test_block_runs_as_written(documents: OpenDocuments, block: Block, monkeypat
             example.evaluate()
     except unittest.SkipTest as skip:  # Sybil's skip directive: reported here, with the directive's reason
         pytest.skip(str(skip))
+    except BaseException:
+        scratch.failed = True
+        raise
 
 
 def test_every_readme_and_docs_page_is_covered() -> None:
