@@ -133,11 +133,13 @@ def test_cli_dry_run_lists_what_would_go_and_what_stays(tmp_path, repo):
                              env={"COLUMNS": "300"})
     assert res.exit_code == 0, res.output
     assert tree(repo) == before and not (tmp_path / "bk").exists()
-    assert f"would remove {repo / 'osnet' / '1'}" in res.output
-    assert "left alone" in res.output and "not a Triton model folder" in res.output
-    assert "outside the repository" in res.output
+    # Whitespace aside: the CLI's console may have been made earlier in this process, narrower, wrapping lines.
+    flat, bare = " ".join(res.output.split()), "".join(res.output.split())
+    assert f"wouldremove{repo / 'osnet' / '1'}" in bare
+    assert "left alone" in flat and "not a Triton model folder" in flat and "outside the repository" in flat
     res = CliRunner().invoke(app, ["triton", "clean", str(repo), "--yes", "--backup", str(tmp_path / "bk")],
                              env={"COLUMNS": "300"})
     assert res.exit_code == 0, res.output
-    assert f"removed {repo / 'osnet' / '1'}" in res.output and "outside the repository" in res.output
+    assert f"removed{repo / 'osnet' / '1'}" in "".join(res.output.split())
+    assert "outside the repository" in " ".join(res.output.split())
     assert (repo / "linked" / "1" / "model.onnx").is_file() and (repo / "scratch").is_dir()
