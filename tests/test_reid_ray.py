@@ -88,9 +88,9 @@ def _same(got: dict[tuple, np.ndarray], want: dict[tuple, np.ndarray]) -> None:
     np.testing.assert_allclose(np.stack([got[k] for k in keys]), np.stack([want[k] for k in keys]), atol=1e-5)
 
 
-def _embedder_pids() -> set[int]:
-    """Processes of the Ray Data actors holding our runners (named ``ray::MapWorker(...Embedder)``)."""
-    pids = set()
+def _embedder_pids() -> dict[int, str]:
+    """Processes of the Ray Data actors holding our runners (``ray::MapWorker(MapBatches(Embedder))``) by pid."""
+    pids = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -98,7 +98,7 @@ def _embedder_pids() -> set[int]:
             except OSError:
                 continue
             if title.startswith(b"ray::") and b"Embedder" in title:
-                pids.add(int(entry.name))
+                pids[int(entry.name)] = title.decode(errors="replace")
     return pids
 
 
@@ -125,6 +125,8 @@ def test_a_ray_worker_killed_mid_extraction_loses_nothing_and_embeds_nothing_twi
             victim = min(victims)
             os.kill(victim, signal.SIGKILL)
             killed.append(victim)
+            # Decoding runs in tasks of its own, not fused into the actors (the issue's CPU stage).
+            assert not any("decode_crops" in title for title in victims.values()), victims
         elif killed:
             after.update(_embedder_pids())
 
@@ -136,6 +138,21 @@ def test_a_ray_worker_killed_mid_extraction_loses_nothing_and_embeds_nothing_twi
     _same(_embeddings(db), reference)
     conn = store.connect(db)
     try:
+        assert conn.execute("SELECT COUNT(*) FROM reid_claims").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def test_workers_that_draw_other_random_weights_than_the_driver_stop_the_run(ray_cluster, scene, tmp_path):
+    # No file: the driver and each actor draw random weights of their own, which would mix two models' vectors.
+    db = _import(str(tmp_path / "d.db"), scene)
+    # Ray Data hands the worker's error back wrapped in its own (the message and hint are in its text).
+    with warnings.catch_warnings(), pytest.raises(Exception, match="a Ray worker loaded model .* the driver"):
+        warnings.simplefilter("ignore")
+        extract_ray(db, tmp_path / "osnet_x0_25_missing.pt", allow_random=True, batch=8)
+    conn = store.connect(db)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM reid_embeddings").fetchone()[0] == 0
         assert conn.execute("SELECT COUNT(*) FROM reid_claims").fetchone()[0] == 0
     finally:
         conn.close()
