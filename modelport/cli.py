@@ -223,7 +223,7 @@ def _crash_log(exc: BaseException) -> Path | None:
 # The optional packages (by import name) and the extra that installs each: a command of the default install that
 # reaches one says which extra to install instead of reporting a crash.
 EXTRA_OF = {"fastapi": "serve", "uvicorn": "serve", "multipart": "serve", "tritonclient": "serve", "pytriton": "serve",
-            "ultralytics": "yolo", "open_clip": "clip", "tensorrt": "tensorrt"}
+            "ultralytics": "yolo", "open_clip": "clip", "tensorrt": "tensorrt", "ray": "ray"}
 
 
 def _missing_extra(exc: BaseException) -> tuple[str, str] | None:

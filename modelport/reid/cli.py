@@ -93,12 +93,25 @@ def extract_cmd(db: Optional[str] = typer.Option(None, "--db"),
                 allow_random: Optional[bool] = typer.Option(None, "--allow-random/--no-allow-random"),
                 set_default: Optional[bool] = typer.Option(None, "--set-default/--keep-default",
                                                            help="Fill reid_embedding with this model's vectors."),
+                engine: str = typer.Option("local", "--engine",
+                                           help="local: in this process; ray: decode and embed on Ray Data."),
+                address: Optional[str] = typer.Option(None, "--address",
+                                                      help="Ray cluster to join (--engine ray; default: start "
+                                                           "Ray on this machine)."),
                 config: Optional[Path] = CONFIG) -> None:
     """Compute embeddings for every detection lacking one for this model (resumable)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from modelport.reid.extract import extract, load_model
 
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"--engine must be local or ray, not {engine!r}")
+    if address and engine != "ray":
+        raise typer.BadParameter("--address joins a Ray cluster: give it with --engine ray")
+    if engine == "ray":
+        from modelport.reid.ray_extract import extract_ray, require_ray
+
+        require_ray()  # a missing extra fails before anything is loaded
     cfg = load_config(config)
     model = setting(cfg, "", "model", model)
     if not model:
@@ -107,15 +120,21 @@ def extract_cmd(db: Optional[str] = typer.Option(None, "--db"),
 
     db = setting(cfg, "", "db", db)
     connect(db).close()  # a wrong database path fails before the model is loaded
-    runner = load_model(model, allow_random=setting(cfg, "", "allow_random", allow_random),
-                        device=setting(cfg, "", "device", device))
+    common = {"batch": setting(cfg, "extract", "batch", batch),
+              "class_name": setting(cfg, "", "class_name", class_name),
+              "make_default": setting(cfg, "extract", "set_default", set_default)}
+    allow_random, device = setting(cfg, "", "allow_random", allow_random), setting(cfg, "", "device", device)
+    if engine == "local":
+        runner = load_model(model, allow_random=allow_random, device=device)
     with Progress(TextColumn("embedding crops"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, transient=False) as bar:
         task = bar.add_task("extract", total=None)
-        result = extract(db, runner, batch=setting(cfg, "extract", "batch", batch),
-                         class_name=setting(cfg, "", "class_name", class_name),
-                         make_default=setting(cfg, "extract", "set_default", set_default),
-                         progress=lambda done, total: bar.update(task, completed=done, total=total))
+        shown = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+        if engine == "ray":
+            result = extract_ray(db, model, address=address, allow_random=allow_random, device=device,
+                                 progress=shown, **common)
+        else:
+            result = extract(db, runner, progress=shown, **common)
     m = result.model
     out.print(f"model {m.key} ({m.model_type}, {m.dim}-d){' (default model)' if result.is_default else ''}: "
               f"{result.computed} new embeddings, {result.already} already there, "
