@@ -134,6 +134,7 @@ EXTRA_CASES = [
     (("export", "MobileCLIP2-S0", "--allow-random", "--format", "onnx", "--out", "{tmp}/out"), "clip"),
     (("search", "index", "{images}", "--model", "MobileCLIP2-S0"), "clip"),
     (("export", "osnet_x0_25", "--allow-random", "--format", "tensorrt", "--out", "{tmp}/out"), "tensorrt"),
+    (("reid", "extract", "--db", "{tmp}/d.db", "--model", "osnet_x0_25", "--engine", "ray"), "ray"),
 ]
 
 
