@@ -143,6 +143,14 @@ def test_a_ray_worker_killed_mid_extraction_loses_nothing_and_embeds_nothing_twi
         conn.close()
 
 
+def test_an_actor_pool_that_would_leave_no_cpu_for_decoding_is_refused(ray_cluster, db, onnx_model):
+    from modelport.errors import ModelportError
+
+    # It would wait forever: the actors hold every CPU and the decoding tasks they wait for never start.
+    with pytest.raises(ModelportError, match="leave none of the Ray cluster's 2 CPU"):
+        extract_ray(db, onnx_model, batch=4, actors=2)
+
+
 def test_workers_that_draw_other_random_weights_than_the_driver_stop_the_run(ray_cluster, scene, tmp_path):
     # No file: the driver and each actor draw random weights of their own, which would mix two models' vectors.
     db = _import(str(tmp_path / "d.db"), scene)

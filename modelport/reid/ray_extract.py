@@ -135,6 +135,11 @@ def _pool_args(ray: Any, device: str, actors: int | None) -> dict[str, Any]:
     if gpu and not resources.get("GPU"):
         raise ModelportError(f"--device {device}: the Ray cluster has no GPU",
                              hint="use --device cpu, or join a cluster with GPU nodes (--address)")
+    cpus = int(resources.get("CPU", 0))
+    if not gpu and actors >= cpus:  # the pool would hold every CPU and no decoding task could ever start
+        raise ModelportError(f"{actors} embedding actor(s) of one CPU each leave none of the Ray cluster's {cpus} "
+                             "CPU(s) for decoding crops", hint=f"use at most {max(cpus - 1, 0)} actor(s), or a "
+                             "larger cluster (--address)")
     need = {"num_gpus": 1} if gpu else {"num_cpus": 1}
     # No max_restarts / max_task_retries: Ray Data restarts a dead actor and retries its batch by default (2.60:
     # without limit), and passing Ray's remote arguments to map_batches is deprecated since 2.60.
