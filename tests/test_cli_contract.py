@@ -3,15 +3,18 @@ a usage error prints the usage and one ``error:`` line (exit 2); a bad file gets
 it and a ``hint:`` line (exit 2); a missing optional package names the extra that installs it (exit 2); no
 traceback, ever.
 
-Every case runs ``python -m modelport.cli`` in its own process, once on this install and once with the optional
-packages made unimportable, as on the default install (README command 1). `.ci/run` runs this file again in a
+Every case runs ``modelport.cli.main()`` in a process of its own (forked from an interpreter that has imported
+the CLI once: tests/cli_forker.py), once on this install and once with the optional packages made unimportable,
+as on the default install (README command 1). `.ci/run` runs this file again in a
 virtual environment of the default install itself, where the extras are really absent."""
 
 from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import os
+import queue
 import subprocess
 import sys
 import typing
@@ -143,9 +146,46 @@ def _extras_missing_here() -> set[str]:
 
 
 CASES = _cases()
+FORKER = Path(__file__).with_name("cli_forker.py")
 
 
-def _run(case: Case, root: Path) -> subprocess.CompletedProcess:
+class Forkers:
+    """Interpreters that have imported the CLI, per install (tests/cli_forker.py), handed out one per thread."""
+
+    def __init__(self, root: Path, count: int) -> None:
+        self.idle: dict[str, queue.SimpleQueue] = {}
+        self.procs: list[subprocess.Popen] = []
+        site = root / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(
+            f"import sys\nfor name in {BLOCKED!r}:\n    sys.modules[name] = None  # as if not installed\n")
+        for install in INSTALLS:
+            env = dict(os.environ, COLUMNS="200")
+            if install == "default":
+                env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
+            self.idle[install] = queue.SimpleQueue()
+            for _ in range(count):
+                proc = subprocess.Popen([sys.executable, str(FORKER)], env=env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+                self.procs.append(proc)
+                self.idle[install].put(proc)
+
+    def run(self, install: str, request: dict) -> int:
+        proc = self.idle[install].get()
+        try:
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
+            return json.loads(proc.stdout.readline())["rc"]
+        finally:
+            self.idle[install].put(proc)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.stdin.close()
+            proc.wait(timeout=60)
+
+
+def _run(case: Case, root: Path, forkers: Forkers) -> subprocess.CompletedProcess:
     work = root / str(abs(hash(case.id)))
     (work / "tmp").mkdir(parents=True)
     (work / "osnet_x0_25_msmt17").mkdir()
@@ -157,25 +197,27 @@ def _run(case: Case, root: Path) -> subprocess.CompletedProcess:
     names = {"tmp": str(work / "tmp"), "repo": str(work / "repo"), "images": str(work / "images"),
              "missing": "osnet_x0_25_missing.pt", "folder": "osnet_x0_25_msmt17", "text": "osnet_x0_25_text.pt"}
     env = dict(os.environ, COLUMNS="200", MODELPORT_LOG_DIR=str(work / "logs"))
-    if case.install == "default":
-        (work / "site").mkdir()
-        (work / "site" / "sitecustomize.py").write_text(
-            f"import sys\nfor name in {BLOCKED!r}:\n    sys.modules[name] = None  # as if not installed\n")
-        env["PYTHONPATH"] = os.pathsep.join([str(work / "site"), env.get("PYTHONPATH", "")])
     argv = [a.format(**names) for a in case.argv]
-    return subprocess.run([sys.executable, "-m", "modelport.cli", *argv], cwd=work, env=env, capture_output=True,
-                          text=True, timeout=int(os.environ.get("CLI_CASE_TIMEOUT", "300")))
+    out, err = work / "stdout.txt", work / "stderr.txt"
+    rc = forkers.run(case.install, {"argv": argv, "cwd": str(work), "env": env, "out": str(out), "err": str(err),
+                                    "timeout": int(os.environ.get("CLI_CASE_TIMEOUT", "300"))})
+    return subprocess.CompletedProcess(argv, rc, out.read_text(errors="replace"), err.read_text(errors="replace"))
 
 
 @pytest.fixture(scope="module")
 def results(request, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
-    """Every selected case of this module, run a few at a time (each is a short process)."""
+    """Every selected case of this module, run a few at a time (each is a short command)."""
     selected = [item.callspec.params["case"] for item in request.session.items
                 if item.module is request.module and hasattr(item, "callspec")]
     root = tmp_path_factory.mktemp("cli-contract")
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        done = pool.map(lambda case: _run(case, root), selected)
-        return {case.id: result for case, result in zip(selected, done)}
+    workers = max(2, os.cpu_count() or 2)
+    forkers = Forkers(root, workers)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            done = pool.map(lambda case: _run(case, root, forkers), selected)
+            return {case.id: result for case, result in zip(selected, done)}
+    finally:
+        forkers.close()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
