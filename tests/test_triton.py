@@ -295,7 +295,7 @@ def test_python_backend_models_are_built_checked_validated_and_cleaned(tmp_path,
     with pytest.raises(ExportError, match="one backend"):  # a native version cannot join a Python model
         build_model(ModelEntry(str(exported_dir / f"{STEM}.onnx"), name="py"), root)
     with pytest.raises(ModelportError, match="backend must be one of native, python"):
-        ConfigOptions(backend="pytorch")
+        ConfigOptions(backend="torch")  # Triton names it pytorch
     result = clean_repository(root, backup=tmp_path / "backup")
     assert not root.exists() or not any(root.iterdir()), result.left_alone
 

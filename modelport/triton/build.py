@@ -26,10 +26,12 @@ from modelport.triton.config import (
     ConfigOptions,
     config_problems,
     config_text,
+    default_format,
     format_of_config,
     make_config,
     read_config,
     read_signature,
+    triton_backend,
 )
 from modelport.triton.golden import weights_reference, write_golden
 from modelport.triton.layout import check_name, versions
@@ -43,7 +45,7 @@ class ModelEntry:
 
     source: str  # weights file, an export, or a zoo name (with allow_random)
     name: str | None = None  # default: the source's file stem
-    format: str | None = None  # default: an export's own format; onnx for weights
+    format: str | None = None  # default: an export's own format; for weights the backend's own, else onnx
     version: int | None = None  # default: one past the newest version present
     batch: int | None = None  # export with a fixed batch (then max_batch_size is 0)
     arch: str | None = None
@@ -135,12 +137,14 @@ def _artifact(entry: ModelEntry, tmp: Path, device: str) -> tuple[Path, Format, 
             raise ModelportError(f"{path}: --batch applies to exports made from weights, not to an existing export")
         if fmt.id not in TRITON_FORMATS:
             raise ModelportError(f"{path}: Triton cannot serve {fmt.name} artifacts")
+        triton_backend(entry.options.backend, fmt.id)  # a backend that cannot load it says what to give
         spec = fmt.read_spec(path)
         return path, fmt, spec, weights_reference(spec, device, entry.arch)
-    target = get_format(entry.format or DEFAULT_FORMAT)
+    target = get_format(entry.format or default_format(entry.options.backend) or DEFAULT_FORMAT)
     if target.id not in TRITON_FORMATS:
         raise ModelportError(f"Triton cannot serve {target.name} models",
                              hint=f"choose from: {', '.join(TRITON_FORMATS)}")
+    triton_backend(entry.options.backend, target.id)  # before the export, which can take minutes
     weights = None if zoo_name else path
     arch = entry.source if zoo_name else entry.arch
     built = build(weights, arch=arch, allow_random=entry.allow_random)  # one module: export and golden outputs
@@ -150,6 +154,16 @@ def _artifact(entry: ModelEntry, tmp: Path, device: str) -> tuple[Path, Format, 
         kind = VerificationError if result.check is not None else ExportError
         raise kind(f"{entry.source}: {target.name} export failed: {result.error}")
     return result.path, target, target.read_spec(result.path), PyTorchRunner(built.module, built.spec, weights, device)
+
+
+def _check_backend(entry: ModelEntry) -> None:
+    """Refuse a ``--backend`` that cannot load the entry's format before anything is exported or written."""
+    path = Path(entry.source)
+    fmt = format_of_path(path) if path.exists() else None
+    if fmt is None or fmt.is_weights:
+        fmt = get_format(entry.format or default_format(entry.options.backend) or DEFAULT_FORMAT)
+    if fmt.id in TRITON_FORMATS:
+        triton_backend(entry.options.backend, fmt.id)
 
 
 def _place(artifact: Path, fmt: Format, dest: Path, backend: str = "native") -> None:
@@ -204,11 +218,11 @@ def build_model(entry: ModelEntry, repo: str | Path, *, force: bool = False, dev
     with tempfile.TemporaryDirectory(prefix="modelport-triton-") as tmp:
         artifact, fmt, spec, reference = _artifact(entry, Path(tmp), device)
         try:
-            if old is not None and (format_of_config(old) != fmt.id or
-                                    (old.backend == "python") != (entry.options.backend == "python")):
+            backend = triton_backend(entry.options.backend, fmt.id)
+            if old is not None and (format_of_config(old) != fmt.id or old.backend != backend):
                 raise ExportError(f"{model_dir}: model {name!r} is served as {format_of_config(old)} by the "
                                   f"{old.backend} backend; one model has one backend, so a {fmt.id} version for the "
-                                  f"{entry.options.backend} backend cannot join it",
+                                  f"{backend} backend cannot join it",
                                   hint="pass --name to add it as another model")
             # The version folder appears whole under its number, or not at all.
             with atomic_dir(vdir, force=force, hint=hint) as staging:
@@ -268,11 +282,10 @@ def build_repository(entries: list[ModelEntry], repo: str | Path, *, force: bool
     names = set()
     for entry in entries:
         names.add(check_name(entry.name or default_name(entry.source)))
-        if Path(entry.source).exists():
-            format_of_path(entry.source)
-        elif entry.source not in list_models():
+        if not Path(entry.source).exists() and entry.source not in list_models():
             raise WeightsNotFoundError(f"{entry.source}: model source not found",
                                        hint="give weights, an export, or a zoo name with --allow-random")
+        _check_backend(entry)
     repo = Path(repo)
     created = not repo.exists()
     repo.mkdir(parents=True, exist_ok=True)

@@ -33,8 +33,8 @@ def build_cmd(
     repo: Path = typer.Option(..., "--repo", help="The model repository folder."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML listing several models (models: [...])."),
     format: Optional[str] = typer.Option(None, "--format", "-f",
-                                         help="onnx | openvino | torchscript | tensorrt (default: onnx from weights, "
-                                              "an export's own format)."),
+                                         help="onnx | openvino | torchscript | tensorrt (default: an export's own "
+                                              "format; from weights the --backend's own, else onnx)."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name (one source only); default: file stem."),
     version: Optional[int] = typer.Option(None, "--version", help="Version number; default: the next one."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Fixed batch export (max_batch_size becomes 0)."),
@@ -45,9 +45,10 @@ def build_cmd(
     instances: int = typer.Option(1, "--instances", help="Instance count."),
     kind: str = typer.Option("auto", "--kind", help="cpu | gpu | auto (gpu for TensorRT)."),
     version_policy: str = typer.Option("latest:1", "--version-policy", help="latest:N | all | specific:1,2"),
-    backend: str = typer.Option("native", "--backend", help="native: Triton's backend for the format "
-                                "(onnxruntime, openvino, ...; the Triton container); python: modelport's "
-                                "model.py runs the artifact in Triton's Python backend (the pip tritonserver)."),
+    backend: str = typer.Option("native", "--backend", help="native: Triton's backend for the format (the "
+                                "Triton container); or one by name: onnxruntime (ONNX), openvino (OpenVINO IR or "
+                                "ONNX), pytorch (TorchScript), tensorrt; python: modelport's model.py runs the "
+                                "artifact in Triton's Python backend (the pip tritonserver)."),
     arch: Optional[str] = typer.Option(None, "--arch"),
     allow_random: bool = typer.Option(False, "--allow-random", help="Allow untrained models."),
     device: str = typer.Option("cpu", "--device", help="Where exports are made and verified."),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.errors import CorruptFileError, ModelportError, UnsupportedFormatError
+from modelport.errors import ConfigError, CorruptFileError, ModelportError, UnsupportedFormatError
 from modelport.formats import FORMATS
 from modelport.spec import ModelSpec
 
@@ -26,11 +26,17 @@ PYTHON_MODEL_FILE = "model.py"  # the Python backend's entry point, beside the a
 PARAM_SPEC = "modelport_spec"
 PARAM_FORMAT = "modelport_format"
 PARAM_THREADS = "modelport_threads"
-BACKENDS = ("native", "python")  # native: Triton's own backend for the format; python: modelport's model.py
-
 # format id -> (platform, backend, file Triton looks for in a version folder)
 # (platform, backend, model file) per format Triton serves natively: read from the Format (formats.FORMATS).
 TRITON_FORMATS: dict[str, tuple[str, str, str]] = {f.id: f.triton for f in FORMATS if f.triton is not None}
+
+# Triton backend -> the formats it loads, its own first. Triton's OpenVINO backend also reads ONNX (the model
+# file is then named by default_model_filename, as in NVIDIA's OpenVINO quick-deploy tutorial).
+_ALSO_LOADS = {"openvino": ("onnx",)}
+BACKEND_FORMATS: dict[str, tuple[str, ...]] = {
+    backend: (fmt, *_ALSO_LOADS.get(backend, ())) for fmt, (_, backend, _) in TRITON_FORMATS.items()}
+# native: Triton's own backend for the format; python: modelport's model.py; or a Triton backend by name.
+BACKENDS = ("native", "python", *BACKEND_FORMATS)
 
 
 def _pb2():
@@ -73,7 +79,7 @@ class ConfigOptions:
     instances: int = 1
     kind: str = "auto"  # cpu | gpu | auto (gpu for TensorRT, cpu otherwise)
     version_policy: str = "latest:1"  # latest:N | all | specific:1,2
-    backend: str = "native"  # native (onnxruntime, openvino, ... platforms) | python (modelport's model.py)
+    backend: str = "native"  # native (the format's own) | python (modelport's model.py) | a Triton backend's name
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -90,7 +96,33 @@ class ConfigOptions:
         if self.backend not in BACKENDS:
             raise ModelportError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}",
                                  hint="native: Triton's backend for the format; python: modelport's runner in "
-                                      "Triton's Python backend")
+                                      "Triton's Python backend; or name one of Triton's backends")
+
+
+def default_format(backend: str) -> str | None:
+    """The format a weights file is exported to for ``backend`` (its own), or None where any format serves."""
+    return BACKEND_FORMATS[backend][0] if backend in BACKEND_FORMATS else None
+
+
+def triton_backend(backend: str, format_id: str) -> str:
+    """The ``backend`` a config names for a ``format_id`` artifact; a named one that cannot load it says what to do."""
+    if format_id not in TRITON_FORMATS:
+        raise UnsupportedFormatError(f"Triton cannot serve the {format_id} format",
+                                     hint=f"choose from: {', '.join(TRITON_FORMATS)}")
+    if backend == "python":
+        return "python"
+    if backend == "native":
+        return TRITON_FORMATS[format_id][1]
+    if backend not in BACKEND_FORMATS:
+        raise ModelportError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    loads = BACKEND_FORMATS[backend]
+    if format_id not in loads:
+        others = [b for b, formats in BACKEND_FORMATS.items() if format_id in formats]
+        raise ConfigError(
+            f"Triton's {backend} backend loads {' or '.join(loads)} models, not {format_id}",
+            hint=f"give --format {' or --format '.join(loads)}, or serve the {format_id} artifact with --backend "
+                 f"{' or --backend '.join([*others, 'python'])}")
+    return backend
 
 
 def _dims(shape) -> tuple[int, ...]:
@@ -227,13 +259,13 @@ def triton_dtype(numpy_dtype: str) -> str:
 def make_config(name: str, format_id: str, sig: Signature, spec: ModelSpec, options: ConfigOptions):
     """A ModelConfig for one model whose versions all have signature ``sig``."""
     pb = _pb2()
-    platform, backend, _ = TRITON_FORMATS[format_id]
-    if options.backend == "python":
-        config = pb.ModelConfig(name=name, backend="python")
-    else:
-        config = pb.ModelConfig(name=name, backend=backend)
-        if platform:
-            config.platform = platform
+    platform, own, model_name = TRITON_FORMATS[format_id]
+    backend = triton_backend(options.backend, format_id)
+    config = pb.ModelConfig(name=name, backend=backend)
+    if backend == own and platform:
+        config.platform = platform
+    elif backend not in (own, "python"):  # a backend reading another format's file (OpenVINO's reads model.onnx)
+        config.default_model_filename = model_name
     # The spec travels with the model: Triton hands parameters to backends and returns them from /config.
     config.parameters[PARAM_SPEC].string_value = compact_spec(spec)
     config.parameters[PARAM_FORMAT].string_value = format_id
@@ -300,6 +332,10 @@ def format_of_config(config) -> str:
                 f"(parameter {PARAM_FORMAT} is {fmt!r})",
                 hint=f"build it with `modelport triton build --backend python`; formats: {', '.join(TRITON_FORMATS)}")
         return fmt
+    if not config.platform and config.backend in BACKEND_FORMATS and config.default_model_filename:
+        for fmt in BACKEND_FORMATS[config.backend]:  # the file it names says which of its formats it reads
+            if TRITON_FORMATS[fmt][2] == config.default_model_filename:
+                return fmt
     for fmt, (platform, backend, _) in TRITON_FORMATS.items():
         if (config.platform and config.platform == platform) or (not config.platform and config.backend == backend):
             return fmt
