@@ -3,10 +3,11 @@
 The demo scene's detections (camera A) and the ONNX export of a BatchNorm-calibrated random osnet_x0_25, on the
 embedded PostgreSQL 18 + pgvector of the tests (fresh database per arm, filled by ``reid db copy``):
 
-- ``in_process``: ``reid extract`` with the model in the process: CPU seconds of the process per crop.
+- ``in_process``: ``reid extract`` with the model in the process: CPU milliseconds per crop of the extraction
+  process and of PostgreSQL (its server and backends) apart.
 - ``remote``: ``reid extract --model http://...`` against ``modelport serve`` (the builtin KServe engine, ONNX
   Runtime on the CPU, standing in for a Triton replica) in another process: CPU per crop of the extraction
-  process (decode, crop, preprocess, HTTP, store) and of the server (inference) apart.
+  process (decode, crop, preprocess, HTTP, store), of the model server (inference) and of PostgreSQL apart.
 - ``storage``: ``pg_total_relation_size`` of each table of the store the in-process arm filled, per detection.
 - ``ray``: ``reid extract --engine ray`` with one actor: peak resident memory of each Ray process, by its title
   (the actor, decoding workers, raylet, GCS), sampled every 50 ms.
@@ -31,10 +32,23 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the seeded model and the embedded PostgreSQL of the tests
 
 
-def cpu_s(proc) -> float:
-    """User + system CPU seconds of a psutil process and its children."""
-    times = [proc.cpu_times()] + [c.cpu_times() for c in proc.children(recursive=True)]
-    return sum(t.user + t.system for t in times)
+def cpu_s(proc, children: bool = False) -> float:
+    """User + system CPU seconds of a psutil process (with ``children``: and of every process below it; the
+    finished ones are not counted, as their times reach the parent only when it waits for them)."""
+    procs = [proc] + (proc.children(recursive=True) if children else [])
+    return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+
+
+def cpu_split(me, postgres, served=None) -> dict[str, float]:
+    """CPU seconds so far of this process (extraction), PostgreSQL (server and backends), the model server."""
+    out = {"extraction": cpu_s(me), "postgresql": cpu_s(postgres, children=True)}
+    if served is not None:
+        out["model_server"] = cpu_s(served, children=True)
+    return out
+
+
+def per_crop(before: dict[str, float], after: dict[str, float], crops: int) -> dict[str, float]:
+    return {f"{k}_cpu_ms_per_crop": round((after[k] - before[k]) / crops * 1000, 3) for k in before}
 
 
 def table_sizes(url: str) -> dict[str, int]:
@@ -128,10 +142,11 @@ def main() -> None:
 
             url = fresh()
             runner = load(artifact)
-            before = cpu_s(me)
+            postgres = psutil.Process(server.process.pid)
+            before = cpu_split(me, postgres)
             result = extract(url, runner, batch=16)
             in_process = {"crops": result.computed, "seconds": round(result.seconds, 2),
-                          "cpu_ms_per_crop": round((cpu_s(me) - before) / result.computed * 1000, 3)}
+                          **per_crop(before, cpu_split(me, postgres), result.computed)}
             runner.close()
             sizes = table_sizes(url)
 
@@ -155,11 +170,10 @@ def main() -> None:
                             raise
                         time.sleep(0.5)
                 url2 = fresh()
-                mine, theirs = cpu_s(me), cpu_s(served)
+                before = cpu_split(me, postgres, served)
                 result = extract(url2, remote, batch=16)
                 remote_arm = {"crops": result.computed, "seconds": round(result.seconds, 2),
-                              "client_cpu_ms_per_crop": round((cpu_s(me) - mine) / result.computed * 1000, 3),
-                              "server_cpu_ms_per_crop": round((cpu_s(served) - theirs) / result.computed * 1000, 3),
+                              **per_crop(before, cpu_split(me, postgres, served), result.computed),
                               "server": "modelport serve (builtin engine), ONNX Runtime CPU, max_batch_size 16, "
                                         "dynamic batching 4,8 / 2 ms"}
                 remote.close()
