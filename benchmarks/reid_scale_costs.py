@@ -33,10 +33,13 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # the seeded model and the embed
 
 
 def cpu_s(proc, children: bool = False) -> float:
-    """User + system CPU seconds of a psutil process (with ``children``: and of every process below it; the
-    finished ones are not counted, as their times reach the parent only when it waits for them)."""
-    procs = [proc] + (proc.children(recursive=True) if children else [])
-    return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+    """User + system CPU seconds of a psutil process; with ``children``, also of every process below it, those
+    still running and those it has waited for (PostgreSQL's backends exit with their connections)."""
+    if not children:
+        return sum(proc.cpu_times()[:2])
+    own = proc.cpu_times()
+    done = own.user + own.system + own.children_user + own.children_system
+    return done + sum(sum(p.cpu_times()[:2]) for p in proc.children(recursive=True))
 
 
 def cpu_split(me, postgres, served=None) -> dict[str, float]:
