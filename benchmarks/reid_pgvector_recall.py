@@ -116,6 +116,7 @@ def main() -> None:
     parser.add_argument("--late", type=int, default=5_000, help="Embeddings inserted after the index is built.")
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--ef", default="10,20,40,80,160,320", help="hnsw.ef_search values (pgvector's default: 40).")
+    parser.add_argument("--shared-buffers", default=None, help="The server's shared_buffers (default: its own, 128MB).")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "reid_pgvector_recall.json")
     args = parser.parse_args()
     import faiss
@@ -128,7 +129,7 @@ def main() -> None:
     dim, k, seed, params = 512, 10, 0, {"common": 0.8, "noise": 0.7, "alpha": 0.8}
     base, labels, queries, _ = clustered(args.ids, args.views, dim, seed=seed, query_views=args.queries, **params)
     n, late = len(base), min(args.late, len(base) - 1)
-    server = start_server()
+    server = start_server({"shared_buffers": args.shared_buffers} if args.shared_buffers else None)
     try:
         url = server.create_database()
         conn = store.connect(url, create=True)
