@@ -68,7 +68,8 @@ def _as_unprivileged() -> list[str]:
     return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--pdeathsig", "KILL"]
 
 
-def start_server() -> PostgresServer:
+def start_server(settings: dict[str, str] | None = None) -> PostgresServer:
+    """Start a server in a fresh folder; ``settings``: more ``-c name=value`` for it (a benchmark's)."""
     folder = Path(tempfile.mkdtemp(prefix="modelport-pg-"))
     prefix = _as_unprivileged()
     if prefix:
@@ -82,7 +83,7 @@ def start_server() -> PostgresServer:
     process = subprocess.Popen(
         [*prefix, str(_bin() / "postgres"), "-D", str(data), "-k", str(folder), "-c", "listen_addresses=",
          "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-         "-c", "max_connections=50"],
+         "-c", "max_connections=50", *(f for k, v in (settings or {}).items() for f in ("-c", f"{k}={v}"))],
         stdout=log, stderr=subprocess.STDOUT, preexec_fn=lambda: die_with_parent(libc, parent))
     log.close()
     server = PostgresServer(folder, process)

@@ -173,3 +173,24 @@ def test_cli_prints_a_verified_table_in_80_columns_and_refuses_a_full_destinatio
     refused = _cli(source, tmp_path / "b.db")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "error:" in refused.stderr and "not empty" in refused.stderr and "--force" in refused.stderr
+
+
+def test_tables_of_other_tools_stop_the_copy_by_name_unless_skipped(tmp_path):
+    source = _store(tmp_path / "a.db")
+    raw = sqlite3.connect(source)
+    with raw:  # AUTOINCREMENT also makes SQLite's own sqlite_sequence, which is the engine's and not named
+        raw.execute("CREATE TABLE tracker_runs (id INTEGER PRIMARY KEY AUTOINCREMENT, note TEXT)")
+        raw.execute("INSERT INTO tracker_runs (note) VALUES ('bytetrack, 30 fps')")
+    raw.close()
+    with pytest.raises(CopyRefusedError, match="outside the store that copy does not copy: tracker_runs\n"):
+        copy_store(source, tmp_path / "b.db")
+    assert not (tmp_path / "b.db").exists()
+    with pytest.raises(CopyRefusedError, match="reid_quality: part of the store"):
+        copy_store(source, tmp_path / "b.db", skip_tables=["tracker_runs", "reid_quality"])
+    report = copy_store(source, tmp_path / "b.db", skip_tables=["tracker_runs"])
+    assert report.skipped_tables == ["tracker_runs"]
+    assert _rows(tmp_path / "b.db") == _rows(source)
+    assert "tracker_runs" not in sqlite3.connect(tmp_path / "b.db").execute(
+        "SELECT group_concat(name) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+    done = _cli(source, tmp_path / "c.db", "--skip-table", "tracker_runs")
+    assert done.returncode == 0 and "not copied: table tracker_runs" in done.stdout, done.stderr

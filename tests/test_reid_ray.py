@@ -154,10 +154,14 @@ def test_an_actor_pool_that_would_leave_no_cpu_for_decoding_is_refused(ray_clust
 def test_workers_that_draw_other_random_weights_than_the_driver_stop_the_run(ray_cluster, scene, tmp_path):
     # No file: the driver and each actor draw random weights of their own, which would mix two models' vectors.
     db = _import(str(tmp_path / "d.db"), scene)
-    # Ray Data hands the worker's error back wrapped in its own (the message and hint are in its text).
-    with warnings.catch_warnings(), pytest.raises(Exception, match="a Ray worker loaded model .* the driver"):
+    from modelport.errors import ModelportError
+
+    # The worker's own error, unwrapped from Ray's (RayTaskError, UserCodeException), with its hint.
+    refused = pytest.raises(ModelportError, match="a Ray worker loaded model .* the driver")
+    with warnings.catch_warnings(), refused as err:
         warnings.simplefilter("ignore")
         extract_ray(db, tmp_path / "osnet_x0_25_missing.pt", allow_random=True, batch=8)
+    assert type(err.value) is ModelportError and "same model file" in err.value.hint
     conn = store.connect(db)
     try:
         assert conn.execute("SELECT COUNT(*) FROM reid_embeddings").fetchone()[0] == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -253,12 +253,16 @@ def db_copy_cmd(source: str = typer.Argument(..., help="SQLite file or postgresq
                 destination: str = typer.Argument(..., help="SQLite file (created) or postgresql:// URL "
                                                             "(an existing, empty database)."),
                 force: bool = typer.Option(False, "--force", help="Replace the rows a non-empty destination holds."),
-                batch: int = typer.Option(2000, "--batch", min=1, help="Rows read and written at a time.")) -> None:
+                batch: int = typer.Option(2000, "--batch", min=1, help="Rows read and written at a time."),
+                skip_table: Optional[List[str]] = typer.Option(None, "--skip-table",
+                                                               help="A table of another tool in SOURCE to leave "
+                                                                    "out (repeatable); without it such a table "
+                                                                    "stops the copy.")) -> None:
     """Copy every table of a store to another database (either engine) in one transaction, verified by
     per-table row counts and checksums."""
     from modelport.reid.db.copy import copy_store
 
-    report = copy_store(source, destination, force=force, batch=batch)
+    report = copy_store(source, destination, force=force, batch=batch, skip_tables=skip_table or ())
     table = Table(title="copied and verified", title_justify="left")
     for col, justify in (("table", "left"), ("rows", "right"), ("checksum (both)", "left")):
         table.add_column(col, justify=justify)
@@ -267,6 +271,8 @@ def db_copy_cmd(source: str = typer.Argument(..., help="SQLite file or postgresq
     out.print(table, width=80)
     for added in report.added_columns:
         out.print(f"added column {added} to the destination", highlight=False)
+    for skipped in report.skipped_tables:
+        out.print(f"not copied: table {skipped} (--skip-table)", highlight=False)
     if report.replaced_rows:
         out.print(f"replaced {report.replaced_rows} rows the destination held (--force)", highlight=False)
     rate = report.rows / report.seconds if report.seconds else 0.0

@@ -94,6 +94,10 @@ def extract_ray(db: str | Path, model: str | Path, *, address: str | None = None
                         done += written
                         if progress:
                             progress(done, total)
+            except Exception as exc:
+                if (typed := worker_error(exc)) is None:
+                    raise
+                raise typed from None  # what the worker raised, with its hint, not Ray's wrapping of it
             finally:
                 rows.close()
         return ExtractResult(record, done, already, time.perf_counter() - start, is_default)
@@ -102,6 +106,23 @@ def extract_ray(db: str | Path, model: str | Path, *, address: str | None = None
             claims.release(conn, record.key, worker)
         finally:
             conn.close()
+
+
+def worker_error(exc: BaseException) -> ModelportError | None:
+    """The ModelportError a Ray worker raised, found inside the ``RayTaskError`` Ray wraps it in (its ``cause``;
+    ``_pipeline`` keeps Ray Data from wrapping it once more); None if there is none."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        error = todo.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        # Ray's ``RayTaskError(ModelportError)`` is an instance of both: look past it to the worker's own.
+        if isinstance(error, ModelportError) and not type(error).__module__.startswith("ray"):
+            return error
+        todo += [getattr(error, "cause", None), error.__cause__, error.__context__]
+    return None
 
 
 def _shared_location(model: str | Path) -> str | Path:
@@ -152,7 +173,11 @@ def _pipeline(ray: Any, claimed: list[tuple], inputs: tuple[Any, int], embedder:
 
     ``inputs``: the model's preprocessing and the bytes of one prepared crop."""
     preprocess, crop_bytes = inputs
-    ray.data.DataContext.get_current().enable_progress_bars = False  # the CLI shows its own
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the CLI shows its own
+    # A worker's error travels as itself (with its hint), not as a UserCodeException that only quotes it in text
+    # (an exception's __cause__ does not survive pickling): ``worker_error`` then finds it.
+    context.raise_original_map_exception = True
     items = [{"id": r[0], "video": r[1], "frame": r[2], "x1": r[3], "y1": r[4], "x2": r[5], "y2": r[6]}
              for r in claimed]
     ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // segment)))

@@ -65,6 +65,7 @@ class CopyReport:
     tables: list[TableCopy]
     added_columns: list[str] = field(default_factory=list)  # "table.column TYPE" added to the destination
     replaced_rows: int = 0  # destination rows deleted by --force
+    skipped_tables: list[str] = field(default_factory=list)  # SRC tables outside the store, left out as asked
     seconds: float = 0.0
 
     @property
@@ -187,12 +188,19 @@ def _write_table(src: Database, dst: Database, table: str, columns: list[str], b
     return written
 
 
-def copy_store(source: Location, destination: Location, *, force: bool = False,
-               batch: int = BATCH_ROWS) -> CopyReport:
+def other_tables(db: Database) -> list[str]:
+    """Tables (and, on PostgreSQL, views) of ``db`` that are not the store's: another tool's, which copy does not
+    know how to key, type or verify. SQLite's own ``sqlite_*`` tables are the engine's, not data."""
+    return sorted(t for t in db.tables() if t not in KEYS and not t.startswith("sqlite_"))
+
+
+def copy_store(source: Location, destination: Location, *, force: bool = False, batch: int = BATCH_ROWS,
+               skip_tables: Iterable[str] = ()) -> CopyReport:
     """Copy every table of the store at ``source`` into ``destination`` and verify it; see the module doc.
 
     A destination holding rows is refused unless ``force``, which deletes them in the same transaction. A
-    new SQLite destination file is removed again when the copy fails."""
+    source holding tables outside the store is refused, naming them, unless each is in ``skip_tables``: it
+    would otherwise arrive without them. A new SQLite destination file is removed again when the copy fails."""
     start = time.perf_counter()
     if _same_file(source, destination):
         raise CopyRefusedError(f"{describe(destination)}: is the source database itself",
@@ -204,7 +212,9 @@ def copy_store(source: Location, destination: Location, *, force: bool = False,
         dst = _connect(destination, True)
         if src.identity() == dst.identity():
             raise CopyRefusedError(f"{dst}: is the source database itself", hint="give another destination")
+        skipped = _check_other_tables(src, set(skip_tables))
         report = _copy(src, dst, force, batch)
+        report.skipped_tables = skipped
     except BaseException:
         if dst is not None:
             dst.close()
@@ -218,6 +228,20 @@ def copy_store(source: Location, destination: Location, *, force: bool = False,
     report.seconds = time.perf_counter() - start
     log.info("copied %d rows from %s to %s in %.1f s", report.rows, src, dst, report.seconds)
     return report
+
+
+def _check_other_tables(src: Database, skip: set[str]) -> list[str]:
+    """The source's tables outside the store, all of which ``skip`` must name; returns them."""
+    if store_tables := sorted(skip & set(KEYS)):
+        raise CopyRefusedError(f"--skip-table {', '.join(store_tables)}: part of the store, always copied",
+                               hint="--skip-table names tables of other tools only")
+    others = other_tables(src)
+    if unnamed := [t for t in others if t not in skip]:
+        raise CopyRefusedError(
+            f"{src}: holds table(s) outside the store that copy does not copy: {', '.join(unnamed)}",
+            hint="copy them with their own tool, then pass " + " ".join(f"--skip-table {t}" for t in unnamed)
+                 + " to copy the store without them")
+    return others
 
 
 def _copy(src: Database, dst: Database, force: bool, batch: int) -> CopyReport:
