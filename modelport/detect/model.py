@@ -249,7 +249,7 @@ def ultralytics_metadata(model: nn.Module, name: str, labels: tuple[str, ...], i
         "head": type(model.model[-1]).__name__,
         "batch": 1,
         "imgsz": [imgsz, imgsz],
-        "names": dict(enumerate(labels)),
+        "names": {str(i): label for i, label in enumerate(labels)},  # as the spec's JSON keeps them
         "args": {"batch": 1, "dynamic": dynamic_hw, "nms": None},
         "channels": int(yaml.get("channels", 3)),
         "end2end": bool(getattr(model, "end2end", False)),

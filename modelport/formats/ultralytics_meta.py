@@ -22,9 +22,15 @@ TORCHSCRIPT_FILE = "config.txt"  # TorchScript: the extra file Ultralytics reads
 
 
 def metadata(spec: ModelSpec) -> dict[str, Any] | None:
-    """Ultralytics' metadata for this artifact, or None when the spec has none."""
+    """Ultralytics' metadata for this artifact, or None when the spec has none. Class names are keyed by int, as
+    Ultralytics writes them (a spec read back from JSON has them keyed by str)."""
     meta = spec.extra.get(KEY)
-    return dict(meta) if meta else None
+    if not meta:
+        return None
+    meta = dict(meta)
+    if isinstance(meta.get("names"), dict):
+        meta["names"] = {int(k): v for k, v in meta["names"].items()}
+    return meta
 
 
 def dynamic(meta: dict[str, Any]) -> bool:
