@@ -50,7 +50,8 @@ def export(source: str | Path | None = None, formats: str | Iterable[str] | None
            arch: str | None = None, batch: int | None = None, simplify: bool = False, precision: str = "fp32",
            calib: str | Path | None = None, int8: Int8Settings | None = None, uint8_input: bool = False,
            nms: bool = False,
-           nms_flavor: str = "portable", topk: int | None = None, iou: float | None = None,
+           nms_flavor: str = "portable", nms_layout: str = "efficientnms", topk: int | None = None,
+           iou: float | None = None,
            conf: float | None = None, normalize_boxes: bool = False, imgsz: int | None = None,
            dynamic_shape: bool = False, images: str | Path | None = None, allow_empty: bool = False,
            weights: str | Path | None = None, factory: str | None = None, config: str | Path | None = None,
@@ -70,7 +71,8 @@ def export(source: str | Path | None = None, formats: str | Iterable[str] | None
     request = ExportRequest(
         formats=format_names(formats), out=path(out), opset=opset, device=device, verify=verify, force=force,
         allow_random=allow_random, arch=arch, batch=batch, simplify=simplify, precision=precision, calib=path(calib),
-        int8=int8, uint8_input=uint8_input, nms=nms, nms_flavor=nms_flavor, topk=topk, iou=iou, conf=conf,
+        int8=int8, uint8_input=uint8_input, nms=nms, nms_flavor=nms_flavor, nms_layout=nms_layout, topk=topk,
+        iou=iou, conf=conf,
         normalize_boxes=normalize_boxes, imgsz=imgsz, dynamic_shape=dynamic_shape, images=path(images),
         allow_empty=allow_empty, weights=path(weights), factory=factory, config=path(config), trt_builder=trt_builder)
     rows = export_rows(source, request, family)

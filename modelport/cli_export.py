@@ -79,6 +79,9 @@ def export_cmd(
     nms: bool = typer.Option(False, "--nms", help="End-to-end track: NMS inside the graph.", rich_help_panel=YOLO),
     nms_flavor: str = typer.Option("portable", "--nms-flavor", help="portable (ONNX NonMaxSuppression) or tensorrt "
                                    "(EfficientNMS_TRT).", rich_help_panel=YOLO),
+    nms_layout: str = typer.Option("efficientnms", "--nms-layout", help="efficientnms (num_dets, det_boxes, "
+                                   "det_scores, det_classes) or ultralytics (one [B,k,6] output0, as Ultralytics' "
+                                   "nms=True export: YOLO(path) runs it).", rich_help_panel=YOLO),
     topk: Optional[int] = typer.Option(None, "--topk", help="Detections kept per image (default 300).",
                                        rich_help_panel=YOLO),
     iou: Optional[float] = typer.Option(None, "--iou", help="NMS IoU threshold (default 0.7).", rich_help_panel=YOLO),
@@ -130,7 +133,7 @@ def export_cmd(
         formats=format_names(formats), out=out_dir, opset=opset, device=device, verify=not no_verify, force=force,
         allow_random=allow_random, arch=arch, batch=batch, simplify=simplify,
         precision="fp16" if half else "int8" if int8 else "fp32", calib=calib, int8=int8_settings,
-        uint8_input=uint8_input, nms=nms, nms_flavor=nms_flavor, topk=topk, iou=iou, conf=conf,
+        uint8_input=uint8_input, nms=nms, nms_flavor=nms_flavor, nms_layout=nms_layout, topk=topk, iou=iou, conf=conf,
         normalize_boxes=normalize_boxes, imgsz=imgsz, dynamic_shape=dynamic_shape, images=images,
         allow_empty=allow_empty, weights=weights, factory=factory, config=config, trt_builder=trt_builder)
     if model or models:  # several detectors in one run: the yolo family's
@@ -161,7 +164,8 @@ def _export_detectors(source: Optional[str], model: Optional[List[str]], models:
                           hint="export that model by itself: modelport export MODEL.pt --uint8-input")
     export_detectors([source] if source else None, model=model, models=models,
                      formats=",".join(request.formats) if request.formats else None, nms=request.nms,
-                     flavor=request.nms_flavor, topk=request.topk, iou=IOU if request.iou is None else request.iou,
+                     flavor=request.nms_flavor, layout=request.nms_layout, topk=request.topk,
+                     iou=IOU if request.iou is None else request.iou,
                      conf=CONF if request.conf is None else request.conf, normalize=request.normalize_boxes,
                      imgsz=request.imgsz or IMGSZ, dynamic_shape=request.dynamic_shape, out_dir=request.out,
                      images=request.images, no_verify=not request.verify, device=request.device,

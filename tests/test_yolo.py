@@ -262,7 +262,8 @@ def test_topk_thresholds_and_normalized_boxes_are_configurable(yolo_pt, exports,
     (result,) = export_detector(yolo_pt, "onnx", nms=config, imgsz=IMGSZ, out=tmp_path)
     assert result.ok, result.error
     runner = DetectRunner(get_format("onnx").load(result.path))
-    assert runner.spec.extra["nms"] == {"flavor": "portable", "topk": 5, "iou": 0.5, "conf": 0.001, "normalized": True}
+    assert runner.spec.extra["nms"] == {"flavor": "portable", "topk": 5, "iou": 0.5, "conf": 0.001, "normalized": True,
+                                        "layout": "efficientnms"}
     batch, _ = prepare_letterboxed(street_scenes(2, seed=1234), runner.spec.preprocess)
     out = runner.runner(batch)
     assert out["det_boxes"].shape == (2, 5, 4) and out["num_dets"].max() <= 5

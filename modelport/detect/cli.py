@@ -21,16 +21,24 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _nms_config(nms: bool, flavor: str, topk: Optional[int], iou: float, conf: float, normalize: bool):
-    from modelport.detect.graph import FLAVORS, NmsConfig
+def _nms_config(nms: bool, flavor: str, topk: Optional[int], iou: float, conf: float, normalize: bool,
+                layout: str = "efficientnms"):
+    from modelport.detect.graph import FLAVORS, LAYOUTS, NmsConfig
 
     if flavor not in FLAVORS:
         raise typer.BadParameter(f"--nms-flavor must be one of {', '.join(FLAVORS)}, not {flavor!r}")
+    if layout not in LAYOUTS:
+        raise typer.BadParameter(f"--nms-layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     if not nms:
         if normalize:
             raise typer.BadParameter("--normalize-boxes applies to the end-to-end track (--nms)")
+        if layout != "efficientnms":
+            raise typer.BadParameter("--nms-layout applies to the end-to-end track (--nms)")
         return None
-    return NmsConfig(flavor=flavor, topk=topk, iou=iou, conf=conf, normalize=normalize)
+    config = NmsConfig(flavor=flavor, topk=topk, iou=iou, conf=conf, normalize=normalize, layout=layout)
+    if (problem := config.problem()) is not None:
+        raise typer.BadParameter(problem)
+    return config
 
 
 @detect_app.command("export")
@@ -44,6 +52,8 @@ def export_cmd(
     nms: bool = typer.Option(False, "--nms", help="End-to-end track: NMS inside the graph."),
     flavor: str = typer.Option("portable", "--nms-flavor", help="portable (ONNX NonMaxSuppression) or tensorrt "
                                "(EfficientNMS_TRT)."),
+    layout: str = typer.Option("efficientnms", "--nms-layout", help="efficientnms (four outputs) or ultralytics "
+                               "(one [B,k,6] output0, as Ultralytics' nms=True export)."),
     topk: Optional[int] = typer.Option(None, "--topk", help="Detections kept per image (default 300, or the model "
                                        "list's)."),
     iou: float = typer.Option(0.7, "--iou", help="NMS IoU threshold."),
@@ -82,7 +92,7 @@ def export_cmd(
         sources += read_model_list(models)
     if not sources:
         raise typer.BadParameter("give a .pt file, --model path.pt:name:max_batch, or --models list.yaml")
-    config = _nms_config(nms, flavor, topk, iou, conf, normalize)
+    config = _nms_config(nms, flavor, topk, iou, conf, normalize, layout)
     if topk is not None:
         sources = [DetectorSource.of(s.pt_file, s.name, s.max_batch, topk, s.labels) for s in sources]
     kwargs = dict(nms=config, imgsz=imgsz, verify=not no_verify, verify_conf=conf, device=device,

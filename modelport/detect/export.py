@@ -17,6 +17,7 @@ from modelport.detect.model import (
     DetectorSource,
     LoadedDetector,
     e2e_spec,
+    e2e_track,
     is_zoo_name,
     load_detector,
 )
@@ -41,6 +42,7 @@ from modelport.spec import SPEC_KEY, ModelSpec
 RAW_FORMATS = ("onnx", "openvino", "torchscript", "tensorrt")
 E2E_FORMATS = {"portable": ("onnx", "openvino"), "tensorrt": ("onnx", "tensorrt")}
 TAGS = {"portable": "nms", "tensorrt": "trtnms"}  # yolo11n.nms.onnx, yolo11n.trtnms.onnx / .engine
+ULTRALYTICS_TAG = "ultranms"  # the ultralytics output layout: yolo11n.ultranms.onnx, yolo11n_ultranms_openvino_model/
 LABELS = "labels.txt"
 VERIFY_IMAGES = 8
 
@@ -61,10 +63,11 @@ class DetectExportResult:
         return self.error is None and (self.check is None or self.check.passed)
 
 
-def artifact_path(fmt: Format, out_dir: Path, name: str, flavor: str | None, pixels: bool = False) -> Path:
-    """``yolo11n.onnx``, ``yolo11n.nms.onnx``; pixels-in: ``yolo11n.uint8in.onnx``, ``yolo11n.nms.uint8in.onnx``,
-    ``yolo11n_nms_uint8in_openvino_model/``."""
-    tag = TAGS[flavor] if flavor else ""
+def artifact_path(fmt: Format, out_dir: Path, name: str, flavor: str | None, pixels: bool = False,
+                  layout: str = "efficientnms") -> Path:
+    """``yolo11n.onnx``, ``yolo11n.nms.onnx``, ``yolo11n.ultranms.onnx`` (ultralytics layout); pixels-in:
+    ``yolo11n.uint8in.onnx``, ``yolo11n.nms.uint8in.onnx``, ``yolo11n_nms_uint8in_openvino_model/``."""
+    tag = (ULTRALYTICS_TAG if layout == "ultralytics" else TAGS[flavor]) if flavor else ""
     return fmt.artifact_path(out_dir, name, pixels_tag(tag, "_" if fmt.is_dir else ".") if pixels else tag)
 
 
@@ -120,8 +123,9 @@ def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfi
     the raw or end-to-end writer, Ultralytics' predict as the reference, and ``labels.txt`` beside it."""
     start = time.perf_counter()
     flavor = nms.flavor if nms else None
-    track = f"e2e-{flavor}" if flavor else "raw"
-    dest = artifact_path(fmt, out_dir, det.source.name, flavor, det.spec.preprocess.in_graph)
+    track = e2e_track(flavor, nms.layout) if nms else "raw"
+    dest = artifact_path(fmt, out_dir, det.source.name, flavor, det.spec.preprocess.in_graph,
+                         nms.layout if nms else "efficientnms")
     result = DetectExportResult(det.source.name, fmt.id, track, None, 0.0)
     # The TensorRT-flavour ONNX only runs inside TensorRT; everything else needs its runtime to be verified.
     runnable = not (flavor == "tensorrt" and fmt.id == "onnx")
@@ -132,7 +136,7 @@ def export_one(det: LoadedDetector, fmt: Format, out_dir: Path, *, nms: NmsConfi
         result.error, result.seconds = exc.message, time.perf_counter() - start
         return result
     spec = det.spec if nms is None else e2e_spec(det.spec, flavor=nms.flavor, topk=nms.topk, iou=nms.iou,
-                                                 conf=nms.conf, normalized=nms.normalize)
+                                                 conf=nms.conf, normalized=nms.normalize, layout=nms.layout)
 
     def write(staged: Path) -> None:
         try:
@@ -215,6 +219,8 @@ def export_detector(source: DetectorSource | str | Path, formats: str | Iterable
     """
     if nms is not None and nms.flavor not in FLAVORS:
         raise ExportError(f"unknown NMS flavour {nms.flavor!r}", hint=f"choose from: {', '.join(FLAVORS)}")
+    if nms is not None and (problem := nms.problem()) is not None:
+        raise ExportError(problem)
     if not isinstance(source, DetectorSource):
         source = DetectorSource.of(source)
     if allow_random and not source.pt_file.is_file() and is_zoo_name(source.pt_file):

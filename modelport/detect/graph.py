@@ -8,6 +8,9 @@ xyxy, det_scores [B,k], det_classes [B,k] int32):
 - ``tensorrt``: TensorRT's EfficientNMS_TRT plugin node (inputs boxes [B,A,4] + scores [B,A,C]; attributes
   as in the plugin's README), which only TensorRT can execute.
 
+With ``NmsConfig.layout == "ultralytics"`` the portable graph gives instead one ``output0 [B,k,6]`` (x1, y1, x2,
+y2, score, class; zero rows past the last box), the layout of Ultralytics' ``nms=True`` exports.
+
 Both keep only each anchor's best class (Ultralytics' default, ``multi_label=False``). The portable flavour
 runs one class-agnostic NonMaxSuppression over boxes shifted by ``class * CLASS_OFFSET``, Ultralytics' own
 device for per-class NMS, so boxes of different classes never overlap; it measured faster than the operator's
@@ -22,6 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 FLAVORS = ("portable", "tensorrt")
+# Output layouts: TensorRT EfficientNMS's four tensors, or Ultralytics' one ``[B, k, 6]`` (its ``nms=True`` export).
+LAYOUTS = ("efficientnms", "ultralytics")
+ULTRALYTICS_OUTPUT = "output0"  # the name Ultralytics' nms=True export gives its one output
 CLASS_OFFSET = 7680.0  # Ultralytics' max_wh: larger than any input side, so shifted classes never overlap
 TRT_DOMAIN = "TRT"  # custom domain: onnx.checker skips schema checks, TensorRT's parser finds the plugin by name
 
@@ -33,6 +39,19 @@ class NmsConfig:
     iou: float = 0.7
     conf: float = 0.25
     normalize: bool = False
+    layout: str = "efficientnms"
+
+    def problem(self) -> str | None:
+        """Why this configuration cannot be built, or None."""
+        if self.flavor not in FLAVORS:
+            return f"unknown NMS flavour {self.flavor!r}; choose from {', '.join(FLAVORS)}"
+        if self.layout not in LAYOUTS:
+            return f"unknown NMS output layout {self.layout!r}; choose from {', '.join(LAYOUTS)}"
+        if self.layout == "ultralytics" and self.flavor != "portable":
+            return "the ultralytics output layout is built on the portable flavour (--nms-flavor portable)"
+        if self.layout == "ultralytics" and self.normalize:
+            return "the ultralytics output layout has boxes in input pixels, as Ultralytics' own (no --normalize-boxes)"
+        return None
 
 
 class _Builder:
@@ -72,14 +91,19 @@ def _reduce_max(b: _Builder, x: str, axis: int, keepdims: int, opset: int) -> st
 
 def add_nms(model, config: NmsConfig, raw_output: str, channels: int, anchors: int | str,
             input_hw: tuple[int, int] | None):
-    """Replace ``raw_output`` ([B, channels = 4+C, anchors]) by the four end-to-end outputs, in place.
+    """Replace ``raw_output`` ([B, channels = 4+C, anchors]) by the end-to-end outputs, in place: the four of
+    TensorRT's EfficientNMS, or with ``config.layout == "ultralytics"`` one ``output0 [B, k, 6]``.
 
     A dynamic-shape model has symbolic ``anchors`` and no ``input_hw``: boxes are normalised by the size of
     the image the graph was given, and images with fewer than topk anchors still give topk rows.
     """
     from onnx import TensorProto, helper
 
+    if (problem := config.problem()) is not None:
+        raise ValueError(problem)
     graph = model.graph
+    if config.layout == "ultralytics" and raw_output == ULTRALYTICS_OUTPUT:  # the name goes to the [B,k,6] output
+        raw_output = _rename(graph, raw_output, "/nms/head_output")
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     # torch.onnx leaves the head's channel and anchor dims symbolic; stating them lets shape inference
     # give every NMS tensor (and TensorRT's plugin inputs) static trailing dims.
@@ -119,10 +143,17 @@ def add_nms(model, config: NmsConfig, raw_output: str, channels: int, anchors: i
                             b.const("ax", i64([0]))], "input_hw")
         whwh = b.op("Gather", [b.op("Cast", [hw], to=1), b.const("order", i64([1, 0, 1, 0]))], "whwh", axis=0)
         raw_boxes = b.op("Div", [raw_boxes, whwh])
+    del graph.output[:]
+    if config.layout == "ultralytics":  # one [B,k,6] tensor: x1, y1, x2, y2, score, class (zeros past the last box)
+        ax = b.const("ax", i64([2]))
+        rows = [raw_boxes, b.op("Unsqueeze", [det_scores, ax]),
+                b.op("Unsqueeze", [b.op("Cast", [det_classes], to=TensorProto.FLOAT), ax])]
+        b.op("Concat", rows, outputs=[ULTRALYTICS_OUTPUT], axis=2)
+        graph.output.append(helper.make_tensor_value_info(ULTRALYTICS_OUTPUT, TensorProto.FLOAT, ["batch", k, 6]))
+        return model
     for src, dst in ((num, names["num"]), (raw_boxes, names["boxes"]), (det_scores, names["scores"]),
                      (det_classes, names["classes"])):
         b.op("Identity", [src], outputs=[dst])
-    del graph.output[:]
     graph.output.extend([
         helper.make_tensor_value_info(names["num"], TensorProto.INT32, ["batch", 1]),
         helper.make_tensor_value_info(names["boxes"], TensorProto.FLOAT, ["batch", k, 4]),
@@ -132,6 +163,14 @@ def add_nms(model, config: NmsConfig, raw_output: str, channels: int, anchors: i
     if config.flavor == "tensorrt" and not any(o.domain == TRT_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(TRT_DOMAIN, 1))
     return model
+
+
+def _rename(graph, old: str, new: str) -> str:
+    """Rename tensor ``old`` wherever a node makes or reads it."""
+    for node in graph.node:
+        node.output[:] = [new if name == old else name for name in node.output]
+        node.input[:] = [new if name == old else name for name in node.input]
+    return new
 
 
 def _portable(b: _Builder, config: NmsConfig, corners: str, best: str, best_cls: str, k: int):

@@ -11,6 +11,7 @@ from torch import nn
 
 from modelport.detect.untrained import RANDOM_KEY
 from modelport.errors import CorruptFileError, ModelportError, UnknownArchitectureError, WeightsNotFoundError
+from modelport.formats.ultralytics_meta import KEY as ULTRALYTICS_KEY  # spec.extra: Ultralytics' metadata
 from modelport.spec import ModelSpec, Preprocess, Source, TensorSpec, sha256_file
 from modelport.version import __version__
 from modelport.zoo.yolo import DEFAULT_MAX_BATCH, IMGSZ, default_max_batch
@@ -224,23 +225,68 @@ def load_detector(source: DetectorSource | str | Path, imgsz: int = IMGSZ, dynam
     src = Source(kind=kind, file=str(source.pt_file.resolve()), sha256=sha256_file(source.pt_file))
     spec = detector_spec(source.name, labels, count_anchors(imgsz, strides), imgsz=imgsz, source=src,
                          max_batch=source.max_batch, stride=max(strides) if dynamic_hw else 0,
-                         extra={"ultralytics_version": str(ckpt.get("version", "")), "topk": source.topk})
+                         extra={"ultralytics_version": str(ckpt.get("version", "")), "topk": source.topk,
+                                ULTRALYTICS_KEY: ultralytics_metadata(model, source.name, labels, imgsz, dynamic_hw)})
     return LoadedDetector(prepare_module(model, dynamic_hw), spec, source)
 
 
-def e2e_spec(raw: ModelSpec, *, flavor: str, topk: int, iou: float, conf: float, normalized: bool) -> ModelSpec:
-    """The end-to-end track's spec: NMS in the graph, fixed-size padded outputs."""
+def ultralytics_metadata(model: nn.Module, name: str, labels: tuple[str, ...], imgsz: int,
+                         dynamic_hw: bool) -> dict:
+    """The metadata Ultralytics' exporter writes (``engine/exporter.py``), with the values the model object holds,
+    so that ``ultralytics.YOLO(export)`` letterboxes, batches and names classes as for its own export.
+
+    ``batch`` 1 with a fixed height and width: Ultralytics then feeds a fixed-size model one image at a time (our
+    batch dimension is dynamic, but its loader would pad every call to a fixed ``batch``); with ``dynamic_hw``
+    its ``dynamic=True``, whose batch is any."""
+    import ultralytics
+
+    yaml = getattr(model, "yaml", None) or {}
+    return {
+        "description": f"Ultralytics {name} model exported by modelport {__version__}",
+        "version": ultralytics.__version__,
+        "stride": int(max(model.stride.tolist())),
+        "task": model.task,
+        "head": type(model.model[-1]).__name__,
+        "batch": 1,
+        "imgsz": [imgsz, imgsz],
+        "names": {str(i): label for i, label in enumerate(labels)},  # as the spec's JSON keeps them
+        "args": {"batch": 1, "dynamic": dynamic_hw, "nms": None},
+        "channels": int(yaml.get("channels", 3)),
+        "end2end": bool(getattr(model, "end2end", False)),
+    }
+
+
+def e2e_track(flavor: str, layout: str) -> str:
+    """``e2e-portable``, ``e2e-tensorrt``; the ultralytics output layout: ``e2e-portable-ultralytics``."""
+    return f"e2e-{flavor}-ultralytics" if layout == "ultralytics" else f"e2e-{flavor}"
+
+
+def e2e_spec(raw: ModelSpec, *, flavor: str, topk: int, iou: float, conf: float, normalized: bool,
+             layout: str = "efficientnms") -> ModelSpec:
+    """The end-to-end track's spec: NMS in the graph, fixed-size padded outputs. ``layout`` ``efficientnms``: the
+    four outputs of TensorRT's EfficientNMS; ``ultralytics``: one ``output0 [B, k, 6]`` (x1, y1, x2, y2, score,
+    class), as Ultralytics' ``nms=True`` export, whose metadata it then carries with ``args.nms`` set (the four
+    outputs carry none: its loader cannot read them)."""
     anchors = raw.outputs[0].shape[2]
     k = min(topk, anchors) if isinstance(anchors, int) else topk
-    outputs = (
-        TensorSpec("num_dets", "int32", ("batch", 1)),
-        TensorSpec("det_boxes", "float32", ("batch", k, 4)),
-        TensorSpec("det_scores", "float32", ("batch", k)),
-        TensorSpec("det_classes", "int32", ("batch", k)),
-    )
-    nms = {"flavor": flavor, "topk": k, "iou": iou, "conf": conf, "normalized": normalized}
-    return replace(raw, outputs=outputs, extra={**raw.extra, "nms": nms})
+    nms = {"flavor": flavor, "topk": k, "iou": iou, "conf": conf, "normalized": normalized, "layout": layout}
+    extra = {**raw.extra, "nms": nms}
+    if layout == "ultralytics":
+        outputs: tuple[TensorSpec, ...] = (TensorSpec(RAW_OUTPUT, "float32", ("batch", k, 6)),)
+        meta = extra.get(ULTRALYTICS_KEY)
+        if meta:
+            extra[ULTRALYTICS_KEY] = {**meta, "args": {**meta["args"], "nms": True}}
+    else:
+        outputs = (
+            TensorSpec("num_dets", "int32", ("batch", 1)),
+            TensorSpec("det_boxes", "float32", ("batch", k, 4)),
+            TensorSpec("det_scores", "float32", ("batch", k)),
+            TensorSpec("det_classes", "int32", ("batch", k)),
+        )
+        extra.pop(ULTRALYTICS_KEY, None)
+    return replace(raw, outputs=outputs, extra=extra)
 
 
 __all__ = ["CONF", "DEFAULT_MAX_BATCH", "LoadedDetector", "DetectorSource", "IOU", "TOPK", "detector_spec", "e2e_spec",
-           "is_zoo_name", "load_detector", "load_ultralytics", "parse_model_arg", "prepare_module", "read_model_list"]
+           "e2e_track", "is_zoo_name", "load_detector", "load_ultralytics", "parse_model_arg", "prepare_module",
+           "read_model_list", "ultralytics_metadata"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from modelport.detect.model import LoadedDetector
+from modelport.detect.model import ULTRALYTICS_KEY, LoadedDetector
 from modelport.errors import ExportError
 from modelport.fold import TAG, FoldedPreprocess, folded_spec
 
@@ -20,7 +20,10 @@ def pixels_in(det: LoadedDetector) -> LoadedDetector:
     if any(pre.mean) or any(s != 1.0 for s in pre.std):
         raise ExportError(f"{det.spec.name}: a detector normalised with mean {pre.mean}, std {pre.std}; "
                           "YOLO detectors only scale pixels by 1/255", hint="export without --uint8-input")
-    return replace(det, module=FoldedPreprocess(det.module, det.spec).eval(), spec=folded_spec(det.spec))
+    spec = folded_spec(det.spec)
+    # Ultralytics feeds float NCHW images in [0, 1]: its metadata would make YOLO(path) feed this graph the wrong input.
+    spec = replace(spec, extra={k: v for k, v in spec.extra.items() if k != ULTRALYTICS_KEY})
+    return replace(det, module=FoldedPreprocess(det.module, det.spec).eval(), spec=spec)
 
 
 def tag(flavor_tag: str, sep: str = ".") -> str:

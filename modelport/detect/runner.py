@@ -13,12 +13,12 @@ from typing import Sequence
 
 import numpy as np
 
-from modelport.detect.model import CONF, IOU, TOPK
+from modelport.detect.model import CONF, IOU, TOPK, e2e_track
 from modelport.detect.nms import NmsSettings, nms_raw
 from modelport.errors import ModelportError
 from modelport.formats import Runner
 from modelport.preprocess import ImageLike
-from modelport.tasks.detect import decode, input_size, letterboxed
+from modelport.tasks.detect import decode, input_size, letterboxed, padded
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,10 @@ class DetectRunner(Runner):
 
     @property
     def track(self) -> str:
-        return f"e2e-{self.spec.extra['nms']['flavor']}" if self.end_to_end else "raw"
+        if not self.end_to_end:
+            return "raw"
+        nms = self.spec.extra["nms"]
+        return e2e_track(nms["flavor"], nms.get("layout", "efficientnms"))
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Padded detections (num_dets, det_boxes, det_scores, det_classes) in model-input coordinates."""
@@ -96,6 +99,8 @@ class DetectRunner(Runner):
         mid = time.perf_counter()
         if not self.end_to_end:
             out = nms_raw(out[self.spec.outputs[0].name], self.nms)
+        else:
+            out = padded(self.spec, out)  # the ultralytics layout's one [B,k,6] as the four padded arrays
         self.last.inference += mid - start
         self.last.nms += time.perf_counter() - mid
         return out

@@ -33,6 +33,7 @@ class ExportRequest:
     # yolo (Ultralytics detectors)
     nms: bool = False
     nms_flavor: str = "portable"
+    nms_layout: str = "efficientnms"
     topk: int | None = None
     iou: float | None = None
     conf: float | None = None

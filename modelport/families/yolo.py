@@ -49,7 +49,7 @@ def claims(source: str | None, request: ExportRequest | BenchRequest) -> bool:
 
 def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
     from modelport.detect.export import export_detector
-    from modelport.detect.graph import FLAVORS, NmsConfig
+    from modelport.detect.graph import FLAVORS, LAYOUTS, NmsConfig
     from modelport.detect.model import CONF, IMGSZ, IOU, DetectorSource
     from modelport.errors import ConfigError
     from modelport.zoo.yolo import SIZES
@@ -57,12 +57,18 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
     assert source is not None
     if request.nms_flavor not in FLAVORS:
         raise ConfigError(f"--nms-flavor must be one of {', '.join(FLAVORS)}, not {request.nms_flavor!r}")
+    if request.nms_layout not in LAYOUTS:
+        raise ConfigError(f"--nms-layout must be one of {', '.join(LAYOUTS)}, not {request.nms_layout!r}")
     if request.normalize_boxes and not request.nms:
         raise ConfigError("--normalize-boxes applies to the end-to-end track (--nms)")
+    if request.nms_layout != "efficientnms" and not request.nms:
+        raise ConfigError("--nms-layout applies to the end-to-end track (--nms)")
     iou = IOU if request.iou is None else request.iou
     conf = CONF if request.conf is None else request.conf
     nms = NmsConfig(flavor=request.nms_flavor, topk=request.topk, iou=iou, conf=conf,
-                    normalize=request.normalize_boxes) if request.nms else None
+                    normalize=request.normalize_boxes, layout=request.nms_layout) if request.nms else None
+    if nms is not None and (problem := nms.problem()) is not None:
+        raise ConfigError(problem)
     # A bare zoo name stands for its Ultralytics file (``yolo11n`` -> ``yolo11n.pt``).
     named = f"{source}.pt" if source in {f"yolo11{z}" for z in SIZES} and not Path(source).exists() else source
     det = DetectorSource.of(named)

@@ -37,10 +37,34 @@ def from_onnx(onnx_path: Path, spec: ModelSpec, dest: Path, options: ExportOptio
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = SPEC_KEY, spec.to_json()
+    add_ultralytics_metadata(model, spec)
     model.producer_name = "modelport"
     onnx.checker.check_model(model)
     onnx.save(model, str(dest))
     return dest
+
+
+def add_ultralytics_metadata(model, spec: ModelSpec) -> None:
+    """Ultralytics' keys beside the spec (``modelport.formats.ultralytics_meta``), when the spec has them.
+
+    Ultralytics' ONNX loader takes a *named* batch dimension of the first output for its ``dynamic=True`` (any
+    batch, height and width) and then letterboxes to the smallest rectangle, which a fixed-size input refuses.
+    For a fixed height and width the outputs' batch dimension is therefore left unnamed: the batch stays dynamic
+    (the input's ``batch``), and Ultralytics letterboxes to the full size its metadata states."""
+    from modelport.formats import ultralytics_meta
+
+    meta = ultralytics_meta.metadata(spec)
+    if meta is None:
+        return
+    for key, value in ultralytics_meta.onnx_props(meta):
+        if key != SPEC_KEY:
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+    if not ultralytics_meta.dynamic(meta):
+        for output in model.graph.output:
+            dims = output.type.tensor_type.shape.dim
+            if dims and dims[0].HasField("dim_param"):
+                dims[0].Clear()
 
 
 def write_onnx(module, spec: ModelSpec, dest: Path, *, opset: int, dynamic: bool | None = None) -> Path:

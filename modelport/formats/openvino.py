@@ -1,4 +1,5 @@
-"""OpenVINO export (IR converted from ONNX, spec in metadata.json beside the xml) and its runner."""
+"""OpenVINO export (IR converted from ONNX, spec in metadata.json beside the xml; a detector's Ultralytics
+metadata in metadata.yaml) and its runner."""
 
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ def from_onnx(onnx_path: Path, spec: ModelSpec, dest: Path, options: ExportOptio
     # fp32 artifacts keep fp32 weights; save_model would otherwise compress them to fp16.
     ov.save_model(model, str(dest / f"{stem}.xml"), compress_to_fp16=spec.precision == "fp16")
     (dest / METADATA).write_text(spec.to_json())
+    from modelport.formats import ultralytics_meta
+
+    if (meta := ultralytics_meta.metadata(spec)) is not None:  # what Ultralytics' OpenVINO loader reads
+        (dest / ultralytics_meta.YAML_FILE).write_text(ultralytics_meta.yaml_text(meta))
     return dest
 
 

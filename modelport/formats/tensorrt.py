@@ -1,4 +1,5 @@
-"""TensorRT engines built from the ONNX export; the spec is a length-prefixed JSON header before the engine.
+"""TensorRT engines built from the ONNX export; the spec is a length-prefixed JSON header before the engine
+(a detector's: Ultralytics' header, its metadata with the spec inside, so that ``YOLO(x.engine)`` reads it too).
 
 Needs the ``tensorrt`` package and a CUDA device; elsewhere the format reports itself unavailable.
 """
@@ -63,9 +64,16 @@ def build_engine(onnx_path: Path, spec: ModelSpec, dest: Path, options: ExportOp
         engine = _trtexec(onnx_path, spec, dest, options, max_batch)
     else:
         engine = _python_api(onnx_path, spec, dest, options, max_batch)
-    header = spec.to_json().encode()
+    from modelport.formats import ultralytics_meta
+
+    meta = ultralytics_meta.metadata(spec)
+    if meta is not None:  # Ultralytics' header (its metadata, the spec inside), which its loader skips
+        header = ultralytics_meta.engine_header(meta, spec)
+    else:
+        body = spec.to_json().encode()
+        header = MAGIC + struct.pack("<I", len(body)) + body
     with open(dest, "wb") as handle:
-        handle.write(MAGIC + struct.pack("<I", len(header)) + header)
+        handle.write(header)
         handle.write(engine)
     return dest
 
@@ -139,7 +147,13 @@ def _trtexec(onnx_path: Path, spec: ModelSpec, dest: Path, options: ExportOption
 
 
 def split_engine(path: Path) -> tuple[ModelSpec, bytes]:
+    """The spec and the engine bytes: modelport's own header, or Ultralytics' (a detector's) with the spec inside."""
+    from modelport.formats.ultralytics_meta import read_engine_header
+
     data = Path(path).read_bytes()
+    if not data.startswith(MAGIC) and (found := read_engine_header(data)) is not None:
+        text, offset = found
+        return ModelSpec.from_json(text, origin=str(path)), data[offset:]
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
         raise CorruptFileError(f"{path}: no modelport header; not an engine written by modelport",
                                hint="export it with `modelport export --format tensorrt`")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,8 +38,13 @@ def export(module, spec: ModelSpec, dest: Path, options: ExportOptions) -> Path:
             frozen = torch.jit.freeze(traced)
     except Exception as exc:
         raise ExportError(f"{dest}: TorchScript tracing failed: {exc}") from exc
+    from modelport.formats import ultralytics_meta
+
+    extra = {_EXTRA: spec.to_json()}
+    if (meta := ultralytics_meta.metadata(spec)) is not None:  # Ultralytics' loader reads extra/config.txt
+        extra[ultralytics_meta.TORCHSCRIPT_FILE] = json.dumps(meta)
     with _quiet_jit():
-        torch.jit.save(frozen, str(dest), _extra_files={_EXTRA: spec.to_json()})
+        torch.jit.save(frozen, str(dest), _extra_files=extra)
     return dest
 
 

@@ -78,15 +78,29 @@ def input_size(batch: np.ndarray, pre: Preprocess) -> tuple[int, int]:
 
 
 
-def decode(spec: ModelSpec, padded: dict[str, np.ndarray], boxes: Sequence[Letterbox],
+def padded(spec: ModelSpec, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An end-to-end graph's outputs as the four padded arrays: as they are, or from the ultralytics layout's one
+    ``[B, k, 6]`` (x1, y1, x2, y2, score, class; its boxes come first, zero rows after them)."""
+    nms = spec.extra.get("nms") or {}
+    if nms.get("layout") != "ultralytics" or "num_dets" in outputs:
+        return outputs
+    rows = outputs[spec.outputs[0].name]
+    return {"num_dets": (rows[..., 4] > 0).sum(1, keepdims=True).astype(np.int32),
+            "det_boxes": rows[..., :4], "det_scores": rows[..., 4], "det_classes": rows[..., 5].astype(np.int32)}
+
+
+def decode(spec: ModelSpec, outputs: dict[str, np.ndarray], boxes: Sequence[Letterbox],
            size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per image: (xyxy boxes in its own pixels, float32 scores, int64 classes), best first. ``size``: the
-    (height, width) the batch ran at (``input_size``); ``boxes``: each image's letterbox."""
+    (height, width) the batch ran at (``input_size``); ``boxes``: each image's letterbox; ``outputs``: the padded
+    arrays, or an end-to-end graph's own outputs (``padded``)."""
+    padded_out = padded(spec, outputs)
     nms = spec.extra.get("nms") or {}
     normalized = bool(nms.get("normalized"))
     out = []
     for i, info in enumerate(boxes):
-        n = int(padded["num_dets"][i, 0])
-        out.append((scale_boxes(padded["det_boxes"][i, :n], info, normalized=normalized, input_size=size),
-                    padded["det_scores"][i, :n].astype(np.float32), padded["det_classes"][i, :n].astype(np.int64)))
+        n = int(padded_out["num_dets"][i, 0])
+        out.append((scale_boxes(padded_out["det_boxes"][i, :n], info, normalized=normalized, input_size=size),
+                    padded_out["det_scores"][i, :n].astype(np.float32),
+                    padded_out["det_classes"][i, :n].astype(np.int64)))
     return out
