@@ -89,3 +89,21 @@ def test_in_ci_only_the_docs_install_blocks_may_skip_besides_cuda_and_tensorrt(t
     assert "2 failed, 2 skipped" in done.stdout, done.stdout
     assert "FAILED tests/test_docs.py::test_other_block" in done.stdout
     assert "FAILED tests/test_other.py::test_install_block" in done.stdout
+
+
+def test_a_suite_with_a_lane_of_its_own_may_skip_in_the_main_run_and_is_required_in_its_lane(tmp_path):
+    """BoxMOT's tests run in .ci/run's boxmot lane (its pins stay out of the test extra): a skip there fails."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_boxmot_compat.py").write_text(
+        "import pytest\npytest.importorskip('no_such_module_here', reason='boxmot is not installed')\n")
+    (tmp_path / "tests" / "test_other.py").write_text("def test_runs():\n    pass\n")
+    base = {k: v for k, v in os.environ.items() if k not in ("MODELPORT_REQUIRE_SUITES", "MODELPORT_LANE")}
+    base.update(PYTHONPATH=str(Path(__file__).parent), MODELPORT_REQUIRE_SUITES="1")
+    command = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "required_suites", "-p", "no:cacheprovider",
+               "tests"]
+    main = subprocess.run(command, cwd=tmp_path, env=base, capture_output=True, text=True, timeout=120)
+    assert main.returncode == 0 and "1 passed, 1 skipped" in main.stdout, main.stdout
+    lane = subprocess.run(command, cwd=tmp_path, env=dict(base, MODELPORT_LANE="boxmot"), capture_output=True,
+                          text=True, timeout=120)
+    assert lane.returncode != 0 and "a required suite was skipped" in lane.stdout, lane.stdout
+    assert "boxmot is not installed" in lane.stdout
