@@ -21,7 +21,10 @@ HARDWARE_SKIP = re.compile(r"\bCUDA\b|\bTensorRT\b")
 # A documentation block that cannot run in a test for what it is, not for what the machine lacks: the install
 # commands (CI has already run them, from the README's own test command). Matched whole, in docs tests only.
 DOCS_TESTS = "tests/test_docs.py::"
-DOCS_SKIP_REASONS = ("an install command, which .ci/run has already run",)
+# And docs/scale.md's multi-machine deployment: Docker and images from Docker Hub and nvcr.io, which a CI machine
+# that reaches package registries only cannot pull (tests/test_deploy.py checks the compose file instead).
+DOCS_SKIP_REASONS = ("an install command, which .ci/run has already run",
+                     "needs Docker with the compose plugin, images from Docker Hub and nvcr.io, and video files")
 # Suites whose extra is not in the test extra (its pins would change the test environment): .ci/run runs each in
 # a virtual environment of its own with MODELPORT_LANE set to its name, where it is required like any other.
 OWN_LANES = {"tests/test_boxmot_compat.py": "boxmot"}
