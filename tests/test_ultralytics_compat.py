@@ -173,3 +173,15 @@ def test_ultralytics_metadata_is_left_out_where_its_loader_would_misread(yolo_pt
     four = e2e_spec(det.spec, flavor="portable", topk=300, iou=0.7, conf=0.25, normalized=False)
     assert "ultralytics" not in four.extra
     assert "ultralytics" not in pixels_in(det).spec.extra
+
+
+def test_discovery_of_the_checkpoint_finds_the_ultralytics_layout_after_the_four_output_one(yolo_pt, ours):
+    """`modelport load/verify yolo11n.pt` consider the ultralytics-layout file too, in the ONNX end-to-end slot."""
+    from modelport.detect.discover import candidates
+
+    pt = Path(shutil.copy(yolo_pt, ours["nms"].path.parent / yolo_pt.name))
+    try:
+        found = [path.name for path in candidates(pt)]
+    finally:
+        pt.unlink()
+    assert found == ["yolo11n.ultranms.onnx", "yolo11n.onnx", "yolo11n_openvino_model", "yolo11n.torchscript"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from modelport.detect.export import TAGS
+from modelport.detect.export import TAGS, ULTRALYTICS_TAG
 from modelport.detect.model import is_zoo_name, load_detector
 from modelport.detect.nms import NmsSettings
 from modelport.detect.runner import DetectRunner, load_runtime
@@ -13,14 +13,15 @@ from modelport.discover import find_exports, first_usable
 from modelport.errors import ModelportError
 from modelport.formats import Format, Runner, format_of_path, get_format
 
-# End-to-end ONNX first (NMS inside, nothing left for Python), then raw tracks; TensorRT where it runs.
-PRIORITY = (("tensorrt", "nms"), ("onnx", "nms"), ("onnx", ""), ("tensorrt", ""), ("openvino", "nms"),
-            ("openvino", ""), ("torchscript", ""))
+# End-to-end ONNX first (NMS inside, nothing left for Python), then raw tracks; TensorRT where it runs. The
+# Ultralytics layout (--nms-layout ultralytics) is the same graph with one output: after the four-output file.
+PRIORITY = (("tensorrt", "nms"), ("onnx", "nms"), ("onnx", ULTRALYTICS_TAG), ("onnx", ""), ("tensorrt", ""),
+            ("openvino", "nms"), ("openvino", ULTRALYTICS_TAG), ("openvino", ""), ("torchscript", ""))
 
 
 def order() -> list[tuple[Format, str]]:
     """PRIORITY as (format, variant tag) pairs for ``discover.find_exports``."""
-    return [(get_format(fmt_id), TAGS["portable"] if tag == "nms" else "") for fmt_id, tag in PRIORITY]
+    return [(get_format(fmt_id), TAGS["portable"] if tag == "nms" else tag) for fmt_id, tag in PRIORITY]
 
 
 def candidates(pt_file: Path) -> list[Path]:
