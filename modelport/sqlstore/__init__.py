@@ -18,7 +18,6 @@ from modelport.sqlstore.migrations import Migration, migrate, render, schema_ver
 from modelport.sqlstore.postgres import INSTALL_HINT, PostgresDatabase, connect_postgres, is_url, redacted
 
 Location = str | Path
-URL_FORM = "postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
 SERVER_HINT = ("the user needs CREATE rights on the database, and pgvector installed on the server with "
                "CREATE EXTENSION vector run once by the database's owner")
 
@@ -78,13 +77,13 @@ def open_store(location: Location, kind: StoreKind, prepare: Callable[[Database]
     except sqlite3.DatabaseError as exc:
         db.close()
         raise kind.file_error(f"{db}: not a usable SQLite database ({exc})") from None
+    except ModelportError:
+        db.close()
+        raise
     except ImportError as exc:  # pgvector's Python package (psycopg imported already)
         db.close()
         raise MissingRuntimeError(f"{db}: PostgreSQL vectors need {exc.name or 'pgvector'}",
                                   hint=INSTALL_HINT) from None
-    except ModelportError:
-        db.close()
-        raise
     except Exception as exc:
         db.close()
         if type(exc).__module__.startswith("psycopg"):
@@ -94,5 +93,5 @@ def open_store(location: Location, kind: StoreKind, prepare: Callable[[Database]
 
 
 __all__ = ["Database", "DatabaseError", "Location", "Migration", "PostgresDatabase", "SchemaTooNewError",
-           "StoreKind", "URL_FORM", "describe", "is_url", "migrate", "open_store", "redacted", "render",
+           "StoreKind", "describe", "is_url", "migrate", "open_store", "redacted", "render",
            "schema_version", "statements"]
