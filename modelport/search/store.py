@@ -28,7 +28,7 @@ _SCHEMA = render(TABLES, Database)  # what a new SQLite file is created with
 # The tables of an index file from before versioning, and what they are called now.
 UNVERSIONED = {"meta": "search_meta", "images": "search_images", "failures": "search_failures"}
 BUILD_HINT = "build it with `modelport search index DIR --model ... --db FILE_OR_URL`"
-STORE = StoreKind("search index", BUILD_HINT, "modelport.search.schema", CorruptFileError)
+STORE = StoreKind("search index database", BUILD_HINT, "modelport.search.schema", CorruptFileError)
 PROBE_MIN_COSINE = 0.999
 
 
