@@ -125,6 +125,7 @@ def main() -> None:
 
     from modelport.bench_record import Recipe, provenance
     from modelport.reid import store
+    from modelport.reid.db import index_name, index_vectors
 
     dim, k, seed, params = 512, 10, 0, {"common": 0.8, "noise": 0.7, "alpha": 0.8}
     base, labels, queries, _ = clustered(args.ids, args.views, dim, seed=seed, query_views=args.queries, **params)
@@ -136,12 +137,12 @@ def main() -> None:
         det_ids = fill_detections(conn, args.ids, args.views)
         record = store.ModelRecord("synthetic_reid@000000000000", "synthetic_reid", "0" * 64, "synthetic", None, dim)
         store.register_model(conn, record)  # creates the model's (empty) HNSW index, as extraction does
-        index = conn.index_name(record.key)
+        index = index_name(record.key)
         conn.execute(f"DROP INDEX {index}")
         bulk_s, bulk_cpu = write(conn, record.key, det_ids[:n - late], base[:n - late], server.process.pid)
         conn.execute("SET max_parallel_maintenance_workers = 2")  # PostgreSQL's default, said explicitly
         start = time.perf_counter()
-        conn.index_vectors(record.key, dim)  # the store's own CREATE INDEX (reid db copy's path)
+        index_vectors(conn, record.key, dim)  # the store's own CREATE INDEX (reid db copy's path)
         build_s = time.perf_counter() - start
         late_s, late_cpu = write(conn, record.key, det_ids[n - late:], base[n - late:], server.process.pid)
         conn.execute("VACUUM ANALYZE")
@@ -200,7 +201,7 @@ def main() -> None:
                     "cosine": cosine_stats(base, labels)},
         "index": {"sql": "store's index_vectors: CREATE INDEX ... USING hnsw ((embedding::vector(512)) "
                          "vector_cosine_ops) WHERE model_key = ...; m and ef_construction pgvector's defaults "
-                         "(16, 64); maintenance_work_mem 1GB (modelport.reid.db.postgres.INDEX_BUILD_MEMORY)",
+                         "(16, 64); maintenance_work_mem 1GB (modelport.sqlstore.postgres.INDEX_BUILD_MEMORY)",
                   "plan": plan, "build_rows": n - late, "build_s": round(build_s, 1),
                   "bulk_insert_rows_per_s_without_index": round((n - late) / bulk_s),
                   "insert_rows_per_s_with_index": round(late / late_s), "insert_with_index_rows": late,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from modelport.reid import store
-from modelport.reid.db import SchemaTooNewError, schema
+from modelport.reid.db import SchemaTooNewError, index_name, schema
 from modelport.reid.db.copy import CopyMismatchError, CopyRefusedError, checksum, copy_store
 from modelport.reid.identify import run_cluster
 
@@ -79,7 +79,7 @@ def test_sqlite_to_postgres_and_back_is_identical_and_clusters_the_same(tmp_path
     conn = store.connect(pg_url)
     try:  # ids continue after the copied ones, and the model's HNSW index exists
         assert store.add_detection(conn, ("v9.mp4", 0, 0.0, "person", 1.0, 0, 0, 1, 1, None)) == 61
-        assert conn.has_index(conn.index_name(MODEL.key))
+        assert conn.has_index(index_name(MODEL.key))
     finally:
         conn.close()
 

@@ -92,11 +92,11 @@ def claim(conn: Database, model_key: str, class_name: str | None, worker: str,
         with conn.write():  # the write lock (SQLite) or row locks (PostgreSQL) before the read
             rows = conn.execute(
                 "SELECT d.id, d.video, d.frame_index, d.x1, d.y1, d.x2, d.y2 FROM object_detections d "
-                f"WHERE {' AND '.join(where)} ORDER BY d.video, d.frame_index, d.id LIMIT ? {conn.claim_lock}",
+                f"WHERE {' AND '.join(where)} ORDER BY d.video, d.frame_index, d.id LIMIT ? {conn.skip_locked('d')}",
                 [*args, size]).fetchall()
             conn.executemany("INSERT INTO reid_claims (detection_id, model_key, worker, claimed) VALUES "
                              "(?, ?, ?, ?) ON CONFLICT DO NOTHING", [(r[0], model_key, worker, now) for r in rows])
-            if not conn.claim_lock:
+            if not conn.skip_locked("d"):
                 return rows
             # Keep what this transaction's inserts claimed; if another worker took all of them, look again
             # (their claims are visible now, so the next read passes over them).

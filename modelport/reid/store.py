@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from modelport.reid import db as engines
 from modelport.reid.db import Database, DatabaseError, Location, database_name, is_url, open_database
 from modelport.reid.db.schema import DETECTIONS, MODELPORT, ORDER_INDEX, REQUIRED_COLUMNS, render
 
@@ -107,7 +108,7 @@ def register_model(conn: Database, model: ModelRecord, make_default: bool = Fals
             is_default = True
         else:
             is_default = current == model.key
-    conn.index_vectors(model.key, model.dim)
+    engines.index_vectors(conn, model.key, model.dim)
     return is_default
 
 
@@ -197,7 +198,7 @@ def write_ground_truth(conn: Database, pairs: Iterable[tuple[int, int]]) -> None
 def nearest(conn: Database, model: ModelRecord, query: np.ndarray, k: int = 10) -> list[tuple[int, float]]:
     """(detection id, cosine distance) of the ``k`` stored embeddings of ``model`` nearest ``query``, nearest
     first: through the HNSW index on PostgreSQL (approximate), by exact search elsewhere."""
-    found = conn.nearest(model.key, model.dim, query, k)
+    found = engines.nearest(conn, model.key, model.dim, query, k)
     if found is not None:
         return found
     q = np.asarray(query, np.float32) / max(float(np.linalg.norm(query)), 1e-12)

@@ -1,4 +1,5 @@
-"""Text-to-image and image-to-image search over a folder, with CLIP encoders and an SQLite index."""
+"""Text-to-image and image-to-image search over a folder, with CLIP encoders and an index in a SQLite file or
+a PostgreSQL database with pgvector."""
 
 from modelport.search.encoders import Encoders, open_encoders
 from modelport.search.index import IndexStats, index_folder

@@ -14,6 +14,7 @@ from rich.table import Table
 search_app = typer.Typer(help="Text-to-image and image-to-image search with CLIP encoders.")
 out = Console()
 err = Console(stderr=True)
+DB_FORM = "a SQLite file, or a PostgreSQL database with pgvector: postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
 
 
 @search_app.command("index")
@@ -22,7 +23,7 @@ def index_cmd(
     model: str = typer.Option(..., "--model", help="An exported *_image (or *_text) artifact, a served one's URL "
                               "(http://HOST:8000/NAME_image; its *_text partner on the same server), or a "
                               "MobileCLIP name."),
-    db: Path = typer.Option(Path("index.db"), "--db", help="SQLite index to create or extend."),
+    db: str = typer.Option("index.db", "--db", help=f"The index to create or extend: {DB_FORM}."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint, when --model is a name."),
     allow_random: bool = typer.Option(False, "--allow-random", help="Allow an untrained model (with a name)."),
     batch: int = typer.Option(32, "--batch", help="Images per inference call."),
@@ -32,6 +33,7 @@ def index_cmd(
     """Embed every new or changed image under FOLDER into the index (resumable)."""
     from modelport.search import index_folder, open_encoders
     from modelport.search.index import IMAGE_SUFFIXES, list_images
+    from modelport.sqlstore import describe
 
     if not list_images(folder):  # before the model: a wrong folder is the cheaper mistake to report
         from modelport.errors import WeightsNotFoundError
@@ -44,13 +46,14 @@ def index_cmd(
         task = bar.add_task("index", total=None)
         stats = index_folder(folder, encoders, db, batch=batch,
                              progress=lambda done, total: bar.update(task, completed=done, total=total))
-    row = {"db": str(db), "found": stats.found, "skipped": stats.skipped, "added": stats.added,
+    where = describe(db)  # a URL without its password
+    row = {"db": where, "found": stats.found, "skipped": stats.skipped, "added": stats.added,
            "failed": stats.failed, "seconds": round(stats.seconds, 2),
            "images_per_second": round(stats.images_per_second, 1)}
     if as_json:
         out.print_json(json.dumps(row))
     else:
-        out.print(f"{db}: {stats.added} added, {stats.skipped} already indexed, {stats.failed} unreadable "
+        out.print(f"{where}: {stats.added} added, {stats.skipped} already indexed, {stats.failed} unreadable "
                   f"of {stats.found} images in {stats.seconds:.1f} s ({stats.images_per_second:.1f} img/s)")
 
 
@@ -58,7 +61,7 @@ def index_cmd(
 def query_cmd(
     text: Optional[str] = typer.Argument(None, help="Text query, e.g. \"red car\"."),
     image: Optional[Path] = typer.Option(None, "--image", help="Find images similar to this one instead."),
-    db: Path = typer.Option(Path("index.db"), "--db", help="The index to search."),
+    db: str = typer.Option("index.db", "--db", help=f"The index to search: {DB_FORM}."),
     top: int = typer.Option(10, "--top", help="How many results."),
     model: Optional[str] = typer.Option(None, "--model", help="Encoder to use (default: the index's own)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint, when --model is a name."),
@@ -72,6 +75,7 @@ def query_cmd(
     from modelport.atomic import refuse_existing
     from modelport.search import open_encoders, search
     from modelport.search.html import HTML_HINT, write_html
+    from modelport.sqlstore import describe
 
     if html_path:
         refuse_existing(html_path, force, HTML_HINT)  # before the encoders load and the search runs
@@ -81,10 +85,10 @@ def query_cmd(
     if html_path:
         write_html(hits, label, html_path, force=force)
     if as_json:
-        out.print_json(json.dumps({"query": label, "db": str(db),
+        out.print_json(json.dumps({"query": label, "db": describe(db),
                                    "results": [{"rank": h.rank, "path": h.path, "score": h.score} for h in hits]}))
         return
-    table = Table(title=f"{label} ({db})")
+    table = Table(title=f"{label} ({describe(db)})")
     for col in ("rank", "score", "path"):
         table.add_column(col)
     for h in hits:

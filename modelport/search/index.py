@@ -46,7 +46,8 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 def index_folder(folder: str | Path, encoders: Encoders, db: str | Path, *, batch: int = 32,
                  progress: Progress | None = None) -> IndexStats:
-    """Embed new or changed images under ``folder`` into ``db``; unreadable files are recorded as failures."""
+    """Embed new or changed images under ``folder`` into ``db`` (a SQLite file or a ``postgresql://`` URL);
+    unreadable files are recorded as failures."""
     if batch < 1:
         raise ModelportError(f"batch must be a positive integer, got {batch}")
     start = time.perf_counter()

@@ -1,15 +1,14 @@
-"""Exact cosine search over an index: text or image queries against every stored embedding (numpy)."""
+"""Exact cosine search over an index: text or image queries against every stored embedding (numpy, or
+pgvector on PostgreSQL)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from modelport.errors import ModelportError
 from modelport.search.encoders import Encoders, reopen
-from modelport.search.store import IndexMismatchError, IndexStore
+from modelport.search.store import IndexMismatchError, IndexStore, top_k
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,24 +18,9 @@ class Hit:
     score: float
 
 
-def top_k(query: np.ndarray, matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and cosine scores of the ``k`` rows of ``matrix`` most similar to ``query``, best first."""
-    q = query.astype(np.float32).ravel()
-    q = q / max(float(np.linalg.norm(q)), 1e-12)
-    norms = np.maximum(np.linalg.norm(matrix, axis=1), 1e-12)
-    scores = (matrix @ q) / norms
-    k = min(k, len(scores))
-    if k <= 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    part = np.argpartition(-scores, k - 1)[:k]
-    # Ties broken by row (path order) so that results are stable across runs.
-    order = part[np.lexsort((part, -scores[part]))]
-    return order, scores[order]
-
-
 def search(db: str | Path, *, text: str | None = None, image: str | Path | None = None, top: int = 10,
            encoders: Encoders | None = None) -> list[Hit]:
-    """The ``top`` images of ``db`` closest to a text or an image query.
+    """The ``top`` images of ``db`` (a SQLite file or a ``postgresql://`` URL) closest to a text or an image query.
 
     ``encoders`` default to the ones recorded in the index; given ones must be of the same model.
     """
@@ -47,14 +31,16 @@ def search(db: str | Path, *, text: str | None = None, image: str | Path | None 
     with IndexStore(db) as store:
         info = store.model()
         if info is None:
-            raise ModelportError(f"{db}: the index is empty", hint="run `modelport search index` first")
+            raise ModelportError(f"{store.location}: the index is empty", hint="run `modelport search index` first")
         if encoders is None:
             encoders = reopen(info)
         elif not encoders.fingerprint().same_model(info):
-            raise IndexMismatchError(f"{db} was built with {info.clip_model} ({info.sha256 or 'random weights'}), "
-                                     f"not {encoders.info.clip_model} ({encoders.info.sha256 or 'random weights'})",
+            built, given = (f"{i.clip_model} ({i.sha256 or 'random weights'})" for i in (info, encoders.info))
+            raise IndexMismatchError(f"{store.location} was built with {built}, not {given}",
                                      hint="query with the model the index was built with (omit --model)")
-        paths, matrix = store.embeddings()
-    query = encoders.text().embed_text([text])[0] if text is not None else encoders.image().embed([image])[0]
-    rows, scores = top_k(query, matrix, top)
-    return [Hit(i + 1, paths[r], float(s)) for i, (r, s) in enumerate(zip(rows, scores))]
+        query = encoders.text().embed_text([text])[0] if text is not None else encoders.image().embed([image])[0]
+        ranked = store.top(query, top)
+    return [Hit(i + 1, path, score) for i, (path, score) in enumerate(ranked)]
+
+
+__all__ = ["Hit", "search", "top_k"]  # top_k: the numpy search, kept where callers found it

@@ -1,29 +1,71 @@
-"""SQLite store of image embeddings: one row per image file, the model that embedded them in ``meta``.
+"""The search index: one row per image file with its embedding, and the model that embedded them.
 
-Every batch is written in one transaction, so an interrupted index keeps what it finished and resumes.
+A SQLite file (the default) or a PostgreSQL database with pgvector (``postgresql://...``): there embeddings are
+a ``vector(dim)`` column and the top k come from pgvector's exact cosine distance. Every batch is written in
+one transaction, so an interrupted index keeps what it finished and resumes. The schema is versioned
+(``search_meta``'s ``schema_version``, ``modelport.sqlstore``).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
-from modelport.atomic import create_sqlite, is_sqlite
-from modelport.errors import CorruptFileError, ExportError, ModelportError, WeightsNotFoundError
+from modelport.errors import CorruptFileError, ModelportError, WeightsNotFoundError
+from modelport.sqlstore import Database, Location, Migration, StoreKind, migrate, open_store, render, statements
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS images (
-    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, embedding BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS failures (path TEXT PRIMARY KEY, error TEXT NOT NULL);
+# ``{bytes_text}``, ``{bigint}``, ``{vector}``: the engine's words (Database.types). Paths sort by code point on
+# both engines, so that equal scores rank in the same order.
+TABLES = """
+CREATE TABLE IF NOT EXISTS search_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS search_images (
+    path {bytes_text} PRIMARY KEY, size {bigint} NOT NULL, mtime_ns {bigint} NOT NULL, embedding {vector} NOT NULL);
+CREATE TABLE IF NOT EXISTS search_failures (path TEXT PRIMARY KEY, error TEXT NOT NULL);
 """
-
-
+_SCHEMA = render(TABLES, Database)  # what a new SQLite file is created with
+# The tables of an index file from before versioning, and what they are called now.
+UNVERSIONED = {"meta": "search_meta", "images": "search_images", "failures": "search_failures"}
+BUILD_HINT = "build it with `modelport search index DIR --model ... --db FILE_OR_URL`"
+STORE = StoreKind("search index database", BUILD_HINT, "modelport.search.schema", CorruptFileError)
 PROBE_MIN_COSINE = 0.999
+
+
+def _v1(db: Database) -> None:
+    """The search_* tables. An index file from before versioning has its three tables renamed (rows kept);
+    only a SQLite file can be one: on a server, tables of those names belong to someone else."""
+    tables = db.tables()
+    if db.engine == "sqlite" and set(UNVERSIONED) <= tables and not tables & set(UNVERSIONED.values()):
+        for old, new in UNVERSIONED.items():
+            db.execute(f"ALTER TABLE {old} RENAME TO {new}")
+    db.add_vector_type()
+    for statement in statements(render(TABLES, db)):
+        db.execute(statement)
+
+
+# In order; a new schema is one more entry here (never an edit of an applied one).
+MIGRATIONS: list[Migration] = [Migration(1, _v1)]
+
+
+def _has_index(db: Database) -> bool:
+    tables = db.tables()
+    return "search_meta" in tables or (db.engine == "sqlite" and set(UNVERSIONED) <= tables)
+
+
+def top_k(query: np.ndarray, matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and cosine scores of the ``k`` rows of ``matrix`` most similar to ``query``, best first."""
+    q = query.astype(np.float32).ravel()
+    q = q / max(float(np.linalg.norm(q)), 1e-12)
+    norms = np.maximum(np.linalg.norm(matrix, axis=1), 1e-12)
+    scores = (matrix @ q) / norms
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    part = np.argpartition(-scores, k - 1)[:k]
+    # Ties broken by row (path order) so that results are stable across runs.
+    order = part[np.lexsort((part, -scores[part]))]
+    return order, scores[order]
 
 
 class IndexMismatchError(ModelportError, ValueError):
@@ -53,35 +95,19 @@ class IndexModel:
 
 
 class IndexStore:
-    """An embedding index in one SQLite file."""
+    """An embedding index in a SQLite file or a PostgreSQL database (``location``: a path or a URL)."""
 
-    def __init__(self, path: str | Path, *, create: bool = False) -> None:
-        self.path = Path(path)
-        if not create and not self.path.is_file():
-            raise WeightsNotFoundError(f"{self.path}: index database not found",
-                                       hint="build it with `modelport search index DIR --model ... --db FILE`")
-        if create and not self.path.exists():
-            # A new index appears with its tables, and never over a file that appeared meanwhile.
-            try:
-                create_sqlite(self.path, _SCHEMA, hint="pass another --db file")
-            except ExportError:
-                pass  # another process made it first: checked below like any existing file
-            except (sqlite3.Error, OSError) as exc:
-                raise CorruptFileError(f"{self.path}: could not create the index ({exc})") from None
-        if not is_sqlite(self.path):
-            raise CorruptFileError(f"{self.path}: not a modelport search index (not a SQLite database)",
-                                   hint="pass another --db file; this one is left untouched")
-        self.conn = sqlite3.connect(self.path)
-        try:
-            with self.conn:
-                self.conn.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            self.conn.close()
-            raise CorruptFileError(f"{self.path}: not a modelport search index ({exc})",
-                                   hint="pass another --db file; this one is left untouched") from None
+    def __init__(self, location: Location, *, create: bool = False) -> None:
+        def prepare(db: Database) -> None:
+            if not create and not _has_index(db):
+                raise WeightsNotFoundError(f"{db}: holds no search index", hint=BUILD_HINT)
+            migrate(db, MIGRATIONS, "search_meta")
+
+        self.db = open_store(location, STORE, prepare, create=create, new_sqlite_schema=_SCHEMA)
+        self.location = str(self.db)  # for messages: a path, or a URL without its password
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
 
     def __enter__(self) -> "IndexStore":
         return self
@@ -90,52 +116,69 @@ class IndexStore:
         self.close()
 
     def model(self) -> IndexModel | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
+        row = self.db.execute("SELECT value FROM search_meta WHERE key = 'model'").fetchone()
         if row is None:
             return None
         try:
             data = json.loads(row[0])
             return IndexModel(**{**data, "probe": tuple(data.get("probe", ()))})
         except (ValueError, TypeError) as exc:
-            raise CorruptFileError(f"{self.path}: unreadable model record ({exc})") from None
+            raise CorruptFileError(f"{self.location}: unreadable model record ({exc})") from None
 
     def bind(self, model: IndexModel) -> None:
-        """Record the model of a new index; refuse to mix embeddings of two models in one."""
-        known = self.model()
-        if known is None:
-            with self.conn:
-                self.conn.execute("INSERT INTO meta VALUES ('model', ?)", (json.dumps(asdict(model)),))
-        elif not known.same_model(model):
+        """Record the model of a new index (its width fixes the vector column's); refuse to mix embeddings of
+        two models in one."""
+        with self.db.write():
+            self.db.lock_schema()  # two processes starting one index: the second sees the first one's model
+            known = self.model()
+            if known is None:
+                self.db.set_vector_width("search_images", "embedding", model.dim)
+                self.db.execute("INSERT INTO search_meta (key, value) VALUES ('model', ?)",
+                                (json.dumps(asdict(model)),))
+                return
+        if not known.same_model(model):
             raise IndexMismatchError(
-                f"{self.path} holds {known.dim}-d embeddings of {known.clip_model} (weights sha256 "
+                f"{self.location} holds {known.dim}-d embeddings of {known.clip_model} (weights sha256 "
                 f"{known.sha256 or 'random'}), not of this {model.clip_model} ({model.sha256 or 'random'}): "
                 "the two give different embeddings for the same image",
                 hint="use another --db for a different model")
 
     def known(self) -> dict[str, tuple[int, int]]:
         """path -> (size, mtime_ns) of every embedded image."""
-        return {p: (s, m) for p, s, m in self.conn.execute("SELECT path, size, mtime_ns FROM images")}
+        return {p: (s, m) for p, s, m in self.db.execute("SELECT path, size, mtime_ns FROM search_images")}
 
     def add(self, rows: list[tuple[str, int, int, np.ndarray]], failures: list[tuple[str, str]] = ()) -> None:
         """Insert (or replace) a batch of (path, size, mtime_ns, embedding) and failures in one transaction."""
-        with self.conn:
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?)",
-                [(p, s, m, np.asarray(e, np.float32).tobytes()) for p, s, m, e in rows])
-            self.conn.executemany("DELETE FROM failures WHERE path = ?", [(p,) for p, *_ in rows])
-            self.conn.executemany("INSERT OR REPLACE INTO failures VALUES (?, ?)", list(failures))
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO search_images (path, size, mtime_ns, embedding) VALUES (?, ?, ?, ?) ON CONFLICT (path) "
+                "DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, embedding = excluded.embedding",
+                [(p, s, m, self.db.vector(np.asarray(e, np.float32))) for p, s, m, e in rows])
+            self.db.executemany("DELETE FROM search_failures WHERE path = ?", [(p,) for p, *_ in rows])
+            self.db.executemany("INSERT INTO search_failures (path, error) VALUES (?, ?) ON CONFLICT (path) "
+                                "DO UPDATE SET error = excluded.error", list(failures))
 
     def embeddings(self) -> tuple[list[str], np.ndarray]:
-        rows = self.conn.execute("SELECT path, embedding FROM images ORDER BY path").fetchall()
-        model = self.model()
-        dim = model.dim if model else 0
+        rows = self.db.execute("SELECT path, embedding FROM search_images ORDER BY path").fetchall()
         if not rows:
-            return [], np.zeros((0, dim), np.float32)
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1)
-        return [r[0] for r in rows], matrix
+            model = self.model()
+            return [], np.zeros((0, model.dim if model else 0), np.float32)
+        return [r[0] for r in rows], self.db.vectors([r[1] for r in rows])
+
+    def top(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """(path, cosine similarity) of the ``k`` images nearest ``query``, best first, equal scores in path
+        order: pgvector's exact search on PostgreSQL (no approximate index), numpy over every row elsewhere."""
+        model = self.model()
+        found = self.db.nearest("search_images", "path", "embedding", model.dim, query, k, then_by="path") \
+            if model else None
+        if found is not None:
+            return [(path, 1.0 - distance) for path, distance in found]
+        paths, matrix = self.embeddings()
+        rows, scores = top_k(query, matrix, k)
+        return [(paths[r], float(s)) for r, s in zip(rows, scores)]
 
     def failures(self) -> list[tuple[str, str]]:
-        return self.conn.execute("SELECT path, error FROM failures ORDER BY path").fetchall()
+        return [tuple(r) for r in self.db.execute("SELECT path, error FROM search_failures ORDER BY path")]
 
     def __len__(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM search_images").fetchone()[0]

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from modelport.reid.db import Database, DatabaseError, Location, describe, is_url, open_database
+from modelport.reid.db import Database, DatabaseError, Location, describe, index_vectors, is_url, open_database
 from modelport.reid.db.schema import DETECTIONS, MODELPORT, render
 
 log = logging.getLogger(__name__)
@@ -268,7 +268,7 @@ def _copy(src: Database, dst: Database, force: bool, batch: int) -> CopyReport:
             _write_table(src, dst, table, columns[table], batch)
         dst.after_explicit_ids("object_detections")
         for key, dim in dst.execute("SELECT model_key, dim FROM reid_models").fetchall():
-            dst.index_vectors(key, int(dim))
+            index_vectors(dst, key, int(dim))
         results = []
         for table in tables:
             results.append(TableCopy(table, *checksum(src, table, columns[table], batch),

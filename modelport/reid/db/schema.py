@@ -8,10 +8,8 @@ database whose version is newer than this modelport knows is refused, never writ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
-from modelport.reid.db.base import Database, DatabaseError, SchemaTooNewError
+from modelport import sqlstore
+from modelport.sqlstore import Database, DatabaseError, Migration, render, statements
 
 REQUIRED_COLUMNS = ("id", "video", "frame_index", "timestamp", "class_name", "confidence",
                     "x1", "y1", "x2", "y2", "track_id")
@@ -54,16 +52,6 @@ CREATE TABLE IF NOT EXISTS reid_claims (
 ORDER_INDEX = "CREATE INDEX IF NOT EXISTS idx_object_detections_video_frame ON object_detections (video, frame_index)"
 
 
-def render(template: str, db: type[Database] | Database) -> str:
-    return template.format(**db.types)
-
-
-def statements(script: str) -> list[str]:
-    """The statements of a DDL script (none of ours holds a ';' inside one), to run inside a transaction:
-    sqlite3's executescript would commit first."""
-    return [s.strip() for s in script.split(";") if s.strip()]
-
-
 def _v1(db: Database) -> None:
     """modelport's reid_* tables, the shared reid_embedding column and the (video, frame) index."""
     db.add_vector_type()
@@ -76,12 +64,6 @@ def _v1(db: Database) -> None:
         db.execute(ORDER_INDEX)
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    apply: Callable[[Database], None]
-
-
 # In order; a new schema is one more entry here (never an edit of an applied one).
 MIGRATIONS: list[Migration] = [Migration(1, _v1)]
 
@@ -92,10 +74,7 @@ def latest() -> int:
 
 def schema_version(db: Database) -> int:
     """The version recorded in ``db``; 0 for a database from before versioning."""
-    if "reid_meta" not in db.tables():
-        return 0
-    row = db.execute("SELECT value FROM reid_meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
+    return sqlstore.schema_version(db, "reid_meta")
 
 
 def check_detections(db: Database) -> None:
@@ -112,18 +91,4 @@ def check_detections(db: Database) -> None:
 
 def migrate(db: Database) -> int:
     """Apply the migrations ``db`` lacks, in order, in one transaction; returns the version it now has."""
-    if (found := schema_version(db)) == latest():
-        return found
-    with db.write():
-        db.lock_schema()
-        found = schema_version(db)  # another process may have migrated it while this one waited
-        if found > latest():
-            raise SchemaTooNewError(
-                f"{db}: schema version {found} is newer than this modelport knows ({latest()})",
-                hint="upgrade modelport to open this database; it was left untouched")
-        for migration in MIGRATIONS:
-            if migration.version > found:
-                migration.apply(db)
-        db.execute("INSERT INTO reid_meta (key, value) VALUES ('schema_version', ?) "
-                   "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(latest()),))
-    return latest()
+    return sqlstore.migrate(db, MIGRATIONS, "reid_meta")

@@ -1,14 +1,14 @@
-"""One connection to a detections store, whichever engine holds it: what differs between SQLite and PostgreSQL.
+"""One connection to a store, whichever engine holds it: what differs between SQLite and PostgreSQL.
 
 Callers write one SQL text with ``?`` placeholders and ``ON CONFLICT`` upserts (both engines read those) and
-ask the connection for the rest: the column type of a vector, how vectors travel, the lock a claim takes and
-whether a nearest-neighbour index exists. ``with db:`` is one transaction on either engine.
+ask the connection for the rest: column types (``types``), how vectors travel, the lock a claim takes, and
+nearest-neighbour search where the engine has it. ``with db:`` is one transaction on either engine.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from modelport.errors import ModelportError
 
 
 class DatabaseError(ModelportError, ValueError):
-    """A detections database is missing, unreadable or lacks a required column."""
+    """A store's database is missing, unreachable, unreadable or lacks a required table or column."""
 
 
 class SchemaTooNewError(DatabaseError):
@@ -27,13 +27,14 @@ class Database:
     """The connection wrapper every store function takes: SQLite's, which PostgreSQL's overrides where it differs."""
 
     engine = "sqlite"
+    # ``bytes_text``: text that sorts by code point on both engines (SQLite's BINARY collation, PostgreSQL's "C").
     types = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL", "vector": "BLOB", "bigint": "INTEGER",
-             "without_rowid": " WITHOUT ROWID", "text": "TEXT", "blob": "BLOB"}
-    claim_lock = ""  # SQLite serialises claims with BEGIN IMMEDIATE instead (see write())
+             "without_rowid": " WITHOUT ROWID", "text": "TEXT", "blob": "BLOB", "bytes_text": "TEXT"}
 
-    def __init__(self, raw: Any, location: str) -> None:
+    def __init__(self, raw: Any, location: str, schema_lock: str = "modelport.schema") -> None:
         self.raw = raw
         self.location = location  # for messages: a path, or a URL without its password
+        self.schema_lock = schema_lock  # what lock_schema() takes on a server: one per application's tables
 
     def __str__(self) -> str:
         return self.location
@@ -113,8 +114,16 @@ class Database:
     def add_vector_type(self) -> None:
         """Make the vector column type exist (SQLite stores vectors as BLOBs: nothing to do)."""
 
+    def set_vector_width(self, table: str, column: str, dim: int) -> None:
+        """Make ``table.column`` hold vectors of ``dim`` values only, where the engine can (not SQLite's BLOBs)."""
+
     def lock_schema(self) -> None:
         """Serialise schema migrations between processes (write() already does on SQLite)."""
+
+    def skip_locked(self, alias: str) -> str:
+        """The clause a claiming SELECT ends with so that concurrent claims take different rows of ``alias``;
+        empty on SQLite, which serialises claims with BEGIN IMMEDIATE instead (see write())."""
+        return ""
 
     # ---- vectors ----------------------------------------------------------------------------------------
     def vector(self, v: np.ndarray) -> Any:
@@ -125,12 +134,16 @@ class Database:
         """Values read from a vector column as one (n, dim) float32 array."""
         return np.frombuffer(b"".join(values), "<f4").reshape(len(values), -1)
 
-    def index_vectors(self, model_key: str, dim: int) -> None:
-        """Build the nearest-neighbour index of ``model_key``'s embeddings, where the engine has one."""
+    def index_vectors(self, name: str, table: str, column: str, dim: int, where: Mapping[str, Any]) -> None:
+        """Build the nearest-neighbour (cosine) index ``name`` over the ``dim``-wide vectors of ``table.column``
+        in the rows matching ``where`` (column -> value), where the engine has one."""
 
-    def nearest(self, model_key: str, dim: int, query: np.ndarray, k: int) -> list[tuple[int, float]] | None:
-        """(detection id, cosine distance) of the ``k`` embeddings nearest ``query`` through the engine's
-        index, or None where the engine has none (the caller searches exactly)."""
+    def nearest(self, table: str, key: str, column: str, dim: int, query: np.ndarray, k: int,
+                where: Mapping[str, Any] | None = None, then_by: str = "") -> list[tuple[Any, float]] | None:
+        """(``key``, cosine distance) of the ``k`` rows of ``table`` (matching ``where``) whose ``column`` is
+        nearest ``query``, nearest first, equal distances in ``then_by`` order where given: through the
+        engine's index where one matches (approximate), by an exact scan otherwise; None where the engine has
+        no vector search (the caller searches exactly)."""
         return None
 
     def after_explicit_ids(self, table: str) -> None:
