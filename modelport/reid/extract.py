@@ -10,6 +10,7 @@ never held while waiting, and a rerun picks up exactly the detections still miss
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import queue
 import threading
@@ -176,23 +177,15 @@ def extract(db: str | Path, runner: Runner, *, batch: int = 16, class_name: str 
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     record = model_record(runner)
-    worker = claims.worker_id()
-    conn = store.connect(db)
-    try:
-        is_default = store.register_model(conn, record, make_default)
-        total = store.pending_count(conn, record.key, class_name)
-        already = store.embedding_count(conn, record.key)
-        start, done = time.perf_counter(), 0
-        if progress:
-            progress(0, total)
+    with session(db, record, class_name=class_name, make_default=make_default, progress=progress) as run:
+        done = 0
         # Inference on the CPU already keeps every core busy: the decoder's extra threads would only add
         # their synchronisation (0.61 vs 0.43 ms of CPU per 640x360 frame measured here).
         decode_threads = 1 if runner.device == "cpu" else None
         # Float inputs the runner is done with go back to the reader, which refills them: fresh 6 MB
         # batches cost page faults on the cores the model needs (extract 0.853 vs 0.847 of model-only).
         spare: deque = deque(maxlen=8)
-        rows = claims.claimed_rows(db, record.key, class_name, worker, claim_rows)
-        reader = _prefetch(_batches(rows, runner.spec.preprocess, batch, decode_threads, spare))
+        reader = _prefetch(_batches(run.claimed(claim_rows), runner.spec.preprocess, batch, decode_threads, spare))
         batches = ((item, item.inputs) for item in reader)
         finished: list[tuple[Batch, np.ndarray]] = []
         written = time.perf_counter()
@@ -202,12 +195,51 @@ def extract(db: str | Path, runner: Runner, *, batch: int = 16, class_name: str 
                 spare.append(item.inputs)
             done += len(item.ids)
             if time.perf_counter() - written >= commit_every:
-                _write(conn, record.key, finished, is_default)
+                _write(run.conn, record.key, finished, run.is_default)
                 written = time.perf_counter()
             if progress:
-                progress(done, total)
-        _write(conn, record.key, finished, is_default)
-        return ExtractResult(record, done, already, time.perf_counter() - start, is_default)
+                progress(done, run.total)
+        _write(run.conn, record.key, finished, run.is_default)
+        return run.result(done)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One extraction's hold on the store: its connection, and what it found there when it started."""
+
+    db: str | Path
+    conn: store.Database
+    record: store.ModelRecord
+    class_name: str | None
+    worker: str  # claims.worker_id() of this process
+    is_default: bool
+    total: int  # detections missing an embedding at the start (other workers' share included)
+    already: int  # embeddings of the model stored before
+    start: float  # time.perf_counter() at the start
+
+    def claimed(self, size: int = claims.CLAIM_ROWS) -> Iterator[claims.ROW]:
+        """Detections for this run to embed, claimed ``size`` at a time (on a connection of their own)."""
+        return claims.claimed_rows(self.db, self.record.key, self.class_name, self.worker, size)
+
+    def result(self, computed: int) -> ExtractResult:
+        return ExtractResult(self.record, computed, self.already, time.perf_counter() - self.start, self.is_default)
+
+
+@contextlib.contextmanager
+def session(db: str | Path, record: store.ModelRecord, *, class_name: str | None, make_default: bool,
+            progress: Callable[[int, int], None] | None = None) -> Iterator[Session]:
+    """Connect to ``db``, register ``record`` and count what is missing (``progress(0, total)``); on leaving,
+    release this process's claims (what it finished has its embeddings) and close the connection."""
+    worker = claims.worker_id()
+    conn = store.connect(db)
+    try:
+        is_default = store.register_model(conn, record, make_default)
+        total = store.pending_count(conn, record.key, class_name)
+        already = store.embedding_count(conn, record.key)
+        run = Session(db, conn, record, class_name, worker, is_default, total, already, time.perf_counter())
+        if progress:
+            progress(0, total)
+        yield run
     finally:
         try:
             claims.release(conn, record.key, worker)

@@ -24,7 +24,7 @@ import numpy as np
 
 from modelport.errors import MissingRuntimeError, ModelportError
 from modelport.reid import claims, store
-from modelport.reid.extract import COMMIT_EVERY_S, ExtractResult, load_model, model_record
+from modelport.reid.extract import COMMIT_EVERY_S, ExtractResult, load_model, model_record, session
 
 log = logging.getLogger(__name__)
 
@@ -73,39 +73,27 @@ def extract_ray(db: str | Path, model: str | Path, *, address: str | None = None
         crop_bytes = 4 * int(np.prod([d for d in runner.spec.inputs[0].shape[1:] if isinstance(d, int)]))
     finally:
         runner.close()
-    worker = claims.worker_id()
-    conn = store.connect(db)
-    try:
-        is_default = store.register_model(conn, record, make_default)
-        total = store.pending_count(conn, record.key, class_name)
-        already = store.embedding_count(conn, record.key)
-        start, done = time.perf_counter(), 0
-        if progress:
-            progress(0, total)
-        with _cluster(ray, address):
-            embedder = {"model": model, "device": device, "allow_random": allow_random, "arch": arch,
-                        "key": record.key}
-            pool = _pool_args(ray, device, actors)
-            rows = claims.claimed_rows(db, record.key, class_name, worker, claim_rows)
-            try:
-                while claimed := list(itertools.islice(rows, round_rows)):
-                    outputs = _pipeline(ray, claimed, (preprocess, crop_bytes), embedder, pool, batch, segment_rows)
-                    for written in _store(conn, record.key, claimed, outputs, is_default, commit_every):
-                        done += written
-                        if progress:
-                            progress(done, total)
-            except Exception as exc:
-                if (typed := worker_error(exc)) is None:
-                    raise
-                raise typed from None  # what the worker raised, with its hint, not Ray's wrapping of it
-            finally:
-                rows.close()
-        return ExtractResult(record, done, already, time.perf_counter() - start, is_default)
-    finally:
+    with session(db, record, class_name=class_name, make_default=make_default, progress=progress) as run, \
+            _cluster(ray, address):
+        done = 0
+        embedder = {"model": model, "device": device, "allow_random": allow_random, "arch": arch,
+                    "key": record.key}
+        pool = _pool_args(ray, device, actors)
+        rows = run.claimed(claim_rows)
         try:
-            claims.release(conn, record.key, worker)
+            while claimed := list(itertools.islice(rows, round_rows)):
+                outputs = _pipeline(ray, claimed, (preprocess, crop_bytes), embedder, pool, batch, segment_rows)
+                for written in _store(run.conn, record.key, claimed, outputs, run.is_default, commit_every):
+                    done += written
+                    if progress:
+                        progress(done, run.total)
+        except Exception as exc:
+            if (typed := worker_error(exc)) is None:
+                raise
+            raise typed from None  # what the worker raised, with its hint, not Ray's wrapping of it
         finally:
-            conn.close()
+            rows.close()
+        return run.result(done)
 
 
 def worker_error(exc: BaseException) -> ModelportError | None:
