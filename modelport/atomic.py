@@ -17,8 +17,6 @@ from typing import Iterator
 from modelport.errors import ExportError
 
 FORCE_HINT = "pass --force to replace it"
-SQLITE_MAGIC = b"SQLite format 3\x00"
-
 
 def refuse_existing(path: str | Path, force: bool, hint: str = FORCE_HINT) -> Path:
     """``path``, or ExportError when something is there and ``force`` is off.
@@ -148,16 +146,6 @@ def publish(staged: str | Path, path: str | Path, *, force: bool = False, hint: 
     return path
 
 
-def is_sqlite(path: str | Path) -> bool:
-    """Whether ``path`` is a file SQLite opens as a database (an empty file is one, to SQLite)."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    with open(path, "rb") as handle:
-        head = handle.read(len(SQLITE_MAGIC))
-    return head in (b"", SQLITE_MAGIC)
-
-
 def create_sqlite(path: str | Path, schema: str, *, hint: str = "pass another --db") -> Path:
     """A new SQLite database at ``path`` holding ``schema``; it appears with its tables, never over a file."""
     with atomic_file(path, hint=hint) as tmp:
@@ -170,4 +158,4 @@ def create_sqlite(path: str | Path, schema: str, *, hint: str = "pass another --
 
 
 __all__ = ["FORCE_HINT", "atomic_dir", "atomic_file", "atomic_write_bytes", "atomic_write_text", "create_sqlite",
-           "is_sqlite", "publish", "refuse_existing"]
+           "publish", "refuse_existing"]

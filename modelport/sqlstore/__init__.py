@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from modelport.atomic import create_sqlite, is_sqlite
+from modelport.atomic import create_sqlite
 from modelport.errors import ExportError, MissingRuntimeError, ModelportError, WeightsNotFoundError
 from modelport.sqlstore.base import Database, DatabaseError, SchemaTooNewError
 from modelport.sqlstore.migrations import Migration, migrate, render, schema_version, statements
@@ -48,11 +48,16 @@ def _open_sqlite(path: Path, kind: StoreKind, create: bool, schema: str) -> Data
             pass  # another process made it first: checked below like any existing file
         except (sqlite3.Error, OSError) as exc:
             raise kind.file_error(f"{path}: could not create the {kind.noun} ({exc})") from None
-    if not is_sqlite(path):
-        # SQLite would refuse it too, once opened; checking first says what to do and opens nothing.
-        raise kind.file_error(f"{path}: exists and is not a SQLite database",
-                              hint="pass another --db; this file is left untouched")
     raw = sqlite3.connect(str(path), timeout=30.0)
+    try:
+        # Read through SQLite, never with open(): closing any descriptor of the file drops every POSIX lock this
+        # process holds on it, SQLite's included (claims open a second connection in the reader thread), and
+        # another process then took the live WAL database for unused: "database disk image is malformed".
+        raw.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError:  # reading the header writes nothing: the file is left as it was
+        raw.close()
+        raise kind.file_error(f"{path}: exists and is not a SQLite database",
+                              hint="pass another --db; this file is left untouched") from None
     try:
         # Write-ahead logging: readers never block the writer, and several workers share the file.
         raw.execute("PRAGMA journal_mode=WAL")
