@@ -18,6 +18,7 @@ from modelport.errors import ExportError
 
 FORCE_HINT = "pass --force to replace it"
 
+
 def refuse_existing(path: str | Path, force: bool, hint: str = FORCE_HINT) -> Path:
     """``path``, or ExportError when something is there and ``force`` is off.
 
