@@ -41,18 +41,15 @@ def main() -> None:
     warnings.simplefilter("ignore")
     import onnxruntime
     import ray
-    from conftest import calibrated_model, save_plain
     from pg_server import start_server, stop_server
+    from reid_demo_store import demo_store
 
     from modelport import load
     from modelport.bench_record import Recipe, provenance
-    from modelport.export import export
     from modelport.reid import store
     from modelport.reid.db.copy import copy_store
     from modelport.reid.extract import extract
-    from modelport.reid.importer import import_mot
     from modelport.reid.ray_extract import extract_ray
-    from modelport.reid.synth import write_demo_data
 
     server = start_server()
     # Logical CPUs: 2 actors of one CPU each and a decoding task (extract_ray refuses a pool leaving none).
@@ -60,11 +57,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="reid_ray_") as tmp:
             work = Path(tmp)
-            weights = save_plain(calibrated_model("osnet_x0_25"), work / "osnet_x0_25_bench.pt", 512)
-            (artifact,) = export(weights, "onnx", out=work)
-            scene = write_demo_data(work / "scene")
-            template = work / "template.db"
-            import_mot(template, scene.video, scene.detections)
+            artifact, template = demo_store(work)
             arms: dict[tuple[str, str, int], list[dict]] = {arm: [] for arm in ARMS}
             for r in range(args.rounds):
                 for arm in list(arms) if r % 2 == 0 else list(arms)[::-1]:

@@ -112,17 +112,14 @@ def main() -> None:
     import onnxruntime
     import psutil
     import ray
-    from conftest import calibrated_model, save_plain
     from pg_server import start_server, stop_server
+    from reid_demo_store import demo_store
 
     from modelport import load
     from modelport.bench_record import Recipe, provenance
-    from modelport.export import export
     from modelport.reid.db.copy import copy_store
     from modelport.reid.extract import extract
-    from modelport.reid.importer import import_mot
     from modelport.reid.ray_extract import extract_ray
-    from modelport.reid.synth import write_demo_data
     from modelport.triton import ConfigOptions, ModelEntry, build_repository
     from modelport.triton.server import free_port
 
@@ -132,11 +129,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="reid_costs_") as tmp:
             work = Path(tmp)
-            weights = save_plain(calibrated_model("osnet_x0_25"), work / "osnet_x0_25_bench.pt", 512)
-            (artifact,) = export(weights, "onnx", out=work)
-            scene = write_demo_data(work / "scene")
-            template = work / "template.db"
-            import_mot(template, scene.video, scene.detections)
+            artifact, template = demo_store(work)
 
             def fresh() -> str:
                 url = server.create_database()
