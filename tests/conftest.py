@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -19,6 +20,59 @@ from modelport.zoo.calibrate import calibrated_untrained
 
 MSMT17_CLASSES = 1041
 MARKET1501_CLASSES = 751
+# Documents whose blocks serve on fixed ports (8000, 8080, 9000-9002, as a reader would): run by one worker.
+FIXED_PORT_DOCUMENTS = ("README.md", "docs/triton.md", "docs/ui.md")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (the README's ``-n 2``) each worker keeps to cores of its own: one each on a 2-core
+    machine. ONNX Runtime, OpenVINO and torch size their thread pools by the cores they may use
+    (``modelport.machine.physical_cores``), and so do the CLI processes and document blocks a worker starts: two
+    workers sharing both cores ran two-thread pools each, whose threads waited on each other's core
+    (docs/testing.md)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and hasattr(os, "sched_setaffinity")):
+        return
+    index, workers = int(worker[2:]), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cpus = sorted(os.sched_getaffinity(0))
+    mine = cpus[index::workers] if len(cpus) >= workers else [cpus[index % len(cpus)]]
+    os.sched_setaffinity(0, set(mine))
+    torch.set_num_threads(len(mine))
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The unit pytest-xdist gives one worker: a test file (its module and session fixtures are built once), but
+    each document of tests/test_docs.py on its own (its blocks share a scratch folder and run in order), and the
+    documents that serve on fixed ports together."""
+    path, _, name = nodeid.partition("::")
+    if path.endswith("test_docs.py") and name.startswith("test_block_runs_as_written["):
+        document = name[len("test_block_runs_as_written["):].rsplit(":", 1)[0]
+        return "fixed-ports" if document in FIXED_PORT_DOCUMENTS else f"{path}::{document}"
+    return path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFileAndDocument(LoadScopeScheduling):
+        """xdist's scope scheduling over ``xdist_scope``'s units, the documents first: they are the longest units
+        (a minute to several), and one started last would keep a worker busy while the other idles."""
+
+        ordered = False
+
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+        def _assign_work_unit(self, node: Any) -> None:
+            if not self.ordered:
+                self.ordered = True
+                documents = [scope for scope in self.workqueue if not scope.endswith(".py")]
+                for scope in reversed(documents):
+                    self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
+
+    return ByFileAndDocument(config, log)
 
 
 def calibrated_model(arch: str, seed: int = 0) -> torch.nn.Module:
