@@ -262,9 +262,9 @@ def run_benchmark(
         reference = next(c for c in live if get_format(c.format).is_weights).runner
         expected = reference(check)
         for cand in live:
-            # INT8 is judged where its thresholds are defined: against fp32 on the calibration set.
+            # INT8 is judged where its thresholds are defined: against fp32 on the held-out calibration rows.
             int8_rows = cand.precision == "int8"
-            rows = calibration_batch(built.spec, calib).batch if int8_rows else check
+            rows = calibration_batch(built.spec, calib).judged if int8_rows else check
             check_parity(cand, reference, rows, None if int8_rows else expected)
             if plan.release:
                 cand.runner.release_memory()

@@ -16,7 +16,14 @@ from modelport.formats.base import example_batch
 from modelport.formats.feeds import Feed, feed_rows, first_rows
 from modelport.formats.pytorch import PyTorchRunner
 from modelport.int8.settings import Int8Settings
-from modelport.quantize import MAX_CALIBRATION, PRECISIONS, VARIANT_FORMATS, calibration_batch, calibration_for
+from modelport.quantize import (
+    MAX_CALIBRATION,
+    PRECISIONS,
+    VARIANT_FORMATS,
+    Calibration,
+    calibration_batch,
+    calibration_for,
+)
 from modelport.spec import ModelSpec
 from modelport.verify import TOLERANCES, RunnerResult, Tolerance, compare_output, compare_runner
 
@@ -66,10 +73,11 @@ def parse_formats(formats: str | Iterable[str] | None, device: str = "cpu", prec
 
 
 def verification_batch(spec: ModelSpec, options: ExportOptions) -> Feed:
-    """The rows an export of ``spec`` is checked on: INT8 on its calibration set (real crops when given),
-    where nearest-neighbour agreement has enough rows to mean something."""
+    """The rows an export of ``spec`` is checked on: INT8 on the held-out part of its calibration data (real
+    crops when given, never used to calibrate or to steer the accuracy search), where nearest-neighbour
+    agreement has enough rows to mean something."""
     if spec.precision == "int8":
-        return calibration_for(spec, options).batch
+        return calibration_for(spec, options).judged
     rows = FP16_VERIFY_ROWS if spec.precision == "fp16" else VERIFY_ROWS
     return example_batch(spec.with_batch(None), count=rows, seed=1234)
 
@@ -194,6 +202,19 @@ def export_one(built: BuiltModel, fmt: Format, dest: Path, options: ExportOption
                         check=cast("RunnerResult | None", check), error=error)
 
 
+def variant_spec(spec: ModelSpec, precision: str, calib: str | Path | None = None, calib_count: int = MAX_CALIBRATION,
+                 int8: Int8Settings | None = None) -> tuple[ModelSpec, Calibration | None]:
+    """``spec`` in ``precision``, and for int8 its calibration (read once, so every format of a run calibrates on
+    the same rows and is judged on the same held-out ones), recorded in the spec. The INT8 search is judged
+    like the export's verification (``verify.compare_output`` at ``verify.INT8``)."""
+    spec = replace(spec, precision=precision)
+    if precision != "int8":
+        return spec, None
+    settings = replace(int8 or Int8Settings(), judge=compare_output, tolerance=TOLERANCES["int8"])
+    calibration = calibration_batch(spec, calib, calib_count, settings)
+    return calibration.record(spec), calibration
+
+
 def export_all(
     weights: str | Path | None = None,
     formats: str | Iterable[str] | None = None,
@@ -242,13 +263,8 @@ def export_all(
     out_dir = Path(out) if out is not None else (source.parent if source is not None else Path.cwd())
     stem = weights_stem(source) if source is not None else f"{built.spec.name}_untrained"
     out_dir.mkdir(parents=True, exist_ok=True)
-    spec = replace(built.spec, precision=precision)
-    calibration = None
-    if precision == "int8" and chosen:
-        # Read once: every format is calibrated and verified on the same rows.
-        settings = replace(int8 or Int8Settings(), judge=compare_output, tolerance=TOLERANCES["int8"])
-        calibration = calibration_batch(spec, calib, calib_count, settings)
-        spec = calibration.record(spec)
+    spec, calibration = variant_spec(built.spec, precision, calib, calib_count, int8) if chosen else (
+        replace(built.spec, precision=precision), None)
     built = BuiltModel(built.module, spec, built.entry)
     options = ExportOptions(opset=opset, simplify=simplify, device=device, calib=Path(calib) if calib else None,
                             calib_count=calib_count, calibration=calibration, force=force)
