@@ -49,7 +49,7 @@ class OutputComparison:
     rel_max: float  # max abs diff relative to the reference's largest magnitude
     min_cosine: float
     min_centered_cosine: float  # cosine after removing the reference batch mean (see docs/testing.md)
-    nn_agreement: float  # share of rows whose nearest other row is the same under both
+    nn_agreement: float  # share of rows whose nearest other row is the same under both (or a tie: NN_TIE)
     failures: tuple[str, ...]
     p50_abs: float = 0.0  # quantiles of the absolute difference: one bad value vs a general drift
     p99_abs: float = 0.0
@@ -106,11 +106,26 @@ def _rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(both_zero, 1.0, cos)
 
 
-def _nearest_other(x: np.ndarray) -> np.ndarray:
+# Two neighbours of a row whose cosine similarities (under the reference) differ by less than this are a tie:
+# either is a right answer, so a runtime that picks the other one does not disagree. Without it, crops of one
+# scene (near-equal neighbours everywhere) failed INT8 exports whose min cosine was 0.9998.
+NN_TIE = 0.02
+
+
+def _similarities(x: np.ndarray) -> np.ndarray:
     unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
     sim = unit @ unit.T
     np.fill_diagonal(sim, -np.inf)
-    return sim.argmax(1)
+    return sim
+
+
+def nn_agreement(ref: np.ndarray, got: np.ndarray) -> float:
+    """Share of rows whose nearest other row under ``got`` is the reference's nearest, or ties with it there
+    (within ``NN_TIE`` of the reference's best similarity)."""
+    sim_ref = _similarities(ref)
+    picked = _similarities(got).argmax(1)
+    rows = np.arange(len(ref))
+    return float((sim_ref[rows, picked] >= sim_ref.max(1) - NN_TIE).mean())
 
 
 def compare_output(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance = FP32) -> OutputComparison:
@@ -126,7 +141,7 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance =
     mean = a.mean(0, keepdims=True)
     cos = float(_rowwise_cosine(a, b).min()) if len(a) else 1.0
     ccos = float(_rowwise_cosine(a - mean, b - mean).min()) if len(a) > 1 else cos
-    nn = float((_nearest_other(a) == _nearest_other(b)).mean()) if len(a) > 2 else 1.0
+    nn = nn_agreement(a, b) if len(a) > 2 else 1.0
     failures = []
     if not np.isfinite(b).all():
         failures.append("non-finite values")
