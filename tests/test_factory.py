@@ -255,11 +255,13 @@ def test_python_api_exports_any_family_and_refuses_foreign_options(project, tmp_
     assert reid_onnx.suffix == ".onnx" and modelport.load(reid_onnx).spec.task == "embed"
     with pytest.raises(ConfigError, match="--nms"):
         modelport.export(weights, "onnx", nms=True)
-    with pytest.raises(ConfigError, match="--half/--int8"):
-        modelport.export(factory="factory_pkg.models:build", config=project / "export.yaml", precision="fp16")
+    # fp16 and INT8 are variants of every family's export (INT8: tests/test_int8_factory.py).
+    (half,) = modelport.export(factory="factory_pkg.models:build", config=project / "export.yaml", formats="onnx",
+                               precision="fp16")
+    assert half.name == "best.fp16.onnx" and modelport.load(half).spec.precision == "fp16"
     from modelport.int8 import Int8Settings
 
-    with pytest.raises(ConfigError, match="--int8-method/--int8-search"):
+    with pytest.raises(ConfigError, match="INT8 settings are only used with precision int8"):
         modelport.export(factory="factory_pkg.models:build", config=project / "export.yaml",
                          int8=Int8Settings(method="entropy"))
 

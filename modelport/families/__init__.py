@@ -67,8 +67,10 @@ class Family:
 # Order is the claiming order: the most specific families ask first, the torchreid zoo takes what is left.
 FAMILIES: tuple[Family, ...] = (
     Family("factory", "any PyTorch model from a module:function factory and an export YAML",
-           "modelport.families.factory_export", ("factory", "config", "weights", "trt_builder", "size"),
-           ("--factory", "--config", "--weights", "--trt-builder", "--size")),
+           "modelport.families.factory_export",
+           ("factory", "config", "weights", "trt_builder", "size", "precision", "calib", "int8"),
+           ("--factory", "--config", "--weights", "--trt-builder", "--size", "--half/--int8", "--calib",
+            "--int8-method/--int8-search")),
     Family("yolo", "Ultralytics YOLO11 detectors, raw or with NMS in the graph", "modelport.families.yolo",
            ("nms", "nms_flavor", "nms_layout", "topk", "iou", "conf", "normalize_boxes", "imgsz", "dynamic_shape",
             "images", "allow_empty", "uint8_input"),

@@ -3,7 +3,8 @@ export YAML (``modelport.families.factory_config``).
 
 The factory is the user's code and is trusted (it is imported and called, and the CLI says so); the weights
 are not: they are read with ``weights_only=True`` and loaded strictly. Inputs are plain tensors of the
-declared shapes (task ``tensors``), verified on seeded values from each input's declared range.
+declared shapes (task ``tensors``), verified on seeded values from each input's declared range, or for an
+embedder (``task: embed``) one image prepared as the YAML's ``preprocess`` says, verified on seeded crops.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from modelport.families.factory_config import FactoryConfig, InputDecl, check_fa
 from modelport.spec import ModelSpec, Preprocess, Source, TensorSpec, sha256_file
 
 log = logging.getLogger(__name__)
-TASK = "tensors"
 BENCH_SIZE = (720, 1280)  # height, width an image-to-image model is timed at unless its input fixes them
 BENCH_BATCHES = (1, 4)  # timed by default (dropped where this machine's memory is short: modelport.bench_memory)
 
@@ -108,10 +108,15 @@ def build_factory(config: FactoryConfig, *, allow_random: bool = False):
                                _named(tuple(o.shape), axes.get(n, {}))) for n, o in zip(config.outputs, outs))
     image = next((d for d in config.inputs if len(d.shape) == 4), None)
     height, width = (image.shape[2], image.shape[3]) if image else (0, 0)
+    pre = config.preprocess
+    if config.task == "embed" and (len(outs[0].shape) != 2 or pre is None):
+        raise ConfigError(f"{config.origin}: task: embed: the model returned shape {tuple(outs[0].shape)}, not "
+                          "(batch, dim)", hint="an embedder returns one vector per image; or use task: tensors")
     name = config.name or (Path(config.weights).stem if config.weights else config.factory.split(":")[1])
     spec = ModelSpec(
-        name=name, task=TASK, inputs=inputs, outputs=outputs,
-        preprocess=Preprocess(height, width, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), scale=1.0),
+        name=name, task=config.task, inputs=inputs, outputs=outputs,
+        preprocess=Preprocess(height, width, pre.mean, pre.std, pre.channel_order, scale=pre.scale) if pre else
+        Preprocess(height, width, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), scale=1.0),
         source=source,
         extra={"example": {d.name: {"shape": list(d.shape), "low": d.low, "high": d.high} for d in config.inputs},
                "factory": {"function": config.factory, "args": config.args, "trusted_code": True}},

@@ -18,6 +18,17 @@ MAX_CONFIG_BYTES = 1 << 20
 FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 DTYPES = ("float32", "float16", "int64", "int32", "uint8")
 TRT_BUILDERS = ("python", "trtexec")
+TASKS = ("tensors", "embed")  # plain tensors by input name, or an image in and an embedding out
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDecl:
+    """How an ``embed`` model's image input is made from RGB pixels: ``(pixel * scale - mean) / std``."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    scale: float = 1.0 / 255.0
+    channel_order: str = "RGB"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,8 @@ class FactoryConfig:
     output_dir: Path | None = None
     tensorrt: TensorRTDecl = field(default_factory=TensorRTDecl)
     origin: str = "<arguments>"
+    task: str = "tensors"
+    preprocess: ImageDecl | None = None  # an ``embed`` model's pixels -> input
 
     def precision_for(self, format_id: str) -> str:
         """The precision to write a format in: the ``tensorrt`` section's for engines, else the file's."""
@@ -134,7 +147,7 @@ def parse_config(data: dict[str, Any], origin: str, base: Path | None = None) ->
     if not isinstance(data, dict):
         raise _fail(origin, "(top level)", "expected a mapping of fields")
     known = {"factory", "args", "weights", "checkpoint", "name", "inputs", "outputs", "dynamic_axes", "opset",
-             "formats", "precision", "output_dir", "tensorrt"}
+             "formats", "precision", "output_dir", "tensorrt", "task", "preprocess"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise _fail(origin, unknown[0], "unknown field", f"known fields: {', '.join(sorted(known))}")
@@ -154,8 +167,8 @@ def parse_config(data: dict[str, Any], origin: str, base: Path | None = None) ->
         raise _fail(origin, "formats", "must list format names (onnx, torchscript, openvino, tensorrt)")
     precision = data.get("precision", "fp32")
     if precision not in ("fp32", "fp16"):
-        raise _fail(origin, "precision", f"{precision!r}: a factory model is exported in fp32 or fp16",
-                    "INT8 needs calibration data a plain-tensor model does not declare")
+        raise _fail(origin, "precision", f"{precision!r}: the YAML asks for fp32 or fp16",
+                    "INT8 needs calibration data: ask for it on the command line (--int8 --calib DIR or FILE.npz)")
     trt = data.get("tensorrt") or {}
     if not isinstance(trt, dict):
         raise _fail(origin, "tensorrt", "must be a mapping (precision, workspace, builder)")
@@ -178,12 +191,53 @@ def parse_config(data: dict[str, Any], origin: str, base: Path | None = None) ->
         p = Path(value).expanduser()
         return p if p.is_absolute() or base is None else base / p
 
+    task, image = _task(data, inputs, outputs, origin)
     names = {d.name for d in inputs} | set(outputs)
     return FactoryConfig(
         factory=factory, args=dict(args), weights=path("weights") or path("checkpoint"), name=data.get("name"),
         inputs=inputs, outputs=tuple(outputs), dynamic_axes=_axes(data.get("dynamic_axes"), origin, names),
         opset=opset, formats=tuple(formats) if formats else None, precision=precision, output_dir=path("output_dir"),
-        tensorrt=TensorRTDecl(trt_precision, float(workspace), builder), origin=origin)
+        tensorrt=TensorRTDecl(trt_precision, float(workspace), builder), origin=origin, task=task,
+        preprocess=image)
+
+
+def _task(data: dict[str, Any], inputs: tuple[InputDecl, ...], outputs: list[str],
+          origin: str) -> tuple[str, ImageDecl | None]:
+    """The ``task`` field, and for ``embed`` its one RGB image input's ``preprocess`` (mean, std, scale)."""
+    task = data.get("task", "tensors")
+    if task not in TASKS:
+        raise _fail(origin, "task", f"{task!r} is not one of {', '.join(TASKS)}")
+    raw = data.get("preprocess")
+    if task == "tensors":
+        if raw is not None:
+            raise _fail(origin, "preprocess", "applies to task: embed (an image in, an embedding out)")
+        return task, None
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3 or inputs[0].dtype != "float32":
+        raise _fail(origin, "inputs", "task: embed takes one float32 image input shaped [N, 3, H, W]")
+    if len(outputs) != 1:
+        raise _fail(origin, "outputs", "task: embed returns one embedding output")
+    if not isinstance(raw, dict):
+        raise _fail(origin, "preprocess", "task: embed needs {mean: [r, g, b], std: [r, g, b]} (and scale)",
+                    "ImageNet-trained backbones: mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225]")
+    unknown = sorted(set(raw) - {"mean", "std", "scale", "channel_order"})
+    if unknown:
+        raise _fail(origin, f"preprocess.{unknown[0]}", "unknown field", "known: mean, std, scale, channel_order")
+
+    def triple(key: str) -> tuple[float, float, float]:
+        value = raw.get(key)
+        if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)):
+            raise _fail(origin, f"preprocess.{key}", f"{value!r} must list 3 numbers (R, G, B)")
+        if key == "std" and not all(v > 0 for v in value):
+            raise _fail(origin, "preprocess.std", f"{value!r} must be positive")
+        return (float(value[0]), float(value[1]), float(value[2]))
+
+    scale = raw.get("scale", 1.0 / 255.0)
+    if not isinstance(scale, (int, float)) or not scale > 0:
+        raise _fail(origin, "preprocess.scale", f"{scale!r} must be a positive number (1/255 for 0..1 pixels)")
+    order = raw.get("channel_order", "RGB")
+    if order not in ("RGB", "BGR"):
+        raise _fail(origin, "preprocess.channel_order", f"{order!r} is not RGB or BGR")
+    return task, ImageDecl(triple("mean"), triple("std"), float(scale), order)
 
 
 def read_config(path: str | Path) -> FactoryConfig:

@@ -27,7 +27,7 @@ def resolve_config(request: ExportRequest | BenchRequest) -> FactoryConfig:
 
 
 def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
-    from modelport.export import ReferenceCache, export_one, parse_formats
+    from modelport.export import ReferenceCache, export_one, parse_formats, variant_spec
     from modelport.families.base import rows_of
     from modelport.families.factory import build_factory
     from modelport.formats import ExportOptions
@@ -37,7 +37,13 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
         raise ConfigError(f"{source}: a factory model takes no positional source",
                           hint="give the checkpoint with --weights and the model with --factory/--config")
     config = resolve_config(request)
+    if request.calib is not None and request.precision != "int8":
+        raise ConfigError("--calib is only used with --int8")
+    if request.int8 is not None and request.precision != "int8":
+        raise ConfigError("INT8 settings are only used with precision int8 (--int8)")
     built = build_factory(config, allow_random=request.allow_random)
+    # --half / --int8 on the command line win over the YAML's precision.
+    asked = request.precision if request.precision != "fp32" else None
     chosen = parse_formats(request.formats or config.formats, request.device)
     rows: list[ExportRow] = []
     if not request.formats:  # the YAML travels between machines: what this one cannot build is reported, not fatal
@@ -46,16 +52,25 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
             rows.append(ExportRow("factory", built.spec.name, fmt.id, None, 0.0, True,
                                   note=f"unavailable here, not exported ({fmt.unavailable_reason(request.device)}); "
                                        f"listed in {config.origin}"))
+        for fmt in [f for f in chosen if asked and asked not in f.precisions]:
+            chosen.remove(fmt)
+            rows.append(ExportRow("factory", built.spec.name, fmt.id, None, 0.0, True,
+                                  note=f"holds {', '.join(fmt.precisions)}: not made in {asked}"))
+    calibration = None
+    if asked == "int8" and chosen:
+        spec, calibration = variant_spec(built.spec, "int8", request.calib, int8=request.int8)
+        built = type(built)(built.module, spec, built.entry)
     weights = Path(config.weights) if config.weights else None
     out_dir = request.out or config.output_dir or (weights.parent if weights else Path.cwd())
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = weights_stem(weights) if weights else built.spec.name
     options = ExportOptions(opset=request.opset or config.opset, device=request.device, force=request.force,
                             workspace_gib=config.tensorrt.workspace_gib,
-                            trt_builder=request.trt_builder or config.tensorrt.builder)
+                            trt_builder=request.trt_builder or config.tensorrt.builder, calib=request.calib,
+                            calibration=calibration)
     references = ReferenceCache()  # formats of one precision share PyTorch's outputs
     for fmt in chosen:
-        precision = config.precision_for(fmt.id)
+        precision = asked or config.precision_for(fmt.id)
         if precision not in fmt.precisions:
             rows.append(ExportRow("factory", built.spec.name, fmt.id, None, 0.0, False,
                                   error=f"{fmt.name} holds {', '.join(fmt.precisions)}, not {precision}"))
@@ -86,4 +101,5 @@ def benchmark(source: str | None, request: BenchRequest) -> dict:
     built = built_for_bench(request)
     return run_benchmark(built.spec.source.file or "", formats=request.formats, batches=request.batches,
                          default_batches=BENCH_BATCHES, device=request.device, threads=request.threads,
-                         seconds=request.seconds, rounds=request.rounds, built=built, family="factory")
+                         seconds=request.seconds, rounds=request.rounds, built=built, family="factory",
+                         half=request.precision == "fp16", int8=request.precision == "int8", calib=request.calib)
