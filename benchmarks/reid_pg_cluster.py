@@ -46,6 +46,21 @@ ENGINES = ("sqlite", "postgresql")
 # What write_embedding_db fills, in an order that satisfies nothing but readability (the store has no foreign keys).
 TABLES = ("reid_models", "reid_meta", "object_detections", "reid_embeddings", "reid_quality", "reid_ground_truth")
 SECTION = "<!-- reid_pg_cluster: written by benchmarks/reid_pg_cluster.py -->"
+NOTES = """\
+- **Loading.** The store was loaded before any index existed, and no HNSW index was built: clustering reads every
+  vector in table order and never searches. An index maintained while rows arrive costs about 3.4 ms of
+  PostgreSQL CPU per row (results/reid_pgvector_recall.json: 297 rows/s against 16,327 without it), about an hour
+  for a million; `reid db copy` and this script load first, and `reid db copy` builds the index afterwards
+  (50 s for 95,000 vectors in reid_pgvector_recall; not measured here for a million: their 2 GB of floats exceed
+  its 1 GB maintenance_work_mem, past which pgvector builds much more slowly). For search: load, then index; for
+  clustering alone no index is needed.
+- **Reads.** Clustering streams the embeddings twice (standardisation, then track means). Until commit 40f2042 the
+  reads used a client-side cursor, so libpq received every row of a query before the first was used: at 1M
+  detections the clustering process peaked at 3,137 MB against SQLite's 2,169 MB in the same run, 121 s against
+  103 s (results/reid_pg_cluster_client_cursor.json, commit b640d10). They now use a server-side cursor.
+- **PostgreSQL's own memory** is the summed PSS of the server and its backends, sampled every 0.25 s: shared
+  buffers (128 MB here) count once, however many processes map them.
+"""
 
 
 class ServerSampler:
@@ -188,13 +203,17 @@ def measure(size: int, work: Path, threshold: str, engines: list[str], server) -
 
 
 def markdown(record: dict) -> str:
+    cpu = record["cpu"]
     lines = [SECTION, "", "## SQLite and PostgreSQL side by side", "",
              f"`{record['command']}` -> [results/reid_pg_cluster.json](results/reid_pg_cluster.json); "
              f"commit {record['commit'][:12] if record['commit'] else '?'}"
              f"{' (with uncommitted changes)' if record['dirty'] else ''}, {record['date']}; "
+             f"{cpu['model']} ({', '.join(cpu['flags'])}), {cpu['physical_cores']} physical cores; "
              f"PostgreSQL {record['versions']['postgresql']}, pgvector {record['versions']['pgvector']} "
              f"({record['server']}), psycopg {record['versions']['psycopg']}.", "",
-             record["workload"], "",
+             record["workload"] + ".", "",
+             "Both engines were measured in the same run, on the same stores: compare rows of this table with each "
+             "other; the table above comes from its own run (see its machine line).", "",
              "| detections | store | time | peak RSS (clustering process) | PostgreSQL CPU | PostgreSQL peak PSS "
              "| identities | ARI | load into PostgreSQL | load avg |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -208,6 +227,7 @@ def markdown(record: dict) -> str:
                      f"| {r['peak_rss_mb']:,.0f} MB | {cpu} | {pss} | {r['identities']:,} "
                      f"| {s.get('ari', float('nan')):.3f} | {load} "
                      f"| {r['loadavg_1min'][0]:.1f} / {r['loadavg_1min'][1]:.1f} |")
+    lines += ["", NOTES]
     return "\n".join(lines) + "\n"
 
 
