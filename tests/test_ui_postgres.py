@@ -4,6 +4,8 @@ reaches a page, a job, the job history or an error."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -129,3 +131,31 @@ def test_db_takes_only_postgresql_urls_each_with_one_password():
     assert "a1" not in str(caught.value) and "b2" not in str(caught.value)
     stores = ServerStores.of(["postgresql://u:a1@h/d"])
     assert ServerStores.from_env(stores.env()).urls == stores.urls
+
+
+def test_modelport_ui_db_serves_the_store_and_refuses_a_file_path(tmp_path, pg_url):
+    import httpx
+    from test_ui import _free_port, stop_ui
+
+    from modelport.reid import store
+
+    store.connect(with_password(pg_url), create=True).close()
+    command = [sys.executable, "-c", "from modelport.cli import main; main()", "ui", "--root", str(tmp_path)]
+    bad = subprocess.run([*command, "--db", "detections.db"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--db detections.db: not a postgresql:// URL" in bad.stderr
+    port = _free_port()
+    proc = subprocess.Popen([*command, "--db", with_password(pg_url), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        end = time.monotonic() + 60
+        while True:
+            try:
+                home = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < end, proc.stdout.read().decode()[-2000:]
+                time.sleep(0.2)
+        assert "postgres:***@" in home.text and PASSWORD not in home.text
+    finally:
+        stop_ui(proc)
+    assert PASSWORD not in proc.stdout.read().decode()
