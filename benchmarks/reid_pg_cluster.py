@@ -57,7 +57,10 @@ NOTES = """\
 - **Reads.** Clustering streams the embeddings twice (standardisation, then track means). Until commit 40f2042 the
   reads used a client-side cursor, so libpq received every row of a query before the first was used: at 1M
   detections the clustering process peaked at 3,137 MB against SQLite's 2,169 MB in the same run, 121 s against
-  103 s (results/reid_pg_cluster_client_cursor.json, commit b640d10). They now use a server-side cursor.
+  103 s (results/reid_pg_cluster_client_cursor.json, commit b640d10). With a server-side cursor the peak is
+  SQLite's; the time is not better (PostgreSQL was 33% slower than SQLite in this run, 17% in that one). Where the
+  extra time goes is not broken down in the record; decoding each pgvector value in Python (psycopg, then
+  pgvector's loader, then np.stack) is the likely part, since the server itself spent only the CPU shown.
 - **PostgreSQL's own memory** is the summed PSS of the server and its backends, sampled every 0.25 s: shared
   buffers (128 MB here) count once, however many processes map them.
 """
