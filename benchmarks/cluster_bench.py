@@ -33,6 +33,7 @@ from modelport.machine import machine_info, machine_key  # noqa: E402
 SIZES = "10000,100000,1000000"
 TARGET_SECONDS, TARGET_MB, TARGET_SIZE = 600, 4096, 1_000_000
 EXTRA_LIBRARIES = ("faiss-cpu", "scipy", "scikit-learn")
+PG_SECTION = "<!-- reid_pg_cluster:"  # where reid_pg_cluster.py's section starts
 
 # VmHWM, unlike getrusage's ru_maxrss, starts afresh at exec: the parent's database build is not counted.
 CHILD = """
@@ -142,7 +143,10 @@ def main() -> None:
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
-    args.markdown.write_text(markdown(record))
+    # reid_pg_cluster.py's section (SQLite against PostgreSQL) follows this table in the same file: kept.
+    old = args.markdown.read_text() if args.markdown.exists() else ""
+    kept = old[old.index(PG_SECTION):] if PG_SECTION in old else ""
+    args.markdown.write_text(markdown(record) + (f"\n{kept}" if kept else ""))
     print(args.markdown.read_text())
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from modelport.atomic import atomic_file
+from modelport.reid.db import describe
 from modelport.reid.tuning import (
     Retrieval,
     TuningError,
@@ -82,7 +83,7 @@ def adapt(db: str | Path, weights: str | Path, *, out: str | Path | None = None,
         det, tracks = split.det, split.tracks
         adapt_rows = np.flatnonzero(np.isin(tracks.index, split.learn_tracks))
         if len(adapt_rows) < batch:
-            raise AdaptError(f"{db}: {len(adapt_rows)} crops to adapt on, fewer than one batch of {batch}")
+            raise AdaptError(f"{describe(db)}: {len(adapt_rows)} crops to adapt on, fewer than one batch of {batch}")
         chosen = adapt_rows[np.unique(np.linspace(0, len(adapt_rows) - 1, min(crops, len(adapt_rows))).astype(int))]
         pre = built.spec.preprocess
         module = built.module.eval()

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from modelport.atomic import atomic_file
-from modelport.reid.db import database_name
+from modelport.reid.db import database_name, describe
 from modelport.reid.tuning import (
     Retrieval,
     Split,
@@ -181,7 +181,7 @@ def _training_crops(split: Split, pre: Any, limit: int, db: str | Path) -> tuple
     pairs = pairs[learn]
     tracks = np.unique(pairs)
     if len(tracks) < 2:
-        raise TuningError(f"{db}: no two learnable tracks are ever seen in the same frame, so nothing tells "
+        raise TuningError(f"{describe(db)}: no two learnable tracks are ever seen in the same frame, so nothing tells "
                           f"people apart", hint="fine-tune on footage where people meet, or lower --holdout")
     order = np.lexsort((split.det.frame, split.tracks.index))  # by track, then frame
     starts = np.searchsorted(split.tracks.index[order], tracks)

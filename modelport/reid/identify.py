@@ -24,6 +24,7 @@ from modelport.reid.cluster import (
     quality,
     track_embeddings,
 )
+from modelport.reid.db import describe
 from modelport.reid.models import resolve_model
 from modelport.reid.scores import Scores, score
 
@@ -69,8 +70,8 @@ def run_cluster(db: str | Path, out: str | Path, *, model: str | None = None,
         # Embeddings are streamed from the database (twice with standardisation), never all in memory.
         det, _, sharp = store.load_detections(conn, class_name, record.key, with_vectors=False)
         if len(det) == 0:
-            raise ModelportError(f"{db}: no {class_name or ''} detections with {record.key} embeddings",
-                                 hint=f"run `modelport reid extract --db {db} --model ...` first")
+            raise ModelportError(f"{describe(db)}: no {class_name or ''} detections with {record.key} embeddings",
+                                 hint=f"run `modelport reid extract --db {describe(db)} --model ...` first")
         log.info("clustering %d detections with %s", len(det), record.key)
         stats = Standardizer.fit(v for _, v in store.table_embeddings(conn, record.key, det)) if standardize else None
         tracks = group_tracks(det, quality(det.confidence, sharp), per_track)

@@ -9,6 +9,7 @@ import numpy as np
 
 from modelport.errors import CorruptFileError, ModelportError, WeightsNotFoundError
 from modelport.reid import store
+from modelport.reid.db import describe
 from modelport.reid.frames import probe
 
 
@@ -106,7 +107,7 @@ def import_mot(db: str | Path, video: str | Path, detections: str | Path, *, gro
     try:
         existing = store.count_detections(conn, key)
         if existing and not replace:
-            raise ModelportError(f"{db} already holds {existing} detections of {key}",
+            raise ModelportError(f"{describe(db)} already holds {existing} detections of {key}",
                                  hint="pass --replace to re-import this video (its embeddings are dropped too)")
         with conn:  # one transaction: the old rows go only if the new ones arrive
             if existing:

@@ -10,6 +10,7 @@ import numpy as np
 from modelport.atomic import atomic_write_text, refuse_existing
 from modelport.errors import ModelportError
 from modelport.reid import crops, pages, store
+from modelport.reid.db import describe
 from modelport.reid.frames import probe
 from modelport.reid.models import resolve_model
 
@@ -45,11 +46,11 @@ def build_report(db: str | Path, *, use_reid: bool = False, model: str | None = 
     finally:
         conn.close()
     if len(det) == 0:
-        raise ModelportError(f"{db}: no {class_name or ''} detections to report")
+        raise ModelportError(f"{describe(db)}: no {class_name or ''} detections to report")
     if record is not None:  # use_reid
         if not assigned:
-            raise ModelportError(f"{db}: no identities for {record.key}",
-                                 hint=f"run `modelport reid cluster --db {db} --model {record.key}` first")
+            raise ModelportError(f"{describe(db)}: no identities for {record.key}",
+                                 hint=f"run `modelport reid cluster --db {describe(db)} --model {record.key}` first")
         group = np.array([assigned.get(int(i), -1) for i in det.ids])  # persons count from 0
         names = {g: f"person {g}" if g >= 0 else "unassigned" for g in np.unique(group)}
     else:

@@ -239,15 +239,16 @@ def load_detections(conn: Database, class_name: str | None = None, model_key: st
     elif model_key:
         where.append("EXISTS (SELECT 1 FROM reid_embeddings e WHERE e.detection_id = d.id AND e.model_key = ?)")
         args.append(model_key)
-    cursor = conn.execute(
+    # stream: on PostgreSQL a server-side cursor; a plain execute would hold the whole result in the client.
+    chunks = conn.stream(
         f"SELECT d.id, d.video, d.frame_index, COALESCE(d.timestamp, 0), COALESCE(d.confidence, 1), "
         f"d.x1, d.y1, d.x2, d.y2, COALESCE(d.track_id, -1), COALESCE(q.sharpness, 'nan'), {emb_col} "
         f"FROM object_detections d {join} LEFT JOIN reid_quality q ON q.detection_id = d.id "
-        f"WHERE {' AND '.join(where)} ORDER BY d.video, d.frame_index, d.id", args)
+        f"WHERE {' AND '.join(where)} ORDER BY d.video, d.frame_index, d.id", args, chunk)
     parts: list[tuple] = []
     merged: list[Any]
     videos: dict[str, str] = {}  # one string object per video, shared by its rows
-    while rows := cursor.fetchmany(chunk):
+    for rows in chunks:
         cols = list(zip(*rows))
         video = np.empty(len(rows), dtype=object)
         video[:] = [videos.setdefault(v, v) for v in cols[1]]
@@ -272,8 +273,9 @@ def table_embeddings(conn: Database, model_key: str, det: DetectionTable,
     time in the table's order, so that no more than a chunk of them is ever in memory."""
     order = np.argsort(det.ids, kind="stable")
     sorted_ids = det.ids[order]
-    cursor = conn.execute("SELECT detection_id, embedding FROM reid_embeddings WHERE model_key = ?", (model_key,))
-    while rows := cursor.fetchmany(chunk):
+    # stream: a server-side cursor on PostgreSQL, whose client would otherwise receive every vector at once.
+    for rows in conn.stream("SELECT detection_id, embedding FROM reid_embeddings WHERE model_key = ?", (model_key,),
+                            chunk):
         ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
         at = np.minimum(np.searchsorted(sorted_ids, ids), max(len(sorted_ids) - 1, 0))
         found = sorted_ids[at] == ids if len(sorted_ids) else np.zeros(len(ids), bool)

@@ -15,7 +15,7 @@ import numpy as np
 from modelport.errors import ModelportError
 from modelport.reid import store
 from modelport.reid.cluster import Tracks, cluster_tracks, group_tracks, l2_normalize, quality
-from modelport.reid.db import Database, database_name
+from modelport.reid.db import Database, database_name, describe
 from modelport.reid.scores import majority
 
 if TYPE_CHECKING:
@@ -67,7 +67,8 @@ def load_split(db: str | Path, *, class_name: str | None, camera: str | None, ho
     finally:
         conn.close()
     if len(det) == 0:
-        raise TuningError(f"{db}: no {class_name or ''} detections{f' of camera {camera!r}' if camera else ''}",
+        where = f" of camera {camera!r}" if camera else ""
+        raise TuningError(f"{describe(db)}: no {class_name or ''} detections{where}",
                           hint="import detections first with `modelport reid import`")
     tracks = group_tracks(det, quality(det.confidence, sharp[keep]), EVAL_CROPS)
     track_truth = majority(truth, tracks.index, len(tracks.keys))

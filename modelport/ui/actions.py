@@ -11,6 +11,7 @@ from typing import Callable
 from modelport.errors import ModelportError
 from modelport.ui import params as P
 from modelport.ui.listing import WEIGHT_SUFFIXES, weights_for
+from modelport.ui.stores import ServerStores
 
 log = logging.getLogger("modelport.ui.job")
 Say = Callable[[str], None]
@@ -20,9 +21,13 @@ Say = Callable[[str], None]
 class Action:
     kind: str
     title: str
-    validate: Callable[[Path, dict], dict]  # form values -> checked parameters (absolute paths as text)
+    validate: Callable[..., dict]  # (root, form values[, server stores]) -> checked parameters (paths as text)
     run: Callable[[dict], dict]  # in the worker: the library call -> JSON result
-    target: str  # the parameter naming the file whose page shows the job
+    target: str  # the parameter naming the file (or server store) whose page shows the job
+    stores: bool = False  # validate also takes the dashboard's server stores (ReID jobs: a store may be a URL)
+
+    def check(self, root: Path, params: dict, stores: ServerStores) -> dict:
+        return self.validate(root, params, stores) if self.stores else self.validate(root, params)
 
 
 def _weights(root: Path, params: dict) -> Path:
@@ -265,10 +270,10 @@ def _registry() -> dict[str, Action]:
         Action("triton", "Triton repository", validate_triton, run_triton, "weights"),
         Action("package", "Edge package", validate_package, run_package, "weights"),
         Action("verify", "Verify", validate_verify, run_verify, "path"),
-        Action("reid_extract", "ReID extract", R.validate_extract, R.run_extract, "db"),
-        Action("reid_cluster", "ReID cluster", R.validate_cluster, R.run_cluster, "db"),
-        Action("reid_report", "ReID timeline", R.validate_report, R.run_report, "db"),
-        Action("reid_compare", "ReID comparison", R.validate_compare, R.run_compare, "db"),
+        Action("reid_extract", "ReID extract", R.validate_extract, R.run_extract, "db", stores=True),
+        Action("reid_cluster", "ReID cluster", R.validate_cluster, R.run_cluster, "db", stores=True),
+        Action("reid_report", "ReID timeline", R.validate_report, R.run_report, "db", stores=True),
+        Action("reid_compare", "ReID comparison", R.validate_compare, R.run_compare, "db", stores=True),
     ]
     return {a.kind: a for a in table}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from pathlib import Path
+from typing import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -16,6 +17,7 @@ from modelport.errors import ModelportError
 from modelport.ui.history import JobHistory, history_path
 from modelport.ui.jobs import JobQueue
 from modelport.ui.paths import OutsideRootError
+from modelport.ui.stores import ServerStores
 
 TOKEN_HEADER = "X-Modelport-Token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -71,9 +73,11 @@ class Guard(BaseHTTPMiddleware):
 
 
 def create_app(root: str | Path, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1,
-               token: str | None = None, hosts: set[str] | None = None, jobs: JobQueue | None = None) -> FastAPI:
-    """The dashboard for files under ``root``. ``hosts``: accepted Host headers (default: from host and port).
-    The job list is kept in ``root/.modelport/ui-jobs.json`` unless ``jobs`` is given."""
+               token: str | None = None, hosts: set[str] | None = None, jobs: JobQueue | None = None,
+               stores: Sequence[str] = ()) -> FastAPI:
+    """The dashboard for files under ``root`` and the ReID stores at the ``stores`` URLs (postgresql://).
+    ``hosts``: accepted Host headers (default: from host and port). The job list is kept in
+    ``root/.modelport/ui-jobs.json`` unless ``jobs`` is given."""
     from contextlib import asynccontextmanager
 
     from modelport.ui.routes import add_routes
@@ -81,7 +85,8 @@ def create_app(root: str | Path, *, host: str = "127.0.0.1", port: int = 8080, w
     root = Path(root).resolve(strict=True)
     if not root.is_dir():
         raise ModelportError(f"{root}: not a folder", hint="pass --root DIR")
-    queue = jobs or JobQueue(root, workers=workers, history=JobHistory(history_path(root)))
+    servers = ServerStores.of(stores)
+    queue = jobs or JobQueue(root, workers=workers, history=JobHistory(history_path(root)), env=servers.env())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -93,6 +98,7 @@ def create_app(root: str | Path, *, host: str = "127.0.0.1", port: int = 8080, w
     app.state.root = root
     app.state.token = token or secrets.token_urlsafe(32)
     app.state.jobs = queue
+    app.state.stores = servers
     app.add_middleware(Guard, token=app.state.token, hosts=hosts or allowed_hosts(host, port))
 
     @app.exception_handler(ModelportError)

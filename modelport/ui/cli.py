@@ -10,7 +10,9 @@ import typer
 def ui_cmd(root: Path = typer.Option(Path("."), "--root", help="Folder whose files the dashboard lists and writes."),
            host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (keep it local)."),
            port: int = typer.Option(8080, "--port", help="Port to listen on."),
-           workers: int = typer.Option(1, "--workers", help="Jobs run at the same time (heavy: keep 1).")) -> None:
+           workers: int = typer.Option(1, "--workers", help="Jobs run at the same time (heavy: keep 1)."),
+           db: list[str] = typer.Option([], "--db", help="A ReID store on a server (postgresql://user@host/dbname), "
+                                        "listed beside the SQLite files under --root; repeatable.")) -> None:
     """A local web dashboard: export, verify, benchmark, Triton, packages and ReID, on files under --root."""
     import uvicorn
     from rich.console import Console
@@ -26,7 +28,7 @@ def ui_cmd(root: Path = typer.Option(Path("."), "--root", help="Folder whose fil
     if host not in LOOPBACK:
         console.print(f"[bold yellow]warning:[/] listening on {host}: anyone who can reach it and load the page "
                       "can run jobs on files under the root", highlight=False)
-    app = create_app(root, host=host, port=port, workers=workers)
+    app = create_app(root, host=host, port=port, workers=workers, stores=db)
     shown = f"[{host}]" if ":" in host else host
     console.print(f"modelport ui: http://{shown}:{port}/ (root {root.resolve()}); Ctrl+C stops it", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning")

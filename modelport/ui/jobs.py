@@ -18,7 +18,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from modelport.ui.history import JobHistory, job_record
 from modelport.ui.worker import SERVER_PID
@@ -109,8 +109,10 @@ class JobQueue:
     """FIFO jobs run by ``workers`` threads, each job in a subprocess started from ``command(job_dir)``."""
 
     def __init__(self, cwd: Path, *, workers: int = 1, command: Callable[[Path], list[str]] = worker_command,
-                 keep: int = 200, history: JobHistory | None = None, grace_s: float = TERMINATE_GRACE_S) -> None:
+                 keep: int = 200, history: JobHistory | None = None, grace_s: float = TERMINATE_GRACE_S,
+                 env: Mapping[str, str] | None = None) -> None:
         self.cwd = Path(cwd)
+        self.env = dict(env or {})  # added to each worker's environment (the server stores' URLs)
         self.grace_s = grace_s
         self.command = command
         self.keep = keep
@@ -247,7 +249,7 @@ class JobQueue:
         folder = self._dir / job.id
         folder.mkdir()
         (folder / "job.json").write_text(json.dumps({"kind": job.kind, "params": job.params}))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", SERVER_PID: str(os.getpid())}
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", SERVER_PID: str(os.getpid())}
         proc = subprocess.Popen(self.command(folder), cwd=self.cwd, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace",
                                 env=env)

@@ -7,6 +7,7 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from modelport.errors import ModelportError
 from modelport.formats import Format, format_of_path
@@ -163,22 +164,27 @@ def _database(root: Path, path: Path) -> Database | None:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "object_detections" not in tables:
             return None
-        detections, videos = conn.execute(
-            "SELECT COUNT(*), COUNT(DISTINCT video) FROM object_detections").fetchone()
-        item = Database(relative(root, path), detections, videos)
-        if "reid_models" in tables:
-            for key, name, model_type, dim in conn.execute(
-                    "SELECT model_key, name, model_type, dim FROM reid_models ORDER BY created"):
-                count = conn.execute("SELECT COUNT(*) FROM reid_embeddings WHERE model_key = ?", (key,)).fetchone()[0]
-                ids = conn.execute("SELECT COUNT(DISTINCT person_id) FROM reid_identities WHERE model_key = ?",
-                                   (key,)).fetchone()[0] if "reid_identities" in tables else 0
-                item.models.append({"key": key, "name": name, "model_type": model_type, "dim": dim,
-                                    "embeddings": count, "identities": ids})
-        return item
+        return store_contents(conn.execute, tables, relative(root, path))
     except sqlite3.Error as exc:
         return Database(relative(root, path), 0, 0, problem=str(exc))
     finally:
         conn.close()
+
+
+def store_contents(execute: Callable[..., Any], tables: set[str], name: str) -> Database:
+    """Counts and models of a store holding ``object_detections``, by the engine's ``execute`` (SQLite's, or a
+    server store's: the same SQL)."""
+    detections, videos = execute("SELECT COUNT(*), COUNT(DISTINCT video) FROM object_detections").fetchone()
+    item = Database(name, detections, videos)
+    if "reid_models" in tables:
+        for key, model_name, model_type, dim in execute(
+                "SELECT model_key, name, model_type, dim FROM reid_models ORDER BY created").fetchall():
+            count = execute("SELECT COUNT(*) FROM reid_embeddings WHERE model_key = ?", (key,)).fetchone()[0]
+            ids = execute("SELECT COUNT(DISTINCT person_id) FROM reid_identities WHERE model_key = ?",
+                          (key,)).fetchone()[0] if "reid_identities" in tables else 0
+            item.models.append({"key": key, "name": model_name, "model_type": model_type, "dim": dim,
+                                "embeddings": count, "identities": ids})
+    return item
 
 
 def scan(root: Path, log: VerificationLog | None = None) -> Listing:

@@ -9,11 +9,13 @@ from fastapi import Body, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from modelport.errors import ModelportError
+from modelport.sqlstore import is_url
 from modelport.ui import pages, render
 from modelport.ui.actions import get_action
-from modelport.ui.listing import scan
+from modelport.ui.listing import Listing, scan
 from modelport.ui.paths import BadPathError, OutsideRootError, confine, relative
 from modelport.ui.static import CSS, JS
+from modelport.ui.stores import read_store
 
 
 def _formats() -> list[tuple[str, str, str | None]]:
@@ -35,6 +37,13 @@ def _listed(items, root: Path, path: str, what: str, hint: str):
 def add_routes(app: FastAPI) -> None:
     root: Path = app.state.root
     jobs = app.state.jobs
+    stores = app.state.stores
+
+    def listed() -> Listing:
+        """The root's files, and the server stores the dashboard was started with."""
+        listing = scan(root)
+        listing.databases += stores.listing()
+        return listing
 
     def page(title: str, body: str, jobs_target: str | None = "", status: int = 200) -> HTMLResponse:
         return HTMLResponse(pages.shell(title, body, token=app.state.token, root=root, jobs_target=jobs_target),
@@ -56,7 +65,7 @@ def add_routes(app: FastAPI) -> None:
 
     @app.get("/", response_class=HTMLResponse)
     def home() -> HTMLResponse:
-        return page("Files", pages.home(scan(root)))
+        return page("Files", pages.home(listed()))
 
     @app.get("/model", response_class=HTMLResponse)
     def model(path: str) -> HTMLResponse:
@@ -79,14 +88,18 @@ def add_routes(app: FastAPI) -> None:
     @app.get("/db", response_class=HTMLResponse)
     def database(path: str) -> HTMLResponse:
         try:
-            db, rel, listing = _listed(lambda x: x.databases, root, path, "a ReID database",
-                                       "a database is a SQLite file with an object_detections table")
+            if is_url(path):  # a server store: only those the dashboard was given (resolve refuses others)
+                name, url = stores.resolve(path)
+                db, rel, listing = read_store(name, url), name, scan(root)
+            else:
+                db, rel, listing = _listed(lambda x: x.databases, root, path, "a ReID database",
+                                           "a database is a SQLite file with an object_detections table")
         except ModelportError as exc:
             return error_page(exc)
         detectors = {w.path for w in listing.weights if w.detector}
         files = [w.path for w in listing.weights if not w.detector]
         files += [x.path for x in listing.exports if x.weights not in detectors and x.fresh != "unreadable"]
-        return page(Path(rel).name, pages.database(rel, db, files), rel)
+        return page(rel if is_url(rel) else Path(rel).name, pages.database(rel, db, files), rel)
 
     @app.get("/jobs", response_class=HTMLResponse)
     def jobs_page() -> HTMLResponse:
@@ -97,7 +110,7 @@ def add_routes(app: FastAPI) -> None:
     def listing_api() -> dict:
         from dataclasses import asdict
 
-        return asdict(scan(root))
+        return asdict(listed())
 
     def job_json(job) -> dict:
         return {**job.to_dict(), "html": render.job_panel(job, root)}
@@ -119,8 +132,9 @@ def add_routes(app: FastAPI) -> None:
         if not isinstance(kind, str) or not isinstance(params, dict):
             return JSONResponse({"error": "expected {\"kind\": ..., \"params\": {...}}", "hint": ""}, 400)
         action = get_action(kind)
-        checked = action.validate(root, params)
-        target = relative(root, Path(checked[action.target]))
+        checked = action.check(root, params, stores)
+        target = checked[action.target]
+        target = target if is_url(target) else relative(root, Path(target))
         job = jobs.submit(kind, action.title, target, checked)
         return JSONResponse(job_json(job), status_code=202)
 
