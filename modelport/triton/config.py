@@ -26,7 +26,6 @@ PYTHON_MODEL_FILE = "model.py"  # the Python backend's entry point, beside the a
 PARAM_SPEC = "modelport_spec"
 PARAM_FORMAT = "modelport_format"
 PARAM_THREADS = "modelport_threads"
-# format id -> (platform, backend, file Triton looks for in a version folder)
 # (platform, backend, model file) per format Triton serves natively: read from the Format (formats.FORMATS).
 TRITON_FORMATS: dict[str, tuple[str, str, str]] = {f.id: f.triton for f in FORMATS if f.triton is not None}
 
