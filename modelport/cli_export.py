@@ -71,6 +71,10 @@ def export_cmd(
     int8_max_fp32: Optional[float] = typer.Option(None, "--int8-max-fp32", help="Largest share of the quantised "
                                                   "nodes the search may keep in fp32 (default 0.5).",
                                                   rich_help_panel=REID),
+    int8_target: Optional[str] = typer.Option(None, "--int8-target", help="The accuracy INT8 must reach on the "
+                                              "held-out crops, over the default (min_cosine=0.99, centered_cosine="
+                                              "0.98, nn_agreement=0.99): e.g. median_cosine=0.99,min_cosine=0.97; "
+                                              "=none drops a criterion.", rich_help_panel=REID),
     uint8_input: bool = typer.Option(False, "--uint8-input", help="Take uint8 HxWx3 RGB pixels, cast and mean/std "
                                      "inside the graph (x.uint8in.onnx, ...): less host CPU per image. ReID and "
                                      "YOLO (pixels letterboxed on the client, /255 and transpose in the graph).",
@@ -125,7 +129,7 @@ def export_cmd(
         raise typer.BadParameter("--half and --int8 exclude each other")
     if calib is not None and not int8:
         raise typer.BadParameter("--calib is only used with --int8")
-    int8_settings = _int8_settings(int8, int8_method, int8_percentile, int8_search, int8_max_fp32)
+    int8_settings = _int8_settings(int8, int8_method, int8_percentile, int8_search, int8_max_fp32, int8_target)
     if factory is not None:
         err.print(f"note: --factory {factory} imports and runs your own code (trusted); the weights are read with "
                   "weights_only=True", highlight=False)
@@ -186,19 +190,23 @@ def _say_left_out(rows: list, device: str) -> None:
 
 
 def _int8_settings(int8: bool, method: Optional[str], percentile: Optional[float], search: Optional[bool],
-                   max_fp32: Optional[float]):
+                   max_fp32: Optional[float], target: Optional[str] = None):
     """The Int8Settings the --int8-* flags ask for (None when none is given: the library's defaults)."""
-    given = {"method": method, "percentile": percentile, "accuracy_control": search, "max_fp32_share": max_fp32}
+    given = {"method": method, "percentile": percentile, "accuracy_control": search, "max_fp32_share": max_fp32,
+             "tolerance": target}
     given = {k: v for k, v in given.items() if v is not None}
     if not given:
         return None
     if not int8:
-        raise typer.BadParameter("--int8-method, --int8-percentile, --int8-search and --int8-max-fp32 are only "
-                                 "used with --int8")
+        raise typer.BadParameter("--int8-method, --int8-percentile, --int8-search, --int8-max-fp32 and "
+                                 "--int8-target are only used with --int8")
     from modelport.errors import CalibrationError
-    from modelport.int8.settings import Int8Settings
+    from modelport.int8.settings import Int8Settings, parse_target
+    from modelport.verify import INT8
 
     try:
+        if target is not None:
+            given["tolerance"] = parse_target(target, INT8)
         return Int8Settings(**given)
     except CalibrationError as exc:
         raise typer.BadParameter(f"{exc.message}{'; ' + exc.hint if exc.hint else ''}") from None

@@ -210,7 +210,8 @@ def variant_spec(spec: ModelSpec, precision: str, calib: str | Path | None = Non
     spec = replace(spec, precision=precision)
     if precision != "int8":
         return spec, None
-    settings = replace(int8 or Int8Settings(), judge=compare_output, tolerance=TOLERANCES["int8"])
+    settings = int8 or Int8Settings()  # its tolerance: the user's --int8-target, else verify.INT8
+    settings = replace(settings, judge=compare_output, tolerance=settings.tolerance or TOLERANCES["int8"])
     calibration = calibration_batch(spec, calib, calib_count, settings)
     return calibration.record(spec), calibration
 
@@ -272,7 +273,7 @@ def export_all(
     references = ReferenceCache()
     return [
         export_one(built, fmt, fmt.artifact_path(out_dir, stem, tag), options, verify=verify, source=source,
-                   references=references)
+                   references=references, tolerance=calibration.settings.tolerance if calibration else None)
         for fmt in chosen
     ]
 

@@ -31,6 +31,8 @@ class Tolerance:
     # Raw cosine of ReLU features is inflated by the mean they all share; the centred cosine judges what
     # tells rows apart, which is what quantisation noise erodes first (docs/testing.md).
     min_centered_cosine: float | None = None
+    # The typical row, beside the worst: a quantised embedder can keep its worst row and still drift everywhere.
+    min_median_cosine: float | None = None
 
 
 FP32 = Tolerance()
@@ -53,6 +55,7 @@ class OutputComparison:
     failures: tuple[str, ...]
     p50_abs: float = 0.0  # quantiles of the absolute difference: one bad value vs a general drift
     p99_abs: float = 0.0
+    median_cosine: float = 1.0  # set by compare_output; -1 where the shapes differ
 
     @property
     def passed(self) -> bool:
@@ -132,14 +135,16 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance =
     """Compare one output tensor; the failure list names each threshold that was missed."""
     if ref.shape != got.shape:
         return OutputComparison(name, np.inf, np.inf, np.inf, -1.0, -1.0, 0.0,
-                                (f"shape {got.shape} != reference {ref.shape}",), np.inf, np.inf)
+                                (f"shape {got.shape} != reference {ref.shape}",), np.inf, np.inf, -1.0)
     a = ref.reshape(len(ref), -1).astype(np.float64)
     b = got.reshape(len(got), -1).astype(np.float64)
     diff = np.abs(a - b)
     max_abs = float(diff.max()) if diff.size else 0.0
     scale = float(np.abs(a).max()) if a.size else 0.0
     mean = a.mean(0, keepdims=True)
-    cos = float(_rowwise_cosine(a, b).min()) if len(a) else 1.0
+    rows = _rowwise_cosine(a, b)
+    cos = float(rows.min()) if len(a) else 1.0
+    median = float(np.median(rows)) if len(a) else 1.0
     ccos = float(_rowwise_cosine(a - mean, b - mean).min()) if len(a) > 1 else cos
     nn = nn_agreement(a, b) if len(a) > 2 else 1.0
     failures = []
@@ -150,6 +155,8 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance =
         failures.append(f"max abs diff {max_abs:.3g} > {bound:.3g} ({tol.max_abs:g} x output scale {scale:.3g})")
     if tol.min_cosine is not None and not cos >= tol.min_cosine:
         failures.append(f"min cosine {cos:.6f} < {tol.min_cosine:g}")
+    if tol.min_median_cosine is not None and not median >= tol.min_median_cosine:
+        failures.append(f"median cosine {median:.6f} < {tol.min_median_cosine:g}")
     if tol.min_centered_cosine is not None and not ccos >= tol.min_centered_cosine:
         failures.append(f"min centred cosine {ccos:.6f} < {tol.min_centered_cosine:g}")
     if tol.min_nn_agreement is not None and not nn >= tol.min_nn_agreement:
@@ -157,7 +164,7 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance =
     mean_abs = float(diff.mean()) if diff.size else 0.0
     p50, p99 = (float(q) for q in np.quantile(diff, (0.5, 0.99))) if diff.size else (0.0, 0.0)
     return OutputComparison(name, max_abs, mean_abs, max_abs / scale if scale else max_abs, cos, ccos, nn,
-                            tuple(failures), p50, p99)
+                            tuple(failures), p50, p99, median)
 
 
 def compare_runner(reference: dict[str, np.ndarray], runner: Runner, batch: np.ndarray,

@@ -248,3 +248,55 @@ def test_neighbour_agreement_counts_a_swap_of_tied_neighbours_as_agreement_and_a
     clear[3] = at(0.05)  # row 3 moves next to row 0: far from any tie under the reference
     assert np.cos(0.30) - np.cos(0.31) < NN_TIE
     assert nn_agreement(ref, clear) < 1.0
+
+
+def test_int8_target_sets_what_the_export_must_reach_and_is_recorded(project, tmp_path):
+    from modelport.int8 import Int8Settings
+    from modelport.int8.settings import parse_target
+    from modelport.verify import INT8
+
+    (row,) = _export(project, "embedder.yaml", tmp_path / "default", formats=("onnx",), precision="int8",
+                     calib=project / "calib")
+    record = get_format("onnx").read_spec(row.path).extra["int8"]
+    assert record["target"] == "min cosine >= 0.99, centred cosine >= 0.98, NN agreement >= 0.99"
+    assert 0.99 < record["points"][0]["median_cosine"] <= 1.0
+    # A median no INT8 model reaches: refused with what was tried, in the target's own words, nothing written.
+    strict = Int8Settings(tolerance=parse_target("median_cosine=1,nn_agreement=none", INT8), accuracy_control=False)
+    (row,) = _export(project, "embedder.yaml", tmp_path / "strict", formats=("onnx",), precision="int8",
+                     calib=project / "calib", int8=strict)
+    assert not row.ok and row.path is None and not list((tmp_path / "strict").glob("*.onnx"))
+    assert "no INT8 configuration met the target (min cosine >= 0.99, median cosine >= 1, centred cosine >= 0.98)" \
+        in row.error and "best: full INT8: median cosine 0.99" in row.error
+
+
+@pytest.mark.parametrize("text, message", [
+    ("median_cosine=0.99,min_cosine=0.97", None),
+    ("bogus=1", "'bogus=1' is not KEY=VALUE with a known key"),
+    ("min_cosine", "is not KEY=VALUE"),
+    ("min_cosine=high", "is not a number"),
+    ("min_cosine=2", "outside"),
+    ("min_cosine=none,centered_cosine=none,nn_agreement=none", "judged by nothing"),
+    ("", "is empty"),
+])
+def test_int8_target_parsing(text, message):
+    from modelport.int8.settings import parse_target
+    from modelport.verify import INT8
+
+    if message is None:
+        target = parse_target(text, INT8)
+        assert (target.min_median_cosine, target.min_cosine, target.min_nn_agreement) == (0.99, 0.97, 0.99)
+        return
+    with pytest.raises(CalibrationError, match=message):
+        parse_target(text, INT8)
+
+
+def test_cli_int8_target_without_int8_or_malformed_is_a_usage_error(project):
+    from typer.testing import CliRunner
+
+    from modelport.cli import app
+
+    runner = CliRunner()
+    alone = runner.invoke(app, ["export", "--config", str(project / "mlp.yaml"), "--int8-target", "min_cosine=0.9"])
+    assert alone.exit_code == 2 and "only used with --int8" in alone.output
+    bad = runner.invoke(app, ["export", "--config", str(project / "mlp.yaml"), "--int8", "--int8-target", "x=1"])
+    assert bad.exit_code == 2 and "not KEY=VALUE" in bad.output

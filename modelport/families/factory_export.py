@@ -78,7 +78,8 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
         one = type(built)(built.module, replace(built.spec, precision=precision), built.entry)
         tag = "" if precision == "fp32" else precision
         result = export_one(one, fmt, fmt.artifact_path(out_dir, stem, tag), options, verify=request.verify,
-                            source=weights, references=references)
+                            source=weights, references=references,
+                            tolerance=calibration.settings.tolerance if calibration and precision == "int8" else None)
         rows += rows_of([result], "factory", built.spec.name)
     return rows
 

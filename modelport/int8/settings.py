@@ -30,6 +30,7 @@ class Comparison(Protocol):
     min_centered_cosine: float
     nn_agreement: float
     failures: tuple[str, ...]
+    median_cosine: float
 
 
 # judge(output name, reference, got, tolerance) -> Comparison; export passes ``verify.compare_output`` so the
@@ -80,6 +81,8 @@ class Int8Settings:
                                    "max_fp32_share": self.max_fp32_share, "fail_closed": self.fail_closed}
         if self.method == "percentile":
             info["percentile"] = self.percentile
+        if self.tolerance is not None:
+            info["target"] = describe_target(self.tolerance)
         return info
 
 
@@ -95,6 +98,7 @@ class Point:
     nn_agreement: float
     failures: tuple[str, ...]
     speed_vs_fp32: float | None = None  # paired quick estimate at batch SPEED_BATCH; benchmarks measure it properly
+    median_cosine: float = 1.0
 
     @property
     def passed(self) -> bool:
@@ -102,16 +106,16 @@ class Point:
 
     def margin(self, tolerance: Any) -> float:
         """How far above (positive) or below the target's worst criterion this point is."""
-        centred = getattr(tolerance, "min_centered_cosine", None)
-        gaps = [self.min_cosine - tolerance.min_cosine if tolerance.min_cosine is not None else 1.0,
-                self.min_centered_cosine - centred if centred is not None else 1.0,
-                self.nn_agreement - tolerance.min_nn_agreement if tolerance.min_nn_agreement is not None else 1.0]
-        return min(gaps)
+        wanted = {"min_cosine": self.min_cosine, "min_median_cosine": self.median_cosine,
+                  "min_centered_cosine": self.min_centered_cosine, "min_nn_agreement": self.nn_agreement}
+        gaps = [got - getattr(tolerance, key) for key, got in wanted.items()
+                if getattr(tolerance, key, None) is not None]
+        return min(gaps, default=1.0)
 
     def describe(self) -> str:
         speed = f", {self.speed_vs_fp32:.2f}x fp32" if self.speed_vs_fp32 is not None else ""
-        return (f"{self.label}: min cosine {self.min_cosine:.4f}, centred {self.min_centered_cosine:.4f}, "
-                f"NN agreement {self.nn_agreement:.3f}{speed}")
+        return (f"{self.label}: median cosine {self.median_cosine:.4f}, min {self.min_cosine:.4f}, centred "
+                f"{self.min_centered_cosine:.4f}, NN agreement {self.nn_agreement:.3f}{speed}")
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -138,7 +142,8 @@ def judge_point(settings: Int8Settings, label: str, fp32_nodes: Sequence[str], q
     checks = [settings.judge(name, ref, got[name], settings.tolerance) for name, ref in reference.items()]
     failures = tuple(f"{name}: {f}" for name, c in zip(reference, checks) for f in c.failures)
     point = Point(label, tuple(fp32_nodes), quantized, min(c.min_cosine for c in checks),
-                  min(c.min_centered_cosine for c in checks), min(c.nn_agreement for c in checks), failures, speed)
+                  min(c.min_centered_cosine for c in checks), min(c.nn_agreement for c in checks), failures, speed,
+                  min(c.median_cosine for c in checks))
     if not quiet:
         log.info("INT8 %s", point.describe())
     return point
@@ -155,13 +160,53 @@ def choose(points: Sequence[Point], settings: Int8Settings, what: str) -> Point:
         log.warning("INT8 %s misses the target; keeping the best point, %s", what, best[0].describe())
         return best[0]
     raise Int8TargetError(
-        f"{what}: no INT8 configuration met the target (min cosine >= {settings.tolerance.min_cosine}, "
-        f"centred cosine >= {getattr(settings.tolerance, 'min_centered_cosine', None)}, "
-        f"NN agreement >= {settings.tolerance.min_nn_agreement}); {len(points)} tried, best: "
+        f"{what}: no INT8 configuration met the target ({describe_target(settings.tolerance)}); "
+        f"{len(points)} tried, best: "
         + "; ".join(p.describe() for p in best),
         points, hint="calibrate on crops like the deployment's (--calib DIR), try another calibration method, "
         "or keep fp32 / fp16 for this model",
     )
+
+
+# --int8-target key -> (verify.Tolerance field, words)
+TARGET_FIELDS = {"min_cosine": ("min_cosine", "min cosine"), "median_cosine": ("min_median_cosine", "median cosine"),
+                 "centered_cosine": ("min_centered_cosine", "centred cosine"),
+                 "nn_agreement": ("min_nn_agreement", "NN agreement")}
+
+
+def describe_target(tolerance: Any) -> str:
+    """The target's criteria in words: "min cosine >= 0.99, NN agreement >= 0.99"."""
+    return ", ".join(f"{words} >= {getattr(tolerance, name):g}" for name, words in TARGET_FIELDS.values()
+                     if getattr(tolerance, name, None) is not None)
+
+
+def parse_target(text: str, base: Any) -> Any:
+    """``base`` (a ``verify.Tolerance``) with the criteria of ``--int8-target`` laid over it:
+    "median_cosine=0.99,min_cosine=0.97" (keys: min_cosine, median_cosine, centered_cosine, nn_agreement; a
+    value of "none" drops that criterion)."""
+    from dataclasses import replace as _replace
+
+    fields = {key: name for key, (name, _) in TARGET_FIELDS.items()}
+    changes: dict[str, float | None] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in fields:
+            raise CalibrationError(f"--int8-target: {part!r} is not KEY=VALUE with a known key",
+                                   hint=f"keys: {', '.join(fields)}; e.g. median_cosine=0.99,min_cosine=0.97")
+        try:
+            number = None if value.strip().lower() == "none" else float(value)
+        except ValueError:
+            raise CalibrationError(f"--int8-target: {key.strip()}={value!r} is not a number") from None
+        if number is not None and not -1.0 <= number <= 1.0:
+            raise CalibrationError(f"--int8-target: {key.strip()}={number:g} is outside [-1, 1]")
+        changes[fields[key.strip()]] = number
+    if not changes:
+        raise CalibrationError("--int8-target is empty", hint="e.g. median_cosine=0.99,min_cosine=0.97")
+    target = _replace(base, **changes)
+    if all(getattr(target, name) is None for name in fields.values()):
+        raise CalibrationError("--int8-target drops every criterion: INT8 would be judged by nothing",
+                               hint="keep at least one, e.g. min_cosine=0.97")
+    return target
 
 
 def paired_speed(fp32: Callable[[np.ndarray], object], int8: Callable[[np.ndarray], object],
