@@ -67,9 +67,20 @@ def test_boxes_equal_the_float_exports_on_synthetic_scenes(exports):
         got = modelport.load(exports[fmt, "raw", True]).detect(scenes)
         for g, w in zip(got, want, strict=True):
             assert len(g) == len(w), fmt
-            np.testing.assert_array_equal(g.classes, w.classes)
-            np.testing.assert_allclose(g.boxes, w.boxes, atol=box_tol)
-            np.testing.assert_allclose(g.scores, w.scores, atol=1e-4)
+            assert_same_detections(g, w, box_tol, fmt)
+
+
+def assert_same_detections(got, want, box_tol: float, label: str) -> None:
+    """Every detection of ``want`` once in ``got``: same class, box within ``box_tol``, score within 1e-4. In any
+    order: two boxes whose scores tie within rounding may come out of NMS either way round (seen under
+    pytest-xdist, one thread per worker: classes 22 and 39 at positions 127 and 128 of 209 swapped)."""
+    unused = set(range(len(got)))
+    for i in range(len(want)):
+        match = next((j for j in sorted(unused) if got.classes[j] == want.classes[i]
+                      and np.abs(got.boxes[j] - want.boxes[i]).max() <= box_tol
+                      and abs(float(got.scores[j]) - float(want.scores[i])) <= 1e-4), None)
+        assert match is not None, (label, i, want.classes[i], want.boxes[i], want.scores[i])
+        unused.remove(match)
 
 
 def test_end_to_end_pixels_in_export_detects_from_images(exports):
