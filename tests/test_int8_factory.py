@@ -300,3 +300,15 @@ def test_cli_int8_target_without_int8_or_malformed_is_a_usage_error(project):
     assert alone.exit_code == 2 and "only used with --int8" in alone.output
     bad = runner.invoke(app, ["export", "--config", str(project / "mlp.yaml"), "--int8", "--int8-target", "x=1"])
     assert bad.exit_code == 2 and "not KEY=VALUE" in bad.output
+
+
+def test_bench_times_the_int8_variant_beside_fp32_with_held_out_parity(project, monkeypatch):
+    import modelport
+
+    monkeypatch.setenv("MODELPORT_CACHE", str(project / "bench_cache"))
+    record = modelport.benchmark(config=project / "embedder.yaml", formats="onnx", batches=(1,), seconds=0.2,
+                                 rounds=1, precision="int8", calib=project / "calib")
+    timed = {r["runtime"]: r for r in record["rows"] if r["throughput"]}
+    assert {"pytorch", "onnx", "onnx.int8"} <= set(timed)
+    parity = timed["onnx.int8"]["parity"]
+    assert parity["min_cosine"] >= 0.99 and record["model"]["task"] == "embed"
