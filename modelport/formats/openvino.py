@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,14 @@ from modelport.formats.closing import close_at_exit
 from modelport.spec import ModelSpec
 
 METADATA = "metadata.json"
+# Closed THROUGHPUT queues, with when they were closed, freed by a later close once RETIRE_SECONDS have passed.
+# wait_all() returns when the last request's callback has run, not when OpenVINO's thread has finished returning
+# from it: a queue dropped at once could lose its last reference on that thread, whose destructor then joined
+# itself and aborted the process ("terminate called ... Resource deadlock avoided": 3 runs in 5 of an INT8
+# export pinned to one core). Queues left at exit go with the interpreter's other objects.
+_RETIRED: list[tuple[float, object]] = []
+_RETIRED_LOCK = threading.Lock()
+RETIRE_SECONDS = 1.0
 
 
 def xml_in(directory: Path) -> Path:
@@ -100,12 +109,19 @@ class OpenVinoRunner(Runner):
                          "threads": threads or "default"}
 
     def close(self) -> None:
-        """Wait for the THROUGHPUT queue's requests, then drop the queue, requests and compiled models now, on this
-        thread, rather than in the interpreter's teardown; a later call compiles again."""
+        """Wait for the THROUGHPUT queue's requests, then drop the requests and compiled models now, on this thread,
+        rather than in the interpreter's teardown (the queue a little later: ``_RETIRED``); a later call compiles
+        again."""
         queue, self._queue = self._queue, None
         if queue is not None:
             queue.wait_all()  # no request may still be calling back into Python
-        del queue
+        now = time.monotonic()
+        with _RETIRED_LOCK:
+            expired = [q for t, q in _RETIRED if now - t >= RETIRE_SECONDS]
+            _RETIRED[:] = [(t, q) for t, q in _RETIRED if now - t < RETIRE_SECONDS]
+            if queue is not None:
+                _RETIRED.append((now, queue))
+        del queue, expired  # the expired ones are freed here, on this thread
         self._request = None
         self._compiled.clear()
 
