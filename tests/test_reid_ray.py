@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -116,6 +117,15 @@ def test_a_ray_worker_killed_mid_extraction_loses_nothing_and_embeds_nothing_twi
                                                                                      reference):
     killed: list[int] = []
     after: set[int] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        # From the kill until the run returns: the restarted actor can start and finish between two of the
+        # driver's progress calls on a loaded machine (seen with one core per pytest-xdist worker).
+        while not stop.wait(0.05):
+            after.update(_embedder_pids())
+
+    watcher = threading.Thread(target=watch, daemon=True)
 
     def kill_on_first_write(done: int, total: int) -> None:
         # Called by the driver after each batch it stored (commit_every=0): the first store is mid-extraction.
@@ -125,13 +135,18 @@ def test_a_ray_worker_killed_mid_extraction_loses_nothing_and_embeds_nothing_twi
             victim = min(victims)
             os.kill(victim, signal.SIGKILL)
             killed.append(victim)
+            watcher.start()
             # Decoding runs in tasks of its own, not fused into the actors (the CPU stage).
             assert not any("decode_crops" in title for title in victims.values()), victims
-        elif killed:
-            after.update(_embedder_pids())
 
     # Segments of 4 crops: the driver stores (and the test can kill) after each, with most still to come.
-    result = extract_ray(db, onnx_model, batch=2, segment_rows=4, progress=kill_on_first_write, commit_every=0.0)
+    try:
+        result = extract_ray(db, onnx_model, batch=2, segment_rows=4, progress=kill_on_first_write,
+                             commit_every=0.0)
+    finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join()
     assert killed, "extraction finished before a worker could be killed"
     assert after - set(killed), "Ray did not restart the killed actor"
     assert result.computed == len(reference)
