@@ -47,15 +47,14 @@ def export(source: str | None, request: ExportRequest) -> list[ExportRow]:
     chosen = parse_formats(request.formats or config.formats, request.device)
     rows: list[ExportRow] = []
     if not request.formats:  # the YAML travels between machines: what this one cannot build is reported, not fatal
-        for fmt in [f for f in chosen if f.unavailable_reason(request.device)]:
-            chosen.remove(fmt)
-            rows.append(ExportRow("factory", built.spec.name, fmt.id, None, 0.0, True,
-                                  note=f"unavailable here, not exported ({fmt.unavailable_reason(request.device)}); "
-                                       f"listed in {config.origin}"))
-        for fmt in [f for f in chosen if asked and asked not in f.precisions]:
-            chosen.remove(fmt)
-            rows.append(ExportRow("factory", built.spec.name, fmt.id, None, 0.0, True,
-                                  note=f"holds {', '.join(fmt.precisions)}: not made in {asked}"))
+        for fmt in list(chosen):
+            unavailable = fmt.unavailable_reason(request.device)
+            note = (f"unavailable here, not exported ({unavailable}); listed in {config.origin}" if unavailable
+                    else f"holds {', '.join(fmt.precisions)}: not made in {asked}"
+                    if asked and asked not in fmt.precisions else None)
+            if note:
+                chosen.remove(fmt)
+                rows.append(ExportRow("factory", built.spec.name, fmt.id, None, 0.0, True, note=note))
     calibration = None
     if asked == "int8" and chosen:
         spec, calibration = variant_spec(built.spec, "int8", request.calib, int8=request.int8)
